@@ -1,0 +1,112 @@
+//! Wires the components together, owns shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingress::{Ingress, IngressError, OfflineReason};
+use crate::pipeline::{Pipeline, Routes, Stats};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{Db, Ids, StoreError};
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Storage could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The registry could not be loaded.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The MQTT ingress did not start.
+    #[error(transparent)]
+    Ingress(#[from] IngressError),
+}
+
+/// A running iotpipe.
+pub struct App {
+    shutdown: CancellationToken,
+    ingress: Ingress,
+    registry: Arc<Registry>,
+    pipeline: Pipeline,
+    pipeline_task: JoinHandle<()>,
+}
+
+impl App {
+    /// Opens the storage, loads the registry and starts every listener.
+    ///
+    /// # Errors
+    /// When storage, the registry or a listener fails.
+    pub async fn start(config: &Config) -> Result<Self, AppError> {
+        let db = Db::open(&config.storage.dir)?;
+        let registry = Arc::new(Registry::load(config, db.clone())?);
+        let ids = Arc::new(Ids::new(db));
+        let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions));
+        let pipeline_task = tokio::spawn(task);
+        let shutdown = CancellationToken::new();
+        let ingress = Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), shutdown.clone()).await?;
+        tracing::info!(mqtt = %ingress.addr(), mqtt_tls = ?ingress.tls_addr(), "iotpipe is serving");
+        Ok(Self { shutdown, ingress, registry, pipeline, pipeline_task })
+    }
+
+    /// The plain MQTT address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.ingress.addr()
+    }
+
+    /// The MQTT over TLS address.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.ingress.tls_addr()
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The ingress.
+    pub fn ingress(&self) -> &Ingress {
+        &self.ingress
+    }
+
+    /// Hand-off counters.
+    pub fn pipeline_stats(&self) -> &Arc<Stats> {
+        self.pipeline.stats()
+    }
+
+    /// Enables or disables a device; disabling disconnects it (offline reason "device_disabled").
+    ///
+    /// # Errors
+    /// Unknown device or a storage failure.
+    pub async fn set_device_enabled(&self, product_key: &str, device_name: &str, enabled: bool) -> Result<(), RegistryError> {
+        self.registry.set_enabled(product_key, device_name, enabled)?;
+        if !enabled {
+            self.ingress.disconnect(product_key, device_name, OfflineReason::DeviceDisabled).await;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
+    /// closes the store. Gives up waiting after `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        let Self { shutdown, ingress, registry, pipeline, pipeline_task } = self;
+        shutdown.cancel();
+        let drained = tokio::time::timeout(grace, async move {
+            ingress.stopped().await;
+            // The last senders go: the pipeline task drains its queue and ends.
+            drop(ingress);
+            drop(pipeline);
+            let _ = pipeline_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "Shutdown grace period ran out");
+        }
+        drop(registry);
+        tracing::info!("iotpipe stopped");
+    }
+}

@@ -1,0 +1,101 @@
+//! `iotpipe serve`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{self, Config};
+use crate::ingress::auth::Credentials;
+use crate::sign::SignMethod;
+use crate::App;
+
+/// Shutdown must finish within 5 s; leave room for the process to exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
+
+pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
+    init_tracing();
+    let (config, demo) = match config_path {
+        Some(path) => (config::load_file(path)?, false),
+        None => (config::load_str(config::DEMO_CONFIG, "<embedded demo config>")?, true),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("iotpipe")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, demo))
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let app = App::start(&config).await?;
+    println!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  MQTT      {}", app.mqtt_addr());
+    if let Some(tls) = app.mqtt_tls_addr() {
+        println!("  MQTT+TLS  {tls}");
+    }
+    println!("  data      {}", config.storage.dir.display());
+    if demo {
+        print_demo_credentials(&config, app.mqtt_addr().port());
+    }
+    wait_for_signal().await;
+    tracing::info!("Shutting down");
+    app.shutdown(SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+fn print_demo_credentials(config: &Config, port: u16) {
+    println!("Demo configuration (run with --config FILE for your own):");
+    for product in &config.products {
+        for device in &product.devices {
+            let c = Credentials {
+                client_id: device.name.clone(),
+                product_key: product.key.clone(),
+                device_name: device.name.clone(),
+                method: SignMethod::HmacSha256,
+                timestamp: None,
+            };
+            println!(
+                "  device {}/{}: mosquitto_pub -p {port} -i '{}' -u '{}' -P '{}' -q 1 -t '/{}/{}/user/update' -m '{{\"temperature\":40}}'",
+                product.key,
+                device.name,
+                c.mqtt_client_id(),
+                c.username(),
+                c.password(&device.secret),
+                product.key,
+                device.name,
+            );
+        }
+    }
+    for key in &config.access_keys {
+        println!("  AMQP access key: id {} secret {}", key.id, key.secret);
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,132 @@
+//! Topic ACL: a device uses only its own topics.
+//!
+//! Own topics are `/${productKey}/${deviceName}/user/...` (custom) and
+//! `/sys/${productKey}/${deviceName}/thing/...` (thing model). Publishing needs a concrete
+//! topic below one of those prefixes; subscribing may use `+` and `#` only below them.
+
+/// Why a topic or filter was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Not below the device's own prefixes.
+    NotOwn,
+    /// Empty levels, wildcards in a topic name, or a malformed filter.
+    Invalid,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Denied::NotOwn => "not one of the device's own topics",
+            Denied::Invalid => "not a valid topic",
+        })
+    }
+}
+
+/// The two own prefixes of one device, built once per connection.
+#[derive(Debug, Clone)]
+pub struct Acl {
+    custom: String,
+    thing: String,
+}
+
+impl Acl {
+    /// The ACL of device `device_name` of product `product_key`.
+    pub fn new(product_key: &str, device_name: &str) -> Self {
+        Self {
+            custom: format!("/{product_key}/{device_name}/user/"),
+            thing: format!("/sys/{product_key}/{device_name}/thing/"),
+        }
+    }
+
+    fn rest<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic
+            .strip_prefix(self.custom.as_str())
+            .or_else(|| topic.strip_prefix(self.thing.as_str()))
+    }
+
+    /// May the device publish to `topic`? Runs on every PUBLISH: two prefix compares and a
+    /// byte scan, no allocation.
+    pub fn check_publish(&self, topic: &str) -> Result<(), Denied> {
+        let rest = self.rest(topic).ok_or(Denied::NotOwn)?;
+        if rest.is_empty() || rest.bytes().any(|b| b == b'+' || b == b'#' || b == 0) {
+            return Err(Denied::Invalid);
+        }
+        if rest.split('/').any(str::is_empty) {
+            return Err(Denied::Invalid);
+        }
+        Ok(())
+    }
+
+    /// May the device subscribe to `filter`?
+    pub fn check_subscribe(&self, filter: &str) -> Result<(), Denied> {
+        if filter.starts_with("$share/") || filter.starts_with("$queue/") {
+            return Err(Denied::NotOwn);
+        }
+        let rest = self.rest(filter).ok_or(Denied::NotOwn)?;
+        if rest.is_empty() {
+            return Err(Denied::Invalid);
+        }
+        let levels: Vec<&str> = rest.split('/').collect();
+        for (i, level) in levels.iter().enumerate() {
+            let ok = match *level {
+                "" => false,
+                "+" => true,
+                "#" => i == levels.len() - 1,
+                l => !l.contains(['+', '#']),
+            };
+            if !ok {
+                return Err(Denied::Invalid);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_table() {
+        let acl = Acl::new("a1demo", "dev1");
+        let table = [
+            ("/a1demo/dev1/user/update", Ok(())),
+            ("/a1demo/dev1/user/a/b/c", Ok(())),
+            ("/sys/a1demo/dev1/thing/event/property/post", Ok(())),
+            ("/a1demo/dev2/user/update", Err(Denied::NotOwn)),
+            ("/a1demo/dev1x/user/update", Err(Denied::NotOwn)),
+            ("/sys/a1demo/dev2/thing/event/property/post", Err(Denied::NotOwn)),
+            ("/a1demo/dev1/other", Err(Denied::NotOwn)),
+            ("/a1demo/dev1/user", Err(Denied::NotOwn)),
+            ("/as/mqtt/status/a1demo/dev1", Err(Denied::NotOwn)),
+            ("/a1demo/dev1/user/", Err(Denied::Invalid)),
+            ("/a1demo/dev1/user/a//b", Err(Denied::Invalid)),
+            ("/a1demo/dev1/user/+", Err(Denied::Invalid)),
+            ("/a1demo/dev1/user/#", Err(Denied::Invalid)),
+        ];
+        for (topic, want) in table {
+            assert_eq!(acl.check_publish(topic), want, "{topic}");
+        }
+    }
+
+    #[test]
+    fn subscribe_table() {
+        let acl = Acl::new("a1demo", "dev1");
+        let table = [
+            ("/a1demo/dev1/user/get", Ok(())),
+            ("/a1demo/dev1/user/#", Ok(())),
+            ("/a1demo/dev1/user/+/x", Ok(())),
+            ("/sys/a1demo/dev1/thing/service/#", Ok(())),
+            ("/a1demo/+/user/get", Err(Denied::NotOwn)),
+            ("/a1demo/dev2/user/get", Err(Denied::NotOwn)),
+            ("#", Err(Denied::NotOwn)),
+            ("/a1demo/dev1/#", Err(Denied::NotOwn)),
+            ("$share/g//a1demo/dev1/user/get", Err(Denied::NotOwn)),
+            ("/a1demo/dev1/user/#/x", Err(Denied::Invalid)),
+            ("/a1demo/dev1/user/a+", Err(Denied::Invalid)),
+        ];
+        for (filter, want) in table {
+            assert_eq!(acl.check_subscribe(filter), want, "{filter}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! MQTT ingress: devices connect here.
+//!
+//! iotpipe's own session layer (`connection.rs`) speaks MQTT 3.1.1 and 5 through rumqttc's
+//! codecs (`codec.rs`), authenticates with the Link SDK scheme (`auth.rs`), enforces the topic
+//! ACL (`acl.rs`), announces online/offline (`status.rs`, `sessions.rs`) and hands every publish
+//! to the durable pipeline. rumqttd's router (`broker.rs`) carries device subscriptions and
+//! downlink messages. Why this shape: docs/ingress.md.
+
+pub mod acl;
+pub mod auth;
+pub mod broker;
+pub mod codec;
+mod connection;
+mod listener;
+pub mod sessions;
+pub mod status;
+pub mod thing;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MqttConfig;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+
+pub use broker::Broker;
+pub use sessions::Sessions;
+pub use status::OfflineReason;
+
+/// Ingress start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS material is unusable.
+    #[error("MQTT TLS: {0}")]
+    Tls(String),
+    /// The embedded router did not start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+}
+
+/// Limits from `[mqtt]`, resolved once.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub max_payload: usize,
+    /// Largest packet read: the payload limit plus room for the largest topic and headers.
+    pub max_packet: usize,
+    pub keep_alive_min: u16,
+    pub keep_alive_max: u16,
+    pub max_inflight: usize,
+    pub connect_timeout_secs: u64,
+}
+
+impl Limits {
+    fn new(c: &MqttConfig) -> Self {
+        Self {
+            max_payload: c.max_payload_bytes,
+            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(268_435_455),
+            keep_alive_min: c.keep_alive_min_secs,
+            keep_alive_max: c.keep_alive_max_secs,
+            max_inflight: c.max_inflight,
+            connect_timeout_secs: c.connect_timeout_secs,
+        }
+    }
+
+    pub fn max_packet_u32(&self) -> u32 {
+        u32::try_from(self.max_packet).unwrap_or(u32::MAX)
+    }
+}
+
+/// Counters of the ingress, for metrics.
+#[derive(Debug, Default)]
+pub struct IngressStats {
+    /// Devices online now.
+    pub connections: AtomicU64,
+    /// Connections refused at or before CONNECT.
+    pub refused: AtomicU64,
+    /// Publishes handed to the pipeline.
+    pub publishes: AtomicU64,
+    /// Payload bytes handed to the pipeline.
+    pub bytes: AtomicU64,
+    /// Publishes and subscriptions refused by the topic ACL.
+    pub acl_denied: AtomicU64,
+    /// Publishes refused for their size.
+    pub oversized: AtomicU64,
+    /// Connections closed for malformed packets or protocol violations.
+    pub protocol_errors: AtomicU64,
+    /// Thing-model posts forwarded unconverted because their JSON was not Alink JSON.
+    pub bad_thing_payloads: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub registry: Arc<Registry>,
+    pub sessions: Sessions,
+    pub pipeline: Pipeline,
+    pub broker: Broker,
+    pub limits: Limits,
+    pub shutdown: CancellationToken,
+    pub stats: Arc<IngressStats>,
+    pub tasks: TaskTracker,
+}
+
+/// The running ingress.
+pub struct Ingress {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+}
+
+impl Ingress {
+    /// Binds the listeners and starts accepting.
+    ///
+    /// # Errors
+    /// A listener cannot bind, the TLS files are unusable, or the router fails to start.
+    pub async fn start(
+        config: &MqttConfig,
+        registry: Arc<Registry>,
+        pipeline: Pipeline,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IngressError> {
+        let tls = match (&config.tls_listen, &config.cert, &config.key) {
+            (Some(addr), Some(cert), Some(key)) => Some((*addr, listener::tls_acceptor(cert, key)?)),
+            (Some(_), _, _) => return Err(IngressError::Tls("tls_listen needs cert and key".into())),
+            _ => None,
+        };
+        let plain = listener::bind(config.listen).await?;
+        let addr = plain.local_addr().map_err(|source| IngressError::Bind { addr: config.listen, source })?;
+        let shared = Arc::new(Shared {
+            registry,
+            sessions: Sessions::default(),
+            pipeline,
+            broker: Broker::start()?,
+            limits: Limits::new(config),
+            shutdown,
+            stats: Arc::new(IngressStats::default()),
+            tasks: TaskTracker::new(),
+        });
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let mut tls_addr = None;
+        if let Some((tls_listen, acceptor)) = tls {
+            let l = listener::bind(tls_listen).await?;
+            tls_addr = Some(l.local_addr().map_err(|source| IngressError::Bind { addr: tls_listen, source })?);
+            shared.tasks.spawn(listener::run(l, Some(acceptor), shared.clone(), permits.clone()));
+        }
+        shared.tasks.spawn(listener::run(plain, None, shared.clone(), permits));
+        Ok(Self { shared, addr, tls_addr })
+    }
+
+    /// The bound plain MQTT address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound MQTT over TLS address, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<IngressStats> {
+        &self.shared.stats
+    }
+
+    /// Whether the device is online.
+    pub fn is_online(&self, product_key: &str, device_name: &str) -> bool {
+        self.shared.sessions.is_online(product_key, device_name)
+    }
+
+    /// Disconnects the device, if online, and waits until its offline status is stored.
+    pub async fn disconnect(&self, product_key: &str, device_name: &str, reason: OfflineReason) {
+        if let Some(done) = self.shared.sessions.kick(product_key, device_name, reason) {
+            done.cancelled().await;
+        }
+    }
+
+    /// Publishes a QoS 0 downlink message to the devices subscribed to `topic`.
+    ///
+    /// # Errors
+    /// When the router is busy.
+    pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), broker::BrokerError> {
+        self.shared.broker.publish(topic, payload)
+    }
+
+    /// Waits until the listeners have stopped and every connection has finished (after the
+    /// shutdown token was cancelled).
+    pub async fn stopped(&self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}

@@ -1,0 +1,111 @@
+//! Who is online: one session per device, takeover, and disconnecting a device from outside.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::status::OfflineReason;
+
+type Key = (String, String);
+
+struct Entry {
+    id: u64,
+    kick: watch::Sender<Option<OfflineReason>>,
+    done: CancellationToken,
+}
+
+/// The session table.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<Key, Entry>>,
+    next_id: AtomicU64,
+}
+
+/// What a connection holds while it is the device's session.
+pub struct Registration {
+    /// This session's id.
+    pub id: u64,
+    /// Fires with the reason when the session must end (takeover, disable).
+    pub kicked: watch::Receiver<Option<OfflineReason>>,
+    /// Cancelled when the connection has finished (after its offline status is stored).
+    pub done: CancellationToken,
+    /// The session this one replaced: wait for it before announcing online.
+    pub replaced: Option<CancellationToken>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes a new session the device's current one, kicking the previous one.
+    pub fn register(&self, product_key: &str, device_name: &str) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (kick, kicked) = watch::channel(None);
+        let done = CancellationToken::new();
+        let entry = Entry { id, kick, done: done.clone() };
+        let previous = self.lock().insert((product_key.to_string(), device_name.to_string()), entry);
+        let replaced = previous.map(|p| {
+            let _ = p.kick.send(Some(OfflineReason::TakenOver));
+            p.done
+        });
+        Registration { id, kicked, done, replaced }
+    }
+
+    /// Removes session `id` of the device, unless a newer one has replaced it.
+    pub fn remove(&self, product_key: &str, device_name: &str, id: u64) {
+        let mut map = self.lock();
+        let key = (product_key.to_string(), device_name.to_string());
+        if map.get(&key).is_some_and(|e| e.id == id) {
+            map.remove(&key);
+        }
+    }
+
+    /// Ends the device's session, if any, with `reason`; returns a token that is cancelled when
+    /// the connection has finished.
+    pub fn kick(&self, product_key: &str, device_name: &str, reason: OfflineReason) -> Option<CancellationToken> {
+        let map = self.lock();
+        let entry = map.get(&(product_key.to_string(), device_name.to_string()))?;
+        let _ = entry.kick.send(Some(reason));
+        Some(entry.done.clone())
+    }
+
+    /// Whether the device is online.
+    pub fn is_online(&self, product_key: &str, device_name: &str) -> bool {
+        self.lock().contains_key(&(product_key.to_string(), device_name.to_string()))
+    }
+
+    /// Number of online devices.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no device is online.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takeover_kicks_the_old_session_and_keeps_the_new_one() {
+        let s = Sessions::default();
+        let old = s.register("p", "d");
+        assert!(old.replaced.is_none());
+        let new = s.register("p", "d");
+        assert_eq!(*old.kicked.borrow(), Some(OfflineReason::TakenOver));
+        assert!(new.replaced.is_some());
+        s.remove("p", "d", old.id);
+        assert!(s.is_online("p", "d"), "the old session must not remove the new one");
+        s.kick("p", "d", OfflineReason::DeviceDisabled).unwrap();
+        assert_eq!(*new.kicked.borrow(), Some(OfflineReason::DeviceDisabled));
+        s.remove("p", "d", new.id);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,28 @@
+//! iotpipe: a self-hosted data path for IoT platforms.
+//!
+//! Devices connect over MQTT with signed credentials; every message carries a verified
+//! identity and is stored durably before the device gets its PUBACK; rules and server-side
+//! subscriptions route it to consumer groups that business servers read over AMQP 1.0.
+//!
+//! # Layout
+//! - [`app`]: wires the components, owns shutdown.
+//! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
+//! - [`registry`]: products, devices, access keys; run-time changes persisted.
+//! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
+//! - [`message`]: the envelope every stage passes on.
+//! - [`pipeline`]: the durable hand-off and routing to consumer groups.
+//! - [`store`]: the redb database (message ids, registry changes, queues).
+//! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
+//! - [`cli`]: the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod ingress;
+pub mod message;
+pub mod pipeline;
+pub mod registry;
+pub mod sign;
+pub mod store;
+
+pub use app::App;

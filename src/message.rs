@@ -1,0 +1,79 @@
+//! The message envelope every stage passes on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Who sent a message: verified at CONNECT, shared by every message of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// productKey.
+    pub product_key: String,
+    /// deviceName.
+    pub device_name: String,
+    /// The device's own client id (the part of the MQTT client id before `|`); empty for
+    /// messages the platform makes itself, such as lifecycle events from the API.
+    pub client_id: String,
+    /// The device's address, when the message comes from a connection.
+    pub peer: Option<SocketAddr>,
+}
+
+/// What kind of message this is; server-side subscriptions select on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Published by a device.
+    Upstream,
+    /// Online/offline change (`/as/mqtt/status/${pk}/${dn}`).
+    Status,
+    /// Device created, deleted, enabled, disabled (`/${pk}/${dn}/thing/lifecycle`).
+    Lifecycle,
+}
+
+/// One message inside iotpipe.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Unique across restarts; the AMQP `messageId`.
+    pub id: u64,
+    /// What kind of message.
+    pub kind: Kind,
+    /// The topic as published by the device, or the platform topic of generated messages.
+    pub topic: String,
+    /// Payload bytes, unchanged.
+    pub payload: Bytes,
+    /// QoS the device used (0 or 1).
+    pub qos: u8,
+    /// Verified sender.
+    pub origin: Arc<Origin>,
+    /// When iotpipe received it, epoch milliseconds.
+    pub received_at_ms: u64,
+    /// Thing-model messages in the platform's forwarding format, for rules and subscriptions.
+    pub platform: Option<Platform>,
+}
+
+/// A thing-model message as the platform forwards it: the topic without `/sys` and the
+/// converted JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Platform {
+    /// Forwarding topic, e.g. `/a1demo/dev1/thing/event/property/post`.
+    pub topic: String,
+    /// Converted JSON.
+    pub payload: Bytes,
+}
+
+impl Message {
+    /// The topic and payload rules and subscriptions see: the platform form when there is one.
+    pub fn forwarded(&self) -> (&str, &Bytes) {
+        match &self.platform {
+            Some(p) => (&p.topic, &p.payload),
+            None => (&self.topic, &self.payload),
+        }
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,159 @@
+//! The durable hand-off between ingress and everything after it.
+//!
+//! `enqueue` puts a message into a bounded queue (waiting while it is full: that is how a slow
+//! pipeline slows publishers) and returns a [`Receipt`] that resolves once the message is
+//! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
+//!
+//! One task takes messages off the queue in batches, so a batch can share one storage commit.
+//! Targets come from the server-side subscriptions ([`routes`]). Until the consumer-group
+//! queues exist, "stored" means counted: the interface is the final one.
+
+mod routes;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use routes::Routes;
+
+use crate::message::{Kind, Message};
+use crate::store::Ids;
+
+/// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
+/// what the ingress holds: 8,192 × 256 KiB worst case, a few MiB with typical payloads.
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Messages one storage commit takes at most.
+const BATCH: usize = 1024;
+
+/// Why a message could not be handed off.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandoffError {
+    /// The pipeline has shut down.
+    #[error("the pipeline is shut down")]
+    Closed,
+    /// Storage failed; the message is not stored.
+    #[error("storing the message failed: {0}")]
+    Store(String),
+}
+
+struct Job {
+    message: Message,
+    done: oneshot::Sender<Result<(), HandoffError>>,
+}
+
+/// Counters of the hand-off.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages stored (whatever their target count).
+    pub messages: AtomicU64,
+    /// Upstream messages stored.
+    pub upstream: AtomicU64,
+    /// Status messages stored.
+    pub status: AtomicU64,
+    /// Lifecycle messages stored.
+    pub lifecycle: AtomicU64,
+    /// Copies stored for consumer groups (a message for three groups counts three).
+    pub group_copies: AtomicU64,
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Job>,
+    ids: Arc<Ids>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+/// Resolves when the message is durably stored for every target.
+pub struct Receipt(oneshot::Receiver<Result<(), HandoffError>>);
+
+impl Future for Receipt {
+    type Output = Result<(), HandoffError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(HandoffError::Closed)))
+    }
+}
+
+impl Receipt {
+    /// The outcome if it is already known.
+    pub fn try_result(&mut self) -> Option<Result<(), HandoffError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(HandoffError::Closed)),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Creates the pipeline; run the returned task until it ends (it ends when every
+    /// `Pipeline` clone is dropped and the queue is drained).
+    pub fn new(ids: Arc<Ids>, routes: Routes) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let stats = Arc::new(Stats::default());
+        let task = run(rx, routes, stats.clone());
+        (Self { tx, ids, stats }, task)
+    }
+
+    /// A new message id.
+    ///
+    /// # Errors
+    /// When a new id block cannot be stored.
+    pub fn next_id(&self) -> Result<u64, HandoffError> {
+        self.ids.next().map_err(|e| HandoffError::Store(e.to_string()))
+    }
+
+    /// Queues `message`, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// `Closed` after shutdown.
+    pub async fn enqueue(&self, message: Message) -> Result<Receipt, HandoffError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Job { message, done }).await.map_err(|_| HandoffError::Closed)?;
+        Ok(Receipt(rx))
+    }
+
+    /// Queues `message` and waits until it is stored.
+    ///
+    /// # Errors
+    /// `Closed` after shutdown; `Store` when storing failed.
+    pub async fn submit(&self, message: Message) -> Result<(), HandoffError> {
+        self.enqueue(message).await?.await
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Job>, routes: Routes, stats: Arc<Stats>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // One commit per batch goes here with the consumer-group store.
+        for job in batch.drain(..) {
+            let targets = routes.targets(&job.message);
+            stats.group_copies.fetch_add(targets.len() as u64, Ordering::Relaxed);
+            stats.messages.fetch_add(1, Ordering::Relaxed);
+            let by_kind = match job.message.kind {
+                Kind::Upstream => &stats.upstream,
+                Kind::Status => &stats.status,
+                Kind::Lifecycle => &stats.lifecycle,
+            };
+            by_kind.fetch_add(1, Ordering::Relaxed);
+            // The publisher may be gone (connection closed): nothing to tell then.
+            let _ = job.done.send(Ok(()));
+        }
+    }
+    tracing::debug!("Pipeline drained");
+}

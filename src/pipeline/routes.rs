@@ -1,0 +1,49 @@
+//! Which consumer groups a message goes to, from the server-side subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{MessageType, SubscriptionConfig};
+use crate::message::{Kind, Message};
+
+/// Subscriptions by productKey.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    by_product: HashMap<String, Vec<(MessageType, Arc<[String]>)>>,
+}
+
+impl Routes {
+    /// Routes for the given subscriptions.
+    pub fn new(subscriptions: &[SubscriptionConfig]) -> Self {
+        let mut by_product: HashMap<String, Vec<(MessageType, Arc<[String]>)>> = HashMap::new();
+        for s in subscriptions {
+            let groups: Arc<[String]> = s.consumer_groups.clone().into();
+            for t in &s.message_types {
+                by_product.entry(s.product_key.clone()).or_default().push((*t, groups.clone()));
+            }
+        }
+        Self { by_product }
+    }
+
+    /// The groups `message` goes to (each once).
+    pub fn targets(&self, message: &Message) -> Vec<&str> {
+        let want = match message.kind {
+            Kind::Upstream => MessageType::Upstream,
+            Kind::Status => MessageType::Status,
+            Kind::Lifecycle => MessageType::Lifecycle,
+        };
+        let mut out: Vec<&str> = Vec::new();
+        if let Some(subs) = self.by_product.get(&message.origin.product_key) {
+            for (t, groups) in subs {
+                if *t == want {
+                    for g in groups.iter() {
+                        if !out.contains(&g.as_str()) {
+                            out.push(g);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,233 @@
+//! Products, devices and access keys.
+//!
+//! The configuration file gives the starting set. Changes made at run time (the device API of
+//! a later issue) are written to the storage directory and win over the file on the next start:
+//! a record per device, including a tombstone for a deleted one, so deleting a device that the
+//! file defines stays deleted.
+
+mod persist;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::store::{Db, StoreError};
+
+/// A device as the ingress sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// productKey.
+    pub product_key: String,
+    /// deviceName.
+    pub name: String,
+    /// deviceSecret.
+    pub secret: String,
+    /// Disabled devices are refused at CONNECT and disconnected when disabled.
+    pub enabled: bool,
+    /// Tags, for `attribute()` in rules.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    /// productKey.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Registry failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No such product.
+    #[error("product {0:?} does not exist")]
+    NoProduct(String),
+    /// No such device.
+    #[error("device {1:?} of product {0:?} does not exist")]
+    NoDevice(String, String),
+    /// The device exists already.
+    #[error("device {1:?} of product {0:?} exists already")]
+    DeviceExists(String, String),
+    /// Persisting the change failed; nothing changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    products: BTreeMap<String, Product>,
+    /// Keyed by (productKey, deviceName).
+    devices: HashMap<(String, String), Device>,
+    access_keys: HashMap<String, String>,
+}
+
+/// The registry, shared by every component.
+#[derive(Debug)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+    db: Arc<Db>,
+}
+
+impl Registry {
+    /// Builds the registry from `config`, then applies the changes stored in `db`.
+    ///
+    /// # Errors
+    /// When the stored changes cannot be read.
+    pub fn load(config: &Config, db: Arc<Db>) -> Result<Self, RegistryError> {
+        let mut inner = Inner::default();
+        for p in &config.products {
+            inner.products.insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone() });
+            for d in &p.devices {
+                let device = Device {
+                    product_key: p.key.clone(),
+                    name: d.name.clone(),
+                    secret: d.secret.clone(),
+                    enabled: d.enabled,
+                    tags: d.tags.clone(),
+                };
+                inner.devices.insert((p.key.clone(), d.name.clone()), device);
+            }
+        }
+        for k in &config.access_keys {
+            inner.access_keys.insert(k.id.clone(), k.secret.clone());
+        }
+        for (key, record) in persist::load(&db)? {
+            match record {
+                Some(device) => {
+                    inner.devices.insert(key, device);
+                }
+                None => {
+                    inner.devices.remove(&key);
+                }
+            }
+        }
+        Ok(Self { inner: RwLock::new(inner), db })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The device, if it exists.
+    pub fn device(&self, product_key: &str, device_name: &str) -> Option<Device> {
+        self.read().devices.get(&(product_key.to_string(), device_name.to_string())).cloned()
+    }
+
+    /// The product, if it exists.
+    pub fn product(&self, product_key: &str) -> Option<Product> {
+        self.read().products.get(product_key).cloned()
+    }
+
+    /// All products, ordered by key.
+    pub fn products(&self) -> Vec<Product> {
+        self.read().products.values().cloned().collect()
+    }
+
+    /// All devices of a product, ordered by name.
+    pub fn devices(&self, product_key: &str) -> Vec<Device> {
+        let mut v: Vec<Device> =
+            self.read().devices.values().filter(|d| d.product_key == product_key).cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The secret of an access key.
+    pub fn access_key_secret(&self, id: &str) -> Option<String> {
+        self.read().access_keys.get(id).cloned()
+    }
+
+    /// Adds a device and persists it.
+    ///
+    /// # Errors
+    /// Unknown product, an existing device, or a storage failure.
+    pub fn add_device(&self, device: Device) -> Result<(), RegistryError> {
+        let mut inner = self.write();
+        if !inner.products.contains_key(&device.product_key) {
+            return Err(RegistryError::NoProduct(device.product_key));
+        }
+        let key = (device.product_key.clone(), device.name.clone());
+        if inner.devices.contains_key(&key) {
+            return Err(RegistryError::DeviceExists(key.0, key.1));
+        }
+        persist::put(&self.db, &key, Some(&device))?;
+        inner.devices.insert(key, device);
+        Ok(())
+    }
+
+    /// Enables or disables a device and persists the change; returns the device.
+    ///
+    /// Disconnecting a connected device is the caller's part (see `App::set_device_enabled`).
+    ///
+    /// # Errors
+    /// Unknown device or a storage failure.
+    pub fn set_enabled(&self, product_key: &str, name: &str, enabled: bool) -> Result<Device, RegistryError> {
+        let mut inner = self.write();
+        let key = (product_key.to_string(), name.to_string());
+        let mut device = inner
+            .devices
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| RegistryError::NoDevice(key.0.clone(), key.1.clone()))?;
+        device.enabled = enabled;
+        persist::put(&self.db, &key, Some(&device))?;
+        inner.devices.insert(key, device.clone());
+        Ok(device)
+    }
+
+    /// Deletes a device and persists a tombstone; returns the deleted device.
+    ///
+    /// # Errors
+    /// Unknown device or a storage failure.
+    pub fn delete_device(&self, product_key: &str, name: &str) -> Result<Device, RegistryError> {
+        let mut inner = self.write();
+        let key = (product_key.to_string(), name.to_string());
+        if !inner.devices.contains_key(&key) {
+            return Err(RegistryError::NoDevice(key.0, key.1));
+        }
+        persist::put(&self.db, &key, None)?;
+        inner.devices.remove(&key).ok_or(RegistryError::NoDevice(key.0, key.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        crate::config::load_str(crate::config::DEMO_CONFIG, "demo").unwrap()
+    }
+
+    #[test]
+    fn runtime_changes_survive_a_restart_and_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = Registry::load(&config(), Db::open(dir.path()).unwrap()).unwrap();
+            assert!(r.device("a1demo", "dev1").unwrap().enabled);
+            r.set_enabled("a1demo", "dev1", false).unwrap();
+            r.delete_device("a1demo", "dev2").unwrap();
+            r.add_device(Device {
+                product_key: "a1demo".into(),
+                name: "dev3".into(),
+                secret: "s3".into(),
+                enabled: true,
+                tags: BTreeMap::new(),
+            })
+            .unwrap();
+            assert!(matches!(
+                r.add_device(r.device("a1demo", "dev3").unwrap()),
+                Err(RegistryError::DeviceExists(..))
+            ));
+        }
+        let r = Registry::load(&config(), Db::open(dir.path()).unwrap()).unwrap();
+        assert!(!r.device("a1demo", "dev1").unwrap().enabled);
+        assert!(r.device("a1demo", "dev2").is_none());
+        assert_eq!(r.device("a1demo", "dev3").unwrap().secret, "s3");
+        assert_eq!(r.devices("a1demo").len(), 2);
+        assert_eq!(r.access_key_secret("LTAIdemo").as_deref(), Some("demo-secret"));
+    }
+}

@@ -1,0 +1,78 @@
+//! Durable state: one redb database in the storage directory.
+//!
+//! Today it holds message-id blocks and registry changes made at run time; the consumer-group
+//! queues join it (behind a queue trait) with the consumer-group issue.
+
+mod ids;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use ids::Ids;
+
+/// File name of the database inside the storage directory.
+pub const DB_FILE: &str = "iotpipe.redb";
+
+/// Storage failures. The message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage directory could not be created.
+    #[error("cannot create storage directory {path}: {source}")]
+    Dir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The database could not be opened (also: another iotpipe uses it).
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// Database file.
+        path: PathBuf,
+        /// Cause.
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed.
+    #[error("storage error in {path}: {source}")]
+    Io {
+        /// Database file.
+        path: PathBuf,
+        /// Cause.
+        source: Box<redb::Error>,
+    },
+}
+
+/// The open database.
+pub struct Db {
+    path: PathBuf,
+    db: redb::Database,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`.
+    ///
+    /// # Errors
+    /// When the directory or file cannot be created or opened, e.g. while another process holds it.
+    pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+        let path = dir.join(DB_FILE);
+        let db = redb::Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        Ok(Arc::new(Self { path, db }))
+    }
+
+    /// The redb handle.
+    pub fn redb(&self) -> &redb::Database {
+        &self.db
+    }
+
+    /// Wraps a redb error with this database's path.
+    pub fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Io { path: self.path.clone(), source: Box::new(e.into()) }
+    }
+}
