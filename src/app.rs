@@ -48,9 +48,21 @@ impl App {
         let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions));
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
-        let ingress = Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), shutdown.clone()).await?;
+        let ingress = Ingress::start(
+            &config.mqtt,
+            registry.clone(),
+            pipeline.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         tracing::info!(mqtt = %ingress.addr(), mqtt_tls = ?ingress.tls_addr(), "iotpipe is serving");
-        Ok(Self { shutdown, ingress, registry, pipeline, pipeline_task })
+        Ok(Self {
+            shutdown,
+            ingress,
+            registry,
+            pipeline,
+            pipeline_task,
+        })
     }
 
     /// The plain MQTT address.
@@ -78,14 +90,27 @@ impl App {
         self.pipeline.stats()
     }
 
+    /// Every message once stored (see [`Pipeline::tap`]).
+    pub fn tap(&self) -> tokio::sync::broadcast::Receiver<crate::message::Message> {
+        self.pipeline.tap()
+    }
+
     /// Enables or disables a device; disabling disconnects it (offline reason "device_disabled").
     ///
     /// # Errors
     /// Unknown device or a storage failure.
-    pub async fn set_device_enabled(&self, product_key: &str, device_name: &str, enabled: bool) -> Result<(), RegistryError> {
-        self.registry.set_enabled(product_key, device_name, enabled)?;
+    pub async fn set_device_enabled(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        enabled: bool,
+    ) -> Result<(), RegistryError> {
+        self.registry
+            .set_enabled(product_key, device_name, enabled)?;
         if !enabled {
-            self.ingress.disconnect(product_key, device_name, OfflineReason::DeviceDisabled).await;
+            self.ingress
+                .disconnect(product_key, device_name, OfflineReason::DeviceDisabled)
+                .await;
         }
         Ok(())
     }
@@ -93,7 +118,13 @@ impl App {
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
     /// closes the store. Gives up waiting after `grace`.
     pub async fn shutdown(self, grace: Duration) {
-        let Self { shutdown, ingress, registry, pipeline, pipeline_task } = self;
+        let Self {
+            shutdown,
+            ingress,
+            registry,
+            pipeline,
+            pipeline_task,
+        } = self;
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async move {
             ingress.stopped().await;
@@ -104,7 +135,10 @@ impl App {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(grace_secs = grace.as_secs(), "Shutdown grace period ran out");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "Shutdown grace period ran out"
+            );
         }
         drop(registry);
         tracing::info!("iotpipe stopped");

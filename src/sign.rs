@@ -67,7 +67,10 @@ mod tests {
 
     #[test]
     fn parses_names_case_insensitively() {
-        assert_eq!(SignMethod::parse("HmacSHA256"), Some(SignMethod::HmacSha256));
+        assert_eq!(
+            SignMethod::parse("HmacSHA256"),
+            Some(SignMethod::HmacSha256)
+        );
         assert_eq!(SignMethod::parse("hmacmd5"), Some(SignMethod::HmacMd5));
         assert_eq!(SignMethod::parse("sha1"), None);
     }
@@ -77,6 +80,9 @@ mod tests {
         let md5 = SignMethod::HmacMd5.mac(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(hex::encode(md5), "750c783e6ab0b503eaa86e310a5db738");
         let sha1 = SignMethod::HmacSha1.mac(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(hex::encode(sha1), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
+        assert_eq!(
+            hex::encode(sha1),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
     }
 }

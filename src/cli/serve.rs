@@ -17,7 +17,10 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     init_tracing();
     let (config, demo) = match config_path {
         Some(path) => (config::load_file(path)?, false),
-        None => (config::load_str(config::DEMO_CONFIG, "<embedded demo config>")?, true),
+        None => (
+            config::load_str(config::DEMO_CONFIG, "<embedded demo config>")?,
+            true,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,8 +77,13 @@ fn print_demo_credentials(config: &Config, port: u16) {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn wait_for_signal() {

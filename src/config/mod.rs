@@ -232,19 +232,30 @@ impl Default for MqttConfig {
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        Self { listen: default_amqp_listen(), tls_listen: None, cert: None, key: None }
+        Self {
+            listen: default_amqp_listen(),
+            tls_listen: None,
+            cert: None,
+            key: None,
+        }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_http_listen(), admin_token: default_admin_token() }
+        Self {
+            listen: default_http_listen(),
+            admin_token: default_admin_token(),
+        }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { dir: default_storage_dir(), rules_dir: None }
+        Self {
+            dir: default_storage_dir(),
+            rules_dir: None,
+        }
     }
 }
 

@@ -95,7 +95,10 @@ mod tests {
             ("/sys/a1demo/dev1/thing/event/property/post", Ok(())),
             ("/a1demo/dev2/user/update", Err(Denied::NotOwn)),
             ("/a1demo/dev1x/user/update", Err(Denied::NotOwn)),
-            ("/sys/a1demo/dev2/thing/event/property/post", Err(Denied::NotOwn)),
+            (
+                "/sys/a1demo/dev2/thing/event/property/post",
+                Err(Denied::NotOwn),
+            ),
             ("/a1demo/dev1/other", Err(Denied::NotOwn)),
             ("/a1demo/dev1/user", Err(Denied::NotOwn)),
             ("/as/mqtt/status/a1demo/dev1", Err(Denied::NotOwn)),

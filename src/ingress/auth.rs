@@ -48,7 +48,10 @@ pub enum CredentialsError {
 ///
 /// # Errors
 /// When either does not follow the Link SDK scheme.
-pub fn parse(mqtt_client_id: &str, username: Option<&str>) -> Result<Credentials, CredentialsError> {
+pub fn parse(
+    mqtt_client_id: &str,
+    username: Option<&str>,
+) -> Result<Credentials, CredentialsError> {
     let username = username.ok_or(CredentialsError::NoUsername)?;
     let (device_name, product_key) = username
         .split_once('&')
@@ -104,7 +107,10 @@ impl Credentials {
 
     /// The expected password for `device_secret`, lowercase hex.
     pub fn password(&self, device_secret: &str) -> String {
-        hex::encode(self.method.mac(device_secret.as_bytes(), self.content().as_bytes()))
+        hex::encode(
+            self.method
+                .mac(device_secret.as_bytes(), self.content().as_bytes()),
+        )
     }
 
     /// Checks `password` in constant time; hex case does not matter (SDKs differ).
@@ -121,7 +127,10 @@ impl Credentials {
                 "{}|securemode=3,signmethod={},timestamp={}|",
                 self.client_id, self.method, ts
             ),
-            None => format!("{}|securemode=3,signmethod={}|", self.client_id, self.method),
+            None => format!(
+                "{}|securemode=3,signmethod={}|",
+                self.client_id, self.method
+            ),
         }
     }
 
@@ -150,14 +159,26 @@ mod tests {
     #[test]
     fn published_vectors() {
         let table = [
-            (SignMethod::HmacSha1, Some("1539421321846"), "b2488041f64f425016b467ee1c94959ebd592ad1"),
-            (SignMethod::HmacMd5, Some("1539421321846"), "56e22c4a903e6035658c6694db63d57a"),
+            (
+                SignMethod::HmacSha1,
+                Some("1539421321846"),
+                "b2488041f64f425016b467ee1c94959ebd592ad1",
+            ),
+            (
+                SignMethod::HmacMd5,
+                Some("1539421321846"),
+                "56e22c4a903e6035658c6694db63d57a",
+            ),
             (
                 SignMethod::HmacSha256,
                 Some("1539421321846"),
                 "e6ad631b665206c0bf2efbe1b48ac4d84ff2a61fe89bac30065e17975a482c40",
             ),
-            (SignMethod::HmacSha1, None, "8d73dc7f16e2bfbbdb70cf37019602e2233d3d76"),
+            (
+                SignMethod::HmacSha1,
+                None,
+                "8d73dc7f16e2bfbbdb70cf37019602e2233d3d76",
+            ),
         ];
         for (method, ts, want) in table {
             let c = creds(method, ts);
@@ -173,7 +194,10 @@ mod tests {
             method: SignMethod::HmacSha1,
             timestamp: Some("789".into()),
         };
-        assert_eq!(zh.password("secret"), "fafd82a3d602b37fb0fa8b7892f24a477f851a14");
+        assert_eq!(
+            zh.password("secret"),
+            "fafd82a3d602b37fb0fa8b7892f24a477f851a14"
+        );
     }
 
     #[test]
@@ -184,12 +208,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c, creds(SignMethod::HmacSha1, Some("1539421321846")));
-        assert_eq!(c.mqtt_client_id(), "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|");
+        assert_eq!(
+            c.mqtt_client_id(),
+            "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|"
+        );
         assert_eq!(c.username(), "light1983432&a14Xib5kdYd");
         let no_ts = parse("c1|securemode=2,signmethod=hmacsha256|", Some("d&p")).unwrap();
         assert_eq!(no_ts.timestamp, None);
         assert_eq!(no_ts.method, SignMethod::HmacSha256);
-        assert_eq!(parse("c1|securemode=3|", Some("d&p")).unwrap().method, SignMethod::HmacMd5);
+        assert_eq!(
+            parse("c1|securemode=3|", Some("d&p")).unwrap().method,
+            SignMethod::HmacMd5
+        );
     }
 
     #[test]
@@ -197,12 +227,20 @@ mod tests {
         use CredentialsError::*;
         let cases: &[(&str, Option<&str>, CredentialsError)] = &[
             ("c|securemode=3|", None, NoUsername),
-            ("c|securemode=3|", Some("nodevice"), BadUsername("nodevice".into())),
+            (
+                "c|securemode=3|",
+                Some("nodevice"),
+                BadUsername("nodevice".into()),
+            ),
             ("c|securemode=3|", Some("&p"), BadUsername("&p".into())),
             ("plain", Some("d&p"), NoParameters("plain".into())),
             ("|securemode=3|", Some("d&p"), BadClientId(String::new())),
             ("c|signmethod=sha9|", Some("d&p"), BadMethod("sha9".into())),
-            ("c|securemode|", Some("d&p"), BadParameter("securemode".into())),
+            (
+                "c|securemode|",
+                Some("d&p"),
+                BadParameter("securemode".into()),
+            ),
         ];
         for (id, user, want) in cases {
             assert_eq!(parse(id, *user).unwrap_err(), *want, "{id} {user:?}");

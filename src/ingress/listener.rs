@@ -23,9 +23,13 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngressError
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| IngressError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(IngressError::Tls(format!("{}: no certificate found", cert.display())));
+        return Err(IngressError::Tls(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| IngressError::Tls(format!("{}: {e}", key.display())))?;
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| IngressError::Tls(format!("{}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -36,7 +40,12 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngressError
 
 /// Accepts connections until shutdown. Each connection holds a permit of `permits`, so at most
 /// `max_connections` are served at once; further ones wait in the kernel's accept queue.
-pub(super) async fn run(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>, permits: Arc<Semaphore>) {
+pub(super) async fn run(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) {
     loop {
         let permit = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -84,5 +93,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, sh
 
 /// Binds `addr`, naming it in the error.
 pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, IngressError> {
-    TcpListener::bind(addr).await.map_err(|source| IngressError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngressError::Bind { addr, source })
 }

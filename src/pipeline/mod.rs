@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use routes::Routes;
 
@@ -66,7 +66,11 @@ pub struct Pipeline {
     tx: mpsc::Sender<Job>,
     ids: Arc<Ids>,
     stats: Arc<Stats>,
+    tap: broadcast::Sender<Message>,
 }
+
+/// Messages a tap buffers before a slow reader starts missing some (it is told how many).
+const TAP_CAPACITY: usize = 4096;
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +84,9 @@ pub struct Receipt(oneshot::Receiver<Result<(), HandoffError>>);
 impl Future for Receipt {
     type Output = Result<(), HandoffError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(HandoffError::Closed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(HandoffError::Closed)))
     }
 }
 
@@ -101,8 +107,17 @@ impl Pipeline {
     pub fn new(ids: Arc<Ids>, routes: Routes) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Stats::default());
-        let task = run(rx, routes, stats.clone());
-        (Self { tx, ids, stats }, task)
+        let (tap, _) = broadcast::channel(TAP_CAPACITY);
+        let task = run(rx, routes, stats.clone(), tap.clone());
+        (
+            Self {
+                tx,
+                ids,
+                stats,
+                tap,
+            },
+            task,
+        )
     }
 
     /// A new message id.
@@ -110,7 +125,9 @@ impl Pipeline {
     /// # Errors
     /// When a new id block cannot be stored.
     pub fn next_id(&self) -> Result<u64, HandoffError> {
-        self.ids.next().map_err(|e| HandoffError::Store(e.to_string()))
+        self.ids
+            .next()
+            .map_err(|e| HandoffError::Store(e.to_string()))
     }
 
     /// Queues `message`, waiting while the queue is full.
@@ -119,7 +136,10 @@ impl Pipeline {
     /// `Closed` after shutdown.
     pub async fn enqueue(&self, message: Message) -> Result<Receipt, HandoffError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Job { message, done }).await.map_err(|_| HandoffError::Closed)?;
+        self.tx
+            .send(Job { message, done })
+            .await
+            .map_err(|_| HandoffError::Closed)?;
         Ok(Receipt(rx))
     }
 
@@ -135,15 +155,28 @@ impl Pipeline {
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }
+
+    /// A copy of every message once it is stored, for tracing and tests. Costs nothing
+    /// while no tap is open.
+    pub fn tap(&self) -> broadcast::Receiver<Message> {
+        self.tap.subscribe()
+    }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, routes: Routes, stats: Arc<Stats>) {
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    routes: Routes,
+    stats: Arc<Stats>,
+    tap: broadcast::Sender<Message>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // One commit per batch goes here with the consumer-group store.
         for job in batch.drain(..) {
             let targets = routes.targets(&job.message);
-            stats.group_copies.fetch_add(targets.len() as u64, Ordering::Relaxed);
+            stats
+                .group_copies
+                .fetch_add(targets.len() as u64, Ordering::Relaxed);
             stats.messages.fetch_add(1, Ordering::Relaxed);
             let by_kind = match job.message.kind {
                 Kind::Upstream => &stats.upstream,
@@ -151,6 +184,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, routes: Routes, stats: Arc<Stats>) {
                 Kind::Lifecycle => &stats.lifecycle,
             };
             by_kind.fetch_add(1, Ordering::Relaxed);
+            if tap.receiver_count() > 0 {
+                let _ = tap.send(job.message.clone());
+            }
             // The publisher may be gone (connection closed): nothing to tell then.
             let _ = job.done.send(Ok(()));
         }

@@ -1,0 +1,316 @@
+//! Test harness: a real iotpipe on 127.0.0.1 port 0 with its store in a temp directory, and
+//! helpers for real MQTT clients (rumqttc) and raw sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use iotpipe::ingress::auth::Credentials;
+use iotpipe::message::{Kind, Message};
+use iotpipe::sign::SignMethod;
+use iotpipe::App;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+
+/// How long a test waits for an event before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub const PK: &str = "a1test";
+
+/// Device name, secret.
+pub const DEVICES: &[(&str, &str)] = &[
+    ("dev1", "secret1"),
+    ("dev2", "secret2"),
+    ("dev3", "secret3"),
+];
+/// Configured with `enabled = false`.
+pub const DISABLED: (&str, &str) = ("off1", "secret-off");
+
+pub fn config_text(dir: &Path, mqtt_extra: &str, extra: &str) -> String {
+    let mut s = format!(
+        r#"
+[mqtt]
+listen = "127.0.0.1:0"
+keep_alive_min_secs = 1
+{mqtt_extra}
+
+[storage]
+dir = "{}"
+
+[[access_keys]]
+id = "LTAItest"
+secret = "test-secret"
+
+[[products]]
+key = "{PK}"
+name = "Test product"
+"#,
+        dir.display()
+    );
+    for (name, secret) in DEVICES {
+        s.push_str(&format!(
+            "\n[[products.devices]]\nname = \"{name}\"\nsecret = \"{secret}\"\n"
+        ));
+    }
+    s.push_str(&format!(
+        "\n[[products.devices]]\nname = \"{}\"\nsecret = \"{}\"\nenabled = false\n",
+        DISABLED.0, DISABLED.1
+    ));
+    s.push_str(extra);
+    s
+}
+
+pub struct Server {
+    pub app: App,
+    pub dir: tempfile::TempDir,
+    pub tap: broadcast::Receiver<Message>,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with("", "").await
+    }
+
+    pub async fn start_with(mqtt_extra: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, mqtt_extra, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, mqtt_extra: &str, extra: &str) -> Self {
+        let text = config_text(dir.path(), mqtt_extra, extra);
+        let config =
+            iotpipe::config::load_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        let app = App::start(&config).await.unwrap();
+        let tap = app.tap();
+        Self { app, dir, tap }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.app.mqtt_addr()
+    }
+
+    /// Stops the server and starts a new one on the same storage directory.
+    pub async fn restart(self) -> Self {
+        let Server { app, dir, .. } = self;
+        app.shutdown(Duration::from_secs(5)).await;
+        Self::start_in(dir, "", "").await
+    }
+
+    /// The next stored message matching `pred`, skipping others.
+    pub async fn next_where(&mut self, what: &str, pred: impl Fn(&Message) -> bool) -> Message {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tap.recv()).await {
+                Ok(Ok(m)) if pred(&m) => return m,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("tap failed while waiting for {what}: {e}"),
+                Err(_) => panic!("no {what} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// The next status message of `device`, parsed.
+    pub async fn next_status(&mut self, device: &str) -> serde_json::Value {
+        let m = self
+            .next_where(&format!("status of {device}"), |m| {
+                m.kind == Kind::Status && m.origin.device_name == device
+            })
+            .await;
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+
+    /// The next upstream message.
+    pub async fn next_upstream(&mut self) -> Message {
+        self.next_where("upstream message", |m| m.kind == Kind::Upstream)
+            .await
+    }
+}
+
+pub struct Creds {
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+}
+
+pub fn sign(device: &str, secret: &str, method: SignMethod, timestamp: Option<&str>) -> Creds {
+    let c = Credentials {
+        client_id: format!("{device}-cid"),
+        product_key: PK.into(),
+        device_name: device.into(),
+        method,
+        timestamp: timestamp.map(str::to_string),
+    };
+    Creds {
+        client_id: c.mqtt_client_id(),
+        username: c.username(),
+        password: c.password(secret),
+    }
+}
+
+pub fn creds(device: &str) -> Creds {
+    let secret = DEVICES
+        .iter()
+        .find(|(d, _)| *d == device)
+        .map_or(DISABLED.1, |(_, s)| s);
+    sign(device, secret, SignMethod::HmacSha256, None)
+}
+
+pub fn v4_options(addr: SocketAddr, c: &Creds) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(&c.client_id, addr.ip().to_string(), addr.port());
+    o.set_credentials(&c.username, &c.password);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+pub fn v5_options(addr: SocketAddr, c: &Creds) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(&c.client_id, addr.ip().to_string(), addr.port());
+    o.set_credentials(&c.username, &c.password);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Polls a v4 event loop until CONNACK; returns the refusal if any.
+pub async fn connect_v4(
+    options: rumqttc::MqttOptions,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    loop {
+        match tokio::time::timeout(WAIT, eventloop.poll())
+            .await
+            .expect("no CONNACK in time")?
+        {
+            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
+                return Ok((client, eventloop))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Polls a v5 event loop until CONNACK; returns the refusal if any.
+pub async fn connect_v5(
+    options: rumqttc::v5::MqttOptions,
+) -> Result<(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop), rumqttc::v5::ConnectionError> {
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
+    loop {
+        match tokio::time::timeout(WAIT, eventloop.poll())
+            .await
+            .expect("no CONNACK in time")?
+        {
+            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) => {
+                return Ok((client, eventloop))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Polls a v4 event loop until `pred` matches an incoming packet; panics on errors.
+pub async fn until_v4(
+    eventloop: &mut rumqttc::EventLoop,
+    what: &str,
+    pred: impl Fn(&rumqttc::Packet) -> bool,
+) -> rumqttc::Packet {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} in time"))
+            .unwrap_or_else(|e| panic!("connection failed while waiting for {what}: {e}"));
+        if let rumqttc::Event::Incoming(p) = event {
+            if pred(&p) {
+                return p;
+            }
+        }
+    }
+}
+
+/// Polls a v4 event loop until it fails (the server closed the connection).
+pub async fn until_v4_closed(eventloop: &mut rumqttc::EventLoop) -> rumqttc::ConnectionError {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("connection not closed in time")
+        {
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+}
+
+/// Polls a v5 event loop until `pred` matches an incoming packet, or the connection fails.
+pub async fn until_v5(
+    eventloop: &mut rumqttc::v5::EventLoop,
+    what: &str,
+    pred: impl Fn(&rumqttc::v5::mqttbytes::v5::Packet) -> bool,
+) -> rumqttc::v5::mqttbytes::v5::Packet {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} in time"))
+            .unwrap_or_else(|e| panic!("connection failed while waiting for {what}: {e}"));
+        if let rumqttc::v5::Event::Incoming(p) = event {
+            if pred(&p) {
+                return p;
+            }
+        }
+    }
+}
+
+/// A raw MQTT 3.1.1 connection: CONNECT written by hand, CONNACK code returned.
+pub async fn raw_connect(addr: SocketAddr, c: &Creds, keep_alive: u16) -> (TcpStream, u8) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut connect = rumqttc::mqttbytes::v4::Connect::new(c.client_id.clone());
+    connect.keep_alive = keep_alive;
+    connect.set_login(c.username.clone(), c.password.clone());
+    let mut buf = BytesMut::new();
+    rumqttc::mqttbytes::v4::Packet::Connect(connect)
+        .write(&mut buf, 1 << 20)
+        .unwrap();
+    stream.write_all(&buf).await.unwrap();
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut connack))
+        .await
+        .expect("no CONNACK")
+        .unwrap();
+    assert_eq!(connack[0], 0x20, "expected CONNACK, got {connack:?}");
+    (stream, connack[3])
+}
+
+/// Reads until the server closes the socket; returns what was read.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("server did not close the connection")
+        .ok();
+    out
+}
+
+/// Polls a v5 event loop until the server sends DISCONNECT; returns its reason code.
+pub async fn until_v5_disconnect(
+    eventloop: &mut rumqttc::v5::EventLoop,
+) -> rumqttc::v5::mqttbytes::v5::DisconnectReasonCode {
+    use rumqttc::v5::{ConnectionError, Event, StateError};
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("no DISCONNECT in time")
+        {
+            Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d))) => {
+                return d.reason_code
+            }
+            Ok(_) => {}
+            Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                reason_code, ..
+            })) => return reason_code,
+            Err(e) => panic!("connection failed without DISCONNECT: {e}"),
+        }
+    }
+}
