@@ -71,10 +71,11 @@ impl Broker {
     /// When the router refuses the link.
     pub async fn link(&self, id: String) -> Result<DeviceLink, BrokerError> {
         let broker = self.broker.clone();
-        let (tx, rx) = tokio::task::spawn_blocking(move || broker.link(&id))
-            .await
-            .map_err(|e| BrokerError::Link(e.to_string()))?
-            .map_err(|e| BrokerError::Link(e.to_string()))?;
+        let (tx, rx) =
+            tokio::task::spawn_blocking(move || broker.link(&id).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| BrokerError::Link(e.to_string()))?
+                .map_err(BrokerError::Link)?;
         Ok(DeviceLink { tx: Some(tx), rx })
     }
 

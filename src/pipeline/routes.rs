@@ -6,16 +6,19 @@ use std::sync::Arc;
 use crate::config::{MessageType, SubscriptionConfig};
 use crate::message::{Kind, Message};
 
+/// One message type of one subscription and its groups.
+type Route = (MessageType, Arc<[String]>);
+
 /// Subscriptions by productKey.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    by_product: HashMap<String, Vec<(MessageType, Arc<[String]>)>>,
+    by_product: HashMap<String, Vec<Route>>,
 }
 
 impl Routes {
     /// Routes for the given subscriptions.
     pub fn new(subscriptions: &[SubscriptionConfig]) -> Self {
-        let mut by_product: HashMap<String, Vec<(MessageType, Arc<[String]>)>> = HashMap::new();
+        let mut by_product: HashMap<String, Vec<Route>> = HashMap::new();
         for s in subscriptions {
             let groups: Arc<[String]> = s.consumer_groups.clone().into();
             for t in &s.message_types {

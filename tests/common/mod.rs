@@ -1,6 +1,6 @@
 //! Test harness: a real iotpipe on 127.0.0.1 port 0 with its store in a temp directory, and
 //! helpers for real MQTT clients (rumqttc) and raw sockets.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -178,14 +178,11 @@ pub async fn connect_v4(
 ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
     loop {
-        match tokio::time::timeout(WAIT, eventloop.poll())
+        let event = tokio::time::timeout(WAIT, eventloop.poll())
             .await
-            .expect("no CONNACK in time")?
-        {
-            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) => {
-                return Ok((client, eventloop))
-            }
-            _ => {}
+            .expect("no CONNACK in time")?;
+        if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
+            return Ok((client, eventloop));
         }
     }
 }
@@ -196,14 +193,12 @@ pub async fn connect_v5(
 ) -> Result<(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop), rumqttc::v5::ConnectionError> {
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
     loop {
-        match tokio::time::timeout(WAIT, eventloop.poll())
+        let event = tokio::time::timeout(WAIT, eventloop.poll())
             .await
-            .expect("no CONNACK in time")?
+            .expect("no CONNACK in time")?;
+        if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) = event
         {
-            rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) => {
-                return Ok((client, eventloop))
-            }
-            _ => {}
+            return Ok((client, eventloop));
         }
     }
 }
