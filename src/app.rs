@@ -125,6 +125,7 @@ impl App {
             pipeline,
             pipeline_task,
         } = self;
+        let stats_snapshot = pipeline.stats().clone();
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async move {
             ingress.stopped().await;
@@ -141,6 +142,11 @@ impl App {
             );
         }
         drop(registry);
-        tracing::info!("iotpipe stopped");
+        let stats = stats_snapshot.as_ref();
+        tracing::info!(
+            messages = stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+            upstream = stats.upstream.load(std::sync::atomic::Ordering::Relaxed),
+            "iotpipe stopped"
+        );
     }
 }
