@@ -31,6 +31,8 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    // Handlers go in before anything listens, so a signal right after start-up is not fatal.
+    let signal = shutdown_signal()?;
     let app = App::start(&config).await?;
     println!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
     println!("  MQTT      {}", app.mqtt_addr());
@@ -41,7 +43,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());
     }
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("Shutting down");
     app.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
@@ -86,24 +88,24 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn wait_for_signal() {
+/// A future that resolves on SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -1,0 +1,127 @@
+//! Many devices at once, and MQTT over TLS.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use iotpipe::message::Kind;
+use rumqttc::{Packet, QoS};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_devices_connect_at_once() {
+    const N: usize = 1000;
+    let mut extra = String::new();
+    for i in 0..N {
+        extra.push_str(&format!("\n[[products]]\nkey = \"p{i}\"\n[[products.devices]]\nname = \"many{i:04}\"\nsecret = \"s{i}\"\n"));
+    }
+    let mut server = Server::start_with("", &extra).await;
+    let addr = server.addr();
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        tasks.push(tokio::spawn(async move {
+            let c = iotpipe::ingress::auth::Credentials {
+                client_id: format!("c{i}"),
+                product_key: format!("p{i}"),
+                device_name: format!("many{i:04}"),
+                method: iotpipe::sign::SignMethod::HmacSha1,
+                timestamp: None,
+            };
+            let creds = Creds {
+                client_id: c.mqtt_client_id(),
+                username: c.username(),
+                password: c.password(&format!("s{i}")),
+            };
+            connect_v4(v4_options(addr, &creds))
+                .await
+                .unwrap_or_else(|e| panic!("device {i}: {e}"))
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    let mut online = 0;
+    while online < N {
+        let m = server
+            .next_where("online status", |m| m.kind == Kind::Status)
+            .await;
+        assert!(m.payload.starts_with(b"{\"status\":\"online\""));
+        online += 1;
+    }
+    assert_eq!(
+        server
+            .app
+            .ingress()
+            .stats()
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        N as u64
+    );
+    // Every one of them can still publish.
+    let (client, eventloop) = clients.swap_remove(N / 2);
+    let mut eventloop = eventloop;
+    client
+        .publish(
+            format!("/p{}/many{:04}/user/update", N / 2, N / 2),
+            QoS::AtLeastOnce,
+            false,
+            "hi",
+        )
+        .await
+        .unwrap();
+    until_v4(&mut eventloop, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+}
+
+#[tokio::test]
+async fn mqtt_over_tls_with_a_self_signed_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mqtt = format!(
+        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let mut server = Server::start_with(&mqtt, "").await;
+    let tls_addr = server.app.mqtt_tls_addr().expect("TLS listener");
+
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let client_config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let c = creds("dev1");
+    let mut options = rumqttc::MqttOptions::new(&c.client_id, "localhost", tls_addr.port());
+    options.set_credentials(&c.username, &c.password);
+    options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+        Arc::new(client_config),
+    )));
+    let (client, mut ev) = connect_v4(options).await.unwrap();
+    client
+        .publish(
+            "/a1test/dev1/user/update",
+            QoS::AtLeastOnce,
+            false,
+            "over tls",
+        )
+        .await
+        .unwrap();
+    until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    assert_eq!(&server.next_upstream().await.payload[..], b"over tls");
+
+    // Plain MQTT bytes on the TLS port are a failed handshake, nothing more.
+    let mut plain = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let (_s, code) = raw_connect(server.addr(), &creds("dev2"), 60).await;
+    assert_eq!(code, 0, "the plain listener still works");
+    tokio::io::AsyncWriteExt::write_all(&mut plain, b"\x10\x00")
+        .await
+        .unwrap();
+    read_until_closed(&mut plain).await;
+}
