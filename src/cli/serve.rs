@@ -10,6 +10,14 @@ use crate::ingress::auth::Credentials;
 use crate::sign::SignMethod;
 use crate::App;
 
+/// Prints to stdout, ignoring a closed pipe: losing the banner must not kill the server.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Shutdown must finish within 5 s; leave room for the process to exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
 
@@ -34,12 +42,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     // Handlers go in before anything listens, so a signal right after start-up is not fatal.
     let signal = shutdown_signal()?;
     let app = App::start(&config).await?;
-    println!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
-    println!("  MQTT      {}", app.mqtt_addr());
+    say!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
+    say!("  MQTT      {}", app.mqtt_addr());
     if let Some(tls) = app.mqtt_tls_addr() {
-        println!("  MQTT+TLS  {tls}");
+        say!("  MQTT+TLS  {tls}");
     }
-    println!("  data      {}", config.storage.dir.display());
+    say!("  data      {}", config.storage.dir.display());
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());
     }
@@ -50,7 +58,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 }
 
 fn print_demo_credentials(config: &Config, port: u16) {
-    println!("Demo configuration (run with --config FILE for your own):");
+    say!("Demo configuration (run with --config FILE for your own):");
     for product in &config.products {
         for device in &product.devices {
             let c = Credentials {
@@ -60,7 +68,7 @@ fn print_demo_credentials(config: &Config, port: u16) {
                 method: SignMethod::HmacSha256,
                 timestamp: None,
             };
-            println!(
+            say!(
                 "  device {}/{}: mosquitto_pub -p {port} -i '{}' -u '{}' -P '{}' -q 1 -t '/{}/{}/user/update' -m '{{\"temperature\":40}}'",
                 product.key,
                 device.name,
@@ -73,7 +81,7 @@ fn print_demo_credentials(config: &Config, port: u16) {
         }
     }
     for key in &config.access_keys {
-        println!("  AMQP access key: id {} secret {}", key.id, key.secret);
+        say!("  AMQP access key: id {} secret {}", key.id, key.secret);
     }
 }
 
