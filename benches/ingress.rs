@@ -24,10 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
@@ -41,9 +38,7 @@ fn main() {
         dir.path().join("data").display()
     );
     for i in 0..devices {
-        config.push_str(&format!(
-            "[[products.devices]]\nname = \"dev{i:04}\"\nsecret = \"s{i}\"\n"
-        ));
+        config.push_str(&format!("[[products.devices]]\nname = \"dev{i:04}\"\nsecret = \"s{i}\"\n"));
     }
     config.push_str(
         "[[subscriptions]]\nproduct_key = \"a1bench\"\nmessage_types = [\"upstream\", \"status\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
@@ -68,16 +63,10 @@ fn main() {
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let result = runtime.block_on(load(addr, devices, seconds, window, pid));
     let rss = peak_rss_kib(pid).map_or("n/a".to_string(), |k| format!("{} MiB", k / 1024));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let status = child.wait().expect("wait for iotpipe");
     assert!(status.success(), "iotpipe exited with {status}");
 
@@ -142,9 +131,7 @@ async fn connect(addr: SocketAddr, i: usize) -> TcpStream {
     connect.keep_alive = 60;
     connect.set_login(creds.username(), creds.password(&format!("s{i}")));
     let mut buf = BytesMut::new();
-    v4::Packet::Connect(connect)
-        .write(&mut buf, 1 << 20)
-        .expect("encode");
+    v4::Packet::Connect(connect).write(&mut buf, 1 << 20).expect("encode");
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.set_nodelay(true).expect("nodelay");
     s.write_all(&buf).await.expect("write");
@@ -154,17 +141,10 @@ async fn connect(addr: SocketAddr, i: usize) -> TcpStream {
     s
 }
 
-async fn publish_loop(
-    mut s: TcpStream,
-    i: usize,
-    window: u16,
-    acked: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) {
+async fn publish_loop(mut s: TcpStream, i: usize, window: u16, acked: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
     let topic = format!("/a1bench/dev{i:04}/user/update");
-    let mut payload = format!(
-        "{{\"device\":\"dev{i:04}\",\"temperature\":38.5,\"humidity\":41,\"seq\":0,\"pad\":\""
-    );
+    let mut payload =
+        format!("{{\"device\":\"dev{i:04}\",\"temperature\":38.5,\"humidity\":41,\"seq\":0,\"pad\":\"");
     while payload.len() < 254 {
         payload.push('x');
     }
@@ -214,11 +194,5 @@ fn cpu_time(pid: u32) -> Duration {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }

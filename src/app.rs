@@ -48,21 +48,10 @@ impl App {
         let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions));
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
-        let ingress = Ingress::start(
-            &config.mqtt,
-            registry.clone(),
-            pipeline.clone(),
-            shutdown.clone(),
-        )
-        .await?;
+        let ingress =
+            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), shutdown.clone()).await?;
         tracing::info!(mqtt = %ingress.addr(), mqtt_tls = ?ingress.tls_addr(), "iotpipe is serving");
-        Ok(Self {
-            shutdown,
-            ingress,
-            registry,
-            pipeline,
-            pipeline_task,
-        })
+        Ok(Self { shutdown, ingress, registry, pipeline, pipeline_task })
     }
 
     /// The plain MQTT address.
@@ -105,12 +94,9 @@ impl App {
         device_name: &str,
         enabled: bool,
     ) -> Result<(), RegistryError> {
-        self.registry
-            .set_enabled(product_key, device_name, enabled)?;
+        self.registry.set_enabled(product_key, device_name, enabled)?;
         if !enabled {
-            self.ingress
-                .disconnect(product_key, device_name, OfflineReason::DeviceDisabled)
-                .await;
+            self.ingress.disconnect(product_key, device_name, OfflineReason::DeviceDisabled).await;
         }
         Ok(())
     }
@@ -118,13 +104,7 @@ impl App {
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
     /// closes the store. Gives up waiting after `grace`.
     pub async fn shutdown(self, grace: Duration) {
-        let Self {
-            shutdown,
-            ingress,
-            registry,
-            pipeline,
-            pipeline_task,
-        } = self;
+        let Self { shutdown, ingress, registry, pipeline, pipeline_task } = self;
         let stats_snapshot = pipeline.stats().clone();
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async move {
@@ -136,10 +116,7 @@ impl App {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "Shutdown grace period ran out"
-            );
+            tracing::warn!(grace_secs = grace.as_secs(), "Shutdown grace period ran out");
         }
         drop(registry);
         let stats = stats_snapshot.as_ref();

@@ -37,8 +37,8 @@ impl SignMethod {
     /// HMAC of `data` keyed with `key`.
     pub fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-            let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
-                .expect("HMAC accepts keys of any length");
+            let mut mac =
+                <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
             mac.update(data);
             mac.finalize().into_bytes().to_vec()
         }
@@ -67,10 +67,7 @@ mod tests {
 
     #[test]
     fn parses_names_case_insensitively() {
-        assert_eq!(
-            SignMethod::parse("HmacSHA256"),
-            Some(SignMethod::HmacSha256)
-        );
+        assert_eq!(SignMethod::parse("HmacSHA256"), Some(SignMethod::HmacSha256));
         assert_eq!(SignMethod::parse("hmacmd5"), Some(SignMethod::HmacMd5));
         assert_eq!(SignMethod::parse("sha1"), None);
     }
@@ -80,9 +77,6 @@ mod tests {
         let md5 = SignMethod::HmacMd5.mac(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(hex::encode(md5), "750c783e6ab0b503eaa86e310a5db738");
         let sha1 = SignMethod::HmacSha1.mac(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(sha1),
-            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-        );
+        assert_eq!(hex::encode(sha1), "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79");
     }
 }

@@ -13,49 +13,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_iotpipe");
 #[test]
 fn device_sign_prints_the_link_sdk_credentials() {
     let out = Command::new(BIN)
-        .args([
-            "device",
-            "sign",
-            "--product-key",
-            "a14Xib5kdYd",
-            "--device-name",
-            "light1983432",
-        ])
-        .args([
-            "--device-secret",
-            "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq",
-            "--sign-method",
-            "hmacsha1",
-        ])
-        .args([
-            "--client-id",
-            "SN1928339",
-            "--timestamp",
-            "1539421321846",
-            "--json",
-        ])
+        .args(["device", "sign", "--product-key", "a14Xib5kdYd", "--device-name", "light1983432"])
+        .args(["--device-secret", "oLyaKqVxtRvjH284LdhqVgVUx1UPy6zq", "--sign-method", "hmacsha1"])
+        .args(["--client-id", "SN1928339", "--timestamp", "1539421321846", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        v["clientId"],
-        "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|"
-    );
+    assert_eq!(v["clientId"], "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|");
     assert_eq!(v["username"], "light1983432&a14Xib5kdYd");
     assert_eq!(v["password"], "b2488041f64f425016b467ee1c94959ebd592ad1");
 
     let bad = Command::new(BIN)
-        .args([
-            "device",
-            "sign",
-            "--product-key",
-            "p",
-            "--device-name",
-            "d",
-            "--device-secret",
-            "s",
-        ])
+        .args(["device", "sign", "--product-key", "p", "--device-name", "d", "--device-secret", "s"])
         .args(["--sign-method", "sha512"])
         .output()
         .unwrap();
@@ -69,34 +39,20 @@ fn device_sign_prints_the_link_sdk_credentials() {
 fn a_bad_config_file_reports_every_problem_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[mqtt]\nlisten = \"nowhere\"\nkeep_alive = 5\n\n[http]\nadmin_token = 7\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .output()
+    std::fs::write(&path, "[mqtt]\nlisten = \"nowhere\"\nkeep_alive = 5\n\n[http]\nadmin_token = 7\n")
         .unwrap();
+    let out = Command::new(BIN).arg("serve").arg("--config").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
-    for (line, key) in [
-        (2, "mqtt.listen"),
-        (3, "mqtt.keep_alive"),
-        (6, "http.admin_token"),
-    ] {
+    for (line, key) in [(2, "mqtt.listen"), (3, "mqtt.keep_alive"), (6, "http.admin_token")] {
         assert!(
             stderr.contains(&format!("{file}:{line}: {key}")),
             "missing {key} at line {line} in:\n{stderr}"
         );
     }
-    let missing = Command::new(BIN)
-        .args(["serve", "--config", "/nonexistent/iotpipe.toml"])
-        .output()
-        .unwrap();
+    let missing =
+        Command::new(BIN).args(["serve", "--config", "/nonexistent/iotpipe.toml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/iotpipe.toml"));
 }
@@ -129,26 +85,16 @@ fn serve() -> Running {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let mqtt = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .unwrap();
+        let line = lines.next().expect("serve exited before listening").unwrap();
         if let Some(addr) = line.trim().strip_prefix("MQTT ") {
             break addr.trim().parse().unwrap();
         }
     };
-    Running {
-        child,
-        mqtt,
-        _dir: dir,
-    }
+    Running { child, mqtt, _dir: dir }
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -156,22 +102,9 @@ fn sigterm(child: &Child) {
 async fn serve_shuts_down_gracefully_on_sigterm() {
     let mut running = serve();
     let c = common::creds("dev1");
-    let (client, mut ev) = common::connect_v4(common::v4_options(running.mqtt, &c))
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/a1test/dev1/user/update",
-            rumqttc::QoS::AtLeastOnce,
-            false,
-            "x",
-        )
-        .await
-        .unwrap();
-    common::until_v4(&mut ev, "PUBACK", |p| {
-        matches!(p, rumqttc::Packet::PubAck(_))
-    })
-    .await;
+    let (client, mut ev) = common::connect_v4(common::v4_options(running.mqtt, &c)).await.unwrap();
+    client.publish("/a1test/dev1/user/update", rumqttc::QoS::AtLeastOnce, false, "x").await.unwrap();
+    common::until_v4(&mut ev, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
 
     let start = Instant::now();
     sigterm(&running.child);
@@ -181,44 +114,20 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         if let Some(status) = running.child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "serve did not exit within 5 s of SIGTERM"
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "serve did not exit within 5 s of SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status}");
 }
 
-fn mosquitto_pub(
-    addr: SocketAddr,
-    c: &common::Creds,
-    password: &str,
-    version: &str,
-) -> std::process::Output {
+fn mosquitto_pub(addr: SocketAddr, c: &common::Creds, password: &str, version: &str) -> std::process::Output {
     let program = std::env::var("MOSQUITTO_PUB").unwrap_or_else(|_| "mosquitto_pub".into());
     Command::new(&program)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &addr.port().to_string(),
-            "-V",
-            version,
-        ])
+        .args(["-h", "127.0.0.1", "-p", &addr.port().to_string(), "-V", version])
         .args(["-i", &c.client_id, "-u", &c.username, "-P", password])
-        .args([
-            "-q",
-            "1",
-            "-t",
-            "/a1test/dev1/user/update",
-            "-m",
-            "{\"temperature\":40}",
-        ])
+        .args(["-q", "1", "-t", "/a1test/dev1/user/update", "-m", "{\"temperature\":40}"])
         .output()
-        .unwrap_or_else(|e| {
-            panic!("{program} could not run ({e}): install mosquitto-clients (.ci/run does)")
-        })
+        .unwrap_or_else(|e| panic!("{program} could not run ({e}): install mosquitto-clients (.ci/run does)"))
 }
 
 #[test]
@@ -227,17 +136,10 @@ fn mosquitto_pub_connects_and_a_wrong_password_is_refused() {
     let c = common::creds("dev1");
     for version in ["mqttv311", "mqttv5"] {
         let ok = mosquitto_pub(running.mqtt, &c, &c.password, version);
-        assert!(
-            ok.status.success(),
-            "{version}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        assert!(ok.status.success(), "{version}: {}", String::from_utf8_lossy(&ok.stderr));
         let refused = mosquitto_pub(running.mqtt, &c, "wrong", version);
         assert!(!refused.status.success());
         let stderr = String::from_utf8_lossy(&refused.stderr).to_lowercase();
-        assert!(
-            stderr.contains("bad user name or password"),
-            "{version}: {stderr}"
-        );
+        assert!(stderr.contains("bad user name or password"), "{version}: {stderr}");
     }
 }

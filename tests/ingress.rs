@@ -24,19 +24,10 @@ async fn each_sign_method_is_accepted_and_messages_carry_the_identity() {
     ];
     for (method, ts) in cases {
         let c = sign("dev1", "secret1", method, ts);
-        let (client, mut eventloop) = connect_v4(v4_options(server.addr(), &c))
-            .await
-            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let (client, mut eventloop) =
+            connect_v4(v4_options(server.addr(), &c)).await.unwrap_or_else(|e| panic!("{method}: {e}"));
         let body = format!("{{\"method\":\"{method}\"}}");
-        client
-            .publish(
-                "/a1test/dev1/user/update",
-                QoS::AtLeastOnce,
-                false,
-                body.clone(),
-            )
-            .await
-            .unwrap();
+        client.publish("/a1test/dev1/user/update", QoS::AtLeastOnce, false, body.clone()).await.unwrap();
         until_v4(&mut eventloop, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
         let m = server.next_upstream().await;
         assert_eq!(m.topic, "/a1test/dev1/user/update");
@@ -75,43 +66,28 @@ async fn refused_connects_get_a_connack_code() {
     };
     let mut bad = creds("dev1");
     bad.password = "00".repeat(32);
-    assert_eq!(
-        refused_v4(bad).await,
-        ConnectReturnCode::BadUserNamePassword
-    );
+    assert_eq!(refused_v4(bad).await, ConnectReturnCode::BadUserNamePassword);
     assert_eq!(
         refused_v4(sign("nosuch", "x", SignMethod::HmacSha1, None)).await,
         ConnectReturnCode::BadUserNamePassword
     );
-    assert_eq!(
-        refused_v4(creds(DISABLED.0)).await,
-        ConnectReturnCode::NotAuthorized
-    );
+    assert_eq!(refused_v4(creds(DISABLED.0)).await, ConnectReturnCode::NotAuthorized);
     let mut no_params = creds("dev1");
     no_params.client_id = "dev1".into();
-    assert_eq!(
-        refused_v4(no_params).await,
-        ConnectReturnCode::BadUserNamePassword
-    );
+    assert_eq!(refused_v4(no_params).await, ConnectReturnCode::BadUserNamePassword);
 
     // MQTT 5 gets the v5 codes.
     let mut bad = creds("dev1");
     bad.password = "wrong".into();
     match connect_v5(v5_options(server.addr(), &bad)).await {
         Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
-            assert_eq!(
-                code,
-                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::BadUserNamePassword
-            )
+            assert_eq!(code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::BadUserNamePassword)
         }
         other => panic!("expected a v5 refusal, got {:?}", other.err()),
     }
     match connect_v5(v5_options(server.addr(), &creds(DISABLED.0))).await {
         Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
-            assert_eq!(
-                code,
-                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::NotAuthorized
-            )
+            assert_eq!(code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::NotAuthorized)
         }
         other => panic!("expected a v5 refusal, got {:?}", other.err()),
     }
@@ -121,9 +97,7 @@ async fn refused_connects_get_a_connack_code() {
     o.set_keep_alive(Duration::from_secs(1300));
     assert!(matches!(
         connect_v4(o).await,
-        Err(rumqttc::ConnectionError::ConnectionRefused(
-            ConnectReturnCode::BadClientId
-        ))
+        Err(rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId))
     ));
 }
 
@@ -132,28 +106,16 @@ async fn publish_to_another_devices_topic_is_never_forwarded() {
     let mut server = Server::start().await;
 
     // MQTT 5: PUBACK 0x87, the connection stays.
-    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1"))).await.unwrap();
     client
-        .publish(
-            "/a1test/dev2/user/update",
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            "stolen",
-        )
+        .publish("/a1test/dev2/user/update", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "stolen")
         .await
         .unwrap();
     let ack = until_v5(&mut ev, "PUBACK", |p| matches!(p, P5::PubAck(_))).await;
     let P5::PubAck(ack) = ack else { unreachable!() };
     assert_eq!(ack.reason, PubAckReason::NotAuthorized);
     client
-        .publish(
-            "/a1test/dev1/user/update",
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            "own",
-        )
+        .publish("/a1test/dev1/user/update", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "own")
         .await
         .unwrap();
     let ack = until_v5(&mut ev, "PUBACK", |p| matches!(p, P5::PubAck(_))).await;
@@ -166,77 +128,41 @@ async fn publish_to_another_devices_topic_is_never_forwarded() {
     );
 
     // MQTT 3.1.1: disconnected, nothing forwarded, offline status says why.
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev2")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev2"))).await.unwrap();
     assert_eq!(server.next_status("dev2").await["status"], "online");
     client
-        .publish(
-            "/sys/a1test/dev1/thing/event/property/post",
-            QoS::AtLeastOnce,
-            false,
-            "{}",
-        )
+        .publish("/sys/a1test/dev1/thing/event/property/post", QoS::AtLeastOnce, false, "{}")
         .await
         .unwrap();
     until_v4_closed(&mut ev).await;
     let offline = server.next_status("dev2").await;
     assert_eq!(offline["status"], "offline");
     assert_eq!(offline["offlineReasonCode"], 6);
-    assert_eq!(
-        server
-            .app
-            .pipeline_stats()
-            .upstream
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(server.app.pipeline_stats().upstream.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
 async fn subscribing_to_another_devices_topic_is_refused() {
     let server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
-    client
-        .subscribe("/a1test/dev2/user/get", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await
-    else {
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
+    client.subscribe("/a1test/dev2/user/get", QoS::AtLeastOnce).await.unwrap();
+    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await else {
         unreachable!()
     };
     assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Failure]);
-    client
-        .subscribe("/a1test/+/user/get", QoS::AtMostOnce)
-        .await
-        .unwrap();
-    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await
-    else {
+    client.subscribe("/a1test/+/user/get", QoS::AtMostOnce).await.unwrap();
+    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await else {
         unreachable!()
     };
     assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Failure]);
-    client
-        .subscribe("/a1test/dev1/user/get", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await
-    else {
+    client.subscribe("/a1test/dev1/user/get", QoS::AtLeastOnce).await.unwrap();
+    let Packet::SubAck(ack) = until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await else {
         unreachable!()
     };
-    assert_eq!(
-        ack.return_codes,
-        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
-    );
+    assert_eq!(ack.return_codes, vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]);
 
-    let (client5, mut ev5) = connect_v5(v5_options(server.addr(), &creds("dev2")))
-        .await
-        .unwrap();
-    client5
-        .subscribe("#", rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-        .await
-        .unwrap();
+    let (client5, mut ev5) = connect_v5(v5_options(server.addr(), &creds("dev2"))).await.unwrap();
+    client5.subscribe("#", rumqttc::v5::mqttbytes::QoS::AtMostOnce).await.unwrap();
     let P5::SubAck(ack) = until_v5(&mut ev5, "SUBACK", |p| matches!(p, P5::SubAck(_))).await else {
         unreachable!()
     };
@@ -246,28 +172,12 @@ async fn subscribing_to_another_devices_topic_is_refused() {
 #[tokio::test]
 async fn devices_receive_what_is_published_to_their_topics() {
     let server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
-    client
-        .subscribe("/a1test/dev1/user/#", QoS::AtMostOnce)
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
+    client.subscribe("/a1test/dev1/user/#", QoS::AtMostOnce).await.unwrap();
     until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
-    server
-        .app
-        .ingress()
-        .publish("/a1test/dev2/user/get", "not for dev1".into())
-        .unwrap();
-    server
-        .app
-        .ingress()
-        .publish("/a1test/dev1/user/get", "hello dev1".into())
-        .unwrap();
-    let Packet::Publish(p) = until_v4(&mut ev, "downlink PUBLISH", |p| {
-        matches!(p, Packet::Publish(_))
-    })
-    .await
+    server.app.ingress().publish("/a1test/dev2/user/get", "not for dev1".into()).unwrap();
+    server.app.ingress().publish("/a1test/dev1/user/get", "hello dev1".into()).unwrap();
+    let Packet::Publish(p) = until_v4(&mut ev, "downlink PUBLISH", |p| matches!(p, Packet::Publish(_))).await
     else {
         unreachable!()
     };
@@ -278,9 +188,7 @@ async fn devices_receive_what_is_published_to_their_topics() {
 #[tokio::test]
 async fn online_and_offline_on_a_clean_disconnect() {
     let mut server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
     let online = server.next_status("dev1").await;
     assert_eq!(online["status"], "online");
     assert_eq!(online["productKey"], "a1test");
@@ -330,38 +238,23 @@ async fn offline_on_keep_alive_expiry() {
 #[tokio::test]
 async fn a_second_connection_takes_over() {
     let mut server = Server::start().await;
-    let (_c1, mut ev1) = connect_v5(v5_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (_c1, mut ev1) = connect_v5(v5_options(server.addr(), &creds("dev1"))).await.unwrap();
     assert_eq!(server.next_status("dev1").await["status"], "online");
-    let (_c2, mut ev2) = connect_v5(v5_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (_c2, mut ev2) = connect_v5(v5_options(server.addr(), &creds("dev1"))).await.unwrap();
     let code = until_v5_disconnect(&mut ev1).await;
     assert_eq!(code, DisconnectReasonCode::SessionTakenOver);
     let offline = server.next_status("dev1").await;
     assert_eq!(
-        (
-            offline["status"].as_str(),
-            offline["offlineReason"].as_str()
-        ),
+        (offline["status"].as_str(), offline["offlineReason"].as_str()),
         (Some("offline"), Some("taken_over"))
     );
     assert_eq!(offline["offlineReasonCode"], 4);
     let online = server.next_status("dev1").await;
-    assert_eq!(
-        online["status"], "online",
-        "the new session is announced after the old one's offline"
-    );
+    assert_eq!(online["status"], "online", "the new session is announced after the old one's offline");
     // The new connection works.
-    _c2.publish(
-        "/a1test/dev1/user/update",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        false,
-        "new",
-    )
-    .await
-    .unwrap();
+    _c2.publish("/a1test/dev1/user/update", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, "new")
+        .await
+        .unwrap();
     let P5::PubAck(ack) = until_v5(&mut ev2, "PUBACK", |p| matches!(p, P5::PubAck(_))).await else {
         unreachable!()
     };
@@ -372,15 +265,9 @@ async fn a_second_connection_takes_over() {
 #[tokio::test]
 async fn disabling_a_connected_device_disconnects_it() {
     let mut server = Server::start().await;
-    let (_c, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev3")))
-        .await
-        .unwrap();
+    let (_c, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev3"))).await.unwrap();
     assert_eq!(server.next_status("dev3").await["status"], "online");
-    server
-        .app
-        .set_device_enabled(PK, "dev3", false)
-        .await
-        .unwrap();
+    server.app.set_device_enabled(PK, "dev3", false).await.unwrap();
     let code = until_v5_disconnect(&mut ev).await;
     assert_eq!(code, DisconnectReasonCode::AdministrativeAction);
     let offline = server.next_status("dev3").await;
@@ -388,9 +275,7 @@ async fn disabling_a_connected_device_disconnects_it() {
     assert_eq!(offline["offlineReasonCode"], 5);
     assert!(matches!(
         connect_v4(v4_options(server.addr(), &creds("dev3"))).await,
-        Err(rumqttc::ConnectionError::ConnectionRefused(
-            ConnectReturnCode::NotAuthorized
-        ))
+        Err(rumqttc::ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized))
     ));
 }
 
@@ -399,17 +284,10 @@ async fn message_ids_are_unique_across_a_restart() {
     let mut server = Server::start().await;
     let mut ids = Vec::new();
     for round in 0..2 {
-        let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-            .await
-            .unwrap();
+        let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
         for i in 0..20 {
             client
-                .publish(
-                    "/a1test/dev1/user/update",
-                    QoS::AtLeastOnce,
-                    false,
-                    format!("{round}-{i}"),
-                )
+                .publish("/a1test/dev1/user/update", QoS::AtLeastOnce, false, format!("{round}-{i}"))
                 .await
                 .unwrap();
             until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
@@ -425,18 +303,13 @@ async fn message_ids_are_unique_across_a_restart() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "ids repeat: {ids:?}");
-    assert!(
-        ids[20..].iter().all(|id| *id > ids[19]),
-        "ids after the restart continue upwards"
-    );
+    assert!(ids[20..].iter().all(|id| *id > ids[19]), "ids after the restart continue upwards");
 }
 
 #[tokio::test]
 async fn oversized_payloads_are_refused() {
     let mut server = Server::start_with("max_payload_bytes = 1024", "").await;
-    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1"))).await.unwrap();
     client
         .publish(
             "/a1test/dev1/user/update",
@@ -460,50 +333,22 @@ async fn oversized_payloads_are_refused() {
     assert_eq!(code, DisconnectReasonCode::PacketTooLarge);
     assert_eq!(server.next_upstream().await.payload.len(), 1024);
     let offline = server.next_status("dev1").await;
-    let offline = if offline["status"] == "online" {
-        server.next_status("dev1").await
-    } else {
-        offline
-    };
+    let offline = if offline["status"] == "online" { server.next_status("dev1").await } else { offline };
     assert_eq!(offline["offlineReason"], "protocol_violation");
 
     // Far beyond the limit: refused from the header, before the body is read.
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev2")))
-        .await
-        .unwrap();
-    client
-        .publish(
-            "/a1test/dev2/user/update",
-            QoS::AtLeastOnce,
-            false,
-            vec![b'z'; 300_000],
-        )
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev2"))).await.unwrap();
+    client.publish("/a1test/dev2/user/update", QoS::AtLeastOnce, false, vec![b'z'; 300_000]).await.unwrap();
     until_v4_closed(&mut ev).await;
-    assert_eq!(
-        server
-            .app
-            .pipeline_stats()
-            .upstream
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(server.app.pipeline_stats().upstream.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 #[tokio::test]
 async fn qos2_is_refused_clearly() {
     let server = Server::start().await;
-    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v5(v5_options(server.addr(), &creds("dev1"))).await.unwrap();
     client
-        .publish(
-            "/a1test/dev1/user/update",
-            rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
-            false,
-            "q2",
-        )
+        .publish("/a1test/dev1/user/update", rumqttc::v5::mqttbytes::QoS::ExactlyOnce, false, "q2")
         .await
         .unwrap();
     let code = until_v5_disconnect(&mut ev).await;
@@ -513,14 +358,10 @@ async fn qos2_is_refused_clearly() {
 #[tokio::test]
 async fn garbage_bytes_leave_other_connections_untouched() {
     let mut server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
-    for garbage in [
-        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-        &[0x10, 0xff, 0xff, 0xff, 0xff, 0xff][..],
-        &[0u8; 64][..],
-    ] {
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
+    for garbage in
+        [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0x10, 0xff, 0xff, 0xff, 0xff, 0xff][..], &[0u8; 64][..]]
+    {
         let mut bad = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
         bad.write_all(garbage).await.unwrap();
         read_until_closed(&mut bad).await;
@@ -528,20 +369,10 @@ async fn garbage_bytes_leave_other_connections_untouched() {
     // Garbage after a valid CONNECT: the session is closed as a protocol violation.
     let (mut raw, code) = raw_connect(server.addr(), &creds("dev2"), 60).await;
     assert_eq!(code, 0);
-    raw.write_all(&[0x30, 0x05, 0x00, 0xff, b'a', b'b', b'c'])
-        .await
-        .unwrap();
+    raw.write_all(&[0x30, 0x05, 0x00, 0xff, b'a', b'b', b'c']).await.unwrap();
     read_until_closed(&mut raw).await;
 
-    client
-        .publish(
-            "/a1test/dev1/user/update",
-            QoS::AtLeastOnce,
-            false,
-            "still here",
-        )
-        .await
-        .unwrap();
+    client.publish("/a1test/dev1/user/update", QoS::AtLeastOnce, false, "still here").await.unwrap();
     until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     assert_eq!(&server.next_upstream().await.payload[..], b"still here");
 }
@@ -549,17 +380,10 @@ async fn garbage_bytes_leave_other_connections_untouched() {
 #[tokio::test]
 async fn property_posts_are_converted_for_later_stages() {
     let mut server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
     let alink = r#"{"id":"42","version":"1.0","params":{"temperature":{"value":38.5,"time":1700000000000},"humidity":40},"method":"thing.event.property.post"}"#;
     client
-        .publish(
-            "/sys/a1test/dev1/thing/event/property/post",
-            QoS::AtLeastOnce,
-            false,
-            alink,
-        )
+        .publish("/sys/a1test/dev1/thing/event/property/post", QoS::AtLeastOnce, false, alink)
         .await
         .unwrap();
     until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
@@ -577,14 +401,9 @@ async fn property_posts_are_converted_for_later_stages() {
 #[tokio::test]
 async fn status_and_data_are_counted_by_kind() {
     let mut server = Server::start().await;
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1")))
-        .await
-        .unwrap();
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
     let polling = tokio::spawn(async move { until_v4_closed(&mut ev).await });
-    client
-        .publish("/a1test/dev1/user/update", QoS::AtMostOnce, false, "q0")
-        .await
-        .unwrap();
+    client.publish("/a1test/dev1/user/update", QoS::AtMostOnce, false, "q0").await.unwrap();
     let m = server.next_upstream().await;
     assert_eq!((m.qos, m.kind), (0, Kind::Upstream));
     client.disconnect().await.unwrap();

@@ -32,9 +32,7 @@ async fn a_thousand_devices_connect_at_once() {
                 username: c.username(),
                 password: c.password(&format!("s{i}")),
             };
-            connect_v4(v4_options(addr, &creds))
-                .await
-                .unwrap_or_else(|e| panic!("device {i}: {e}"))
+            connect_v4(v4_options(addr, &creds)).await.unwrap_or_else(|e| panic!("device {i}: {e}"))
         }));
     }
     let mut clients = Vec::new();
@@ -43,31 +41,16 @@ async fn a_thousand_devices_connect_at_once() {
     }
     let mut online = 0;
     while online < N {
-        let m = server
-            .next_where("online status", |m| m.kind == Kind::Status)
-            .await;
+        let m = server.next_where("online status", |m| m.kind == Kind::Status).await;
         assert!(m.payload.starts_with(b"{\"status\":\"online\""));
         online += 1;
     }
-    assert_eq!(
-        server
-            .app
-            .ingress()
-            .stats()
-            .connections
-            .load(std::sync::atomic::Ordering::Relaxed),
-        N as u64
-    );
+    assert_eq!(server.app.ingress().stats().connections.load(std::sync::atomic::Ordering::Relaxed), N as u64);
     // Every one of them can still publish.
     let (client, eventloop) = clients.swap_remove(N / 2);
     let mut eventloop = eventloop;
     client
-        .publish(
-            format!("/p{}/many{:04}/user/update", N / 2, N / 2),
-            QoS::AtLeastOnce,
-            false,
-            "hi",
-        )
+        .publish(format!("/p{}/many{:04}/user/update", N / 2, N / 2), QoS::AtLeastOnce, false, "hi")
         .await
         .unwrap();
     until_v4(&mut eventloop, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
@@ -100,19 +83,10 @@ async fn mqtt_over_tls_with_a_self_signed_certificate() {
     let c = creds("dev1");
     let mut options = rumqttc::MqttOptions::new(&c.client_id, "localhost", tls_addr.port());
     options.set_credentials(&c.username, &c.password);
-    options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-        Arc::new(client_config),
-    )));
+    options
+        .set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(Arc::new(client_config))));
     let (client, mut ev) = connect_v4(options).await.unwrap();
-    client
-        .publish(
-            "/a1test/dev1/user/update",
-            QoS::AtLeastOnce,
-            false,
-            "over tls",
-        )
-        .await
-        .unwrap();
+    client.publish("/a1test/dev1/user/update", QoS::AtLeastOnce, false, "over tls").await.unwrap();
     until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
     assert_eq!(&server.next_upstream().await.payload[..], b"over tls");
 
@@ -120,8 +94,6 @@ async fn mqtt_over_tls_with_a_self_signed_certificate() {
     let mut plain = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
     let (_s, code) = raw_connect(server.addr(), &creds("dev2"), 60).await;
     assert_eq!(code, 0, "the plain listener still works");
-    tokio::io::AsyncWriteExt::write_all(&mut plain, b"\x10\x00")
-        .await
-        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut plain, b"\x10\x00").await.unwrap();
     read_until_closed(&mut plain).await;
 }

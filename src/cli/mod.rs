@@ -44,9 +44,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
-        Command::Device {
-            command: DeviceCommand::Sign(args),
-        } => sign::run(&args),
+        Command::Device { command: DeviceCommand::Sign(args) } => sign::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,10 +25,7 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     init_tracing();
     let (config, demo) = match config_path {
         Some(path) => (config::load_file(path)?, false),
-        None => (
-            config::load_str(config::DEMO_CONFIG, "<embedded demo config>")?,
-            true,
-        ),
+        None => (config::load_str(config::DEMO_CONFIG, "<embedded demo config>")?, true),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,8 +84,7 @@ fn print_demo_credentials(config: &Config, port: u16) {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -46,26 +46,17 @@ enum Format {
 
 pub(super) fn run(args: &SignArgs) -> anyhow::Result<()> {
     let method = SignMethod::parse(&args.sign_method).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--sign-method {:?}: use hmacmd5, hmacsha1 or hmacsha256",
-            args.sign_method
-        )
+        anyhow::anyhow!("--sign-method {:?}: use hmacmd5, hmacsha1 or hmacsha256", args.sign_method)
     })?;
     let credentials = Credentials {
-        client_id: args
-            .client_id
-            .clone()
-            .unwrap_or_else(|| args.device_name.clone()),
+        client_id: args.client_id.clone().unwrap_or_else(|| args.device_name.clone()),
         product_key: args.product_key.clone(),
         device_name: args.device_name.clone(),
         method,
         timestamp: args.timestamp.clone(),
     };
-    let (client_id, username, password) = (
-        credentials.mqtt_client_id(),
-        credentials.username(),
-        credentials.password(&args.device_secret),
-    );
+    let (client_id, username, password) =
+        (credentials.mqtt_client_id(), credentials.username(), credentials.password(&args.device_secret));
     let format = if args.json { Format::Json } else { args.format };
     match format {
         Format::Text => {

@@ -39,9 +39,7 @@ impl Acl {
     }
 
     fn rest<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        topic
-            .strip_prefix(self.custom.as_str())
-            .or_else(|| topic.strip_prefix(self.thing.as_str()))
+        topic.strip_prefix(self.custom.as_str()).or_else(|| topic.strip_prefix(self.thing.as_str()))
     }
 
     /// May the device publish to `topic`? Runs on every PUBLISH: two prefix compares and a
@@ -95,10 +93,7 @@ mod tests {
             ("/sys/a1demo/dev1/thing/event/property/post", Ok(())),
             ("/a1demo/dev2/user/update", Err(Denied::NotOwn)),
             ("/a1demo/dev1x/user/update", Err(Denied::NotOwn)),
-            (
-                "/sys/a1demo/dev2/thing/event/property/post",
-                Err(Denied::NotOwn),
-            ),
+            ("/sys/a1demo/dev2/thing/event/property/post", Err(Denied::NotOwn)),
             ("/a1demo/dev1/other", Err(Denied::NotOwn)),
             ("/a1demo/dev1/user", Err(Denied::NotOwn)),
             ("/as/mqtt/status/a1demo/dev1", Err(Denied::NotOwn)),

@@ -48,10 +48,7 @@ pub enum CredentialsError {
 ///
 /// # Errors
 /// When either does not follow the Link SDK scheme.
-pub fn parse(
-    mqtt_client_id: &str,
-    username: Option<&str>,
-) -> Result<Credentials, CredentialsError> {
+pub fn parse(mqtt_client_id: &str, username: Option<&str>) -> Result<Credentials, CredentialsError> {
     let username = username.ok_or(CredentialsError::NoUsername)?;
     let (device_name, product_key) = username
         .split_once('&')
@@ -68,9 +65,8 @@ pub fn parse(
     let mut method = SignMethod::HmacMd5;
     let mut timestamp = None;
     for param in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = param
-            .split_once('=')
-            .ok_or_else(|| CredentialsError::BadParameter(param.to_string()))?;
+        let (key, value) =
+            param.split_once('=').ok_or_else(|| CredentialsError::BadParameter(param.to_string()))?;
         match key.trim() {
             "signmethod" => {
                 method = SignMethod::parse(value.trim())
@@ -94,10 +90,8 @@ pub fn parse(
 impl Credentials {
     /// The string the password signs.
     pub fn content(&self) -> String {
-        let mut s = format!(
-            "clientId{}deviceName{}productKey{}",
-            self.client_id, self.device_name, self.product_key
-        );
+        let mut s =
+            format!("clientId{}deviceName{}productKey{}", self.client_id, self.device_name, self.product_key);
         if let Some(ts) = &self.timestamp {
             s.push_str("timestamp");
             s.push_str(ts);
@@ -107,10 +101,7 @@ impl Credentials {
 
     /// The expected password for `device_secret`, lowercase hex.
     pub fn password(&self, device_secret: &str) -> String {
-        hex::encode(
-            self.method
-                .mac(device_secret.as_bytes(), self.content().as_bytes()),
-        )
+        hex::encode(self.method.mac(device_secret.as_bytes(), self.content().as_bytes()))
     }
 
     /// Checks `password` in constant time; hex case does not matter (SDKs differ).
@@ -123,14 +114,10 @@ impl Credentials {
     /// The MQTT client id a device sends for these credentials.
     pub fn mqtt_client_id(&self) -> String {
         match &self.timestamp {
-            Some(ts) => format!(
-                "{}|securemode=3,signmethod={},timestamp={}|",
-                self.client_id, self.method, ts
-            ),
-            None => format!(
-                "{}|securemode=3,signmethod={}|",
-                self.client_id, self.method
-            ),
+            Some(ts) => {
+                format!("{}|securemode=3,signmethod={},timestamp={}|", self.client_id, self.method, ts)
+            }
+            None => format!("{}|securemode=3,signmethod={}|", self.client_id, self.method),
         }
     }
 
@@ -159,26 +146,14 @@ mod tests {
     #[test]
     fn published_vectors() {
         let table = [
-            (
-                SignMethod::HmacSha1,
-                Some("1539421321846"),
-                "b2488041f64f425016b467ee1c94959ebd592ad1",
-            ),
-            (
-                SignMethod::HmacMd5,
-                Some("1539421321846"),
-                "56e22c4a903e6035658c6694db63d57a",
-            ),
+            (SignMethod::HmacSha1, Some("1539421321846"), "b2488041f64f425016b467ee1c94959ebd592ad1"),
+            (SignMethod::HmacMd5, Some("1539421321846"), "56e22c4a903e6035658c6694db63d57a"),
             (
                 SignMethod::HmacSha256,
                 Some("1539421321846"),
                 "e6ad631b665206c0bf2efbe1b48ac4d84ff2a61fe89bac30065e17975a482c40",
             ),
-            (
-                SignMethod::HmacSha1,
-                None,
-                "8d73dc7f16e2bfbbdb70cf37019602e2233d3d76",
-            ),
+            (SignMethod::HmacSha1, None, "8d73dc7f16e2bfbbdb70cf37019602e2233d3d76"),
         ];
         for (method, ts, want) in table {
             let c = creds(method, ts);
@@ -194,10 +169,7 @@ mod tests {
             method: SignMethod::HmacSha1,
             timestamp: Some("789".into()),
         };
-        assert_eq!(
-            zh.password("secret"),
-            "fafd82a3d602b37fb0fa8b7892f24a477f851a14"
-        );
+        assert_eq!(zh.password("secret"), "fafd82a3d602b37fb0fa8b7892f24a477f851a14");
     }
 
     #[test]
@@ -208,18 +180,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c, creds(SignMethod::HmacSha1, Some("1539421321846")));
-        assert_eq!(
-            c.mqtt_client_id(),
-            "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|"
-        );
+        assert_eq!(c.mqtt_client_id(), "SN1928339|securemode=3,signmethod=hmacsha1,timestamp=1539421321846|");
         assert_eq!(c.username(), "light1983432&a14Xib5kdYd");
         let no_ts = parse("c1|securemode=2,signmethod=hmacsha256|", Some("d&p")).unwrap();
         assert_eq!(no_ts.timestamp, None);
         assert_eq!(no_ts.method, SignMethod::HmacSha256);
-        assert_eq!(
-            parse("c1|securemode=3|", Some("d&p")).unwrap().method,
-            SignMethod::HmacMd5
-        );
+        assert_eq!(parse("c1|securemode=3|", Some("d&p")).unwrap().method, SignMethod::HmacMd5);
     }
 
     #[test]
@@ -227,20 +193,12 @@ mod tests {
         use CredentialsError::*;
         let cases: &[(&str, Option<&str>, CredentialsError)] = &[
             ("c|securemode=3|", None, NoUsername),
-            (
-                "c|securemode=3|",
-                Some("nodevice"),
-                BadUsername("nodevice".into()),
-            ),
+            ("c|securemode=3|", Some("nodevice"), BadUsername("nodevice".into())),
             ("c|securemode=3|", Some("&p"), BadUsername("&p".into())),
             ("plain", Some("d&p"), NoParameters("plain".into())),
             ("|securemode=3|", Some("d&p"), BadClientId(String::new())),
             ("c|signmethod=sha9|", Some("d&p"), BadMethod("sha9".into())),
-            (
-                "c|securemode|",
-                Some("d&p"),
-                BadParameter("securemode".into()),
-            ),
+            ("c|securemode|", Some("d&p"), BadParameter("securemode".into())),
         ];
         for (id, user, want) in cases {
             assert_eq!(parse(id, *user).unwrap_err(), *want, "{id} {user:?}");

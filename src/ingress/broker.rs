@@ -55,13 +55,9 @@ impl Broker {
             ..Default::default()
         };
         let broker = Arc::new(rumqttd::Broker::new(config));
-        let (downlink, _rx) = broker
-            .link("iotpipe-downlink")
-            .map_err(|e| BrokerError::Link(e.to_string()))?;
-        Ok(Self {
-            broker,
-            downlink: Mutex::new(downlink),
-        })
+        let (downlink, _rx) =
+            broker.link("iotpipe-downlink").map_err(|e| BrokerError::Link(e.to_string()))?;
+        Ok(Self { broker, downlink: Mutex::new(downlink) })
     }
 
     /// Opens a router link named `id` (unique per connection). Runs on a blocking thread
@@ -71,11 +67,10 @@ impl Broker {
     /// When the router refuses the link.
     pub async fn link(&self, id: String) -> Result<DeviceLink, BrokerError> {
         let broker = self.broker.clone();
-        let (tx, rx) =
-            tokio::task::spawn_blocking(move || broker.link(&id).map_err(|e| e.to_string()))
-                .await
-                .map_err(|e| BrokerError::Link(e.to_string()))?
-                .map_err(BrokerError::Link)?;
+        let (tx, rx) = tokio::task::spawn_blocking(move || broker.link(&id).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| BrokerError::Link(e.to_string()))?
+            .map_err(BrokerError::Link)?;
         Ok(DeviceLink { tx: Some(tx), rx })
     }
 
@@ -84,13 +79,8 @@ impl Broker {
     /// # Errors
     /// `Busy` when the router's queue is full.
     pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BrokerError> {
-        let mut link = self
-            .downlink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        link.try_publish(topic.to_string(), payload)
-            .map(drop)
-            .map_err(|_| BrokerError::Busy)
+        let mut link = self.downlink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        link.try_publish(topic.to_string(), payload).map(drop).map_err(|_| BrokerError::Busy)
     }
 }
 
@@ -108,9 +98,7 @@ impl DeviceLink {
     /// `Busy` when the router's queue is full.
     pub fn subscribe(&mut self, filter: &str) -> Result<(), BrokerError> {
         let tx = self.tx.as_mut().ok_or(BrokerError::Busy)?;
-        tx.try_subscribe(filter)
-            .map(drop)
-            .map_err(|_| BrokerError::Busy)
+        tx.try_subscribe(filter).map(drop).map_err(|_| BrokerError::Busy)
     }
 
     /// Removes a subscription.
@@ -119,9 +107,7 @@ impl DeviceLink {
     /// `Busy` when the router's queue is full.
     pub fn unsubscribe(&mut self, filter: &str) -> Result<(), BrokerError> {
         let tx = self.tx.as_mut().ok_or(BrokerError::Busy)?;
-        tx.try_unsubscribe(filter)
-            .map(drop)
-            .map_err(|_| BrokerError::Busy)
+        tx.try_unsubscribe(filter).map(drop).map_err(|_| BrokerError::Busy)
     }
 }
 
@@ -132,9 +118,7 @@ impl Drop for DeviceLink {
     fn drop(&mut self) {
         if let Some(mut tx) = self.tx.take() {
             let disconnect = Packet::Disconnect(
-                Disconnect {
-                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                },
+                Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection },
                 None,
             );
             let send = move || {

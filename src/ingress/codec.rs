@@ -28,10 +28,7 @@ pub enum Inbound {
     /// PUBREC, PUBREL or PUBCOMP: QoS 2 flow, which iotpipe refuses.
     QoS2Flow,
     /// SUBSCRIBE: packet id and (filter, requested QoS) pairs.
-    Subscribe {
-        pkid: u16,
-        filters: Vec<(String, u8)>,
-    },
+    Subscribe { pkid: u16, filters: Vec<(String, u8)> },
     /// UNSUBSCRIBE.
     Unsubscribe { pkid: u16, filters: Vec<String> },
     /// PINGREQ.
@@ -155,17 +152,11 @@ impl DisconnectCode {
 #[derive(Debug)]
 pub enum Outbound<'a> {
     /// CONNACK; for MQTT 5 it also announces the server's limits.
-    ConnAck {
-        code: ConnAckCode,
-        max_packet_size: u32,
-    },
+    ConnAck { code: ConnAckCode, max_packet_size: u32 },
     /// PUBACK.
     PubAck { pkid: u16, code: PubAckCode },
     /// SUBACK: per filter the granted QoS, or `None` for refused.
-    SubAck {
-        pkid: u16,
-        granted: &'a [Option<u8>],
-    },
+    SubAck { pkid: u16, granted: &'a [Option<u8>] },
     /// UNSUBACK for `count` filters.
     UnsubAck { pkid: u16, count: usize },
     /// PINGRESP.
@@ -230,17 +221,13 @@ pub fn detect(buf: &[u8]) -> Result<Option<Version>, CodecError> {
         return Ok(None);
     };
     if name != b"MQTT" {
-        return Err(CodecError::NotConnect(
-            "protocol name is not MQTT (MQTT 3.1 is not supported)",
-        ));
+        return Err(CodecError::NotConnect("protocol name is not MQTT (MQTT 3.1 is not supported)"));
     }
     match buf.get(pos + 2 + name_len) {
         None => Ok(None),
         Some(4) => Ok(Some(Version::V311)),
         Some(5) => Ok(Some(Version::V5)),
-        Some(_) => Err(CodecError::NotConnect(
-            "protocol level is neither 4 (3.1.1) nor 5",
-        )),
+        Some(_) => Err(CodecError::NotConnect("protocol level is neither 4 (3.1.1) nor 5")),
     }
 }
 
@@ -255,9 +242,7 @@ fn qos5_u8(q: QoS5) -> u8 {
 fn map_error(e: mqttbytes::Error, limit: usize) -> Option<CodecError> {
     match e {
         mqttbytes::Error::InsufficientBytes(_) => None,
-        mqttbytes::Error::PayloadSizeLimitExceeded(size) => {
-            Some(CodecError::TooLarge { size, limit })
-        }
+        mqttbytes::Error::PayloadSizeLimitExceeded(size) => Some(CodecError::TooLarge { size, limit }),
         other => Some(CodecError::Malformed(other.to_string())),
     }
 }
@@ -266,10 +251,7 @@ fn map_error_v5(e: mqttbytes5::Error, limit: usize) -> Option<CodecError> {
     match e {
         mqttbytes5::Error::InsufficientBytes(_) => None,
         mqttbytes5::Error::PayloadSizeLimitExceeded { pkt_size, .. } => {
-            Some(CodecError::TooLarge {
-                size: pkt_size,
-                limit,
-            })
+            Some(CodecError::TooLarge { size: pkt_size, limit })
         }
         other => Some(CodecError::Malformed(other.to_string())),
     }
@@ -280,11 +262,7 @@ impl Version {
     ///
     /// # Errors
     /// Malformed or oversized packets.
-    pub fn read(
-        self,
-        buf: &mut BytesMut,
-        max_packet: usize,
-    ) -> Result<Option<Inbound>, CodecError> {
+    pub fn read(self, buf: &mut BytesMut, max_packet: usize) -> Result<Option<Inbound>, CodecError> {
         match self {
             Version::V311 => match v4::Packet::read(buf, max_packet) {
                 Ok(p) => Ok(Some(from_v4(p))),
@@ -308,14 +286,10 @@ impl Version {
     /// Appends `packet` to `out`.
     pub fn write(self, packet: Outbound<'_>, out: &mut BytesMut) {
         let result = match self {
-            Version::V311 => to_v4(packet).map(|p| {
-                p.write(out, usize::MAX)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }),
-            Version::V5 => {
-                to_v5(packet).map(|p| p.write(out, None).map(drop).map_err(|e| e.to_string()))
+            Version::V311 => {
+                to_v4(packet).map(|p| p.write(out, usize::MAX).map(drop).map_err(|e| e.to_string()))
             }
+            Version::V5 => to_v5(packet).map(|p| p.write(out, None).map(drop).map_err(|e| e.to_string())),
         };
         if let Some(Err(e)) = result {
             // Only reachable with a topic longer than 65,535 bytes, which the ACL never lets through.
@@ -344,16 +318,9 @@ fn from_v4(p: v4::Packet) -> Inbound {
         v4::Packet::PubRec(_) | v4::Packet::PubRel(_) | v4::Packet::PubComp(_) => Inbound::QoS2Flow,
         v4::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| (f.path, qos_u8(f.qos)))
-                .collect(),
+            filters: s.filters.into_iter().map(|f| (f.path, qos_u8(f.qos))).collect(),
         },
-        v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
-            pkid: u.pkid,
-            filters: u.topics,
-        },
+        v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.topics },
         v4::Packet::PingReq => Inbound::PingReq,
         v4::Packet::Disconnect => Inbound::Disconnect,
         v4::Packet::ConnAck(_) => Inbound::Unexpected("CONNACK"),
@@ -373,10 +340,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
             keep_alive: c.keep_alive,
         }),
         v5::Packet::Publish(p) => {
-            let topic_alias = p
-                .properties
-                .as_ref()
-                .is_some_and(|pr| pr.topic_alias.is_some());
+            let topic_alias = p.properties.as_ref().is_some_and(|pr| pr.topic_alias.is_some());
             match String::from_utf8(p.topic.to_vec()) {
                 Ok(topic) => Inbound::Publish(PublishPacket {
                     topic,
@@ -392,25 +356,16 @@ fn from_v5(p: v5::Packet) -> Inbound {
         v5::Packet::PubRec(_) | v5::Packet::PubRel(_) | v5::Packet::PubComp(_) => Inbound::QoS2Flow,
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
-            filters: s
-                .filters
-                .into_iter()
-                .map(|f| (f.path, qos5_u8(f.qos)))
-                .collect(),
+            filters: s.filters.into_iter().map(|f| (f.path, qos5_u8(f.qos))).collect(),
         },
-        v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
-            pkid: u.pkid,
-            filters: u.filters,
-        },
+        v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe { pkid: u.pkid, filters: u.filters },
         v5::Packet::PingReq(_) => Inbound::PingReq,
         v5::Packet::Disconnect(_) => Inbound::Disconnect,
         v5::Packet::ConnAck(_) => Inbound::Unexpected("CONNACK"),
         v5::Packet::SubAck(_) => Inbound::Unexpected("SUBACK"),
         v5::Packet::UnsubAck(_) => Inbound::Unexpected("UNSUBACK"),
         v5::Packet::PingResp(_) => Inbound::Unexpected("PINGRESP"),
-        v5::Packet::Auth(_) => {
-            Inbound::Unexpected("AUTH (enhanced authentication is not supported)")
-        }
+        v5::Packet::Auth(_) => Inbound::Unexpected("AUTH (enhanced authentication is not supported)"),
     }
 }
 
@@ -453,10 +408,7 @@ fn to_v4(p: Outbound<'_>) -> Option<v4::Packet> {
 fn to_v5(p: Outbound<'_>) -> Option<v5::Packet> {
     use v5::ConnectReturnCode as C;
     Some(match p {
-        Outbound::ConnAck {
-            code,
-            max_packet_size,
-        } => v5::Packet::ConnAck(v5::ConnAck {
+        Outbound::ConnAck { code, max_packet_size } => v5::Packet::ConnAck(v5::ConnAck {
             session_present: false,
             code: match code {
                 ConnAckCode::Accepted => C::Success,
@@ -573,19 +525,11 @@ mod tests {
     fn connect_bytes(level: u8) -> BytesMut {
         let mut out = BytesMut::new();
         if level == 5 {
-            let c = v5::Connect {
-                keep_alive: 60,
-                client_id: "c".into(),
-                clean_start: true,
-                properties: None,
-            };
-            v5::Packet::Connect(c, None, None)
-                .write(&mut out, None)
-                .unwrap();
+            let c =
+                v5::Connect { keep_alive: 60, client_id: "c".into(), clean_start: true, properties: None };
+            v5::Packet::Connect(c, None, None).write(&mut out, None).unwrap();
         } else {
-            v4::Packet::Connect(v4::Connect::new("c"))
-                .write(&mut out, 1024)
-                .unwrap();
+            v4::Packet::Connect(v4::Connect::new("c")).write(&mut out, 1024).unwrap();
         }
         out
     }
@@ -607,9 +551,7 @@ mod tests {
     fn reads_connect_and_publish_of_both_versions() {
         for version in [Version::V311, Version::V5] {
             let mut buf = connect_bytes(if version == Version::V5 { 5 } else { 4 });
-            let Some(Inbound::Connect(c)) = version.read(&mut buf, 1024).unwrap() else {
-                panic!()
-            };
+            let Some(Inbound::Connect(c)) = version.read(&mut buf, 1024).unwrap() else { panic!() };
             assert_eq!(c.client_id, "c");
             assert!(buf.is_empty());
         }
@@ -622,38 +564,22 @@ mod tests {
         assert!(Version::V311.read(&mut partial, 1024).unwrap().is_none());
         let mut whole = half;
         whole.unsplit(buf);
-        let Some(Inbound::Publish(p)) = Version::V311.read(&mut whole, 1024).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            (p.topic.as_str(), p.qos, p.pkid, &p.payload[..]),
-            ("/a/b/user/x", 1, 7, &b"{}"[..])
-        );
+        let Some(Inbound::Publish(p)) = Version::V311.read(&mut whole, 1024).unwrap() else { panic!() };
+        assert_eq!((p.topic.as_str(), p.qos, p.pkid, &p.payload[..]), ("/a/b/user/x", 1, 7, &b"{}"[..]));
     }
 
     #[test]
     fn v5_disconnect_without_body() {
         let mut buf = BytesMut::from(&[0xE0u8, 0x00, 0xC0, 0x00][..]);
-        assert!(matches!(
-            Version::V5.read(&mut buf, 100),
-            Ok(Some(Inbound::Disconnect))
-        ));
-        assert!(matches!(
-            Version::V5.read(&mut buf, 100),
-            Ok(Some(Inbound::PingReq))
-        ));
+        assert!(matches!(Version::V5.read(&mut buf, 100), Ok(Some(Inbound::Disconnect))));
+        assert!(matches!(Version::V5.read(&mut buf, 100), Ok(Some(Inbound::PingReq))));
     }
 
     #[test]
     fn clients_can_read_our_disconnect() {
         let mut out = BytesMut::new();
-        Version::V5.write(
-            Outbound::Disconnect(DisconnectCode::SessionTakenOver),
-            &mut out,
-        );
-        let Ok(v5::Packet::Disconnect(d)) = v5::Packet::read(&mut out, None) else {
-            panic!()
-        };
+        Version::V5.write(Outbound::Disconnect(DisconnectCode::SessionTakenOver), &mut out);
+        let Ok(v5::Packet::Disconnect(d)) = v5::Packet::read(&mut out, None) else { panic!() };
         assert_eq!(d.reason_code, v5::DisconnectReasonCode::SessionTakenOver);
     }
 
@@ -664,34 +590,18 @@ mod tests {
             .write(&mut buf, usize::MAX)
             .unwrap();
         buf.truncate(10);
-        assert!(matches!(
-            Version::V311.read(&mut buf, 1000),
-            Err(CodecError::TooLarge { .. })
-        ));
+        assert!(matches!(Version::V311.read(&mut buf, 1000), Err(CodecError::TooLarge { .. })));
     }
 
     #[test]
     fn writes_refusal_codes() {
         let mut out = BytesMut::new();
-        Version::V311.write(
-            Outbound::ConnAck {
-                code: ConnAckCode::BadCredentials,
-                max_packet_size: 0,
-            },
-            &mut out,
-        );
+        Version::V311
+            .write(Outbound::ConnAck { code: ConnAckCode::BadCredentials, max_packet_size: 0 }, &mut out);
         assert_eq!(&out[..], &[0x20, 2, 0, 4]);
         out.clear();
-        Version::V5.write(
-            Outbound::PubAck {
-                pkid: 1,
-                code: PubAckCode::NotAuthorized,
-            },
-            &mut out,
-        );
-        let Ok(v5::Packet::PubAck(ack)) = v5::Packet::read(&mut out, None) else {
-            panic!()
-        };
+        Version::V5.write(Outbound::PubAck { pkid: 1, code: PubAckCode::NotAuthorized }, &mut out);
+        let Ok(v5::Packet::PubAck(ack)) = v5::Packet::read(&mut out, None) else { panic!() };
         assert_eq!(ack.reason, v5::PubAckReason::NotAuthorized);
     }
 }

@@ -19,8 +19,7 @@ use super::acl::Acl;
 use super::auth;
 use super::broker::DeviceLink;
 use super::codec::{
-    self, ConnAckCode, ConnectPacket, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket,
-    Version,
+    self, ConnAckCode, ConnectPacket, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version,
 };
 use super::status::{self, OfflineReason};
 use super::{thing, Shared};
@@ -40,38 +39,27 @@ pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut io = Io {
-        stream,
-        rbuf: BytesMut::with_capacity(512),
-        wbuf: BytesMut::new(),
-    };
+    let mut io = Io { stream, rbuf: BytesMut::with_capacity(512), wbuf: BytesMut::new() };
     let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
-    let (version, connect) =
-        match tokio::time::timeout(timeout, read_connect(&mut io, &shared)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(reason)) => {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, %reason, "Closed a connection before CONNECT");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "Closed a connection that sent no CONNECT in time");
-                return;
-            }
-        };
+    let (version, connect) = match tokio::time::timeout(timeout, read_connect(&mut io, &shared)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(reason)) => {
+            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, %reason, "Closed a connection before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "Closed a connection that sent no CONNECT in time");
+            return;
+        }
+    };
 
     let (credentials, keep_alive) = match authenticate(&connect, &shared) {
         Ok(ok) => ok,
         Err((code, reason)) => {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, client_id = %connect.client_id, ?code, %reason, "Refused a device connection");
-            version.write(
-                Outbound::ConnAck {
-                    code,
-                    max_packet_size: 0,
-                },
-                &mut io.wbuf,
-            );
+            version.write(Outbound::ConnAck { code, max_packet_size: 0 }, &mut io.wbuf);
             let _ = io.flush().await;
             let _ = io.stream.shutdown().await;
             return;
@@ -87,9 +75,7 @@ where
         client_id: credentials.client_id,
         peer: Some(peer),
     });
-    let registration = shared
-        .sessions
-        .register(&origin.product_key, &origin.device_name);
+    let registration = shared.sessions.register(&origin.product_key, &origin.device_name);
     if let Some(previous) = &registration.replaced {
         tracing::info!(device = %origin.device_name, product = %origin.product_key, "Taking over the device's previous connection");
         let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled()).await;
@@ -103,26 +89,15 @@ where
     };
     if let Err(e) = stored {
         tracing::error!(device = %origin.device_name, error = %e, "Refused a device: its online status could not be stored");
-        version.write(
-            Outbound::ConnAck {
-                code: ConnAckCode::Unavailable,
-                max_packet_size: 0,
-            },
-            &mut io.wbuf,
-        );
+        version.write(Outbound::ConnAck { code: ConnAckCode::Unavailable, max_packet_size: 0 }, &mut io.wbuf);
         let _ = io.flush().await;
-        shared
-            .sessions
-            .remove(&origin.product_key, &origin.device_name, registration.id);
+        shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
         registration.done.cancel();
         return;
     }
 
     version.write(
-        Outbound::ConnAck {
-            code: ConnAckCode::Accepted,
-            max_packet_size: shared.limits.max_packet_u32(),
-        },
+        Outbound::ConnAck { code: ConnAckCode::Accepted, max_packet_size: shared.limits.max_packet_u32() },
         &mut io.wbuf,
     );
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -136,10 +111,7 @@ where
         origin: origin.clone(),
         inflight: VecDeque::new(),
         link: None,
-        link_id: format!(
-            "{}.{}.{}",
-            origin.product_key, origin.device_name, registration.id
-        ),
+        link_id: format!("{}.{}.{}", origin.product_key, origin.device_name, registration.id),
         keep_alive: Duration::from_millis(u64::from(keep_alive) * 1500),
         last_seen_ms: connected_ms,
         kicked: registration.kicked,
@@ -148,9 +120,7 @@ where
     let last_seen_ms = session.last_seen_ms;
     drop(session);
 
-    shared
-        .sessions
-        .remove(&origin.product_key, &origin.device_name, registration.id);
+    shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %origin.client_id, %peer, %reason, "Device offline");
     match status_message(&shared, &origin, Some(reason), now_ms(), last_seen_ms) {
@@ -252,30 +222,17 @@ fn authenticate(
     }
     let credentials = auth::parse(&connect.client_id, connect.username.as_deref())
         .map_err(|e| (ConnAckCode::BadCredentials, e.to_string()))?;
-    let password = connect
-        .password
-        .as_deref()
-        .ok_or((ConnAckCode::BadCredentials, "no password".to_string()))?;
+    let password =
+        connect.password.as_deref().ok_or((ConnAckCode::BadCredentials, "no password".to_string()))?;
     let device = shared
         .registry
         .device(&credentials.product_key, &credentials.device_name)
-        .ok_or_else(|| {
-            (
-                ConnAckCode::BadCredentials,
-                format!("unknown device {}", credentials.username()),
-            )
-        })?;
+        .ok_or_else(|| (ConnAckCode::BadCredentials, format!("unknown device {}", credentials.username())))?;
     if !credentials.verify(&device.secret, password.as_bytes()) {
-        return Err((
-            ConnAckCode::BadCredentials,
-            format!("bad signature for {}", credentials.username()),
-        ));
+        return Err((ConnAckCode::BadCredentials, format!("bad signature for {}", credentials.username())));
     }
     if !device.enabled {
-        return Err((
-            ConnAckCode::NotAuthorized,
-            format!("device {} is disabled", credentials.username()),
-        ));
+        return Err((ConnAckCode::NotAuthorized, format!("device {} is disabled", credentials.username())));
     }
     Ok((credentials, connect.keep_alive))
 }
@@ -307,10 +264,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let shutdown = self.shared.shutdown.clone();
         loop {
             while self.inflight.len() < max_inflight {
-                match self
-                    .version
-                    .read(&mut self.io.rbuf, self.shared.limits.max_packet)
-                {
+                match self.version.read(&mut self.io.rbuf, self.shared.limits.max_packet) {
                     Ok(Some(packet)) => {
                         if let Err(End(reason, code)) = self.handle(packet).await {
                             return self.close(reason, code).await;
@@ -318,18 +272,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        let code = match e {
-                            codec::CodecError::TooLarge { .. } => DisconnectCode::PacketTooLarge,
-                            _ => DisconnectCode::MalformedPacket,
+                        let stats = &self.shared.stats;
+                        let (code, counter) = match e {
+                            codec::CodecError::TooLarge { .. } => {
+                                (DisconnectCode::PacketTooLarge, &stats.oversized)
+                            }
+                            _ => (DisconnectCode::MalformedPacket, &stats.protocol_errors),
                         };
-                        self.shared
-                            .stats
-                            .protocol_errors
-                            .fetch_add(1, Ordering::Relaxed);
+                        counter.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, error = %e, "Closing a connection after a bad packet");
-                        return self
-                            .close(OfflineReason::ProtocolViolation, Some(code))
-                            .await;
+                        return self.close(OfflineReason::ProtocolViolation, Some(code)).await;
                     }
                 }
             }
@@ -378,11 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Ends the session: waits (briefly) for in-flight messages to answer their PUBACKs,
     /// tells an MQTT 5 client why, and flushes.
-    async fn close(
-        &mut self,
-        reason: OfflineReason,
-        code: Option<DisconnectCode>,
-    ) -> OfflineReason {
+    async fn close(&mut self, reason: OfflineReason, code: Option<DisconnectCode>) -> OfflineReason {
         let drain = async {
             while let Some((pkid, receipt)) = self.inflight.pop_front() {
                 let result = receipt.await;
@@ -393,8 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let _ = tokio::time::timeout(DRAIN_WAIT, drain).await;
         if let (Some(code), Version::V5) = (code, self.version) {
-            self.version
-                .write(Outbound::Disconnect(code), &mut self.io.wbuf);
+            self.version.write(Outbound::Disconnect(code), &mut self.io.wbuf);
         }
         let _ = tokio::time::timeout(DRAIN_WAIT, async {
             let _ = self.io.flush().await;
@@ -418,20 +365,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
-    fn acknowledge(
-        &mut self,
-        pkid: Option<u16>,
-        result: Result<(), HandoffError>,
-    ) -> Result<(), End> {
+    fn acknowledge(&mut self, pkid: Option<u16>, result: Result<(), HandoffError>) -> Result<(), End> {
         match (result, pkid) {
             (Ok(()), Some(pkid)) => {
-                self.version.write(
-                    Outbound::PubAck {
-                        pkid,
-                        code: PubAckCode::Success,
-                    },
-                    &mut self.io.wbuf,
-                );
+                self.version.write(Outbound::PubAck { pkid, code: PubAckCode::Success }, &mut self.io.wbuf);
                 Ok(())
             }
             (Ok(()), None) => Ok(()),
@@ -440,18 +377,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 match (self.version, pkid) {
                     (Version::V5, Some(pkid)) => {
                         self.version.write(
-                            Outbound::PubAck {
-                                pkid,
-                                code: PubAckCode::Unspecified,
-                            },
+                            Outbound::PubAck { pkid, code: PubAckCode::Unspecified },
                             &mut self.io.wbuf,
                         );
                         Ok(())
                     }
-                    _ => Err(End(
-                        OfflineReason::ServerError,
-                        Some(DisconnectCode::UnspecifiedError),
-                    )),
+                    _ => Err(End(OfflineReason::ServerError, Some(DisconnectCode::UnspecifiedError))),
                 }
             }
         }
@@ -472,13 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         }
                     }
                 }
-                self.version.write(
-                    Outbound::UnsubAck {
-                        pkid,
-                        count: filters.len(),
-                    },
-                    &mut self.io.wbuf,
-                );
+                self.version.write(Outbound::UnsubAck { pkid, count: filters.len() }, &mut self.io.wbuf);
                 Ok(())
             }
             Inbound::PingReq => {
@@ -489,33 +414,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Inbound::Disconnect => Err(End(OfflineReason::ClientDisconnect, None)),
             Inbound::QoS2Flow => {
                 self.violation("QoS 2 is not supported");
-                Err(End(
-                    OfflineReason::ProtocolViolation,
-                    Some(DisconnectCode::QoSNotSupported),
-                ))
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::QoSNotSupported)))
             }
             Inbound::Connect(_) => {
                 self.violation("a second CONNECT");
-                Err(End(
-                    OfflineReason::ProtocolViolation,
-                    Some(DisconnectCode::ProtocolError),
-                ))
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
             }
             Inbound::Unexpected(what) => {
                 self.violation(what);
-                Err(End(
-                    OfflineReason::ProtocolViolation,
-                    Some(DisconnectCode::ProtocolError),
-                ))
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
             }
         }
     }
 
     fn violation(&self, what: &str) {
-        self.shared
-            .stats
-            .protocol_errors
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, packet = what, "Closing a connection after a protocol violation");
     }
 
@@ -523,25 +436,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let stats = &self.shared.stats;
         if p.qos > 1 {
             self.violation("PUBLISH with QoS 2, which iotpipe does not support");
-            return Err(End(
-                OfflineReason::ProtocolViolation,
-                Some(DisconnectCode::QoSNotSupported),
-            ));
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::QoSNotSupported)));
         }
         if p.topic_alias {
             self.violation("PUBLISH with a topic alias (the server allows none)");
-            return Err(End(
-                OfflineReason::ProtocolViolation,
-                Some(DisconnectCode::TopicAliasInvalid),
-            ));
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::TopicAliasInvalid)));
         }
         if p.payload.len() > self.shared.limits.max_payload {
             stats.oversized.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(device = %self.origin.device_name, topic = %p.topic, size = p.payload.len(), limit = self.shared.limits.max_payload, "Refused an oversized payload");
-            return Err(End(
-                OfflineReason::ProtocolViolation,
-                Some(DisconnectCode::PacketTooLarge),
-            ));
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::PacketTooLarge)));
         }
         if let Err(denied) = self.acl.check_publish(&p.topic) {
             stats.acl_denied.fetch_add(1, Ordering::Relaxed);
@@ -549,18 +453,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return match (self.version, p.qos) {
                 (Version::V5, 1) => {
                     self.version.write(
-                        Outbound::PubAck {
-                            pkid: p.pkid,
-                            code: PubAckCode::NotAuthorized,
-                        },
+                        Outbound::PubAck { pkid: p.pkid, code: PubAckCode::NotAuthorized },
                         &mut self.io.wbuf,
                     );
                     Ok(())
                 }
-                (Version::V5, _) => Err(End(
-                    OfflineReason::ProtocolViolation,
-                    Some(DisconnectCode::NotAuthorized),
-                )),
+                (Version::V5, _) => {
+                    Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::NotAuthorized)))
+                }
                 (Version::V311, _) => Err(End(OfflineReason::ProtocolViolation, None)),
             };
         }
@@ -579,9 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         stats.publishes.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes
-            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         let message = Message {
             id,
             kind: Kind::Upstream,
@@ -632,23 +530,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 None => granted.push(None),
             }
         }
-        self.version.write(
-            Outbound::SubAck {
-                pkid,
-                granted: &granted,
-            },
-            &mut self.io.wbuf,
-        );
+        self.version.write(Outbound::SubAck { pkid, granted: &granted }, &mut self.io.wbuf);
     }
 
     async fn downlink(&mut self, notification: Option<Notification>) {
         match notification {
             Some(Notification::Forward(f)) => {
                 self.version.write(
-                    Outbound::Publish {
-                        topic: &f.publish.topic,
-                        payload: f.publish.payload,
-                    },
+                    Outbound::Publish { topic: &f.publish.topic, payload: f.publish.payload },
                     &mut self.io.wbuf,
                 );
             }

@@ -23,10 +23,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngressError
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| IngressError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(IngressError::Tls(format!(
-            "{}: no certificate found",
-            cert.display()
-        )));
+        return Err(IngressError::Tls(format!("{}: no certificate found", cert.display())));
     }
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| IngressError::Tls(format!("{}: {e}", key.display())))?;
@@ -93,7 +90,5 @@ async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, sh
 
 /// Binds `addr`, naming it in the error.
 pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, IngressError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| IngressError::Bind { addr, source })
+    TcpListener::bind(addr).await.map_err(|source| IngressError::Bind { addr, source })
 }

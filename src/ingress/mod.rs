@@ -67,10 +67,7 @@ impl Limits {
     fn new(c: &MqttConfig) -> Self {
         Self {
             max_payload: c.max_payload_bytes,
-            max_packet: c
-                .max_payload_bytes
-                .saturating_add(65_536 + 16)
-                .min(268_435_455),
+            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(268_435_455),
             keep_alive_min: c.keep_alive_min_secs,
             keep_alive_max: c.keep_alive_max_secs,
             max_inflight: c.max_inflight,
@@ -134,19 +131,12 @@ impl Ingress {
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
         let tls = match (&config.tls_listen, &config.cert, &config.key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                Some((*addr, listener::tls_acceptor(cert, key)?))
-            }
-            (Some(_), _, _) => {
-                return Err(IngressError::Tls("tls_listen needs cert and key".into()))
-            }
+            (Some(addr), Some(cert), Some(key)) => Some((*addr, listener::tls_acceptor(cert, key)?)),
+            (Some(_), _, _) => return Err(IngressError::Tls("tls_listen needs cert and key".into())),
             _ => None,
         };
         let plain = listener::bind(config.listen).await?;
-        let addr = plain.local_addr().map_err(|source| IngressError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let addr = plain.local_addr().map_err(|source| IngressError::Bind { addr: config.listen, source })?;
         let shared = Arc::new(Shared {
             registry,
             sessions: Sessions::default(),
@@ -161,25 +151,12 @@ impl Ingress {
         let mut tls_addr = None;
         if let Some((tls_listen, acceptor)) = tls {
             let l = listener::bind(tls_listen).await?;
-            tls_addr = Some(l.local_addr().map_err(|source| IngressError::Bind {
-                addr: tls_listen,
-                source,
-            })?);
-            shared.tasks.spawn(listener::run(
-                l,
-                Some(acceptor),
-                shared.clone(),
-                permits.clone(),
-            ));
+            tls_addr =
+                Some(l.local_addr().map_err(|source| IngressError::Bind { addr: tls_listen, source })?);
+            shared.tasks.spawn(listener::run(l, Some(acceptor), shared.clone(), permits.clone()));
         }
-        shared
-            .tasks
-            .spawn(listener::run(plain, None, shared.clone(), permits));
-        Ok(Self {
-            shared,
-            addr,
-            tls_addr,
-        })
+        shared.tasks.spawn(listener::run(plain, None, shared.clone(), permits));
+        Ok(Self { shared, addr, tls_addr })
     }
 
     /// The bound plain MQTT address.

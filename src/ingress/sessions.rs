@@ -38,9 +38,7 @@ pub struct Registration {
 
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Makes a new session the device's current one, kicking the previous one.
@@ -48,24 +46,13 @@ impl Sessions {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (kick, kicked) = watch::channel(None);
         let done = CancellationToken::new();
-        let entry = Entry {
-            id,
-            kick,
-            done: done.clone(),
-        };
-        let previous = self
-            .lock()
-            .insert((product_key.to_string(), device_name.to_string()), entry);
+        let entry = Entry { id, kick, done: done.clone() };
+        let previous = self.lock().insert((product_key.to_string(), device_name.to_string()), entry);
         let replaced = previous.map(|p| {
             let _ = p.kick.send(Some(OfflineReason::TakenOver));
             p.done
         });
-        Registration {
-            id,
-            kicked,
-            done,
-            replaced,
-        }
+        Registration { id, kicked, done, replaced }
     }
 
     /// Removes session `id` of the device, unless a newer one has replaced it.
@@ -93,8 +80,7 @@ impl Sessions {
 
     /// Whether the device is online.
     pub fn is_online(&self, product_key: &str, device_name: &str) -> bool {
-        self.lock()
-            .contains_key(&(product_key.to_string(), device_name.to_string()))
+        self.lock().contains_key(&(product_key.to_string(), device_name.to_string()))
     }
 
     /// Number of online devices.
@@ -121,10 +107,7 @@ mod tests {
         assert_eq!(*old.kicked.borrow(), Some(OfflineReason::TakenOver));
         assert!(new.replaced.is_some());
         s.remove("p", "d", old.id);
-        assert!(
-            s.is_online("p", "d"),
-            "the old session must not remove the new one"
-        );
+        assert!(s.is_online("p", "d"), "the old session must not remove the new one");
         s.kick("p", "d", OfflineReason::DeviceDisabled).unwrap();
         assert_eq!(*new.kicked.borrow(), Some(OfflineReason::DeviceDisabled));
         s.remove("p", "d", new.id);

@@ -97,11 +97,7 @@ pub fn payload(
     last_ms: u64,
 ) -> Vec<u8> {
     let status = Status {
-        status: if offline.is_some() {
-            "offline"
-        } else {
-            "online"
-        },
+        status: if offline.is_some() { "offline" } else { "online" },
         product_key: &origin.product_key,
         device_name: &origin.device_name,
         client_id: &origin.client_id,
@@ -122,10 +118,7 @@ fn datetime(ms: u64) -> DateTime<Utc> {
 
 /// `yyyy-MM-dd HH:mm:ss.SSS` in the server's time zone.
 pub fn local(ms: u64) -> String {
-    datetime(ms)
-        .with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S%.3f")
-        .to_string()
+    datetime(ms).with_timezone(&Local).format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
 /// `yyyy-MM-ddTHH:mm:ss.SSSZ`.
@@ -146,12 +139,7 @@ mod tests {
             client_id: "c1".into(),
             peer: Some("192.0.2.1:5000".parse().unwrap()),
         };
-        let body = payload(
-            &origin,
-            Some(OfflineReason::TakenOver),
-            1_535_700_748_205,
-            1_535_700_748_195,
-        );
+        let body = payload(&origin, Some(OfflineReason::TakenOver), 1_535_700_748_205, 1_535_700_748_195);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["status"], "offline");
         assert_eq!(v["productKey"], "a1demo");
@@ -160,12 +148,8 @@ mod tests {
         assert_eq!(v["utcLastTime"], "2018-08-31T07:32:28.195Z");
         assert_eq!(v["clientIp"], "192.0.2.1");
         assert_eq!(v["offlineReasonCode"], 4);
-        assert_eq!(
-            v["time"].as_str().unwrap().len(),
-            "2018-08-31 15:32:28.205".len()
-        );
-        let online: serde_json::Value =
-            serde_json::from_slice(&payload(&origin, None, 0, 0)).unwrap();
+        assert_eq!(v["time"].as_str().unwrap().len(), "2018-08-31 15:32:28.205".len());
+        let online: serde_json::Value = serde_json::from_slice(&payload(&origin, None, 0, 0)).unwrap();
         assert_eq!(online["status"], "online");
         assert!(online.get("offlineReasonCode").is_none());
     }

@@ -64,22 +64,14 @@ fn parse(payload: &[u8]) -> Result<(Value, Map<String, Value>), ThingError> {
     }
 }
 
-fn property_post(
-    origin: &Origin,
-    request_id: Value,
-    params: Map<String, Value>,
-    now: u64,
-) -> Value {
+fn property_post(origin: &Origin, request_id: Value, params: Map<String, Value>, now: u64) -> Value {
     let items: Map<String, Value> = params
         .into_iter()
         .map(|(name, v)| {
             // Devices send {"value":..,"time":..}; SDK samples also send bare values.
             let item = match v {
                 Value::Object(mut o) if o.contains_key("value") => {
-                    let time = o
-                        .remove("time")
-                        .filter(Value::is_number)
-                        .unwrap_or_else(|| now.into());
+                    let time = o.remove("time").filter(Value::is_number).unwrap_or_else(|| now.into());
                     json!({"value": o.remove("value").unwrap_or(Value::Null), "time": time})
                 }
                 bare => json!({"value": bare, "time": now}),
@@ -103,10 +95,7 @@ fn event_post(
     mut params: Map<String, Value>,
     now: u64,
 ) -> Value {
-    let time = params
-        .remove("time")
-        .filter(Value::is_number)
-        .unwrap_or_else(|| now.into());
+    let time = params.remove("time").filter(Value::is_number).unwrap_or_else(|| now.into());
     let value = params.remove("value").unwrap_or(Value::Object(params));
     json!({
         "identifier": identifier,
@@ -124,31 +113,17 @@ mod tests {
     use super::*;
 
     fn origin() -> Origin {
-        Origin {
-            product_key: "a1demo".into(),
-            device_name: "dev1".into(),
-            client_id: "c".into(),
-            peer: None,
-        }
+        Origin { product_key: "a1demo".into(), device_name: "dev1".into(), client_id: "c".into(), peer: None }
     }
 
     #[test]
     fn property_post_becomes_items() {
         let payload = br#"{"id":"123","version":"1.0","params":{"Power":{"value":"on","time":1524448722000},"WF":23.6},"method":"thing.event.property.post"}"#;
-        let p = convert(
-            &origin(),
-            "/sys/a1demo/dev1/thing/event/property/post",
-            payload,
-            99,
-        )
-        .unwrap()
-        .unwrap();
+        let p =
+            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", payload, 99).unwrap().unwrap();
         assert_eq!(p.topic, "/a1demo/dev1/thing/event/property/post");
         let v: Value = serde_json::from_slice(&p.payload).unwrap();
-        assert_eq!(
-            v["items"]["Power"],
-            json!({"value":"on","time":1524448722000u64})
-        );
+        assert_eq!(v["items"]["Power"], json!({"value":"on","time":1524448722000u64}));
         assert_eq!(v["items"]["WF"], json!({"value":23.6,"time":99}));
         assert_eq!(v["productKey"], "a1demo");
         assert_eq!(v["deviceName"], "dev1");
@@ -159,14 +134,7 @@ mod tests {
     #[test]
     fn event_post_keeps_identifier_and_value() {
         let payload = br#"{"id":"7","params":{"value":{"code":1},"time":5}}"#;
-        let p = convert(
-            &origin(),
-            "/sys/a1demo/dev1/thing/event/alarm/post",
-            payload,
-            9,
-        )
-        .unwrap()
-        .unwrap();
+        let p = convert(&origin(), "/sys/a1demo/dev1/thing/event/alarm/post", payload, 9).unwrap().unwrap();
         let v: Value = serde_json::from_slice(&p.payload).unwrap();
         assert_eq!(
             (v["identifier"].as_str(), &v["value"], &v["time"]),
@@ -179,21 +147,11 @@ mod tests {
         assert!(convert(&origin(), "/a1demo/dev1/user/update", b"{}", 0).is_none());
         assert!(convert(&origin(), "/sys/a1demo/dev1/thing/model/up_raw", b"\x01", 0).is_none());
         assert!(matches!(
-            convert(
-                &origin(),
-                "/sys/a1demo/dev1/thing/event/property/post",
-                b"not json",
-                0
-            ),
+            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", b"not json", 0),
             Some(Err(ThingError::NotJson(_)))
         ));
         assert!(matches!(
-            convert(
-                &origin(),
-                "/sys/a1demo/dev1/thing/event/property/post",
-                b"{\"id\":\"1\"}",
-                0
-            ),
+            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", b"{\"id\":\"1\"}", 0),
             Some(Err(ThingError::NoParams))
         ));
     }

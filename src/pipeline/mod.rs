@@ -84,9 +84,7 @@ pub struct Receipt(oneshot::Receiver<Result<(), HandoffError>>);
 impl Future for Receipt {
     type Output = Result<(), HandoffError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(HandoffError::Closed)))
+        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(HandoffError::Closed)))
     }
 }
 
@@ -109,15 +107,7 @@ impl Pipeline {
         let stats = Arc::new(Stats::default());
         let (tap, _) = broadcast::channel(TAP_CAPACITY);
         let task = run(rx, routes, stats.clone(), tap.clone());
-        (
-            Self {
-                tx,
-                ids,
-                stats,
-                tap,
-            },
-            task,
-        )
+        (Self { tx, ids, stats, tap }, task)
     }
 
     /// A new message id.
@@ -125,9 +115,7 @@ impl Pipeline {
     /// # Errors
     /// When a new id block cannot be stored.
     pub fn next_id(&self) -> Result<u64, HandoffError> {
-        self.ids
-            .next()
-            .map_err(|e| HandoffError::Store(e.to_string()))
+        self.ids.next().map_err(|e| HandoffError::Store(e.to_string()))
     }
 
     /// Queues `message`, waiting while the queue is full.
@@ -136,10 +124,7 @@ impl Pipeline {
     /// `Closed` after shutdown.
     pub async fn enqueue(&self, message: Message) -> Result<Receipt, HandoffError> {
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Job { message, done })
-            .await
-            .map_err(|_| HandoffError::Closed)?;
+        self.tx.send(Job { message, done }).await.map_err(|_| HandoffError::Closed)?;
         Ok(Receipt(rx))
     }
 
@@ -174,9 +159,7 @@ async fn run(
         // One commit per batch goes here with the consumer-group store.
         for job in batch.drain(..) {
             let targets = routes.targets(&job.message);
-            stats
-                .group_copies
-                .fetch_add(targets.len() as u64, Ordering::Relaxed);
+            stats.group_copies.fetch_add(targets.len() as u64, Ordering::Relaxed);
             stats.messages.fetch_add(1, Ordering::Relaxed);
             let by_kind = match job.message.kind {
                 Kind::Upstream => &stats.upstream,

@@ -22,10 +22,7 @@ impl Routes {
         for s in subscriptions {
             let groups: Arc<[String]> = s.consumer_groups.clone().into();
             for t in &s.message_types {
-                by_product
-                    .entry(s.product_key.clone())
-                    .or_default()
-                    .push((*t, groups.clone()));
+                by_product.entry(s.product_key.clone()).or_default().push((*t, groups.clone()));
             }
         }
         Self { by_product }

@@ -77,13 +77,7 @@ impl Registry {
     pub fn load(config: &Config, db: Arc<Db>) -> Result<Self, RegistryError> {
         let mut inner = Inner::default();
         for p in &config.products {
-            inner.products.insert(
-                p.key.clone(),
-                Product {
-                    key: p.key.clone(),
-                    name: p.name.clone(),
-                },
-            );
+            inner.products.insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone() });
             for d in &p.devices {
                 let device = Device {
                     product_key: p.key.clone(),
@@ -92,9 +86,7 @@ impl Registry {
                     enabled: d.enabled,
                     tags: d.tags.clone(),
                 };
-                inner
-                    .devices
-                    .insert((p.key.clone(), d.name.clone()), device);
+                inner.devices.insert((p.key.clone(), d.name.clone()), device);
             }
         }
         for k in &config.access_keys {
@@ -110,30 +102,20 @@ impl Registry {
                 }
             }
         }
-        Ok(Self {
-            inner: RwLock::new(inner),
-            db,
-        })
+        Ok(Self { inner: RwLock::new(inner), db })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The device, if it exists.
     pub fn device(&self, product_key: &str, device_name: &str) -> Option<Device> {
-        self.read()
-            .devices
-            .get(&(product_key.to_string(), device_name.to_string()))
-            .cloned()
+        self.read().devices.get(&(product_key.to_string(), device_name.to_string())).cloned()
     }
 
     /// The product, if it exists.
@@ -148,13 +130,8 @@ impl Registry {
 
     /// All devices of a product, ordered by name.
     pub fn devices(&self, product_key: &str) -> Vec<Device> {
-        let mut v: Vec<Device> = self
-            .read()
-            .devices
-            .values()
-            .filter(|d| d.product_key == product_key)
-            .cloned()
-            .collect();
+        let mut v: Vec<Device> =
+            self.read().devices.values().filter(|d| d.product_key == product_key).cloned().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -188,12 +165,7 @@ impl Registry {
     ///
     /// # Errors
     /// Unknown device or a storage failure.
-    pub fn set_enabled(
-        &self,
-        product_key: &str,
-        name: &str,
-        enabled: bool,
-    ) -> Result<Device, RegistryError> {
+    pub fn set_enabled(&self, product_key: &str, name: &str, enabled: bool) -> Result<Device, RegistryError> {
         let mut inner = self.write();
         let key = (product_key.to_string(), name.to_string());
         let mut device = inner
@@ -218,10 +190,7 @@ impl Registry {
             return Err(RegistryError::NoDevice(key.0, key.1));
         }
         persist::put(&self.db, &key, None)?;
-        inner
-            .devices
-            .remove(&key)
-            .ok_or(RegistryError::NoDevice(key.0, key.1))
+        inner.devices.remove(&key).ok_or(RegistryError::NoDevice(key.0, key.1))
     }
 }
 
@@ -259,9 +228,6 @@ mod tests {
         assert!(r.device("a1demo", "dev2").is_none());
         assert_eq!(r.device("a1demo", "dev3").unwrap().secret, "s3");
         assert_eq!(r.devices("a1demo").len(), 2);
-        assert_eq!(
-            r.access_key_secret("LTAIdemo").as_deref(),
-            Some("demo-secret")
-        );
+        assert_eq!(r.access_key_secret("LTAIdemo").as_deref(), Some("demo-secret"));
     }
 }

@@ -58,26 +58,16 @@ pub(super) fn load(db: &Db) -> Result<Vec<(Key, Option<Device>)>, StoreError> {
 
 pub(super) fn put(db: &Db, key: &Key, device: Option<&Device>) -> Result<(), StoreError> {
     let record = match device {
-        Some(d) => Record {
-            secret: d.secret.clone(),
-            enabled: d.enabled,
-            tags: d.tags.clone(),
-            deleted: false,
-        },
-        None => Record {
-            secret: String::new(),
-            enabled: false,
-            tags: BTreeMap::new(),
-            deleted: true,
-        },
+        Some(d) => {
+            Record { secret: d.secret.clone(), enabled: d.enabled, tags: d.tags.clone(), deleted: false }
+        }
+        None => Record { secret: String::new(), enabled: false, tags: BTreeMap::new(), deleted: true },
     };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
     let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
     {
         let mut table = tx.open_table(DEVICES).map_err(|e| db.err(e))?;
-        table
-            .insert(format!("{}/{}", key.0, key.1).as_str(), bytes.as_slice())
-            .map_err(|e| db.err(e))?;
+        table.insert(format!("{}/{}", key.0, key.1).as_str(), bytes.as_slice()).map_err(|e| db.err(e))?;
     }
     tx.commit().map_err(|e| db.err(e))
 }

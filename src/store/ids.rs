@@ -26,10 +26,7 @@ pub struct Ids {
 impl Ids {
     /// An allocator over `db`; reserves nothing until the first id is asked for.
     pub fn new(db: Arc<Db>) -> Self {
-        Self {
-            db,
-            state: Mutex::new((0, 0)),
-        }
+        Self { db, state: Mutex::new((0, 0)) }
     }
 
     /// The next id.
@@ -37,10 +34,7 @@ impl Ids {
     /// # Errors
     /// When a new block cannot be committed.
     pub fn next(&self) -> Result<u64, StoreError> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if state.0 >= state.1 {
             let start = self.reserve()?;
             *state = (start, start + BLOCK);
@@ -55,12 +49,8 @@ impl Ids {
         let start = {
             let mut meta = tx.open_table(META).map_err(|e| self.db.err(e))?;
             // Id 0 is never used, so "no id" can never be confused with a real one.
-            let start = meta
-                .get(NEXT_BLOCK)
-                .map_err(|e| self.db.err(e))?
-                .map_or(1, |v| v.value());
-            meta.insert(NEXT_BLOCK, start + BLOCK)
-                .map_err(|e| self.db.err(e))?;
+            let start = meta.get(NEXT_BLOCK).map_err(|e| self.db.err(e))?.map_or(1, |v| v.value());
+            meta.insert(NEXT_BLOCK, start + BLOCK).map_err(|e| self.db.err(e))?;
             start
         };
         tx.commit().map_err(|e| self.db.err(e))?;

@@ -60,15 +60,10 @@ impl Db {
     /// # Errors
     /// When the directory or file cannot be created or opened, e.g. while another process holds it.
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
-        let db = redb::Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let db = redb::Database::create(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         Ok(Arc::new(Self { path, db }))
     }
 
@@ -79,9 +74,6 @@ impl Db {
 
     /// Wraps a redb error with this database's path.
     pub fn err(&self, e: impl Into<redb::Error>) -> StoreError {
-        StoreError::Io {
-            path: self.path.clone(),
-            source: Box::new(e.into()),
-        }
+        StoreError::Io { path: self.path.clone(), source: Box::new(e.into()) }
     }
 }

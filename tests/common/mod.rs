@@ -21,11 +21,7 @@ pub const WAIT: Duration = Duration::from_secs(15);
 pub const PK: &str = "a1test";
 
 /// Device name, secret.
-pub const DEVICES: &[(&str, &str)] = &[
-    ("dev1", "secret1"),
-    ("dev2", "secret2"),
-    ("dev3", "secret3"),
-];
+pub const DEVICES: &[(&str, &str)] = &[("dev1", "secret1"), ("dev2", "secret2"), ("dev3", "secret3")];
 /// Configured with `enabled = false`.
 pub const DISABLED: (&str, &str) = ("off1", "secret-off");
 
@@ -51,9 +47,7 @@ name = "Test product"
         dir.display()
     );
     for (name, secret) in DEVICES {
-        s.push_str(&format!(
-            "\n[[products.devices]]\nname = \"{name}\"\nsecret = \"{secret}\"\n"
-        ));
+        s.push_str(&format!("\n[[products.devices]]\nname = \"{name}\"\nsecret = \"{secret}\"\n"));
     }
     s.push_str(&format!(
         "\n[[products.devices]]\nname = \"{}\"\nsecret = \"{}\"\nenabled = false\n",
@@ -81,8 +75,7 @@ impl Server {
 
     pub async fn start_in(dir: tempfile::TempDir, mqtt_extra: &str, extra: &str) -> Self {
         let text = config_text(dir.path(), mqtt_extra, extra);
-        let config =
-            iotpipe::config::load_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        let config = iotpipe::config::load_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let app = App::start(&config).await.unwrap();
         let tap = app.tap();
         Self { app, dir, tap }
@@ -124,8 +117,7 @@ impl Server {
 
     /// The next upstream message.
     pub async fn next_upstream(&mut self) -> Message {
-        self.next_where("upstream message", |m| m.kind == Kind::Upstream)
-            .await
+        self.next_where("upstream message", |m| m.kind == Kind::Upstream).await
     }
 }
 
@@ -143,18 +135,11 @@ pub fn sign(device: &str, secret: &str, method: SignMethod, timestamp: Option<&s
         method,
         timestamp: timestamp.map(str::to_string),
     };
-    Creds {
-        client_id: c.mqtt_client_id(),
-        username: c.username(),
-        password: c.password(secret),
-    }
+    Creds { client_id: c.mqtt_client_id(), username: c.username(), password: c.password(secret) }
 }
 
 pub fn creds(device: &str) -> Creds {
-    let secret = DEVICES
-        .iter()
-        .find(|(d, _)| *d == device)
-        .map_or(DISABLED.1, |(_, s)| s);
+    let secret = DEVICES.iter().find(|(d, _)| *d == device).map_or(DISABLED.1, |(_, s)| s);
     sign(device, secret, SignMethod::HmacSha256, None)
 }
 
@@ -178,9 +163,7 @@ pub async fn connect_v4(
 ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
     loop {
-        let event = tokio::time::timeout(WAIT, eventloop.poll())
-            .await
-            .expect("no CONNACK in time")?;
+        let event = tokio::time::timeout(WAIT, eventloop.poll()).await.expect("no CONNACK in time")?;
         if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
             return Ok((client, eventloop));
         }
@@ -193,11 +176,8 @@ pub async fn connect_v5(
 ) -> Result<(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop), rumqttc::v5::ConnectionError> {
     let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
     loop {
-        let event = tokio::time::timeout(WAIT, eventloop.poll())
-            .await
-            .expect("no CONNACK in time")?;
-        if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) = event
-        {
+        let event = tokio::time::timeout(WAIT, eventloop.poll()).await.expect("no CONNACK in time")?;
+        if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)) = event {
             return Ok((client, eventloop));
         }
     }
@@ -264,15 +244,10 @@ pub async fn raw_connect(addr: SocketAddr, c: &Creds, keep_alive: u16) -> (TcpSt
     connect.keep_alive = keep_alive;
     connect.set_login(c.username.clone(), c.password.clone());
     let mut buf = BytesMut::new();
-    rumqttc::mqttbytes::v4::Packet::Connect(connect)
-        .write(&mut buf, 1 << 20)
-        .unwrap();
+    rumqttc::mqttbytes::v4::Packet::Connect(connect).write(&mut buf, 1 << 20).unwrap();
     stream.write_all(&buf).await.unwrap();
     let mut connack = [0u8; 4];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut connack))
-        .await
-        .expect("no CONNACK")
-        .unwrap();
+    tokio::time::timeout(WAIT, stream.read_exact(&mut connack)).await.expect("no CONNACK").unwrap();
     assert_eq!(connack[0], 0x20, "expected CONNACK, got {connack:?}");
     (stream, connack[3])
 }
@@ -294,17 +269,12 @@ pub async fn until_v5_disconnect(
     use rumqttc::v5::{ConnectionError, Event, StateError};
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .expect("no DISCONNECT in time")
-        {
-            Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d))) => {
-                return d.reason_code
-            }
+        match tokio::time::timeout_at(deadline, eventloop.poll()).await.expect("no DISCONNECT in time") {
+            Ok(Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d))) => return d.reason_code,
             Ok(_) => {}
-            Err(ConnectionError::MqttState(StateError::ServerDisconnect {
-                reason_code, ..
-            })) => return reason_code,
+            Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
+                return reason_code
+            }
             Err(e) => panic!("connection failed without DISCONNECT: {e}"),
         }
     }
