@@ -143,3 +143,11 @@ fn mosquitto_pub_connects_and_a_wrong_password_is_refused() {
         assert!(stderr.contains("bad user name or password"), "{version}: {stderr}");
     }
 }
+
+#[test]
+fn the_example_configuration_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/iotpipe.example.toml");
+    let config = iotpipe::config::load_file(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.products[0].devices.len(), 2);
+    assert_eq!(config.subscriptions[0].consumer_groups.len(), 2);
+}
