@@ -4,6 +4,8 @@
 //! Defaults live in one place: the `default_*` functions below.
 
 mod load;
+mod schema;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -206,10 +208,7 @@ pub enum MessageType {
 impl Config {
     /// The rules directory, wherever the file put the key; `rules` by default.
     pub fn rules_dir(&self) -> PathBuf {
-        self.rules_dir
-            .clone()
-            .or_else(|| self.storage.rules_dir.clone())
-            .unwrap_or_else(default_rules_dir)
+        self.rules_dir.clone().or_else(|| self.storage.rules_dir.clone()).unwrap_or_else(default_rules_dir)
     }
 }
 
@@ -232,30 +231,19 @@ impl Default for MqttConfig {
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        Self {
-            listen: default_amqp_listen(),
-            tls_listen: None,
-            cert: None,
-            key: None,
-        }
+        Self { listen: default_amqp_listen(), tls_listen: None, cert: None, key: None }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: default_http_listen(),
-            admin_token: default_admin_token(),
-        }
+        Self { listen: default_http_listen(), admin_token: default_admin_token() }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            dir: default_storage_dir(),
-            rules_dir: None,
-        }
+        Self { dir: default_storage_dir(), rules_dir: None }
     }
 }
 
