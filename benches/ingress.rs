@@ -34,7 +34,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = format!(
-        "[mqtt]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[products]]\nkey = \"a1bench\"\n",
+        "[mqtt]\nlisten = \"127.0.0.1:0\"\n[amqp]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[products]]\nkey = \"a1bench\"\n",
         dir.path().join("data").display()
     );
     for i in 0..devices {

@@ -7,11 +7,13 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::{AmqpError, AmqpServer};
 use crate::config::Config;
+use crate::groups::{Groups, Settings};
 use crate::ingress::{Ingress, IngressError, OfflineReason};
 use crate::pipeline::{Pipeline, Routes, Stats};
 use crate::registry::{Registry, RegistryError};
-use crate::store::{Db, Ids, StoreError};
+use crate::store::{Db, Ids, RedbQueue, StoreError};
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +27,17 @@ pub enum AppError {
     /// The MQTT ingress did not start.
     #[error(transparent)]
     Ingress(#[from] IngressError),
+    /// The AMQP server did not start.
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
 }
 
 /// A running iotpipe.
 pub struct App {
     shutdown: CancellationToken,
     ingress: Ingress,
+    amqp: AmqpServer,
+    groups: Arc<Groups>,
     registry: Arc<Registry>,
     pipeline: Pipeline,
     pipeline_task: JoinHandle<()>,
@@ -44,14 +51,24 @@ impl App {
     pub async fn start(config: &Config) -> Result<Self, AppError> {
         let db = Db::open(&config.storage.dir)?;
         let registry = Arc::new(Registry::load(config, db.clone())?);
+        let queue = RedbQueue::open(db.clone())?;
+        let groups = Groups::start(config, queue, Settings::from_config(config))?;
         let ids = Arc::new(Ids::new(db));
-        let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions));
+        let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions), groups.clone());
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
         let ingress =
             Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), shutdown.clone()).await?;
-        tracing::info!(mqtt = %ingress.addr(), mqtt_tls = ?ingress.tls_addr(), "iotpipe is serving");
-        Ok(Self { shutdown, ingress, registry, pipeline, pipeline_task })
+        let amqp =
+            AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
+        tracing::info!(
+            mqtt = %ingress.addr(),
+            mqtt_tls = ?ingress.tls_addr(),
+            amqp = %amqp.addr(),
+            amqp_tls = ?amqp.tls_addr(),
+            "iotpipe is serving"
+        );
+        Ok(Self { shutdown, ingress, amqp, groups, registry, pipeline, pipeline_task })
     }
 
     /// The plain MQTT address.
@@ -62,6 +79,21 @@ impl App {
     /// The MQTT over TLS address.
     pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
         self.ingress.tls_addr()
+    }
+
+    /// The plain AMQP address.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp.addr()
+    }
+
+    /// The AMQP over TLS address.
+    pub fn amqp_tls_addr(&self) -> Option<SocketAddr> {
+        self.amqp.tls_addr()
+    }
+
+    /// The consumer groups.
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
     }
 
     /// The registry.
@@ -104,22 +136,26 @@ impl App {
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
     /// closes the store. Gives up waiting after `grace`.
     pub async fn shutdown(self, grace: Duration) {
-        let Self { shutdown, ingress, registry, pipeline, pipeline_task } = self;
-        let stats_snapshot = pipeline.stats().clone();
+        let Self { shutdown, ingress, amqp, groups, registry, pipeline, pipeline_task } = self;
+        let stats = pipeline.stats().clone();
         shutdown.cancel();
-        let drained = tokio::time::timeout(grace, async move {
+        let drained = tokio::time::timeout(grace, async {
             ingress.stopped().await;
             // The last senders go: the pipeline task drains its queue and ends.
             drop(ingress);
             drop(pipeline);
             let _ = pipeline_task.await;
+            // Consumers are gone next (their unsettled messages go back), then the store closes.
+            amqp.stopped().await;
+            drop(amqp);
+            groups.shutdown().await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!(grace_secs = grace.as_secs(), "Shutdown grace period ran out");
         }
+        drop(groups);
         drop(registry);
-        let stats = stats_snapshot.as_ref();
         tracing::info!(
             messages = stats.messages.load(std::sync::atomic::Ordering::Relaxed),
             upstream = stats.upstream.load(std::sync::atomic::Ordering::Relaxed),

@@ -5,24 +5,30 @@
 //! subscriptions route it to consumer groups that business servers read over AMQP 1.0.
 //!
 //! # Layout
+//! - [`amqp`]: AMQP 1.0 server for consumers: signed logins, one receiver link, deliveries.
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`message`]: the envelope every stage passes on.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
+//! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
+//! - [`tls`]: TLS termination shared by the listeners.
 //! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
 //! - [`cli`]: the command line.
 
+pub mod amqp;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod groups;
 pub mod ingress;
 pub mod message;
 pub mod pipeline;
 pub mod registry;
 pub mod sign;
 pub mod store;
+pub mod tls;
 
 pub use app::App;

@@ -44,6 +44,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if let Some(tls) = app.mqtt_tls_addr() {
         say!("  MQTT+TLS  {tls}");
     }
+    say!("  AMQP      {}", app.amqp_addr());
+    if let Some(tls) = app.amqp_tls_addr() {
+        say!("  AMQP+TLS  {tls}");
+    }
     say!("  data      {}", config.storage.dir.display());
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());

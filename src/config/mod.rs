@@ -105,6 +105,21 @@ pub struct AmqpConfig {
     /// PEM private key for `tls_listen`.
     #[serde(default)]
     pub key: Option<PathBuf>,
+    /// Seconds a delivered message may stay unsettled before it is delivered again.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_secs: u64,
+    /// Seconds an undelivered message is kept before it expires (counted).
+    #[serde(default = "default_retention")]
+    pub retention_secs: u64,
+    /// Online clients a consumer group accepts; the next one is refused.
+    #[serde(default = "default_max_clients_per_group")]
+    pub max_clients_per_group: usize,
+    /// Deliveries one client may have unsettled at once (also bounded by the credit it grants).
+    #[serde(default = "default_max_unsettled")]
+    pub max_unsettled_per_client: usize,
+    /// Seconds a connection has to authenticate and attach its receiver link.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_secs: u64,
 }
 
 /// `[http]`: management API and metrics.
@@ -231,7 +246,17 @@ impl Default for MqttConfig {
 
 impl Default for AmqpConfig {
     fn default() -> Self {
-        Self { listen: default_amqp_listen(), tls_listen: None, cert: None, key: None }
+        Self {
+            listen: default_amqp_listen(),
+            tls_listen: None,
+            cert: None,
+            key: None,
+            ack_timeout_secs: default_ack_timeout(),
+            retention_secs: default_retention(),
+            max_clients_per_group: default_max_clients_per_group(),
+            max_unsettled_per_client: default_max_unsettled(),
+            auth_timeout_secs: default_auth_timeout(),
+        }
     }
 }
 
@@ -286,6 +311,26 @@ fn default_max_connections() -> usize {
 /// bounding what one connection can hold in memory to 64 × max payload.
 fn default_max_inflight() -> usize {
     64
+}
+/// The modelled platform's ack timeout.
+fn default_ack_timeout() -> u64 {
+    30
+}
+/// The modelled platform keeps undelivered messages for one day.
+fn default_retention() -> u64 {
+    86_400
+}
+/// The modelled platform's limit of clients per consumer group.
+fn default_max_clients_per_group() -> usize {
+    64
+}
+/// Enough to keep a consumer busy across a LAN round trip; bounds what a slow client holds.
+fn default_max_unsettled() -> usize {
+    1024
+}
+/// The modelled platform allows 15 s for authentication plus link attach.
+fn default_auth_timeout() -> u64 {
+    15
 }
 fn default_connect_timeout() -> u64 {
     10

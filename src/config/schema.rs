@@ -103,6 +103,11 @@ const AMQP: &[Field] = &[
     opt("tls_listen", addr("0.0.0.0:5671")),
     opt("cert", string("certs/server.pem")),
     opt("key", string("certs/server.key")),
+    opt("ack_timeout_secs", U64),
+    opt("retention_secs", U64),
+    opt("max_clients_per_group", USIZE),
+    opt("max_unsettled_per_client", USIZE),
+    opt("auth_timeout_secs", U64),
 ];
 
 /// [`super::HttpConfig`].
@@ -418,7 +423,9 @@ consumer_groups = "DEFAULT_GROUP"
         assert_eq!(amqp[0].key, "amqp.certificate");
         assert_eq!(
             amqp[0].message,
-            "unknown key `certificate`; valid keys in [amqp] are: listen, tls_listen, cert, key"
+            "unknown key `certificate`; valid keys in [amqp] are: listen, tls_listen, cert, key, \
+             ack_timeout_secs, retention_secs, max_clients_per_group, max_unsettled_per_client, \
+             auth_timeout_secs"
         );
         let top = problems_in("mqttt = 1\n");
         assert!(top[0].message.contains("valid top-level keys are: mqtt, amqp, http, storage, rules_dir"));

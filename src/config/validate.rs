@@ -62,8 +62,7 @@ impl Validator<'_, '_, '_> {
 
     pub(super) fn config(&mut self, config: &Config) {
         self.mqtt(config);
-        let amqp = &config.amqp;
-        self.tls("amqp", amqp.tls_listen, amqp.cert.as_deref(), amqp.key.as_deref());
+        self.amqp(config);
         if config.http.admin_token.trim().is_empty() {
             self.at(&[K("http"), K("admin_token")], "must not be empty; set the Bearer token of /api/v1");
         }
@@ -113,6 +112,23 @@ impl Validator<'_, '_, '_> {
                 &[K("mqtt"), K("max_connections")],
                 "0 would refuse every connection; expected at least 1",
             );
+        }
+    }
+
+    fn amqp(&mut self, config: &Config) {
+        let amqp = &config.amqp;
+        self.tls("amqp", amqp.tls_listen, amqp.cert.as_deref(), amqp.key.as_deref());
+        let at_least_one = [
+            ("ack_timeout_secs", amqp.ack_timeout_secs as u128),
+            ("retention_secs", amqp.retention_secs as u128),
+            ("max_clients_per_group", amqp.max_clients_per_group as u128),
+            ("max_unsettled_per_client", amqp.max_unsettled_per_client as u128),
+            ("auth_timeout_secs", amqp.auth_timeout_secs as u128),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                self.at(&[K("amqp"), K(key)], "0 is not allowed; expected at least 1");
+            }
         }
     }
 

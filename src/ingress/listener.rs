@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 use super::{connection, IngressError, Shared};
@@ -17,22 +16,7 @@ use super::{connection, IngressError, Shared};
 /// # Errors
 /// Unreadable or invalid certificate or key, naming the file.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, IngressError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-        .map_err(|e| IngressError::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(IngressError::Tls(format!("{}: no certificate found", cert.display())));
-    }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| IngressError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
-        .map_err(|e| IngressError::Tls(format!("{}: {e}", cert.display())))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    crate::tls::acceptor(cert, key).map_err(IngressError::Tls)
 }
 
 /// Accepts connections until shutdown. Each connection holds a permit of `permits`, so at most

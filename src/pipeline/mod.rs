@@ -5,8 +5,8 @@
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
 //! One task takes messages off the queue in batches, so a batch can share one storage commit.
-//! Targets come from the server-side subscriptions ([`routes`]). Until the consumer-group
-//! queues exist, "stored" means counted: the interface is the final one.
+//! Targets come from the server-side subscriptions ([`routes`]); each target group gets its
+//! own copy, appended in the same commit.
 
 mod routes;
 
@@ -20,14 +20,15 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use routes::Routes;
 
+use crate::groups::Groups;
 use crate::message::{Kind, Message};
-use crate::store::Ids;
+use crate::store::{Append, Ids, StoredMessage};
 
 /// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
 /// what the ingress holds: 8,192 × 256 KiB worst case, a few MiB with typical payloads.
 pub const QUEUE_CAPACITY: usize = 8192;
 /// Messages one storage commit takes at most.
-const BATCH: usize = 1024;
+const BATCH: usize = 4096;
 
 /// Why a message could not be handed off.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -102,11 +103,15 @@ impl Receipt {
 impl Pipeline {
     /// Creates the pipeline; run the returned task until it ends (it ends when every
     /// `Pipeline` clone is dropped and the queue is drained).
-    pub fn new(ids: Arc<Ids>, routes: Routes) -> (Self, impl Future<Output = ()> + Send + 'static) {
+    pub fn new(
+        ids: Arc<Ids>,
+        routes: Routes,
+        groups: Arc<Groups>,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Stats::default());
         let (tap, _) = broadcast::channel(TAP_CAPACITY);
-        let task = run(rx, routes, stats.clone(), tap.clone());
+        let task = run(rx, routes, groups, stats.clone(), tap.clone());
         (Self { tx, ids, stats, tap }, task)
     }
 
@@ -151,27 +156,53 @@ impl Pipeline {
 async fn run(
     mut rx: mpsc::Receiver<Job>,
     routes: Routes,
+    groups: Arc<Groups>,
     stats: Arc<Stats>,
     tap: broadcast::Sender<Message>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut appends = Vec::new();
+    // While one batch commits, the next one gathers in the queue: group commit without a timer.
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        // One commit per batch goes here with the consumer-group store.
-        for job in batch.drain(..) {
+        for job in &batch {
             let targets = routes.targets(&job.message);
-            stats.group_copies.fetch_add(targets.len() as u64, Ordering::Relaxed);
-            stats.messages.fetch_add(1, Ordering::Relaxed);
-            let by_kind = match job.message.kind {
-                Kind::Upstream => &stats.upstream,
-                Kind::Status => &stats.status,
-                Kind::Lifecycle => &stats.lifecycle,
-            };
-            by_kind.fetch_add(1, Ordering::Relaxed);
-            if tap.receiver_count() > 0 {
-                let _ = tap.send(job.message.clone());
+            if targets.is_empty() {
+                continue;
+            }
+            let (topic, payload) = job.message.forwarded();
+            let record = StoredMessage {
+                id: job.message.id,
+                generate_time_ms: job.message.received_at_ms,
+                topic: topic.to_string(),
+                tag: None,
+                payload: payload.clone(),
+            }
+            .encode();
+            for group in targets {
+                appends.push(Append { group: group.clone(), record: record.clone() });
+            }
+        }
+        let copies = appends.len() as u64;
+        let result =
+            groups.append(std::mem::take(&mut appends)).await.map_err(|e| HandoffError::Store(e.to_string()));
+        if result.is_ok() {
+            stats.group_copies.fetch_add(copies, Ordering::Relaxed);
+        }
+        for job in batch.drain(..) {
+            if result.is_ok() {
+                stats.messages.fetch_add(1, Ordering::Relaxed);
+                let by_kind = match job.message.kind {
+                    Kind::Upstream => &stats.upstream,
+                    Kind::Status => &stats.status,
+                    Kind::Lifecycle => &stats.lifecycle,
+                };
+                by_kind.fetch_add(1, Ordering::Relaxed);
+                if tap.receiver_count() > 0 {
+                    let _ = tap.send(job.message.clone());
+                }
             }
             // The publisher may be gone (connection closed): nothing to tell then.
-            let _ = job.done.send(Ok(()));
+            let _ = job.done.send(result.clone());
         }
     }
     tracing::debug!("Pipeline drained");

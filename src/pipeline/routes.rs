@@ -7,7 +7,7 @@ use crate::config::{MessageType, SubscriptionConfig};
 use crate::message::{Kind, Message};
 
 /// One message type of one subscription and its groups.
-type Route = (MessageType, Arc<[String]>);
+type Route = (MessageType, Arc<[Arc<str>]>);
 
 /// Subscriptions by productKey.
 #[derive(Debug, Clone, Default)]
@@ -20,7 +20,7 @@ impl Routes {
     pub fn new(subscriptions: &[SubscriptionConfig]) -> Self {
         let mut by_product: HashMap<String, Vec<Route>> = HashMap::new();
         for s in subscriptions {
-            let groups: Arc<[String]> = s.consumer_groups.clone().into();
+            let groups: Arc<[Arc<str>]> = s.consumer_groups.iter().map(|g| Arc::from(g.as_str())).collect();
             for t in &s.message_types {
                 by_product.entry(s.product_key.clone()).or_default().push((*t, groups.clone()));
             }
@@ -29,18 +29,18 @@ impl Routes {
     }
 
     /// The groups `message` goes to (each once).
-    pub fn targets(&self, message: &Message) -> Vec<&str> {
+    pub fn targets(&self, message: &Message) -> Vec<&Arc<str>> {
         let want = match message.kind {
             Kind::Upstream => MessageType::Upstream,
             Kind::Status => MessageType::Status,
             Kind::Lifecycle => MessageType::Lifecycle,
         };
-        let mut out: Vec<&str> = Vec::new();
+        let mut out: Vec<&Arc<str>> = Vec::new();
         if let Some(subs) = self.by_product.get(&message.origin.product_key) {
             for (t, groups) in subs {
                 if *t == want {
                     for g in groups.iter() {
-                        if !out.contains(&g.as_str()) {
+                        if !out.contains(&g) {
                             out.push(g);
                         }
                     }

@@ -1,14 +1,18 @@
 //! Durable state: one redb database in the storage directory.
 //!
-//! Today it holds message-id blocks and registry changes made at run time; the consumer-group
-//! queues join it (behind a queue trait) with the consumer-group issue.
+//! It holds message-id blocks, registry changes made at run time and the consumer-group queues
+//! (`queue.rs`, behind the [`QueueStore`] trait).
 
 mod ids;
+mod queue;
+mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use ids::Ids;
+pub use queue::{Append, Extent, QueueStore, RedbQueue};
+pub use record::StoredMessage;
 
 /// File name of the database inside the storage directory.
 pub const DB_FILE: &str = "iotpipe.redb";
@@ -32,6 +36,12 @@ pub enum StoreError {
         /// Cause.
         source: redb::DatabaseError,
     },
+    /// The store has shut down.
+    #[error("the store is shut down")]
+    Closed,
+    /// A commit failed; nothing of it is stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
     /// A read or write failed.
     #[error("storage error in {path}: {source}")]
     Io {

@@ -26,12 +26,20 @@ pub const DEVICES: &[(&str, &str)] = &[("dev1", "secret1"), ("dev2", "secret2"),
 pub const DISABLED: (&str, &str) = ("off1", "secret-off");
 
 pub fn config_text(dir: &Path, mqtt_extra: &str, extra: &str) -> String {
+    config_text_amqp(dir, mqtt_extra, "", extra)
+}
+
+pub fn config_text_amqp(dir: &Path, mqtt_extra: &str, amqp_extra: &str, extra: &str) -> String {
     let mut s = format!(
         r#"
 [mqtt]
 listen = "127.0.0.1:0"
 keep_alive_min_secs = 1
 {mqtt_extra}
+
+[amqp]
+listen = "127.0.0.1:0"
+{amqp_extra}
 
 [storage]
 dir = "{}"
@@ -53,6 +61,9 @@ name = "Test product"
         "\n[[products.devices]]\nname = \"{}\"\nsecret = \"{}\"\nenabled = false\n",
         DISABLED.0, DISABLED.1
     ));
+    s.push_str(
+        "\n[[subscriptions]]\nproduct_key = \"a1test\"\nmessage_types = [\"upstream\", \"status\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
+    );
     s.push_str(extra);
     s
 }
@@ -61,6 +72,8 @@ pub struct Server {
     pub app: App,
     pub dir: tempfile::TempDir,
     pub tap: broadcast::Receiver<Message>,
+    /// The configuration, kept for restarts.
+    pub text: String,
 }
 
 impl Server {
@@ -69,27 +82,31 @@ impl Server {
     }
 
     pub async fn start_with(mqtt_extra: &str, extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Self::start_in(dir, mqtt_extra, extra).await
+        Self::start_full(mqtt_extra, "", extra).await
     }
 
-    pub async fn start_in(dir: tempfile::TempDir, mqtt_extra: &str, extra: &str) -> Self {
-        let text = config_text(dir.path(), mqtt_extra, extra);
+    pub async fn start_full(mqtt_extra: &str, amqp_extra: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text_amqp(dir.path(), mqtt_extra, amqp_extra, extra);
+        Self::start_text(dir, text).await
+    }
+
+    async fn start_text(dir: tempfile::TempDir, text: String) -> Self {
         let config = iotpipe::config::load_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let app = App::start(&config).await.unwrap();
         let tap = app.tap();
-        Self { app, dir, tap }
+        Self { app, dir, tap, text }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.app.mqtt_addr()
     }
 
-    /// Stops the server and starts a new one on the same storage directory.
+    /// Stops the server and starts a new one with the same configuration and storage.
     pub async fn restart(self) -> Self {
-        let Server { app, dir, .. } = self;
+        let Server { app, dir, text, .. } = self;
         app.shutdown(Duration::from_secs(5)).await;
-        Self::start_in(dir, "", "").await
+        Self::start_text(dir, text).await
     }
 
     /// The next stored message matching `pred`, skipping others.

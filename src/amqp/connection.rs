@@ -1,0 +1,247 @@
+//! One consumer connection: SASL, one receiver link, deliveries and their settlement.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fe2o3_amqp::acceptor::{ConnectionAcceptor, LinkAcceptor, LinkEndpoint, SessionAcceptor};
+use fe2o3_amqp::link::delivery::DeliveryFut;
+use fe2o3_amqp::link::{SendError, Sender};
+use fe2o3_amqp::types::definitions::Role;
+use fe2o3_amqp::types::definitions::{self, AmqpError};
+use fe2o3_amqp::types::messaging::{
+    ApplicationProperties, Data, Message, MessageId, Outcome, Properties, Source, Target,
+};
+use fe2o3_amqp::types::performatives::Attach;
+use fe2o3_amqp::types::primitives::Binary;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::sasl::{ConsumerSasl, LoginSlot};
+use super::Shared;
+use crate::groups::{Delivery, Membership, Settlement};
+use crate::store::StoredMessage;
+
+/// How long closing handshakes may take before the connection is simply dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+type Links = LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>>;
+
+fn error(condition: AmqpError, description: String) -> definitions::Error {
+    definitions::Error::new(condition, Some(description), None)
+}
+
+/// Serves one accepted connection until it ends. Never panics on input; every way out is logged.
+pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+{
+    let login: LoginSlot = LoginSlot::default();
+    let sasl = ConsumerSasl {
+        registry: shared.registry.clone(),
+        groups: shared.groups.clone(),
+        peer,
+        login: login.clone(),
+    };
+    // The idle timeout is deliberately not set: fe2o3's acceptor enforces exactly the value it
+    // advertises, and clients heartbeating at that period get dropped (see crates.md 8).
+    let acceptor = ConnectionAcceptor::builder().container_id("iotpipe").sasl_acceptor(sasl).build();
+    let deadline = tokio::time::Instant::now() + shared.auth_timeout;
+
+    let mut connection = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "AMQP connection not opened");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "AMQP connection did not authenticate in time");
+            return;
+        }
+    };
+    let Some(credentials) = login.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+        tracing::warn!(%peer, "AMQP connection opened without a login");
+        return;
+    };
+    let client_id = credentials.client_id.clone();
+    let group_id = credentials.group_id.clone();
+
+    let mut session =
+        match tokio::time::timeout_at(deadline, SessionAcceptor::new().accept(&mut connection)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                tracing::warn!(%peer, %client_id, "AMQP client began no session in time");
+                let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
+                return;
+            }
+        };
+
+    // Wait for the receiver link; refuse sender links meanwhile.
+    let links: Links = LinkAcceptor::new();
+    let sender = loop {
+        let attach = match tokio::time::timeout_at(deadline, session.next_incoming_attach()).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(_) => {
+                tracing::warn!(%peer, %client_id, "AMQP client attached no receiver link in time");
+                let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
+                return;
+            }
+        };
+        match accept_link(&links, attach, &mut session).await {
+            Some(LinkEndpoint::Sender(sender)) => break sender,
+            Some(LinkEndpoint::Receiver(receiver)) => {
+                tracing::warn!(%peer, %client_id, "Refused a sender link: consumers only receive");
+                let e = error(AmqpError::NotAllowed, "iotpipe accepts only a receiver link".into());
+                let _ = tokio::time::timeout(CLOSE_WAIT, receiver.close_with_error(e)).await;
+            }
+            None => return,
+        }
+    };
+
+    let Some(group) = shared.groups.get(&group_id) else {
+        let e = error(AmqpError::NotFound, format!("consumer group {group_id} does not exist"));
+        let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
+        return;
+    };
+    let membership = match group.join(&client_id, peer) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%peer, %client_id, group = %group_id, error = %e, "Refused a consumer");
+            let e = error(AmqpError::ResourceLimitExceeded, e.to_string());
+            let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
+            return;
+        }
+    };
+    tracing::info!(%peer, %client_id, group = %group_id, "Consumer online");
+
+    let reason = deliver(sender, membership, &mut session, &mut connection, &links, &shared).await;
+    tracing::info!(%peer, %client_id, group = %group_id, %reason, "Consumer offline");
+    let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
+}
+
+/// Accepts an attach. A receiver without a source gets one: fe2o3 would echo a null source,
+/// which the spec reads as a refused link.
+async fn accept_link(
+    links: &Links,
+    mut attach: Attach,
+    session: &mut fe2o3_amqp::acceptor::ListenerSessionHandle,
+) -> Option<LinkEndpoint> {
+    if attach.role == Role::Receiver && attach.source.is_none() {
+        attach.source = Some(Box::new(Source::builder().address("default").build()));
+    }
+    match links.accept_incoming_attach(attach, session).await {
+        Ok(link) => Some(link),
+        Err(e) => {
+            tracing::debug!(error = %e, "Link attach failed");
+            None
+        }
+    }
+}
+
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, u64, Settlement)> + Send>>;
+
+fn settlement(outcome: Result<Outcome, SendError>) -> Settlement {
+    match outcome {
+        Ok(Outcome::Accepted(_)) => Settlement::Accepted,
+        Ok(Outcome::Rejected(_)) => Settlement::Rejected,
+        // Released, modified, or the link went away before an outcome: deliver again.
+        Ok(_) | Err(_) => Settlement::Released,
+    }
+}
+
+fn pending(seq: u64, generation: u64, fut: DeliveryFut<Result<Outcome, SendError>>) -> Pending {
+    Box::pin(async move { (seq, generation, settlement(fut.await)) })
+}
+
+/// The AMQP message of a stored message, as the contract says.
+pub fn amqp_message(m: &StoredMessage) -> Message<Data> {
+    let id = m.id.to_string();
+    let mut props = ApplicationProperties::builder()
+        .insert("topic", m.topic.clone())
+        .insert("messageId", id.clone())
+        .insert("generateTime", i64::try_from(m.generate_time_ms).unwrap_or(i64::MAX));
+    if let Some(tag) = &m.tag {
+        props = props.insert("tag", tag.clone());
+    }
+    Message::builder()
+        .properties(Properties::builder().message_id(MessageId::String(id)).build())
+        .application_properties(props.build())
+        .data(Binary::from(m.payload.to_vec()))
+        .build()
+}
+
+async fn deliver(
+    mut sender: Sender,
+    mut membership: Membership,
+    session: &mut fe2o3_amqp::acceptor::ListenerSessionHandle,
+    connection: &mut fe2o3_amqp::acceptor::ListenerConnectionHandle,
+    links: &Links,
+    shared: &Shared,
+) -> &'static str {
+    let mut inflight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let reason = loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break "server shutdown",
+            delivery = membership.rx.recv() => {
+                let Some(delivery) = delivery else { break "group closed" };
+                if let Err(reason) = send(&mut sender, &membership, delivery, &mut inflight).await {
+                    break reason;
+                }
+            }
+            Some((seq, generation, how)) = inflight.next() => membership.settle(seq, generation, how),
+            attach = session.next_incoming_attach() => match attach {
+                Some(attach) => {
+                    // One receiver per connection: any further link is refused.
+                    let description = "iotpipe accepts one receiver link per connection".to_string();
+                    match accept_link(links, attach, session).await {
+                        Some(LinkEndpoint::Sender(s)) => {
+                            let _ = tokio::time::timeout(CLOSE_WAIT, s.close_with_error(error(AmqpError::NotAllowed, description))).await;
+                        }
+                        Some(LinkEndpoint::Receiver(r)) => {
+                            let _ = tokio::time::timeout(CLOSE_WAIT, r.close_with_error(error(AmqpError::NotAllowed, description))).await;
+                        }
+                        None => {}
+                    }
+                }
+                None => break "session ended",
+            },
+            _ = connection.on_close() => break "connection closed",
+        }
+    };
+    // Outcomes that already arrived still count; the rest goes back with the membership.
+    while let Some(Some((seq, generation, how))) = futures::FutureExt::now_or_never(inflight.next()) {
+        membership.settle(seq, generation, how);
+    }
+    drop(inflight);
+    drop(membership);
+    let _ = tokio::time::timeout(CLOSE_WAIT, sender.close()).await;
+    reason
+}
+
+/// Sends one delivery without waiting for its outcome; the outcome joins `inflight`.
+async fn send(
+    sender: &mut Sender,
+    membership: &Membership,
+    delivery: Delivery,
+    inflight: &mut FuturesUnordered<Pending>,
+) -> Result<(), &'static str> {
+    if !membership.is_current(&delivery) {
+        membership.skip();
+        return Ok(());
+    }
+    let message = amqp_message(&delivery.message);
+    match sender.send_batchable(message).await {
+        Ok(fut) => {
+            inflight.push(pending(delivery.seq, delivery.generation, fut));
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "Send failed");
+            membership.settle(delivery.seq, delivery.generation, Settlement::Released);
+            Err("link or connection lost")
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! AMQP 1.0 for business servers: consumers log in with signed credentials (`auth.rs`,
+//! `sasl.rs`), attach one receiver link and receive their consumer group's messages
+//! (`connection.rs`). TLS is terminated here, from the first byte, as `amqps://` clients expect.
+
+pub mod auth;
+mod connection;
+mod sasl;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use connection::amqp_message;
+
+use crate::config::AmqpConfig;
+use crate::groups::Groups;
+use crate::registry::Registry;
+
+/// AMQP start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TLS material is unusable.
+    #[error("AMQP TLS: {0}")]
+    Tls(String),
+}
+
+pub(crate) struct Shared {
+    registry: Arc<Registry>,
+    groups: Arc<Groups>,
+    auth_timeout: Duration,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The running AMQP server.
+pub struct AmqpServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AmqpError> {
+    let l = TcpListener::bind(addr).await.map_err(|source| AmqpError::Bind { addr, source })?;
+    let bound = l.local_addr().map_err(|source| AmqpError::Bind { addr, source })?;
+    Ok((l, bound))
+}
+
+impl AmqpServer {
+    /// Binds the listeners and starts accepting.
+    ///
+    /// # Errors
+    /// A listener cannot bind or the TLS files are unusable.
+    pub async fn start(
+        config: &AmqpConfig,
+        registry: Arc<Registry>,
+        groups: Arc<Groups>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AmqpError> {
+        let tls = match (&config.tls_listen, &config.cert, &config.key) {
+            (Some(addr), Some(cert), Some(key)) => {
+                Some((*addr, crate::tls::acceptor(cert, key).map_err(AmqpError::Tls)?))
+            }
+            (Some(_), _, _) => return Err(AmqpError::Tls("tls_listen needs cert and key".into())),
+            _ => None,
+        };
+        let (plain, addr) = bind(config.listen).await?;
+        let shared = Arc::new(Shared {
+            registry,
+            groups,
+            auth_timeout: Duration::from_secs(config.auth_timeout_secs),
+            shutdown,
+            tasks: TaskTracker::new(),
+        });
+        let mut tls_addr = None;
+        if let Some((listen, acceptor)) = tls {
+            let (l, bound) = bind(listen).await?;
+            tls_addr = Some(bound);
+            shared.tasks.spawn(accept_loop(l, Some(acceptor), shared.clone()));
+        }
+        shared.tasks.spawn(accept_loop(plain, None, shared.clone()));
+        Ok(Self { shared, addr, tls_addr })
+    }
+
+    /// The plain AMQP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The AMQP over TLS address.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Waits until the listeners stopped and every connection ended (after shutdown was cancelled).
+    pub async fn stopped(&self) {
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "AMQP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared2 = shared.clone();
+        let tls = tls.clone();
+        shared.tasks.spawn(async move { serve(stream, peer, tls, shared2).await });
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => connection::serve(stream, peer, shared).await,
+        Some(acceptor) => match tokio::time::timeout(shared.auth_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => connection::serve(tls_stream, peer, shared).await,
+            Ok(Err(e)) => tracing::warn!(%peer, error = %e, "AMQP TLS handshake failed"),
+            Err(_) => tracing::warn!(%peer, "AMQP TLS handshake timed out"),
+        },
+    }
+}

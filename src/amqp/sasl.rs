@@ -1,0 +1,82 @@
+//! SASL PLAIN for consumers: checks the signature against the access keys and the group
+//! against the known groups, and keeps who logged in for the connection.
+//!
+//! fe2o3's SASL hook is synchronous and its connection handle does not expose the login, so
+//! the check uses in-memory state and the identity travels in a slot shared with the
+//! connection task.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
+use fe2o3_amqp::acceptor::SaslAcceptor;
+use fe2o3_amqp::types::primitives::{Array, Symbol};
+use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+
+use super::auth::{parse_username, ConsumerCredentials};
+use crate::groups::Groups;
+use crate::registry::Registry;
+
+/// The login of a connection, filled by a successful SASL exchange.
+pub type LoginSlot = Arc<Mutex<Option<ConsumerCredentials>>>;
+
+/// The SASL acceptor of one connection.
+#[derive(Clone)]
+pub struct ConsumerSasl {
+    pub(super) registry: Arc<Registry>,
+    pub(super) groups: Arc<Groups>,
+    pub(super) peer: SocketAddr,
+    pub(super) login: LoginSlot,
+}
+
+impl ConsumerSasl {
+    fn check(&self, init: SaslInit) -> Result<ConsumerCredentials, String> {
+        if init.mechanism.as_str() != "PLAIN" {
+            return Err(format!("mechanism {} is not supported: use PLAIN", init.mechanism.as_str()));
+        }
+        let response = init.initial_response.ok_or("PLAIN without an initial response")?.into_vec();
+        let mut parts = response.split(|b| *b == 0);
+        let (_authzid, username, password) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(u), Some(p)) => (a, u, p),
+            _ => return Err("malformed PLAIN response".into()),
+        };
+        let username = std::str::from_utf8(username).map_err(|_| "username is not UTF-8".to_string())?;
+        let credentials = parse_username(username).map_err(|e| e.to_string())?;
+        let secret = self
+            .registry
+            .access_key_secret(&credentials.access_key_id)
+            .ok_or_else(|| format!("unknown access key {}", credentials.access_key_id))?;
+        if !credentials.verify(&secret, password) {
+            return Err(format!("bad signature for access key {}", credentials.access_key_id));
+        }
+        if !self.groups.exists(&credentials.group_id) {
+            return Err(format!("unknown consumer group {}", credentials.group_id));
+        }
+        Ok(credentials)
+    }
+}
+
+impl SaslAcceptor for ConsumerSasl {
+    fn mechanisms(&self) -> Array<Symbol> {
+        Array::from(vec![Symbol::from("PLAIN")])
+    }
+
+    fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
+        let code = match self.check(init) {
+            Ok(credentials) => {
+                *self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(credentials);
+                SaslCode::Ok
+            }
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, %reason, "Refused an AMQP login");
+                SaslCode::Auth
+            }
+        };
+        SaslServerFrame::Outcome(SaslOutcome { code, additional_data: None })
+    }
+
+    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
+        // PLAIN has no challenge, so no response is expected.
+        SaslServerFrame::Outcome(SaslOutcome { code: SaslCode::Sys, additional_data: None })
+    }
+}

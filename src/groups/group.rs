@@ -1,0 +1,529 @@
+//! One consumer group: its backlog, its online clients, leases and settlement.
+//!
+//! The backlog lives in the store; in memory a group keeps a cursor (the lowest seq never
+//! delivered), the seqs to deliver again, and the leases of delivered, unsettled messages.
+//! A dispatcher task per group moves messages to clients: each message to one online client
+//! with room, chosen at random.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::rate::RateWindow;
+use super::Settings;
+use crate::message::now_ms;
+use crate::store::{QueueStore, StoredMessage};
+
+/// Records one dispatcher read takes from the store.
+const FETCH: usize = 256;
+
+/// How a client settled a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done: removed.
+    Accepted,
+    /// Put back for another delivery (released, modified, link lost).
+    Released,
+    /// Refused by the consumer: removed and counted, never delivered again.
+    Rejected,
+}
+
+/// A message handed to a client.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Position in the group's queue.
+    pub seq: u64,
+    /// Lease generation; a settlement for an older generation is stale.
+    pub generation: u64,
+    /// The message.
+    pub message: StoredMessage,
+}
+
+/// Counters of a group.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages stored for the group.
+    pub appended: AtomicU64,
+    /// Deliveries handed to clients (redeliveries included).
+    pub delivered: AtomicU64,
+    /// Accepted.
+    pub acked: AtomicU64,
+    /// Put back after release, disconnect or ack timeout.
+    pub redelivered: AtomicU64,
+    /// Dropped after the retention period.
+    pub expired: AtomicU64,
+    /// Rejected by a consumer.
+    pub rejected: AtomicU64,
+    /// Dropped by a clear.
+    pub cleared: AtomicU64,
+}
+
+/// An online client as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The AMQP clientId.
+    pub client_id: String,
+    /// Where it connects from.
+    pub peer: SocketAddr,
+    /// Epoch ms of the connection.
+    pub online_since_ms: u64,
+    /// Accepted in the last minute.
+    pub rate_per_minute: u64,
+}
+
+struct Lease {
+    client: u64,
+    generation: u64,
+    deadline: Instant,
+}
+
+struct Client {
+    id: u64,
+    info: ClientInfo,
+    tx: mpsc::Sender<Delivery>,
+    unsettled: Arc<AtomicUsize>,
+    rate: RateWindow,
+}
+
+#[derive(Default)]
+struct State {
+    /// Stored and not yet removed (in flight included).
+    count: u64,
+    /// Lowest seq never handed out.
+    cursor: u64,
+    /// Seq the next append gets (everything below is committed).
+    tail: u64,
+    redeliver: BTreeSet<u64>,
+    leased: HashMap<u64, Lease>,
+    clients: Vec<Client>,
+    next_generation: u64,
+    last_consumption_ms: Option<u64>,
+    rate: RateWindow,
+}
+
+/// One consumer group.
+pub struct Group {
+    /// Group id.
+    pub id: Arc<str>,
+    /// Display name.
+    pub name: String,
+    /// Counters.
+    pub counters: Counters,
+    state: Mutex<State>,
+    wake: Notify,
+    store: Arc<dyn QueueStore>,
+    settings: Settings,
+    next_client: AtomicU64,
+}
+
+/// A group's status for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Accepted in the last minute.
+    pub consumption_rate_per_minute: u64,
+    /// Stored and not yet accepted, rejected or expired (in-flight messages included).
+    pub accumulated: u64,
+    /// Delivered and not yet settled.
+    pub in_flight: u64,
+    /// Epoch ms of the last accepted message.
+    pub last_consumption_ms: Option<u64>,
+    /// Online clients.
+    pub online_clients: Vec<ClientInfo>,
+}
+
+/// Why a client could not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The group has its maximum of online clients.
+    #[error("consumer group {group} already has {limit} online clients, the maximum")]
+    Full {
+        /// Group id.
+        group: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A client's membership: deliveries arrive on `rx`. Dropping it puts every unsettled message
+/// of the client back.
+pub struct Membership {
+    group: Arc<Group>,
+    client: u64,
+    /// Deliveries for this client.
+    pub rx: mpsc::Receiver<Delivery>,
+    unsettled: Arc<AtomicUsize>,
+}
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+impl Group {
+    pub(super) fn new(
+        id: &str,
+        name: &str,
+        store: Arc<dyn QueueStore>,
+        settings: Settings,
+        first: u64,
+        next: u64,
+        count: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.into(),
+            name: name.to_string(),
+            counters: Counters::default(),
+            state: Mutex::new(State { count, cursor: first.max(1), tail: next.max(1), ..State::default() }),
+            wake: Notify::new(),
+            store,
+            settings,
+            next_client: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records appended messages (their seqs are committed).
+    pub(super) fn appended(&self, seqs: &[u64]) {
+        let Some(max) = seqs.iter().max() else { return };
+        {
+            let mut s = self.lock();
+            s.count += seqs.len() as u64;
+            s.tail = s.tail.max(max + 1);
+        }
+        self.counters.appended.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Adds an online client, unless the group is full.
+    ///
+    /// # Errors
+    /// `Full` at the configured limit.
+    pub fn join(self: &Arc<Self>, client_id: &str, peer: SocketAddr) -> Result<Membership, JoinError> {
+        let capacity = self.settings.max_unsettled_per_client;
+        let (tx, rx) = mpsc::channel(capacity);
+        let unsettled = Arc::new(AtomicUsize::new(0));
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut s = self.lock();
+            if s.clients.len() >= self.settings.max_clients_per_group {
+                return Err(JoinError::Full {
+                    group: self.id.to_string(),
+                    limit: self.settings.max_clients_per_group,
+                });
+            }
+            s.clients.push(Client {
+                id,
+                info: ClientInfo {
+                    client_id: client_id.to_string(),
+                    peer,
+                    online_since_ms: now_ms(),
+                    rate_per_minute: 0,
+                },
+                tx,
+                unsettled: unsettled.clone(),
+                rate: RateWindow::default(),
+            });
+        }
+        self.wake.notify_one();
+        Ok(Membership { group: self.clone(), client: id, rx, unsettled })
+    }
+
+    fn leave(&self, client: u64) {
+        let now = now_secs();
+        {
+            let mut s = self.lock();
+            s.clients.retain(|c| c.id != client);
+            let back: Vec<u64> =
+                s.leased.iter().filter(|(_, l)| l.client == client).map(|(seq, _)| *seq).collect();
+            for seq in &back {
+                s.leased.remove(seq);
+                s.redeliver.insert(*seq);
+            }
+            self.counters.redelivered.fetch_add(back.len() as u64, Ordering::Relaxed);
+            let _ = now;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Applies a client's settlement of delivery `seq`/`generation`.
+    fn settle(&self, client: u64, seq: u64, generation: u64, how: Settlement) {
+        let mut s = self.lock();
+        let current = s.leased.get(&seq).is_some_and(|l| l.client == client && l.generation == generation);
+        if !current {
+            // The lease ended (ack timeout, clear): the message was put back or dropped. An accept
+            // of a message waiting for redelivery still consumes it.
+            if how == Settlement::Accepted && s.redeliver.remove(&seq) {
+                self.remove_locked(&mut s, seq, client);
+            }
+            return;
+        }
+        s.leased.remove(&seq);
+        match how {
+            Settlement::Accepted => self.remove_locked(&mut s, seq, client),
+            Settlement::Rejected => {
+                s.count = s.count.saturating_sub(1);
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.store.remove(&self.id, vec![seq]);
+            }
+            Settlement::Released => {
+                s.redeliver.insert(seq);
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    fn remove_locked(&self, s: &mut State, seq: u64, client: u64) {
+        s.count = s.count.saturating_sub(1);
+        let now = now_ms();
+        s.last_consumption_ms = Some(now);
+        s.rate.add(now / 1000, 1);
+        if let Some(c) = s.clients.iter_mut().find(|c| c.id == client) {
+            c.rate.add(now / 1000, 1);
+        }
+        self.counters.acked.fetch_add(1, Ordering::Relaxed);
+        self.store.remove(&self.id, vec![seq]);
+    }
+
+    /// Whether a delivery is still leased to `client` (a client skips stale ones it still holds).
+    fn is_current(&self, client: u64, seq: u64, generation: u64) -> bool {
+        self.lock().leased.get(&seq).is_some_and(|l| l.client == client && l.generation == generation)
+    }
+
+    /// The status for the API.
+    pub fn status(&self) -> Status {
+        let now = now_secs();
+        let s = self.lock();
+        Status {
+            consumption_rate_per_minute: s.rate.per_minute(now),
+            accumulated: s.count,
+            in_flight: s.leased.len() as u64,
+            last_consumption_ms: s.last_consumption_ms,
+            online_clients: s
+                .clients
+                .iter()
+                .map(|c| ClientInfo { rate_per_minute: c.rate.per_minute(now), ..c.info.clone() })
+                .collect(),
+        }
+    }
+
+    /// Drops every stored message of the group; returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn clear(&self) -> Result<u64, crate::store::StoreError> {
+        let removed = self.store.clear(&self.id).await?;
+        let mut s = self.lock();
+        // Unsettled deliveries are dropped too; their late outcomes are ignored.
+        s.leased.clear();
+        s.redeliver.clear();
+        s.cursor = s.tail;
+        s.count = 0;
+        self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// Puts back leases past their deadline and drops messages past retention.
+    pub(super) fn sweep(&self) {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            let late: Vec<u64> =
+                s.leased.iter().filter(|(_, l)| l.deadline <= now).map(|(seq, _)| *seq).collect();
+            if !late.is_empty() {
+                for seq in &late {
+                    s.leased.remove(seq);
+                    s.redeliver.insert(*seq);
+                }
+                self.counters.redelivered.fetch_add(late.len() as u64, Ordering::Relaxed);
+                tracing::debug!(group = %self.id, count = late.len(), "Redelivering after the ack timeout");
+            }
+        }
+        self.expire();
+        self.wake.notify_one();
+    }
+
+    fn expire(&self) {
+        let cutoff = now_ms().saturating_sub(self.settings.retention.as_millis() as u64);
+        let records = match self.store.read_from(&self.id, 0, FETCH) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(group = %self.id, error = %e, "Reading the queue head failed");
+                return;
+            }
+        };
+        let mut s = self.lock();
+        let mut expired = Vec::new();
+        for (seq, record) in &records {
+            match StoredMessage::generate_time_of(record) {
+                Some(t) if t < cutoff => {
+                    if !s.leased.contains_key(seq) {
+                        expired.push(*seq);
+                    }
+                }
+                _ => break,
+            }
+        }
+        if expired.is_empty() {
+            return;
+        }
+        for seq in &expired {
+            s.redeliver.remove(seq);
+        }
+        s.count = s.count.saturating_sub(expired.len() as u64);
+        self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+        tracing::info!(group = %self.id, count = expired.len(), "Messages expired after the retention period");
+        self.store.remove(&self.id, expired);
+    }
+
+    /// Moves messages to clients until `stop`.
+    pub(super) async fn dispatch(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let moved = match self.dispatch_once() {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(group = %self.id, error = %e, "Reading the queue failed");
+                    0
+                }
+            };
+            if moved == 0 {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.wake.notified() => {}
+                }
+            }
+        }
+    }
+
+    /// One round: returns how many messages were handed out (0: nothing to do right now).
+    fn dispatch_once(&self) -> Result<usize, crate::store::StoreError> {
+        // What to read, decided under the lock; the store read happens outside it.
+        let (room, redeliver, cursor, tail) = {
+            let s = self.lock();
+            let room: usize = s
+                .clients
+                .iter()
+                .map(|c| {
+                    self.settings.max_unsettled_per_client.saturating_sub(c.unsettled.load(Ordering::Relaxed))
+                })
+                .sum();
+            let redeliver: Vec<u64> = s.redeliver.iter().take(room.min(FETCH)).copied().collect();
+            (room, redeliver, s.cursor, s.tail)
+        };
+        if room == 0 || (redeliver.is_empty() && cursor >= tail) {
+            return Ok(0);
+        }
+        let mut again = Vec::with_capacity(redeliver.len());
+        for seq in &redeliver {
+            match self.store.read(&self.id, *seq)? {
+                Some(record) => again.push((*seq, record)),
+                None => {
+                    self.lock().redeliver.remove(seq);
+                }
+            }
+        }
+        let fresh_wanted = room.min(FETCH).saturating_sub(again.len());
+        let fresh = if fresh_wanted > 0 && cursor < tail {
+            Some(self.store.read_from(&self.id, cursor, fresh_wanted)?)
+        } else {
+            None
+        };
+
+        let mut s = self.lock();
+        // A redelivery candidate may have been settled, expired or cleared meanwhile.
+        let mut batch: Vec<(u64, Vec<u8>)> =
+            again.into_iter().filter(|(seq, _)| s.redeliver.remove(seq)).collect();
+        if let Some(fresh) = fresh {
+            // Only this task moves the cursor forward; a clear meanwhile moved it past these.
+            if s.cursor == cursor {
+                s.cursor = fresh.last().map_or(tail, |(seq, _)| seq + 1);
+                batch.extend(fresh);
+            }
+        }
+        let mut moved = 0;
+        let mut rng = rand::rng();
+        let deadline = Instant::now() + self.settings.ack_timeout;
+        for (seq, record) in batch {
+            let Some(message) = StoredMessage::decode(&record) else {
+                tracing::error!(group = %self.id, seq, "Dropping a corrupt queue record");
+                s.count = s.count.saturating_sub(1);
+                self.store.remove(&self.id, vec![seq]);
+                continue;
+            };
+            let max = self.settings.max_unsettled_per_client;
+            let candidates: Vec<usize> = s
+                .clients
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.unsettled.load(Ordering::Relaxed) < max)
+                .map(|(i, _)| i)
+                .collect();
+            if candidates.is_empty() {
+                s.redeliver.insert(seq);
+                continue;
+            }
+            let pick = candidates[rng.random_range(0..candidates.len())];
+            s.next_generation += 1;
+            let generation = s.next_generation;
+            let client = &s.clients[pick];
+            let client_id = client.id;
+            match client.tx.try_send(Delivery { seq, generation, message }) {
+                Ok(()) => {
+                    client.unsettled.fetch_add(1, Ordering::Relaxed);
+                    s.leased.insert(seq, Lease { client: client_id, generation, deadline });
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    moved += 1;
+                }
+                Err(_) => {
+                    s.redeliver.insert(seq);
+                }
+            }
+        }
+        Ok(moved)
+    }
+}
+
+impl Membership {
+    /// Whether a delivery this client holds is still its to send.
+    pub fn is_current(&self, delivery: &Delivery) -> bool {
+        self.group.is_current(self.client, delivery.seq, delivery.generation)
+    }
+
+    /// Settles a delivery.
+    pub fn settle(&self, seq: u64, generation: u64, how: Settlement) {
+        self.unsettled.fetch_sub(1, Ordering::Relaxed);
+        self.group.settle(self.client, seq, generation, how);
+        self.group.wake.notify_one();
+    }
+
+    /// Drops a delivery without an outcome (stale); frees its room.
+    pub fn skip(&self) {
+        self.unsettled.fetch_sub(1, Ordering::Relaxed);
+        self.group.wake.notify_one();
+    }
+
+    /// The group.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.group
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.group.leave(self.client);
+    }
+}
+
+/// How often leases and retention are checked: often enough for short test timeouts.
+pub(super) fn sweep_interval(settings: &Settings) -> Duration {
+    (settings.ack_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}

@@ -1,0 +1,186 @@
+//! Consumer groups: durable backlogs, online clients, random delivery, settlement, status.
+//!
+//! `group.rs` holds one group's logic; this file the set of groups, the settings, the append
+//! path used by the pipeline and the background tasks (one dispatcher per group, one sweeper).
+
+mod group;
+mod rate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
+
+use crate::config::Config;
+use crate::store::{Append, QueueStore, StoreError};
+
+/// The group that always exists.
+pub const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
+
+/// Delivery settings shared by every group.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Unsettled deliveries go back after this long.
+    pub ack_timeout: Duration,
+    /// Undelivered messages expire after this long.
+    pub retention: Duration,
+    /// Online clients per group.
+    pub max_clients_per_group: usize,
+    /// Unsettled deliveries per client.
+    pub max_unsettled_per_client: usize,
+}
+
+impl Settings {
+    /// From `[amqp]`.
+    pub fn from_config(config: &Config) -> Self {
+        let a = &config.amqp;
+        Self {
+            ack_timeout: Duration::from_secs(a.ack_timeout_secs),
+            retention: Duration::from_secs(a.retention_secs),
+            max_clients_per_group: a.max_clients_per_group,
+            max_unsettled_per_client: a.max_unsettled_per_client,
+        }
+    }
+}
+
+/// Every consumer group.
+pub struct Groups {
+    groups: RwLock<HashMap<String, Arc<Group>>>,
+    store: Arc<dyn QueueStore>,
+    settings: Settings,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Groups {
+    /// The groups of `config` plus `DEFAULT_GROUP`, with the backlogs found in `store`, and
+    /// their background tasks started.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn start(
+        config: &Config,
+        store: Arc<dyn QueueStore>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, StoreError> {
+        let extents = store.extents()?;
+        let this = Arc::new(Self {
+            groups: RwLock::new(HashMap::new()),
+            store,
+            settings,
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let declared = std::iter::once((DEFAULT_GROUP, DEFAULT_GROUP))
+            .chain(config.consumer_groups.iter().map(|g| (g.id.as_str(), g.name.as_str())));
+        for (id, name) in declared {
+            let extent = extents.get(id).copied().unwrap_or_default();
+            this.add(id, name, extent.first, extent.next, extent.count);
+            if extent.count > 0 {
+                tracing::info!(group = id, backlog = extent.count, "Consumer group backlog restored");
+            }
+        }
+        for (id, extent) in &extents {
+            if !this.exists(id) {
+                tracing::warn!(group = %id, backlog = extent.count, "Stored messages of a group that is no longer configured are kept but not served");
+            }
+        }
+        let sweeper = this.clone();
+        this.tasks.spawn(async move { sweeper.sweep_loop().await });
+        Ok(this)
+    }
+
+    fn add(&self, id: &str, name: &str, first: u64, next: u64, count: u64) -> Arc<Group> {
+        let group = Group::new(id, name, self.store.clone(), self.settings, first, next, count);
+        self.tasks.spawn(group.clone().dispatch(self.stop.clone()));
+        self.write().insert(id.to_string(), group.clone());
+        group
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Group>>> {
+        self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Group>>> {
+        self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The group, if it exists.
+    pub fn get(&self, id: &str) -> Option<Arc<Group>> {
+        self.read().get(id).cloned()
+    }
+
+    /// Whether the group exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.read().contains_key(id)
+    }
+
+    /// Every group, ordered by id.
+    pub fn list(&self) -> Vec<Arc<Group>> {
+        let mut v: Vec<_> = self.read().values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Stores `batch` durably and makes it deliverable. Resolves when every record is on disk.
+    ///
+    /// # Errors
+    /// When the store fails; then nothing of the batch is stored.
+    pub async fn append(&self, batch: Vec<Append>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let groups: Vec<Arc<str>> = batch.iter().map(|a| a.group.clone()).collect();
+        let seqs = self.store.append(batch).await?;
+        let mut by_group: HashMap<&str, Vec<u64>> = HashMap::new();
+        for (group, seq) in groups.iter().zip(seqs) {
+            by_group.entry(group).or_default().push(seq);
+        }
+        for (id, seqs) in by_group {
+            match self.get(id) {
+                Some(group) => group.appended(&seqs),
+                None => tracing::warn!(group = id, "Stored messages for an unknown group"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_loop(&self) {
+        let mut tick = tokio::time::interval(group::sweep_interval(&self.settings));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for group in self.list() {
+                group.sweep();
+            }
+        }
+    }
+
+    /// Stops the background tasks, makes every settlement durable and closes the store.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "Closing the queue store failed");
+        }
+    }
+}

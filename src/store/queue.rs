@@ -1,0 +1,402 @@
+//! Consumer-group queues: the trait every backend implements and the embedded redb one.
+//!
+//! A queue holds encoded [`StoredMessage`](super::StoredMessage)s under `(group, seq)`, with
+//! `seq` counting up from 1 per group. Leases (which client holds which message) live in memory
+//! in the groups module: after a restart everything stored is simply ready again.
+//!
+//! The embedded backend funnels every write through one thread that commits many operations
+//! per transaction (group commit): appends and clears with an fsync before they are reported
+//! done, removals (acknowledgements) without one. A removal becomes durable with the next
+//! fsynced commit; a crash before that delivers the message again, which at-least-once allows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Db, StoreError};
+
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// Commands one commit takes at most; bounds the time a commit holds replies back.
+const MAX_COMMANDS_PER_COMMIT: usize = 4096;
+
+/// One record to append.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// Consumer group id.
+    pub group: Arc<str>,
+    /// Encoded message.
+    pub record: Vec<u8>,
+}
+
+/// What a group holds, as found at start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Stored messages.
+    pub count: u64,
+    /// Lowest stored seq (or `next` when empty).
+    pub first: u64,
+    /// The seq the next append gets.
+    pub next: u64,
+}
+
+/// A durable queue store. The embedded redb implementation is [`RedbQueue`]; a distributed
+/// backend implements the same operations.
+pub trait QueueStore: Send + Sync + 'static {
+    /// Appends every record durably; resolves, once all are on disk, with each record's seq.
+    fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+    /// Removes settled messages. Durable with the next fsynced commit.
+    fn remove(&self, group: &str, seqs: Vec<u64>);
+    /// Removes every message of `group`; resolves with how many were removed.
+    fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>>;
+    /// Up to `max` records of `group` with seq >= `from`, in seq order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read_from(&self, group: &str, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// One record.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read(&self, group: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every group that holds messages, with its extent.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn extents(&self) -> Result<HashMap<String, Extent>, StoreError>;
+    /// Makes every earlier operation durable.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Makes everything durable and stops: later operations fail with `Closed`. Resolves when
+    /// the store has released its files.
+    fn close(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+enum Command {
+    Append(Vec<Append>, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    Remove(String, Vec<u64>),
+    Clear(String, oneshot::Sender<Result<u64, StoreError>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The embedded queue store on redb.
+pub struct RedbQueue {
+    db: Arc<Db>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for RedbQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbQueue").field("db", &self.db).finish()
+    }
+}
+
+impl RedbQueue {
+    /// Opens the queues in `db` and starts the writer thread. The thread ends, after a final
+    /// fsynced commit, when the last handle is dropped.
+    ///
+    /// # Errors
+    /// When the existing queues cannot be read.
+    pub fn open(db: Arc<Db>) -> Result<Arc<Self>, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queue = Self { db: db.clone(), tx };
+        let next: HashMap<String, u64> =
+            queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
+        std::thread::Builder::new()
+            .name("iotpipe-store".into())
+            .spawn(move || Writer { db, next }.run(rx))
+            .map_err(|source| StoreError::Dir { path: "writer thread".into(), source })?;
+        Ok(Arc::new(queue))
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Closed
+}
+
+impl QueueStore for RedbQueue {
+    fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Command::Append(batch, reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(closed());
+            }
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn remove(&self, group: &str, seqs: Vec<u64>) {
+        if !seqs.is_empty() {
+            let _ = self.tx.send(Command::Remove(group.to_string(), seqs));
+        }
+    }
+
+    fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Command::Clear(group.to_string(), reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(closed());
+            }
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn read_from(&self, group: &str, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = &self.db;
+        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
+        let table = match tx.open_table(QUEUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(db.err(e)),
+        };
+        let mut out = Vec::with_capacity(max.min(1024));
+        for entry in table.range((group, from)..=(group, u64::MAX)).map_err(|e| db.err(e))?.take(max) {
+            let (k, v) = entry.map_err(|e| db.err(e))?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn read(&self, group: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let db = &self.db;
+        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
+        let table = match tx.open_table(QUEUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db.err(e)),
+        };
+        let value = table.get((group, seq)).map_err(|e| db.err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn extents(&self) -> Result<HashMap<String, Extent>, StoreError> {
+        let db = &self.db;
+        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
+        let table = match tx.open_table(QUEUE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
+            Err(e) => return Err(db.err(e)),
+        };
+        let mut out: HashMap<String, Extent> = HashMap::new();
+        // One pass over all keys: start-up only.
+        for entry in table.iter().map_err(|e| db.err(e))? {
+            let (k, _) = entry.map_err(|e| db.err(e))?;
+            let (group, seq) = k.value();
+            let e = out.entry(group.to_string()).or_insert(Extent { count: 0, first: seq, next: seq + 1 });
+            e.count += 1;
+            e.first = e.first.min(seq);
+            e.next = e.next.max(seq + 1);
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(Command::Flush)
+    }
+
+    fn close(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(Command::Close)
+    }
+}
+
+impl RedbQueue {
+    fn request(
+        &self,
+        command: fn(oneshot::Sender<Result<(), StoreError>>) -> Command,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(command(reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(closed());
+            }
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+}
+
+struct Writer {
+    db: Arc<Db>,
+    /// Next seq per group.
+    next: HashMap<String, u64>,
+}
+
+/// How to answer one command once its commit is known.
+enum Reply {
+    Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
+    Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut commands = Vec::new();
+        let mut close = None;
+        while let Some(first) = rx.blocking_recv() {
+            commands.push(first);
+            while commands.len() < MAX_COMMANDS_PER_COMMIT {
+                match rx.try_recv() {
+                    Ok(c) => commands.push(c),
+                    Err(_) => break,
+                }
+            }
+            // A close ends the loop after this commit; what follows it is refused.
+            if let Some(i) = commands.iter().position(|c| matches!(c, Command::Close(_))) {
+                let rest = commands.split_off(i + 1);
+                if let Some(Command::Close(reply)) = commands.pop() {
+                    close = Some(reply);
+                }
+                let (reply, _rx) = oneshot::channel();
+                commands.push(Command::Flush(reply));
+                self.commit(&mut commands);
+                drop(rest);
+                break;
+            }
+            self.commit(&mut commands);
+        }
+        if close.is_none() {
+            // Last handle gone: make the removals since the last fsync durable.
+            let (reply, _rx) = oneshot::channel();
+            commands.push(Command::Flush(reply));
+            self.commit(&mut commands);
+        }
+        rx.close();
+        let db = self.db;
+        drop(self.next);
+        drop(db);
+        if let Some(reply) = close {
+            let _ = reply.send(Ok(()));
+        }
+        tracing::debug!("Queue writer stopped");
+    }
+
+    fn commit(&mut self, commands: &mut Vec<Command>) {
+        let next_before = self.next.clone();
+        let mut replies = Vec::with_capacity(commands.len());
+        let result = self.apply(commands.drain(..), &mut replies);
+        match result {
+            Ok(()) => {
+                for reply in replies {
+                    match reply {
+                        Reply::Append(tx, seqs) => drop(tx.send(Ok(seqs))),
+                        Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
+                        Reply::Flush(tx) => drop(tx.send(Ok(()))),
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of this transaction is stored: sequence numbers are reused.
+                self.next = next_before;
+                tracing::error!(error = %e, "Queue commit failed");
+                for reply in replies {
+                    let err = StoreError::Commit(e.to_string());
+                    match reply {
+                        Reply::Append(tx, _) => drop(tx.send(Err(err))),
+                        Reply::Clear(tx, _) => drop(tx.send(Err(err))),
+                        Reply::Flush(tx) => drop(tx.send(Err(err))),
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        commands: impl Iterator<Item = Command>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let mut tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+        let mut durable = false;
+        {
+            let mut table = tx.open_table(QUEUE).map_err(|e| db.err(e))?;
+            for command in commands {
+                match command {
+                    Command::Append(batch, reply) => {
+                        durable = true;
+                        let mut seqs = Vec::with_capacity(batch.len());
+                        for append in batch {
+                            let next = self.next.entry(append.group.to_string()).or_insert(1);
+                            let seq = *next;
+                            *next += 1;
+                            table
+                                .insert((&*append.group, seq), append.record.as_slice())
+                                .map_err(|e| db.err(e))?;
+                            seqs.push(seq);
+                        }
+                        replies.push(Reply::Append(reply, seqs));
+                    }
+                    Command::Remove(group, seqs) => {
+                        for seq in seqs {
+                            table.remove((group.as_str(), seq)).map_err(|e| db.err(e))?;
+                        }
+                    }
+                    Command::Clear(group, reply) => {
+                        durable = true;
+                        let mut removed = 0u64;
+                        table
+                            .retain_in((group.as_str(), 0)..=(group.as_str(), u64::MAX), |_, _| {
+                                removed += 1;
+                                false
+                            })
+                            .map_err(|e| db.err(e))?;
+                        replies.push(Reply::Clear(reply, removed));
+                    }
+                    Command::Flush(reply) | Command::Close(reply) => {
+                        durable = true;
+                        replies.push(Reply::Flush(reply));
+                    }
+                }
+            }
+        }
+        let durability = if durable { Durability::Immediate } else { Durability::None };
+        tx.set_durability(durability).map_err(|e| db.err(e))?;
+        tx.commit().map_err(|e| db.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(group: &str, body: &str) -> Append {
+        Append { group: group.into(), record: body.as_bytes().to_vec() }
+    }
+
+    #[tokio::test]
+    async fn append_read_remove_clear_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = RedbQueue::open(Db::open(dir.path()).unwrap()).unwrap();
+            let seqs = q.append(vec![append("g1", "a"), append("g2", "x"), append("g1", "b")]).await.unwrap();
+            assert_eq!(seqs, vec![1, 1, 2]);
+            let seqs = q.append(vec![append("g1", "c")]).await.unwrap();
+            assert_eq!(seqs, vec![3]);
+            let read = q.read_from("g1", 2, 10).unwrap();
+            assert_eq!(read, vec![(2, b"b".to_vec()), (3, b"c".to_vec())]);
+            q.remove("g1", vec![1]);
+            assert_eq!(q.clear("g2").await.unwrap(), 1);
+            q.flush().await.unwrap();
+            assert_eq!(q.read("g1", 1).unwrap(), None);
+            assert_eq!(q.read("g1", 2).unwrap(), Some(b"b".to_vec()));
+        }
+        // The writer thread finishes its last commit when the handle drops; the reopen below
+        // waits for the file lock.
+        let db = loop {
+            match Db::open(dir.path()) {
+                Ok(db) => break db,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
+        let q = RedbQueue::open(db).unwrap();
+        let extents = q.extents().unwrap();
+        assert_eq!(extents.get("g1"), Some(&Extent { count: 2, first: 2, next: 4 }));
+        assert!(!extents.contains_key("g2"));
+        assert_eq!(q.append(vec![append("g1", "d")]).await.unwrap(), vec![4]);
+    }
+}
