@@ -2,6 +2,8 @@
 //! helpers for real MQTT clients (rumqttc) and raw sockets.
 #![allow(dead_code, clippy::result_large_err)]
 
+pub mod amqp;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -295,4 +297,24 @@ pub async fn until_v5_disconnect(
             Err(e) => panic!("connection failed without DISCONNECT: {e}"),
         }
     }
+}
+
+/// Publishes `n` QoS 1 messages as `device` (bodies `{"n":i}`) and waits for every PUBACK.
+pub async fn publish_n(addr: SocketAddr, device: &str, n: usize) {
+    let (client, mut ev) = connect_v4(v4_options(addr, &creds(device))).await.unwrap();
+    let topic = format!("/{PK}/{device}/user/update");
+    let publisher = tokio::spawn(async move {
+        for i in 0..n {
+            client.publish(&topic, rumqttc::QoS::AtLeastOnce, false, format!("{{\"n\":{i}}}")).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < n {
+        until_v4(&mut ev, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
+        acked += 1;
+    }
+    let client = publisher.await.unwrap();
+    client.disconnect().await.unwrap();
+    let _ = until_v4_closed(&mut ev).await;
 }

@@ -1,0 +1,334 @@
+//! Consumer groups over AMQP 1.0 with a real client (fe2o3-amqp) over real sockets.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::amqp::*;
+use common::*;
+use iotpipe::groups::DEFAULT_GROUP;
+use iotpipe::sign::SignMethod;
+
+/// Waits until the group's status satisfies `pred` (state changes inside the server have no
+/// event a test could await).
+async fn status_until(
+    server: &Server,
+    group: &str,
+    what: &str,
+    pred: impl Fn(&iotpipe::groups::Status) -> bool,
+) {
+    let group = server.app.groups().get(group).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = group.status();
+        if pred(&status) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: status stayed {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_sign_method_logs_in_and_receives_in_the_contract_format() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    for method in [SignMethod::HmacMd5, SignMethod::HmacSha1, SignMethod::HmacSha256] {
+        let (u, p) = login(&format!("c-{method}"), DEFAULT_GROUP, method);
+        let mut c = attach(open(amqp, &u, &p).await.unwrap_or_else(|e| panic!("{method}: {e}"))).await;
+        publish_n(server.addr(), "dev1", 1).await;
+        // Status messages of dev1 are subscribed too: skip to the data.
+        let got = loop {
+            let d = c.next().await;
+            c.accept(&d).await;
+            let r = read(&d);
+            if r.topic == "/a1test/dev1/user/update" {
+                break r;
+            }
+        };
+        assert_eq!(got.body, br#"{"n":0}"#, "{method}");
+        assert!(got.message_id.parse::<u64>().is_ok());
+        assert_eq!(got.amqp_message_id.as_deref(), Some(got.message_id.as_str()));
+        assert!(got.generate_time > 1_600_000_000_000);
+        assert_eq!(got.tag, None);
+        c.close().await;
+    }
+}
+
+#[tokio::test]
+async fn bad_logins_are_refused() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let (u, _) = login("c1", DEFAULT_GROUP, SignMethod::HmacSha1);
+    assert!(open(amqp, &u, "AAAA").await.unwrap_err().contains("Auth"), "bad signature");
+    let (u, p) = login("c1", "no_such_group", SignMethod::HmacSha1);
+    assert!(open(amqp, &u, &p).await.is_err(), "unknown group");
+    let (u, p) = login("c1", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let sts = u.replace("authMode=aksign", "authMode=ststoken");
+    assert!(open(amqp, &sts, &p).await.is_err(), "ststoken");
+    let unknown_key = u.replace("authId=LTAItest", "authId=LTAIother");
+    assert!(open(amqp, &unknown_key, &p).await.is_err(), "unknown access key");
+    // And a good one still works.
+    assert!(open(amqp, &u, &p).await.is_ok());
+}
+
+fn condition_of(e: &impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+#[tokio::test]
+async fn the_65th_client_of_a_group_is_refused() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let mut consumers = Vec::new();
+    for i in 0..64 {
+        consumers.push(consumer(amqp, &format!("c{i}"), DEFAULT_GROUP).await);
+    }
+    status_until(&server, DEFAULT_GROUP, "64 online", |s| s.online_clients.len() == 64).await;
+    let (u, p) = login("c64", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let mut c = attach(open(amqp, &u, &p).await.unwrap()).await;
+    let err = tokio::time::timeout(
+        WAIT,
+        c.receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .expect("the 65th client must be told")
+    .expect_err("the 65th client must not receive");
+    let text = condition_of(&err);
+    assert!(text.contains("ResourceLimitExceeded"), "{text}");
+    assert!(
+        text.contains("DEFAULT_GROUP") && text.contains("64"),
+        "the description names the group and the limit: {text}"
+    );
+    // Leaving frees a place.
+    consumers.pop().unwrap().close().await;
+    status_until(&server, DEFAULT_GROUP, "63 online", |s| s.online_clients.len() == 63).await;
+    let _again = consumer(amqp, "c64", DEFAULT_GROUP).await;
+    status_until(&server, DEFAULT_GROUP, "64 online", |s| s.online_clients.len() == 64).await;
+}
+
+#[tokio::test]
+async fn a_second_receiver_and_a_sender_link_are_refused() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let mut c = consumer(amqp, "c1", DEFAULT_GROUP).await;
+    let mut second =
+        fe2o3_amqp::Receiver::builder().name("rx2").source("default").attach(&mut c.session).await.unwrap();
+    let err = tokio::time::timeout(
+        WAIT,
+        second.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .expect("refusal in time")
+    .expect_err("second receiver refused");
+    assert!(condition_of(&err).contains("NotAllowed"), "{err:?}");
+
+    let mut sender = fe2o3_amqp::Sender::attach(&mut c.session, "tx", "default").await.unwrap();
+    let err = tokio::time::timeout(WAIT, sender.send("hello"))
+        .await
+        .expect("refusal in time")
+        .expect_err("sender refused");
+    assert!(condition_of(&err).contains("NotAllowed") || condition_of(&err).contains("Detached"), "{err:?}");
+
+    // The first receiver still works.
+    publish_n(server.addr(), "dev2", 1).await;
+    let d = c.next().await;
+    c.accept(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_share_a_groups_messages() {
+    const N: usize = 300;
+    let server = Server::start_full("", "", "[[consumer_groups]]\nid = \"g_share\"\nname = \"share_group\"\n[[subscriptions]]\nproduct_key = \"pshare\"\nmessage_types = [\"upstream\"]\nconsumer_groups = [\"g_share\"]\n[[products]]\nkey = \"pshare\"\n[[products.devices]]\nname = \"sharer\"\nsecret = \"s\"\n").await;
+    let amqp = server.app.amqp_addr();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let mut c = consumer(amqp, &format!("c{i}"), "g_share").await;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(d) = c.try_next(Duration::from_secs(3)).await {
+                c.accept(&d).await;
+                ids.push(read(&d).message_id);
+            }
+            ids
+        }));
+    }
+    status_until(&server, "g_share", "3 online", |s| s.online_clients.len() == 3).await;
+    let c = iotpipe::ingress::auth::Credentials {
+        client_id: "sharer".into(),
+        product_key: "pshare".into(),
+        device_name: "sharer".into(),
+        method: SignMethod::HmacSha1,
+        timestamp: None,
+    };
+    let creds = Creds { client_id: c.mqtt_client_id(), username: c.username(), password: c.password("s") };
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds)).await.unwrap();
+    for i in 0..N {
+        client
+            .publish("/pshare/sharer/user/update", rumqttc::QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .unwrap();
+        until_v4(&mut ev, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
+    }
+    let mut all = Vec::new();
+    let mut per_client = Vec::new();
+    for t in tasks {
+        let ids = t.await.unwrap();
+        per_client.push(ids.len());
+        all.extend(ids);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), N, "every message delivered");
+    assert_eq!(all.len(), N, "no duplicates without cause");
+    assert!(per_client.iter().all(|n| *n > 0), "each client got a share: {per_client:?}");
+    let status = server.app.groups().get("g_share").unwrap().status();
+    assert_eq!(status.accumulated, 0);
+}
+
+#[tokio::test]
+async fn unsettled_messages_are_redelivered_after_a_disconnect() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    publish_n(server.addr(), "dev1", 5).await;
+    let mut a = consumer(amqp, "a", DEFAULT_GROUP).await;
+    let mut seen = HashMap::new();
+    // Status messages are in the group too (online/offline of dev1): 7 in all.
+    for _ in 0..7 {
+        let d = a.next().await;
+        let r = read(&d);
+        seen.insert(r.message_id.clone(), r);
+    }
+    a.connection.close().await.ok(); // abrupt for the link: nothing settled
+    drop(a);
+    let mut b = consumer(amqp, "b", DEFAULT_GROUP).await;
+    for _ in 0..7 {
+        let d = b.next().await;
+        let r = read(&d);
+        assert_eq!(seen.get(&r.message_id), Some(&r), "redelivered unchanged, with the same messageId");
+        b.accept(&d).await;
+    }
+    status_until(&server, DEFAULT_GROUP, "all accepted", |s| s.accumulated == 0).await;
+    let g = server.app.groups().get(DEFAULT_GROUP).unwrap();
+    assert!(g.counters.redelivered.load(std::sync::atomic::Ordering::Relaxed) >= 7);
+}
+
+#[tokio::test]
+async fn unsettled_messages_are_redelivered_after_the_ack_timeout() {
+    let server = Server::start_full("", "ack_timeout_secs = 1", "").await;
+    let amqp = server.app.amqp_addr();
+    let mut c = consumer(amqp, "slow", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let first = loop {
+        let d = c.next().await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            break r;
+        }
+        c.accept(&d).await;
+    };
+    // Not settled: after 1 s it comes again, same id.
+    let again = loop {
+        let d = c.next().await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            c.accept(&d).await;
+            break r;
+        }
+        c.accept(&d).await;
+    };
+    assert_eq!(again, first);
+    status_until(&server, DEFAULT_GROUP, "accepted", |s| s.accumulated == 0 && s.in_flight == 0).await;
+}
+
+#[tokio::test]
+async fn released_comes_back_and_rejected_is_dropped() {
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let mut c = consumer(amqp, "c", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 2).await;
+    let mut data = Vec::new();
+    while data.len() < 2 {
+        let d = c.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            data.push(d);
+        } else {
+            c.accept(&d).await;
+        }
+    }
+    c.receiver.release(&data[0]).await.unwrap();
+    c.receiver.reject(&data[1], None).await.unwrap();
+    let again = loop {
+        let d = c.next().await;
+        c.accept(&d).await;
+        if read(&d).topic.ends_with("/user/update") {
+            break read(&d);
+        }
+    };
+    assert_eq!(again, read(&data[0]));
+    status_until(&server, DEFAULT_GROUP, "settled", |s| s.accumulated == 0).await;
+    let g = server.app.groups().get(DEFAULT_GROUP).unwrap();
+    assert_eq!(g.counters.rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn the_backlog_survives_a_restart_and_is_delivered_later() {
+    let server = Server::start().await;
+    publish_n(server.addr(), "dev1", 20).await;
+    // 20 data messages + online + offline.
+    status_until(&server, DEFAULT_GROUP, "backlog", |s| s.accumulated == 22).await;
+    let server = server.restart().await;
+    let status = server.app.groups().get(DEFAULT_GROUP).unwrap().status();
+    assert_eq!(status.accumulated, 22);
+    let mut c = consumer(server.app.amqp_addr(), "late", DEFAULT_GROUP).await;
+    let mut bodies = HashSet::new();
+    for _ in 0..22 {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            bodies.insert(r.body);
+        }
+    }
+    assert_eq!(bodies.len(), 20);
+    status_until(&server, DEFAULT_GROUP, "drained", |s| s.accumulated == 0).await;
+}
+
+#[tokio::test]
+async fn clear_drops_the_backlog() {
+    let server = Server::start().await;
+    publish_n(server.addr(), "dev1", 10).await;
+    status_until(&server, DEFAULT_GROUP, "backlog", |s| s.accumulated == 12).await;
+    let group = server.app.groups().get(DEFAULT_GROUP).unwrap();
+    assert_eq!(group.clear().await.unwrap(), 12);
+    assert_eq!(group.status().accumulated, 0);
+    let mut c = consumer(server.app.amqp_addr(), "after", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev2", 1).await;
+    let first = read(&c.next().await);
+    assert!(first.topic.contains("dev2"), "only what came after the clear: {first:?}");
+}
+
+#[tokio::test]
+async fn messages_expire_after_the_retention_period() {
+    let server = Server::start_full("", "retention_secs = 1", "").await;
+    publish_n(server.addr(), "dev1", 3).await;
+    status_until(&server, DEFAULT_GROUP, "expired", |s| s.accumulated == 0).await;
+    let group = server.app.groups().get(DEFAULT_GROUP).unwrap();
+    assert_eq!(group.counters.expired.load(std::sync::atomic::Ordering::Relaxed), 5);
+    let mut c = consumer(server.app.amqp_addr(), "late", DEFAULT_GROUP).await;
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none(), "expired messages are not delivered");
+}
+
+#[tokio::test]
+async fn status_lists_online_clients() {
+    let server = Server::start().await;
+    let c = consumer(server.app.amqp_addr(), "watcher-1", DEFAULT_GROUP).await;
+    status_until(&server, DEFAULT_GROUP, "online", |s| s.online_clients.len() == 1).await;
+    let status = server.app.groups().get(DEFAULT_GROUP).unwrap().status();
+    let client = &status.online_clients[0];
+    assert_eq!(client.client_id, "watcher-1");
+    assert_eq!(client.peer.ip().to_string(), "127.0.0.1");
+    assert!(client.online_since_ms > 0);
+    c.close().await;
+    status_until(&server, DEFAULT_GROUP, "offline", |s| s.online_clients.is_empty()).await;
+}
