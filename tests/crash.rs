@@ -1,0 +1,114 @@
+//! Nothing acknowledged is lost: `kill -9` the server while a device publishes, start it again
+//! on the same data directory, and consume every message whose PUBACK the device received.
+//! `.ci/run` also runs this against the release binary (`cargo test --release --test crash`).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::amqp::{consumer, read};
+use rumqttc::{Event, Outgoing, Packet, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iotpipe");
+
+/// The server process; killed when dropped, so a failing test leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path) -> (Running, SocketAddr, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut mqtt, mut amqp) = (None, None);
+    while mqtt.is_none() || amqp.is_none() {
+        let line = lines.next().expect("serve exited before listening").unwrap();
+        if let Some(a) = line.trim().strip_prefix("MQTT ") {
+            mqtt = Some(a.trim().parse().unwrap());
+        }
+        if let Some(a) = line.trim().strip_prefix("AMQP ") {
+            amqp = Some(a.trim().parse().unwrap());
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (Running(child), mqtt.unwrap(), amqp.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_acknowledged() {
+    const KILL_AFTER: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("iotpipe.toml");
+    std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
+
+    let (mut server, mqtt, _) = start(&config);
+    let (client, mut ev) =
+        common::connect_v4(common::v4_options(mqtt, &common::creds("dev1"))).await.unwrap();
+    let publisher = tokio::spawn(async move {
+        for i in 0.. {
+            if client
+                .publish("/a1test/dev1/user/update", QoS::AtLeastOnce, false, format!("{i}"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    // rumqttc sends publishes in call order: the n-th outgoing PUBLISH carries body n.
+    let mut body_of_pkid: HashMap<u16, usize> = HashMap::new();
+    let mut sent = 0usize;
+    let mut acked: HashSet<usize> = HashSet::new();
+    let mut killed = false;
+    loop {
+        match ev.poll().await {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                body_of_pkid.insert(pkid, sent);
+                sent += 1;
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                acked.insert(body_of_pkid[&ack.pkid]);
+                if acked.len() >= KILL_AFTER && !killed {
+                    server.0.kill().unwrap(); // SIGKILL, with publishes still in flight
+                    killed = true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) if killed => break,
+            Err(e) => panic!("device failed before the kill: {e}"),
+        }
+    }
+    server.0.wait().unwrap();
+    publisher.abort();
+    assert!(sent > acked.len(), "the kill must hit publishes in flight ({sent} sent, {} acked)", acked.len());
+
+    let (_server, _, amqp) = start(&config);
+    let mut c = consumer(amqp, "recovery", "DEFAULT_GROUP").await;
+    let mut seen: HashSet<usize> = HashSet::new();
+    while !acked.is_subset(&seen) {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            seen.insert(String::from_utf8(r.body).unwrap().parse().unwrap());
+        }
+    }
+    let missing: Vec<_> = acked.difference(&seen).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+}
