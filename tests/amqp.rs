@@ -332,3 +332,51 @@ async fn status_lists_online_clients() {
     c.close().await;
     status_until(&server, DEFAULT_GROUP, "offline", |s| s.online_clients.is_empty()).await;
 }
+
+#[tokio::test]
+async fn amqps_from_the_first_byte_with_a_self_signed_certificate() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let amqp = format!(
+        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let server = Server::start_full("", &amqp, "").await;
+    let tls_addr = server.app.amqp_tls_addr().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    let (u, p) = login("tls-client", DEFAULT_GROUP, SignMethod::HmacSha256);
+    let connection = fe2o3_amqp::Connection::builder()
+        .container_id("tls-consumer")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain { username: u, password: p })
+        .open_with_stream(tls)
+        .await
+        .unwrap();
+    let mut c = attach(connection).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let got = loop {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            break r;
+        }
+    };
+    assert_eq!(got.body, br#"{"n":0}"#);
+}

@@ -1,0 +1,87 @@
+//! Third-party consumers (rhea over TLS, python-qpid-proton over plain AMQP) against a real
+//! iotpipe, each signing its own login as the modelled platform's samples do.
+//! `.ci/run` installs them (npm package rhea in tests/interop, PyPI package python-qpid-proton).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const N: usize = 25;
+
+fn run_consumer(program: &str, args: &[&str], env: &[(&str, String)]) -> Vec<serde_json::Value> {
+    let out = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+        .output()
+        .unwrap_or_else(|e| panic!("{program} could not run ({e}): .ci/run installs the interop clients"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn check(received: &[serde_json::Value]) {
+    assert_eq!(received.len(), N);
+    let mut bodies: Vec<String> = received.iter().map(|m| m["body"].as_str().unwrap().to_string()).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), N, "every message once");
+    for m in received {
+        assert_eq!(m["topic"], "/a1test/dev1/user/update");
+        assert_eq!(m["messageId"], m["amqpMessageId"]);
+        assert!(m["messageId"].as_str().unwrap().parse::<u64>().is_ok());
+        assert!(m["generateTime"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+}
+
+fn base_env(amqp_port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("HOST", "127.0.0.1".into()),
+        ("PORT", amqp_port.to_string()),
+        ("ACCESS_KEY_ID", amqp::ACCESS_KEY.0.into()),
+        ("ACCESS_KEY_SECRET", amqp::ACCESS_KEY.1.into()),
+        ("GROUP", "DEFAULT_GROUP".into()),
+        ("COUNT", N.to_string()),
+        ("TOPIC_SUFFIX", "/user/update".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhea_consumes_over_tls() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let amqp = format!(
+        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
+        cert_path.display(),
+        key_path.display()
+    );
+    let server = Server::start_full("", &amqp, "").await;
+    publish_n(server.addr(), "dev1", N).await;
+    let mut env = base_env(server.app.amqp_tls_addr().unwrap().port());
+    env.push(("CA", cert_path.display().to_string()));
+    let received =
+        tokio::task::spawn_blocking(move || run_consumer("node", &["rhea_consumer.js"], &env)).await.unwrap();
+    check(&received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_qpid_proton_consumes() {
+    let server = Server::start().await;
+    publish_n(server.addr(), "dev1", N).await;
+    let env = base_env(server.app.amqp_addr().port());
+    let received =
+        tokio::task::spawn_blocking(move || run_consumer("python3", &["proton_consumer.py"], &env))
+            .await
+            .unwrap();
+    check(&received);
+}
