@@ -14,6 +14,10 @@ pub use ids::Ids;
 pub use queue::{Append, Extent, QueueStore, RedbQueue};
 pub use record::StoredMessage;
 
+/// redb's page cache. Queues are read near their head and written at their tail, so a modest
+/// cache serves them; redb's default (1 GiB) would let a large backlog inflate the RSS.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// File name of the database inside the storage directory.
 pub const DB_FILE: &str = "iotpipe.redb";
 
