@@ -76,7 +76,9 @@ impl Db {
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
-        let db = redb::Database::create(&path)
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         Ok(Arc::new(Self { path, db }))
     }
