@@ -130,8 +130,22 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Ar
     }
 }
 
+/// TCP keepalive finds consumers that vanished without a FIN within about a minute: fe2o3's
+/// acceptor cannot enforce an AMQP idle timeout safely (it drops clients heartbeating at the
+/// advertised period), so iotpipe advertises none and relies on this instead.
+fn keepalive(stream: &TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "Could not set TCP keepalive");
+    }
+}
+
 async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    keepalive(&stream);
     match tls {
         None => connection::serve(stream, peer, shared).await,
         Some(acceptor) => match tokio::time::timeout(shared.auth_timeout, acceptor.accept(stream)).await {
