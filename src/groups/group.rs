@@ -237,7 +237,6 @@ impl Group {
     }
 
     fn leave(&self, client: u64) {
-        let now = now_secs();
         {
             let mut s = self.lock();
             s.clients.retain(|c| c.id != client);
@@ -248,7 +247,6 @@ impl Group {
                 s.redeliver.insert(*seq);
             }
             self.counters.redelivered.fetch_add(back.len() as u64, Ordering::Relaxed);
-            let _ = now;
         }
         self.wake.notify_one();
     }
@@ -476,14 +474,16 @@ impl Group {
             let generation = s.next_generation;
             let client = &s.clients[pick];
             let client_id = client.id;
+            // Counted before the send: the client may settle before this thread runs on.
+            client.unsettled.fetch_add(1, Ordering::Relaxed);
             match client.tx.try_send(Delivery { seq, generation, message }) {
                 Ok(()) => {
-                    client.unsettled.fetch_add(1, Ordering::Relaxed);
                     s.leased.insert(seq, Lease { client: client_id, generation, deadline });
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     moved += 1;
                 }
                 Err(_) => {
+                    client.unsettled.fetch_sub(1, Ordering::Relaxed);
                     s.redeliver.insert(seq);
                 }
             }
