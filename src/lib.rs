@@ -12,6 +12,7 @@
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`message`]: the envelope every stage passes on.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
+//! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
 //! - [`tls`]: TLS termination shared by the listeners.
@@ -27,6 +28,7 @@ pub mod ingress;
 pub mod message;
 pub mod pipeline;
 pub mod registry;
+pub mod rules;
 pub mod sign;
 pub mod store;
 pub mod tls;

@@ -151,3 +151,20 @@ fn the_example_configuration_loads() {
     assert_eq!(config.products[0].devices.len(), 2);
     assert_eq!(config.subscriptions[0].consumer_groups.len(), 2);
 }
+
+#[test]
+fn amqp_sign_prints_a_login_the_server_accepts() {
+    let out = Command::new(BIN)
+        .args(["amqp", "sign", "--access-key-id", "ak", "--access-key-secret", "secret"])
+        .args(["--consumer-group-id", "DEFAULT_GROUP", "--client-id", "c1", "--timestamp", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["username"],
+        "c1|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=ak,iotInstanceId=,consumerGroupId=DEFAULT_GROUP|"
+    );
+    // printf 'authId=ak&timestamp=1' | openssl dgst -sha1 -hmac secret -binary | base64
+    assert_eq!(v["password"], "hXZ4jQvHOiz+3SXmS1b6zQvWvXc=");
+}

@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 ok, 1 error (one line on stderr), 2 usage, 3 `no match`.
 
+mod amqp_sign;
+mod rules;
 mod serve;
 mod sign;
 
@@ -26,11 +28,27 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// SQL rules: check files, dry-run a statement.
+    Rules {
+        #[command(subcommand)]
+        command: rules::RulesCommand,
+    },
     /// Device credentials.
     Device {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// AMQP consumer credentials.
+    Amqp {
+        #[command(subcommand)]
+        command: AmqpCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AmqpCommand {
+    /// Prints the SASL PLAIN username and password a consumer logs in with.
+    Sign(amqp_sign::AmqpSignArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +63,12 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve::run(config.as_deref()),
         Command::Device { command: DeviceCommand::Sign(args) } => sign::run(&args),
+        Command::Rules { command } => match rules::run(&command) {
+            Ok(rules::Done::Ok) => Ok(()),
+            Ok(rules::Done::NoMatch) => return ExitCode::from(3),
+            Err(e) => Err(e),
+        },
+        Command::Amqp { command: AmqpCommand::Sign(args) } => amqp_sign::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,34 @@
+//! `upper(s)`: the text in upper case (Unicode rules).
+
+use serde_json::Value;
+
+use super::{Args, FnSpec};
+use crate::rules::error::EvalError;
+
+/// `upper(s)`.
+pub static SPEC: FnSpec =
+    FnSpec { name: "upper", min: 1, max: 1, star: false, check: None, call, usage: "upper(s)" };
+
+fn call(a: &Args<'_, '_>) -> Result<Value, EvalError> {
+    if a.any_null() {
+        return Ok(Value::Null);
+    }
+    Ok(Value::String(a.text(0).to_uppercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn table() {
+        super::super::testing::table(
+            "upper",
+            &[
+                (vec![json!("AbC")], Ok(json!("ABC"))),
+                (vec![json!(12)], Ok(json!("12"))),
+                (vec![json!(null)], Ok(json!(null))),
+            ],
+        );
+    }
+}

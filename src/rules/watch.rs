@@ -1,0 +1,300 @@
+//! Hot reload of a rules directory.
+//!
+//! A thread receives file-system events (notify), waits for a short quiet period so an editor's
+//! save (often several events) is one reload, and recompiles only the files that changed. A
+//! file that no longer compiles is reported and its previous version keeps running; the other
+//! rules are untouched. A changed script (`*.rhai`) recompiles everything, since rules may call
+//! it. The new [`RuleSet`] is swapped in whole; evaluations in flight keep the old one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+
+use super::error::Diagnostic;
+use super::files;
+use super::metrics::RuleMetrics;
+use super::rule::Rule;
+use super::ruleset::RuleSet;
+use super::script::{Script, Scripts};
+
+/// Quiet time after the last event before reloading: an editor's save settles within it, and
+/// the contract's 2 s for a change to take effect leaves ample margin.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Watching failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// notify could not watch the directory.
+    #[error("cannot watch the rules directory {dir}: {source}")]
+    Notify {
+        /// The directory.
+        dir: PathBuf,
+        /// notify's error.
+        source: notify::Error,
+    },
+    /// The reload thread could not start.
+    #[error("cannot start the rules reload thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The current rule set, shared by the message path and the reloader.
+#[derive(Debug, Default)]
+pub struct SharedRules {
+    current: RwLock<Arc<RuleSet>>,
+}
+
+impl SharedRules {
+    /// Wraps a rule set.
+    pub fn new(set: RuleSet) -> Self {
+        Self { current: RwLock::new(Arc::new(set)) }
+    }
+
+    /// The current rule set (cheap: one Arc clone).
+    pub fn get(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn set(&self, set: RuleSet) {
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+    }
+}
+
+/// The state of a directory: the last good version of every rule file.
+#[derive(Debug)]
+pub struct Reloader {
+    dir: PathBuf,
+    rules: BTreeMap<PathBuf, Arc<Rule>>,
+    scripts: Scripts,
+    decoders: HashMap<String, Arc<Script>>,
+}
+
+impl Reloader {
+    /// Loads `dir` and returns the reloader, the first rule set and the problems found.
+    pub fn load(dir: &Path) -> (Self, RuleSet, Vec<Diagnostic>) {
+        let loaded = files::load_dir(dir);
+        let me = Self {
+            dir: dir.to_path_buf(),
+            rules: loaded.rules,
+            scripts: loaded.scripts,
+            decoders: loaded.decoders,
+        };
+        let set = me.build();
+        (me, set, loaded.diagnostics)
+    }
+
+    fn build(&self) -> RuleSet {
+        RuleSet::new(self.rules.values().cloned().collect(), self.decoders.clone())
+    }
+
+    /// Applies changes to `paths` (created, modified or removed files) and returns the new rule
+    /// set and the problems found. Broken files keep their previous version.
+    pub fn apply(&mut self, paths: &[PathBuf]) -> (RuleSet, Vec<Diagnostic>) {
+        let mut diagnostics = Vec::new();
+        let scripts_changed = paths.iter().any(|p| has_ext(p, "rhai"));
+        let targets: Vec<PathBuf> = if scripts_changed {
+            let mut fresh = files::Loaded::default();
+            files::load_scripts(&self.dir, &mut fresh);
+            diagnostics.append(&mut fresh.diagnostics);
+            self.scripts = fresh.scripts;
+            self.decoders = fresh.decoders;
+            let mut all: Vec<PathBuf> = self.rules.keys().cloned().collect();
+            all.extend(paths.iter().filter(|p| has_ext(p, "sql")).cloned());
+            if let Ok(entries) = std::fs::read_dir(&self.dir) {
+                all.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| has_ext(p, "sql")));
+            }
+            all.sort();
+            all.dedup();
+            all
+        } else {
+            paths.iter().filter(|p| has_ext(p, "sql")).cloned().collect()
+        };
+        let metrics: HashMap<String, Arc<RuleMetrics>> =
+            self.rules.values().map(|r| (r.name.clone(), Arc::clone(&r.metrics))).collect();
+        for path in targets {
+            if !path.exists() {
+                if self.rules.remove(&path).is_some() {
+                    tracing::info!(file = %path.display(), "Removed a rule");
+                }
+                continue;
+            }
+            match files::load_rule(&path, &self.scripts) {
+                Ok(mut rule) => {
+                    let clash = self.rules.iter().find(|(p, r)| **p != path && r.name == rule.name);
+                    if let Some((other, _)) = clash {
+                        diagnostics.push(Diagnostic {
+                            file: path.display().to_string(),
+                            line: 1,
+                            col: 1,
+                            message: format!(
+                                "the rule name {:?} is already used by {}",
+                                rule.name,
+                                other.display()
+                            ),
+                            hint: None,
+                        });
+                        continue;
+                    }
+                    // Counters belong to the rule, not to one version of its file.
+                    if let Some(m) = metrics.get(&rule.name) {
+                        rule.metrics = Arc::clone(m);
+                    }
+                    tracing::info!(file = %path.display(), rule = %rule.name, "Loaded a rule");
+                    self.rules.insert(path, Arc::new(rule));
+                }
+                Err(mut d) => {
+                    if self.rules.contains_key(&path) {
+                        tracing::warn!(file = %path.display(), "A rule file is broken; its previous version keeps running");
+                    }
+                    diagnostics.append(&mut d);
+                }
+            }
+        }
+        for d in &diagnostics {
+            tracing::warn!(error = %d, "Rule file error");
+        }
+        (self.build(), diagnostics)
+    }
+}
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension().and_then(|e| e.to_str()) == Some(ext)
+}
+
+/// A running directory watch; dropping it stops the watch.
+pub struct Watch {
+    _watcher: notify::RecommendedWatcher,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The watcher is dropped after this body; its channel closing ends the thread, which
+        // is not joined here so that drop never blocks on a reload in progress.
+        drop(self.thread.take());
+    }
+}
+
+/// Watches `reloader`'s directory and keeps `shared` up to date.
+///
+/// # Errors
+/// The directory cannot be watched.
+pub fn watch(mut reloader: Reloader, shared: Arc<SharedRules>) -> Result<Watch, WatchError> {
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let dir = reloader.dir.clone();
+    let mut watcher = notify::recommended_watcher(move |ev| {
+        // The receiver is gone only when the watch is being dropped.
+        let _ = tx.send(ev);
+    })
+    .map_err(|source| WatchError::Notify { dir: dir.clone(), source })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|source| WatchError::Notify { dir: dir.clone(), source })?;
+    let thread = std::thread::Builder::new()
+        .name("rules-watch".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut events = vec![first];
+                while let Ok(ev) = rx.recv_timeout(DEBOUNCE) {
+                    events.push(ev);
+                }
+                let mut paths: Vec<PathBuf> = Vec::new();
+                let mut rescan = false;
+                for ev in events {
+                    match ev {
+                        Ok(ev) => {
+                            rescan |= ev.need_rescan();
+                            paths.extend(ev.paths);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Rules directory watch error; rescanning");
+                            rescan = true;
+                        }
+                    }
+                }
+                if rescan {
+                    // A missed event: treat every known and present file as changed.
+                    paths.extend(reloader.rules.keys().cloned());
+                    if let Ok(entries) = std::fs::read_dir(&reloader.dir) {
+                        paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+                    }
+                }
+                paths.sort();
+                paths.dedup();
+                let (set, _) = reloader.apply(&paths);
+                shared.set(set);
+            }
+        })
+        .map_err(WatchError::Thread)?;
+    Ok(Watch { _watcher: watcher, thread: Some(thread) })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn wait_for(shared: &SharedRules, what: &str, ok: impl Fn(&RuleSet) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            if ok(&shared.get()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("not within 2 s: {what}");
+    }
+
+    #[test]
+    fn reload_keeps_the_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.sql");
+        std::fs::write(&a, "SELECT 1 AS v FROM \"/a/+\"").unwrap();
+        std::fs::write(dir.path().join("b.sql"), "SELECT 2 AS v FROM \"/b/+\"").unwrap();
+        let (reloader, set, diags) = Reloader::load(dir.path());
+        assert!(diags.is_empty());
+        let shared = Arc::new(SharedRules::new(set));
+        let _watch = watch(reloader, Arc::clone(&shared)).unwrap();
+
+        std::fs::write(&a, "SELECT 1 AS v FROM \"/a2/+\"").unwrap();
+        wait_for(&shared, "change", |s| s.get("a").is_some_and(|r| r.topic_filter() == "/a2/+"));
+
+        std::fs::write(&a, "SELECT FROM nothing").unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(shared.get().get("a").unwrap().topic_filter(), "/a2/+");
+        assert!(shared.get().get("b").is_some());
+
+        std::fs::write(dir.path().join("c.sql"), "SELECT 3 AS v FROM \"/c/+\"").unwrap();
+        wait_for(&shared, "add", |s| s.get("c").is_some());
+
+        std::fs::remove_file(&a).unwrap();
+        wait_for(&shared, "remove", |s| s.get("a").is_none() && s.len() == 2);
+    }
+
+    #[test]
+    fn apply_keeps_metrics_and_refuses_name_clashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.sql");
+        std::fs::write(&a, "SELECT 1 FROM \"/a/+\"").unwrap();
+        let (mut r, set, _) = Reloader::load(dir.path());
+        set.get("a").unwrap().metrics.action(true);
+        std::fs::write(&a, "SELECT 2 FROM \"/a/+\"").unwrap();
+        let b = dir.path().join("b.sql");
+        std::fs::write(&b, "-- name: a\nSELECT 1 FROM \"/b/+\"").unwrap();
+        let (set, diags) = r.apply(&[a, b]);
+        assert_eq!(set.get("a").unwrap().metrics.snapshot().actions_success, 1);
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].message.contains("already used"));
+    }
+}
