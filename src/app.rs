@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::config::Config;
 use crate::groups::{Groups, Settings};
+use crate::ingress::Broker;
 use crate::ingress::{Ingress, IngressError, OfflineReason};
 use crate::pipeline::{Pipeline, Routes, Stats};
 use crate::registry::{Registry, RegistryError};
+use crate::rules::watch::{watch, Reloader, SharedRules, Watch};
 use crate::store::{Db, Ids, RedbQueue, StoreError};
 
 /// Start-up failures.
@@ -39,8 +41,36 @@ pub struct App {
     amqp: AmqpServer,
     groups: Arc<Groups>,
     registry: Arc<Registry>,
+    rules: Arc<SharedRules>,
+    _rules_watch: Option<Watch>,
     pipeline: Pipeline,
     pipeline_task: JoinHandle<()>,
+}
+
+/// Loads the rules directory (reporting every broken file) and watches it when it exists.
+fn load_rules(dir: &std::path::Path) -> (Arc<SharedRules>, Option<Watch>) {
+    // A missing directory is created, so that rule files added later are picked up live.
+    if !dir.exists() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot create the rules directory");
+        }
+    }
+    let (reloader, set, diagnostics) = Reloader::load(dir);
+    for d in &diagnostics {
+        tracing::error!(problem = %d, "Rule file not loaded");
+    }
+    tracing::info!(dir = %dir.display(), rules = set.len(), "Rules loaded");
+    let shared = Arc::new(SharedRules::new(set));
+    if !dir.is_dir() {
+        return (shared, None);
+    }
+    match watch(reloader, shared.clone()) {
+        Ok(w) => (shared, Some(w)),
+        Err(e) => {
+            tracing::error!(error = %e, "Rules directory not watched: changes need a restart");
+            (shared, None)
+        }
+    }
 }
 
 impl App {
@@ -54,11 +84,21 @@ impl App {
         let queue = RedbQueue::open(db.clone())?;
         let groups = Groups::start(config, queue, Settings::from_config(config))?;
         let ids = Arc::new(Ids::new(db));
-        let (pipeline, task) = Pipeline::new(ids, Routes::new(&config.subscriptions), groups.clone());
+        let (rules, rules_watch) = load_rules(&config.rules_dir());
+        let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
+        let (pipeline, task) = Pipeline::new(
+            ids,
+            Routes::new(&config.subscriptions),
+            groups.clone(),
+            rules.clone(),
+            registry.clone(),
+            broker.clone(),
+        );
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
         let ingress =
-            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), shutdown.clone()).await?;
+            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), broker, shutdown.clone())
+                .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
         tracing::info!(
@@ -68,7 +108,17 @@ impl App {
             amqp_tls = ?amqp.tls_addr(),
             "iotpipe is serving"
         );
-        Ok(Self { shutdown, ingress, amqp, groups, registry, pipeline, pipeline_task })
+        Ok(Self {
+            shutdown,
+            ingress,
+            amqp,
+            groups,
+            registry,
+            rules,
+            _rules_watch: rules_watch,
+            pipeline,
+            pipeline_task,
+        })
     }
 
     /// The plain MQTT address.
@@ -94,6 +144,11 @@ impl App {
     /// The consumer groups.
     pub fn groups(&self) -> &Arc<Groups> {
         &self.groups
+    }
+
+    /// The rules currently in force.
+    pub fn rules(&self) -> Arc<crate::rules::RuleSet> {
+        self.rules.get()
     }
 
     /// The registry.
@@ -136,7 +191,10 @@ impl App {
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
     /// closes the store. Gives up waiting after `grace`.
     pub async fn shutdown(self, grace: Duration) {
-        let Self { shutdown, ingress, amqp, groups, registry, pipeline, pipeline_task } = self;
+        let Self { shutdown, ingress, amqp, groups, registry, rules, _rules_watch, pipeline, pipeline_task } =
+            self;
+        drop(_rules_watch);
+        drop(rules);
         let stats = pipeline.stats().clone();
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async {

@@ -105,7 +105,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub sessions: Sessions,
     pub pipeline: Pipeline,
-    pub broker: Broker,
+    pub broker: Arc<Broker>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
     pub stats: Arc<IngressStats>,
@@ -128,6 +128,7 @@ impl Ingress {
         config: &MqttConfig,
         registry: Arc<Registry>,
         pipeline: Pipeline,
+        broker: Arc<Broker>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
         let tls = match (&config.tls_listen, &config.cert, &config.key) {
@@ -141,7 +142,7 @@ impl Ingress {
             registry,
             sessions: Sessions::default(),
             pipeline,
-            broker: Broker::start()?,
+            broker,
             limits: Limits::new(config),
             shutdown,
             stats: Arc::new(IngressStats::default()),

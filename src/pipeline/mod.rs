@@ -5,8 +5,9 @@
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
 //! One task takes messages off the queue in batches, so a batch can share one storage commit.
-//! Targets come from the server-side subscriptions ([`routes`]); each target group gets its
-//! own copy, appended in the same commit.
+//! Targets come from the server-side subscriptions ([`routes`]) and from the `amqp` actions of
+//! matching SQL rules; each target gets its own copy, appended in the same commit, so a PUBACK
+//! covers both paths. `republish` actions run once the batch is stored.
 
 mod routes;
 
@@ -21,7 +22,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use routes::Routes;
 
 use crate::groups::Groups;
+use crate::ingress::Broker;
 use crate::message::{Kind, Message};
+use crate::registry::Registry;
+use crate::rules::action::Action;
+use crate::rules::context::EvalContext;
+use crate::rules::rule::Rule;
+use crate::rules::watch::SharedRules;
 use crate::store::{Append, Ids, StoredMessage};
 
 /// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
@@ -107,11 +114,15 @@ impl Pipeline {
         ids: Arc<Ids>,
         routes: Routes,
         groups: Arc<Groups>,
+        rules: Arc<SharedRules>,
+        registry: Arc<Registry>,
+        broker: Arc<Broker>,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Stats::default());
         let (tap, _) = broadcast::channel(TAP_CAPACITY);
-        let task = run(rx, routes, groups, stats.clone(), tap.clone());
+        let forwarding = Forwarding { rules, registry, broker, ids: ids.clone() };
+        let task = run(rx, routes, groups, forwarding, stats.clone(), tap.clone());
         (Self { tx, ids, stats, tap }, task)
     }
 
@@ -153,18 +164,101 @@ impl Pipeline {
     }
 }
 
+/// What the rules need besides the message.
+struct Forwarding {
+    rules: Arc<SharedRules>,
+    registry: Arc<Registry>,
+    broker: Arc<Broker>,
+    ids: Arc<Ids>,
+}
+
+/// A republish to do once the batch is stored: (rule, topic, payload).
+type Republish = (Arc<Rule>, String, bytes::Bytes);
+
+impl Forwarding {
+    /// Runs the rules on `message`: amqp actions become appends in this batch's commit,
+    /// republish actions are returned to run after it.
+    fn apply(
+        &self,
+        groups: &Groups,
+        message: &Message,
+        appends: &mut Vec<Append>,
+        republish: &mut Vec<Republish>,
+    ) {
+        let rules = self.rules.get();
+        if rules.is_empty() {
+            return;
+        }
+        let device = self.registry.device(&message.origin.product_key, &message.origin.device_name);
+        let ctx = EvalContext { tags: device.as_ref().map(|d| &d.tags) };
+        for output in rules.evaluate(message, &ctx) {
+            let payload = output.raw.clone().unwrap_or_else(|| bytes::Bytes::from(output.row.to_json()));
+            for action in &output.rule.actions {
+                match action {
+                    Action::Amqp { group, tag } => {
+                        if !groups.exists(group) {
+                            output.rule.metrics.action(false);
+                            tracing::warn!(rule = %output.rule.name, %group, "Rule forwards to a consumer group that does not exist");
+                            continue;
+                        }
+                        let id = match self.ids.next() {
+                            Ok(id) => id,
+                            Err(e) => {
+                                output.rule.metrics.action(false);
+                                tracing::error!(rule = %output.rule.name, error = %e, "No message id for a rule result");
+                                continue;
+                            }
+                        };
+                        let record = StoredMessage {
+                            id,
+                            generate_time_ms: message.received_at_ms,
+                            topic: message.forwarded().0.to_string(),
+                            tag: tag.as_ref().and_then(|t| t.render(&output.row, message)),
+                            payload: payload.clone(),
+                        };
+                        appends.push(Append { group: Arc::from(group.as_str()), record: record.encode() });
+                        output.rule.metrics.action(true);
+                    }
+                    Action::Republish { topic } => match topic.render(&output.row, message) {
+                        Some(t) => republish.push((output.rule.clone(), t, payload.clone())),
+                        None => {
+                            output.rule.metrics.action(false);
+                            tracing::warn!(rule = %output.rule.name, "Republish topic template has a missing field");
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    fn republish(&self, batch: Vec<Republish>) {
+        for (rule, topic, payload) in batch {
+            match self.broker.publish(&topic, payload) {
+                Ok(()) => rule.metrics.action(true),
+                Err(e) => {
+                    rule.metrics.action(false);
+                    tracing::warn!(rule = %rule.name, %topic, error = %e, "Republish failed");
+                }
+            }
+        }
+    }
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Job>,
     routes: Routes,
     groups: Arc<Groups>,
+    forwarding: Forwarding,
     stats: Arc<Stats>,
     tap: broadcast::Sender<Message>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut appends = Vec::new();
+    let mut republish = Vec::new();
     // While one batch commits, the next one gathers in the queue: group commit without a timer.
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         for job in &batch {
+            forwarding.apply(&groups, &job.message, &mut appends, &mut republish);
             let targets = routes.targets(&job.message);
             if targets.is_empty() {
                 continue;
@@ -187,6 +281,9 @@ async fn run(
             groups.append(std::mem::take(&mut appends)).await.map_err(|e| HandoffError::Store(e.to_string()));
         if result.is_ok() {
             stats.group_copies.fetch_add(copies, Ordering::Relaxed);
+            forwarding.republish(std::mem::take(&mut republish));
+        } else {
+            republish.clear();
         }
         for job in batch.drain(..) {
             if result.is_ok() {

@@ -34,6 +34,8 @@ pub fn config_text(dir: &Path, mqtt_extra: &str, extra: &str) -> String {
 pub fn config_text_amqp(dir: &Path, mqtt_extra: &str, amqp_extra: &str, extra: &str) -> String {
     let mut s = format!(
         r#"
+rules_dir = "{}"
+
 [mqtt]
 listen = "127.0.0.1:0"
 keep_alive_min_secs = 1
@@ -54,6 +56,7 @@ secret = "test-secret"
 key = "{PK}"
 name = "Test product"
 "#,
+        dir.join("rules").display(),
         dir.display()
     );
     for (name, secret) in DEVICES {

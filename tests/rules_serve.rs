@@ -1,0 +1,82 @@
+//! SQL rules inside the running server: results forwarded to a consumer group (with a tag) and
+//! republished to a device, side by side with the subscription; rule files reloaded live.
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{consumer, read};
+use common::*;
+use rumqttc::{Packet, QoS};
+
+const GROUP: &str = "[[consumer_groups]]\nid = \"g_rules\"\nname = \"rules_group\"\n";
+const RULE: &str =
+    "-- name: hot\n-- action: amqp g_rules tag=${dn}\n-- action: republish /a1test/dev2/user/get\n\
+SELECT temperature AS t, deviceName() AS dn FROM \"/a1test/+/user/update\" WHERE temperature > 38\n";
+
+async fn publish(server: &Server, device: &str, body: &str) {
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds(device))).await.unwrap();
+    client
+        .publish(format!("/a1test/{device}/user/update"), QoS::AtLeastOnce, false, body.to_string())
+        .await
+        .unwrap();
+    until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
+    client.disconnect().await.unwrap();
+    let _ = until_v4_closed(&mut ev).await;
+}
+
+#[tokio::test]
+async fn rule_results_reach_their_group_and_are_republished() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/hot.sql"), RULE).unwrap();
+    let text = config_text(dir.path(), "", GROUP);
+    let config = iotpipe::config::load_str(&text, "test.toml").unwrap();
+    let app = iotpipe::App::start(&config).await.unwrap();
+    let server = Server { tap: app.tap(), app, dir, text };
+    assert_eq!(server.app.rules().len(), 1);
+
+    let (dev2, mut dev2_ev) = connect_v4(v4_options(server.addr(), &creds("dev2"))).await.unwrap();
+    dev2.subscribe("/a1test/dev2/user/get", QoS::AtMostOnce).await.unwrap();
+    until_v4(&mut dev2_ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+
+    let mut c = consumer(server.app.amqp_addr(), "rules-consumer", "g_rules").await;
+    publish(&server, "dev1", r#"{"temperature":30}"#).await;
+    publish(&server, "dev1", r#"{"temperature":40}"#).await;
+    let d = c.next().await;
+    c.accept(&d).await;
+    let r = read(&d);
+    assert_eq!(r.body, br#"{"t":40,"dn":"dev1"}"#);
+    assert_eq!(r.tag.as_deref(), Some("dev1"));
+    assert_eq!(r.topic, "/a1test/dev1/user/update");
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none(), "the 30-degree reading matched no rule");
+
+    let Packet::Publish(p) =
+        until_v4(&mut dev2_ev, "republished message", |p| matches!(p, Packet::Publish(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(&p.payload[..], br#"{"t":40,"dn":"dev1"}"#);
+
+    let rules = server.app.rules();
+    let hot = rules.get("hot").unwrap().metrics.snapshot();
+    assert_eq!((hot.matched, hot.passed, hot.failed_no_result), (2, 1, 1));
+    assert_eq!(hot.actions_success, 2, "one amqp and one republish");
+}
+
+#[tokio::test]
+async fn a_rule_file_added_while_running_takes_effect() {
+    let server = Server::start_with("", GROUP).await;
+    assert_eq!(server.app.rules().len(), 0);
+    let rules = server.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).ok();
+    std::fs::write(rules.join("hot.sql"), RULE).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while server.app.rules().len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the new rule file was not loaded within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = consumer(server.app.amqp_addr(), "late-rule", "g_rules").await;
+    publish(&server, "dev3", r#"{"temperature":41}"#).await;
+    assert_eq!(read(&c.next().await).body, br#"{"t":41,"dn":"dev3"}"#);
+}
