@@ -1,6 +1,7 @@
 //! `crypto(field, alg)`: lowercase hex digest of the text of `field`.
-//! `alg` is one of MD5, SHA1, SHA-256, SHA-384, SHA-512 (case-insensitive, the dash optional).
-//! The platform also lists MD2, which is broken and not offered: a rule using it does not compile.
+//! `alg` is one of MD2, MD5, SHA1, SHA-256, SHA-384, SHA-512 (case-insensitive, the dash
+//! optional), the platform's list. MD2 and MD5 are broken as cryptography; they are offered
+//! for compatibility with rules written for the platform.
 
 use md5::Digest as _;
 use serde_json::Value;
@@ -19,7 +20,7 @@ pub static SPEC: FnSpec = FnSpec {
     usage: "crypto(field, 'SHA-256')",
 };
 
-const ALGS: &str = "MD5, SHA1, SHA-256, SHA-384, SHA-512";
+const ALGS: &str = "MD2, MD5, SHA1, SHA-256, SHA-384, SHA-512";
 
 const CHECK: Check = |args| match literal_str(args, 1) {
     Some(alg) if digest(alg, b"").is_none() => {
@@ -36,6 +37,7 @@ pub(crate) fn digest(alg: &str, data: &[u8]) -> Option<String> {
     let norm: String =
         alg.chars().filter(|c| *c != '-' && *c != '_').collect::<String>().to_ascii_uppercase();
     Some(match norm.as_str() {
+        "MD2" => hex::encode(md2::Md2::digest(data)),
         "MD5" => hex::encode(md5::Md5::digest(data)),
         "SHA1" => hex::encode(sha1::Sha1::digest(data)),
         "SHA256" => hex::encode(sha2::Sha256::digest(data)),
@@ -72,11 +74,15 @@ mod tests {
                 ),
                 (vec![json!("abc"), json!("SHA-384")], Ok(json!("cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358baeca134c825a7"))),
                 (vec![json!("abc"), json!("sha512")], Ok(json!("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"))),
-                (vec![json!("abc"), json!("MD2")], Err("unknown algorithm")),
+                // RFC 1319, appendix A.5.
+                (vec![json!("abc"), json!("MD2")], Ok(json!("da853b0d3f88d99b30283a69e6ded6bb"))),
+                (vec![json!(""), json!("md2")], Ok(json!("8350e5a3e24c153df2275c9f80692773"))),
+                (vec![json!("abc"), json!("MD4")], Err("unknown algorithm")),
                 (vec![json!(null), json!("MD5")], Ok(json!(null))),
             ],
         );
-        assert!((super::CHECK)(&[None, Some(&json!("MD2"))]).is_err());
+        assert!((super::CHECK)(&[None, Some(&json!("MD4"))]).is_err());
+        assert!((super::CHECK)(&[None, Some(&json!("MD2"))]).is_ok());
         assert!((super::CHECK)(&[None, Some(&json!(5))]).is_err());
     }
 }
