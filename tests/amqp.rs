@@ -337,21 +337,14 @@ async fn status_lists_online_clients() {
 async fn amqps_from_the_first_byte_with_a_self_signed_certificate() {
     use std::sync::Arc;
     use tokio_rustls::rustls;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let amqp = format!(
-        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
-        cert_path.display(),
-        key_path.display()
-    );
+    let (cert, cert_path, key_path) = self_signed(dir.path(), &["localhost"]);
+    let amqp = tls_section(&cert_path, &key_path);
     let server = Server::start_full("", &amqp, "").await;
     let tls_addr = server.app.amqp_tls_addr().unwrap();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(cert.der().clone()).unwrap();
     let config =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()

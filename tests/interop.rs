@@ -54,17 +54,9 @@ fn base_env(amqp_port: u16) -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rhea_consumes_over_tls() {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let amqp = format!(
-        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
-        cert_path.display(),
-        key_path.display()
-    );
+    let (_, cert_path, key_path) = self_signed(dir.path(), &["localhost", "127.0.0.1"]);
+    let amqp = tls_section(&cert_path, &key_path);
     let server = Server::start_full("", &amqp, "").await;
     publish_n(server.addr(), "dev1", N).await;
     let mut env = base_env(server.app.amqp_tls_addr().unwrap().port());

@@ -58,22 +58,14 @@ async fn a_thousand_devices_connect_at_once() {
 
 #[tokio::test]
 async fn mqtt_over_tls_with_a_self_signed_certificate() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let mqtt = format!(
-        "tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"",
-        cert_path.display(),
-        key_path.display()
-    );
+    let (cert, cert_path, key_path) = self_signed(dir.path(), &["localhost"]);
+    let mqtt = tls_section(&cert_path, &key_path);
     let mut server = Server::start_with(&mqtt, "").await;
     let tls_addr = server.app.mqtt_tls_addr().expect("TLS listener");
 
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
+    roots.add(cert.der().clone()).unwrap();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let client_config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -321,3 +321,22 @@ pub async fn publish_n(addr: SocketAddr, device: &str, n: usize) {
     client.disconnect().await.unwrap();
     let _ = until_v4_closed(&mut ev).await;
 }
+
+/// A self-signed certificate for `names`, written as PEM files into `dir`: (certificate, cert
+/// path, key path).
+pub fn self_signed(
+    dir: &Path,
+    names: &[&str],
+) -> (rcgen::Certificate, std::path::PathBuf, std::path::PathBuf) {
+    let generated =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, generated.cert.pem()).unwrap();
+    std::fs::write(&key_path, generated.signing_key.serialize_pem()).unwrap();
+    (generated.cert, cert_path, key_path)
+}
+
+/// The `tls_listen`, `cert` and `key` lines of a listener section for those files.
+pub fn tls_section(cert: &Path, key: &Path) -> String {
+    format!("tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"", cert.display(), key.display())
+}

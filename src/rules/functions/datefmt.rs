@@ -5,7 +5,43 @@
 //! `''` is a quote. Other ASCII letters are reserved by Java and rejected, so a typo is a compile
 //! error rather than a silent wrong date.
 
-use chrono::{DateTime, Datelike, FixedOffset, Timelike};
+use chrono::{DateTime, Datelike, FixedOffset, Offset as _, TimeZone as _, Timelike};
+use serde_json::Value;
+
+use super::{literal_str, Args};
+use crate::rules::error::EvalError;
+
+/// The compile-time check of `timestamp([fmt])` and `timestamp_utc([fmt])`: a literal pattern
+/// must parse; anything else must at least not be a non-string literal.
+pub(super) fn check_pattern(function: &str, args: &[Option<&Value>]) -> Result<(), String> {
+    match literal_str(args, 0) {
+        Some(p) => DatePattern::parse(p).map(|_| ()),
+        None => match args.first().copied().flatten() {
+            Some(v) if !v.is_string() => Err(format!("{function}() needs a date pattern string, got {v}")),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The message's receive time: epoch ms without arguments, else formatted with the pattern in
+/// the server's local time zone (`local`) or in UTC.
+pub(super) fn receive_time(a: &Args<'_, '_>, local: bool) -> Result<Value, EvalError> {
+    let ms = a.env.msg.received_at_ms;
+    if a.vals.is_empty() {
+        return Ok(Value::from(ms));
+    }
+    if a.any_null() {
+        return Ok(Value::Null);
+    }
+    // Patterns are usually literals checked at compile time; parsing again here costs well under
+    // a microsecond and keeps computed patterns possible.
+    let pattern = DatePattern::parse(&a.text(0)).map_err(|e| a.err(e))?;
+    let t = DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+        .ok_or_else(|| a.err("the receive time is out of range"))?;
+    let off =
+        if local { chrono::Local.offset_from_utc_datetime(&t.naive_utc()).fix() } else { chrono::Utc.fix() };
+    Ok(Value::String(pattern.format(&t.with_timezone(&off))))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
