@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{AmqpError, AmqpServer};
+use crate::api::{ApiServer, ApiStartError};
 use crate::config::Config;
 use crate::groups::{Groups, Settings};
 use crate::ingress::Broker;
@@ -32,6 +33,9 @@ pub enum AppError {
     /// The AMQP server did not start.
     #[error(transparent)]
     Amqp(#[from] AmqpError),
+    /// The HTTP server did not start.
+    #[error(transparent)]
+    Http(#[from] ApiStartError),
 }
 
 /// A running iotpipe.
@@ -39,6 +43,7 @@ pub struct App {
     shutdown: CancellationToken,
     ingress: Ingress,
     amqp: AmqpServer,
+    http: ApiServer,
     groups: Arc<Groups>,
     registry: Arc<Registry>,
     rules: Arc<SharedRules>,
@@ -101,17 +106,20 @@ impl App {
                 .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
+        let http = ApiServer::start(&config.http, groups.clone(), shutdown.clone()).await?;
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),
             amqp = %amqp.addr(),
             amqp_tls = ?amqp.tls_addr(),
+            http = %http.addr(),
             "iotpipe is serving"
         );
         Ok(Self {
             shutdown,
             ingress,
             amqp,
+            http,
             groups,
             registry,
             rules,
@@ -139,6 +147,11 @@ impl App {
     /// The AMQP over TLS address.
     pub fn amqp_tls_addr(&self) -> Option<SocketAddr> {
         self.amqp.tls_addr()
+    }
+
+    /// The HTTP API address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.addr()
     }
 
     /// The consumer groups.
@@ -191,8 +204,18 @@ impl App {
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
     /// closes the store. Gives up waiting after `grace`.
     pub async fn shutdown(self, grace: Duration) {
-        let Self { shutdown, ingress, amqp, groups, registry, rules, _rules_watch, pipeline, pipeline_task } =
-            self;
+        let Self {
+            shutdown,
+            ingress,
+            amqp,
+            http,
+            groups,
+            registry,
+            rules,
+            _rules_watch,
+            pipeline,
+            pipeline_task,
+        } = self;
         drop(_rules_watch);
         drop(rules);
         let stats = pipeline.stats().clone();
@@ -206,6 +229,7 @@ impl App {
             // Consumers are gone next (their unsettled messages go back), then the store closes.
             amqp.stopped().await;
             drop(amqp);
+            http.stopped().await;
             groups.shutdown().await;
         })
         .await;

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`amqp`]: AMQP 1.0 server for consumers: signed logins, one receiver link, deliveries.
+//! - [`api`]: HTTP API (`/healthz`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
@@ -20,6 +21,7 @@
 //! - [`cli`]: the command line.
 
 pub mod amqp;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

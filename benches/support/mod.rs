@@ -32,7 +32,7 @@ impl ServerProcess {
     pub fn start(devices: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = format!(
-            "rules_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[amqp]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n\
+            "rules_dir = \"{}\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[amqp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n\
              [[access_keys]]\nid = \"LTAIbench\"\nsecret = \"bench-secret\"\n[[products]]\nkey = \"a1bench\"\n",
             dir.path().join("rules").display(),
             dir.path().join("data").display()

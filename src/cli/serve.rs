@@ -48,6 +48,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if let Some(tls) = app.amqp_tls_addr() {
         say!("  AMQP+TLS  {tls}");
     }
+    say!("  HTTP      {}", app.http_addr());
     say!("  data      {}", config.storage.dir.display());
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());

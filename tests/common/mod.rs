@@ -45,6 +45,10 @@ keep_alive_min_secs = 1
 listen = "127.0.0.1:0"
 {amqp_extra}
 
+[http]
+listen = "127.0.0.1:0"
+admin_token = "test-token"
+
 [storage]
 dir = "{}"
 

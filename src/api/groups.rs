@@ -1,0 +1,99 @@
+//! `/api/v1/consumer-groups`: list, view, status, clear.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::groups::Group;
+
+/// A consumer group as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupView {
+    /// Group id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+impl GroupView {
+    fn of(g: &Group) -> Self {
+        Self { id: g.id.to_string(), name: g.name.clone() }
+    }
+}
+
+/// `?name=` filter of the list.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Substring of the name (case-insensitive).
+    pub name: Option<String>,
+}
+
+/// `GET /consumer-groups`.
+pub async fn list(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Json<Vec<GroupView>> {
+    let filter = q.name.map(|n| n.to_lowercase());
+    Json(
+        state
+            .groups
+            .list()
+            .iter()
+            .filter(|g| filter.as_ref().is_none_or(|f| g.name.to_lowercase().contains(f.as_str())))
+            .map(|g| GroupView::of(g))
+            .collect(),
+    )
+}
+
+fn find(state: &ApiState, id: &str) -> Result<Arc<Group>, ApiError> {
+    state.groups.get(id).ok_or_else(|| ApiError::not_found(format!("consumer group {id} does not exist")))
+}
+
+/// `GET /consumer-groups/{id}`.
+pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Json<GroupView>, ApiError> {
+    Ok(Json(GroupView::of(&*find(&state, &id)?)))
+}
+
+/// `GET /consumer-groups/{id}/status`, in the contract's field names plus iotpipe's counters.
+pub async fn status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let g = find(&state, &id)?;
+    let s = g.status();
+    let c = &g.counters;
+    Ok(Json(serde_json::json!({
+        "consumptionRate": s.consumption_rate_per_minute,
+        "accumulatedCount": s.accumulated,
+        "inFlightCount": s.in_flight,
+        "lastConsumptionTime": s.last_consumption_ms,
+        "onlineClients": s.online_clients.iter().map(|c| serde_json::json!({
+            "clientId": c.client_id,
+            "clientIpPort": c.peer.to_string(),
+            "onlineTime": c.online_since_ms,
+            "consumptionRate": c.rate_per_minute,
+        })).collect::<Vec<_>>(),
+        "counters": {
+            "appended": c.appended.load(Relaxed),
+            "delivered": c.delivered.load(Relaxed),
+            "acked": c.acked.load(Relaxed),
+            "redelivered": c.redelivered.load(Relaxed),
+            "expired": c.expired.load(Relaxed),
+            "rejected": c.rejected.load(Relaxed),
+            "cleared": c.cleared.load(Relaxed),
+        },
+    })))
+}
+
+/// `POST /consumer-groups/{id}/clear`.
+pub async fn clear(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let g = find(&state, &id)?;
+    let cleared = g.clear().await.map_err(|e| ApiError::internal(format!("clearing {id} failed: {e}")))?;
+    tracing::info!(group = %id, cleared, "Consumer group cleared through the API");
+    Ok(Json(serde_json::json!({"id": id, "cleared": cleared})))
+}
