@@ -12,7 +12,7 @@ pub static SPEC: FnSpec =
     FnSpec { name: "topic", min: 0, max: 1, star: false, check: Some(CHECK), call, usage: "topic([n])" };
 
 const CHECK: Check = |args| match args.first().copied().flatten() {
-    Some(v) if v.as_u64().map_or(true, |n| n == 0) => {
+    Some(v) if v.as_u64().is_none_or(|n| n == 0) => {
         Err(format!("topic(n) needs a level number >= 1, got {v}"))
     }
     _ => Ok(()),
