@@ -87,7 +87,7 @@ impl App {
         let db = Db::open(&config.storage.dir)?;
         let registry = Arc::new(Registry::load(config, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
-        let groups = Groups::start(config, queue, Settings::from_config(config))?;
+        let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
         let ids = Arc::new(Ids::new(db));
         let (rules, rules_watch) = load_rules(&config.rules_dir());
         let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
@@ -106,7 +106,7 @@ impl App {
                 .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
-        let http = ApiServer::start(&config.http, groups.clone(), shutdown.clone()).await?;
+        let http = ApiServer::start(config, groups.clone(), rules.clone(), shutdown.clone()).await?;
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),

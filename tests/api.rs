@@ -74,3 +74,90 @@ async fn groups_can_be_listed_viewed_watched_and_cleared() {
     assert_eq!(status["accumulatedCount"], 0);
     c.close().await;
 }
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = req.bearer_auth("test-token").send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+}
+
+#[tokio::test]
+async fn groups_are_created_with_the_name_rule_and_survive_a_restart() {
+    let server = Server::start().await;
+    let client = reqwest::Client::new();
+    let post = |body: &'static str| {
+        client
+            .post(url(&server, "/api/v1/consumer-groups"))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let (status, created) = send(post(r#"{"name":"告警_alerts"}"#)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with('g') && id.len() == 21, "{id}");
+    assert_eq!(created["name"], "告警_alerts");
+
+    let (status, body) = send(post(r#"{"name":"告警_alerts"}"#)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("NameTaken")));
+    let (status, body) = send(post(r#"{"name":"abc"}"#)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("InvalidName")));
+    assert!(body["message"].as_str().unwrap().contains("4 to 30"), "{body}");
+    let (status, body) = send(post(r#"{"nmae":"abcd"}"#)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("InvalidBody")));
+    assert!(body["message"].as_str().unwrap().contains("nmae"), "the message names the field: {body}");
+    let (status, body) = send(post("not json")).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("InvalidBody")));
+
+    // A consumer can use it at once, and it survives a restart.
+    let c = consumer(server.app.amqp_addr(), "new-group-client", &id).await;
+    c.close().await;
+    let server = server.restart().await;
+    let (status, body) =
+        send(reqwest::Client::new().get(url(&server, &format!("/api/v1/consumer-groups/{id}")))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "告警_alerts");
+}
+
+#[tokio::test]
+async fn deleting_a_group_is_refused_while_something_uses_it() {
+    let extra = "[[consumer_groups]]\nid = \"g_cfg\"\nname = \"configured\"\n\
+                 [[subscriptions]]\nproduct_key = \"pother\"\nmessage_types = [\"status\"]\nconsumer_groups = [\"g_cfg\"]\n\
+                 [[products]]\nkey = \"pother\"\n";
+    let server = Server::start_with("", extra).await;
+    let client = reqwest::Client::new();
+    let delete = |id: &str| client.delete(url(&server, &format!("/api/v1/consumer-groups/{id}")));
+
+    let (status, body) = send(delete("DEFAULT_GROUP")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("a1test"), "lists the subscribed product: {body}");
+    let (status, body) = send(delete("g_cfg")).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("InUse")));
+    assert!(body["message"].as_str().unwrap().contains("pother"), "{body}");
+
+    let (_, created) = send(
+        client.post(url(&server, "/api/v1/consumer-groups")).json(&serde_json::json!({"name": "doomed"})),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let rule = server.dir.path().join("rules/uses_it.sql");
+    std::fs::write(&rule, format!("-- action: amqp {id}\nSELECT * FROM \"/a1test/+/user/update\"\n"))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.app.rules().len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "rule not loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, body) = send(delete(&id)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("InUse")));
+    assert!(body["message"].as_str().unwrap().contains("uses_it"), "lists the rule: {body}");
+
+    std::fs::remove_file(&rule).unwrap();
+    while !server.app.rules().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "rule not unloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(send(delete(&id)).await.0, 204);
+    assert_eq!(send(delete(&id)).await.0, 404);
+    assert!(!server.app.groups().exists(&id));
+}

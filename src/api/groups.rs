@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,63 @@ pub async fn list(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> 
 
 fn find(state: &ApiState, id: &str) -> Result<Arc<Group>, ApiError> {
     state.groups.get(id).ok_or_else(|| ApiError::not_found(format!("consumer group {id} does not exist")))
+}
+
+/// `POST /consumer-groups` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// The group's name (4–30 characters, Chinese and Japanese count 2).
+    pub name: String,
+}
+
+/// `POST /consumer-groups`: creates a group with a generated id.
+pub async fn create(
+    State(state): State<ApiState>,
+    body: Result<Json<CreateGroup>, JsonRejection>,
+) -> Result<(StatusCode, Json<GroupView>), ApiError> {
+    let Json(body) = body?;
+    let g = state.groups.create(&body.name)?;
+    Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
+}
+
+/// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    find(&state, &id)?;
+    let products: Vec<&str> = state
+        .subscriptions
+        .iter()
+        .filter(|s| s.consumer_groups.contains(&id))
+        .map(|s| s.product_key.as_str())
+        .collect();
+    if !products.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InUse",
+            format!("consumer group {id} is used by the subscriptions of products {}", products.join(", ")),
+        ));
+    }
+    let rules = state.rules.get();
+    let forwarding: Vec<&str> = rules
+        .rules()
+        .iter()
+        .filter(|r| {
+            r.actions
+                .iter()
+                .chain(r.error_action.iter())
+                .any(|a| matches!(a, crate::rules::action::Action::Amqp { group, .. } if *group == id))
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    if !forwarding.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "InUse",
+            format!("consumer group {id} is the destination of the rules {}", forwarding.join(", ")),
+        ));
+    }
+    state.groups.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /consumer-groups/{id}`.

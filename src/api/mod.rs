@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpConfig;
+use crate::config::{Config, SubscriptionConfig};
 use crate::groups::Groups;
+use crate::rules::watch::SharedRules;
 use crate::sign::constant_time_eq;
 use error::ApiError;
 
@@ -29,6 +30,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     groups: Arc<Groups>,
+    subscriptions: Arc<[SubscriptionConfig]>,
+    rules: Arc<SharedRules>,
     token: Arc<str>,
 }
 
@@ -54,15 +57,18 @@ impl ApiServer {
     /// # Errors
     /// When the listener cannot bind.
     pub async fn start(
-        config: &HttpConfig,
+        config: &Config,
         groups: Arc<Groups>,
+        rules: Arc<SharedRules>,
         shutdown: CancellationToken,
     ) -> Result<Self, ApiStartError> {
+        let subscriptions: Arc<[SubscriptionConfig]> = config.subscriptions.clone().into();
+        let config = &config.http;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiStartError { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ApiStartError { addr: config.listen, source })?;
-        let state = ApiState { groups, token: config.admin_token.as_str().into() };
+        let state = ApiState { groups, subscriptions, rules, token: config.admin_token.as_str().into() };
         let app = router(state);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
@@ -86,8 +92,8 @@ impl ApiServer {
 
 fn router(state: ApiState) -> Router {
     let v1 = Router::new()
-        .route("/consumer-groups", get(groups::list))
-        .route("/consumer-groups/{id}", get(groups::get))
+        .route("/consumer-groups", get(groups::list).post(groups::create))
+        .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
         .route("/consumer-groups/{id}/clear", post(groups::clear))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::rate::RateWindow;
 use super::Settings;
 use crate::message::now_ms;
-use crate::store::{QueueStore, StoredMessage};
+use crate::store::{Extent, QueueStore, StoredMessage};
 
 /// Records one dispatcher read takes from the store.
 const FETCH: usize = 256;
@@ -120,6 +120,7 @@ pub struct Group {
     store: Arc<dyn QueueStore>,
     settings: Settings,
     next_client: AtomicU64,
+    stop: CancellationToken,
 }
 
 /// A group's status for the API.
@@ -170,19 +171,24 @@ impl Group {
         name: &str,
         store: Arc<dyn QueueStore>,
         settings: Settings,
-        first: u64,
-        next: u64,
-        count: u64,
+        extent: Extent,
+        stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: id.into(),
             name: name.to_string(),
             counters: Counters::default(),
-            state: Mutex::new(State { count, cursor: first.max(1), tail: next.max(1), ..State::default() }),
+            state: Mutex::new(State {
+                count: extent.count,
+                cursor: extent.first.max(1),
+                tail: extent.next.max(1),
+                ..State::default()
+            }),
             wake: Notify::new(),
             store,
             settings,
             next_client: AtomicU64::new(1),
+            stop,
         })
     }
 
@@ -381,6 +387,11 @@ impl Group {
         self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
         tracing::info!(group = %self.id, count = expired.len(), "Messages expired after the retention period");
         self.store.remove(&self.id, expired);
+    }
+
+    /// Stops the group's dispatcher (the group is being deleted).
+    pub(super) fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Moves messages to clients until `stop`.

@@ -4,6 +4,8 @@
 //! path used by the pipeline and the background tasks (one dispatcher per group, one sweeper).
 
 mod group;
+pub mod name;
+mod persist;
 mod rate;
 
 use std::collections::HashMap;
@@ -16,7 +18,39 @@ use tokio_util::task::TaskTracker;
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
 use crate::config::Config;
-use crate::store::{Append, QueueStore, StoreError};
+use crate::store::{Append, Db, Extent, QueueStore, StoreError};
+
+/// Groups at most; the modelled platform's limit.
+pub const MAX_GROUPS: usize = 1000;
+
+/// Why a group could not be created or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    /// The name breaks the name rule.
+    #[error("name: {0}")]
+    InvalidName(String),
+    /// Another group has the name.
+    #[error("name: a consumer group named {0:?} exists already")]
+    NameTaken(String),
+    /// Too many groups.
+    #[error("there are already {0} consumer groups, the maximum")]
+    Limit(usize),
+    /// DEFAULT_GROUP or a group of the configuration file.
+    #[error("{0}")]
+    Protected(String),
+    /// No such group.
+    #[error("consumer group {0} does not exist")]
+    NotFound(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A new group id: `g` and 20 random letters and digits, like the platform's generated ids.
+fn generate_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    format!("g{}", Alphanumeric.sample_string(&mut rand::rng(), 20))
+}
 
 /// The group that always exists.
 pub const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
@@ -50,7 +84,10 @@ impl Settings {
 /// Every consumer group.
 pub struct Groups {
     groups: RwLock<HashMap<String, Arc<Group>>>,
+    /// Ids declared in the configuration file (and DEFAULT_GROUP): not deletable at run time.
+    declared: Vec<String>,
     store: Arc<dyn QueueStore>,
+    db: Arc<Db>,
     settings: Settings,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -72,27 +109,37 @@ impl Groups {
         config: &Config,
         store: Arc<dyn QueueStore>,
         settings: Settings,
+        db: Arc<Db>,
     ) -> Result<Arc<Self>, StoreError> {
         let extents = store.extents()?;
+        let declared: Vec<(String, String)> =
+            std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
+                .chain(config.consumer_groups.iter().map(|g| (g.id.clone(), g.name.clone())))
+                .collect();
+        let created = persist::load(&db)?;
         let this = Arc::new(Self {
             groups: RwLock::new(HashMap::new()),
+            declared: declared.iter().map(|(id, _)| id.clone()).collect(),
             store,
+            db,
             settings,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        let declared = std::iter::once((DEFAULT_GROUP, DEFAULT_GROUP))
-            .chain(config.consumer_groups.iter().map(|g| (g.id.as_str(), g.name.as_str())));
-        for (id, name) in declared {
-            let extent = extents.get(id).copied().unwrap_or_default();
-            this.add(id, name, extent.first, extent.next, extent.count);
+        for (id, name) in declared.iter().chain(created.iter()) {
+            if this.exists(id) {
+                tracing::warn!(group = %id, "A group created through the API is also declared in the configuration; the configuration wins");
+                continue;
+            }
+            let extent = extents.get(id.as_str()).copied().unwrap_or_default();
+            this.add(id, name, extent);
             if extent.count > 0 {
-                tracing::info!(group = id, backlog = extent.count, "Consumer group backlog restored");
+                tracing::info!(group = %id, backlog = extent.count, "Consumer group backlog restored");
             }
         }
         for (id, extent) in &extents {
             if !this.exists(id) {
-                tracing::warn!(group = %id, backlog = extent.count, "Stored messages of a group that is no longer configured are kept but not served");
+                tracing::warn!(group = %id, backlog = extent.count, "Stored messages of a group that no longer exists are kept but not served");
             }
         }
         let sweeper = this.clone();
@@ -100,11 +147,61 @@ impl Groups {
         Ok(this)
     }
 
-    fn add(&self, id: &str, name: &str, first: u64, next: u64, count: u64) -> Arc<Group> {
-        let group = Group::new(id, name, self.store.clone(), self.settings, first, next, count);
-        self.tasks.spawn(group.clone().dispatch(self.stop.clone()));
+    fn add(&self, id: &str, name: &str, extent: Extent) -> Arc<Group> {
+        let stop = self.stop.child_token();
+        let group = Group::new(id, name, self.store.clone(), self.settings, extent, stop.clone());
+        self.tasks.spawn(group.clone().dispatch(stop));
         self.write().insert(id.to_string(), group.clone());
         group
+    }
+
+    /// Creates a group with a generated id; it is stored and survives restarts.
+    ///
+    /// # Errors
+    /// A name that breaks the name rule or is taken, the group limit, or storage.
+    pub fn create(&self, name: &str) -> Result<Arc<Group>, GroupsError> {
+        name::validate(name).map_err(GroupsError::InvalidName)?;
+        let id = {
+            let groups = self.read();
+            if groups.values().any(|g| g.name == name) {
+                return Err(GroupsError::NameTaken(name.to_string()));
+            }
+            if groups.len() >= MAX_GROUPS {
+                return Err(GroupsError::Limit(MAX_GROUPS));
+            }
+            loop {
+                let id = generate_id();
+                if !groups.contains_key(&id) {
+                    break id;
+                }
+            }
+        };
+        persist::put(&self.db, &id, Some(name))?;
+        tracing::info!(group = %id, %name, "Consumer group created");
+        Ok(self.add(&id, name, Extent::default()))
+    }
+
+    /// Deletes a group created at run time, with its stored messages. The caller checks that no
+    /// subscription or rule uses it.
+    ///
+    /// # Errors
+    /// Unknown group, `DEFAULT_GROUP` or a configured group, or storage.
+    pub async fn delete(&self, id: &str) -> Result<(), GroupsError> {
+        if id == DEFAULT_GROUP {
+            return Err(GroupsError::Protected("DEFAULT_GROUP cannot be deleted".into()));
+        }
+        if self.declared.iter().any(|d| d == id) {
+            return Err(GroupsError::Protected(format!(
+                "consumer group {id} is declared in the configuration file; remove it there"
+            )));
+        }
+        let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
+        persist::put(&self.db, id, None)?;
+        self.write().remove(id);
+        group.stop();
+        let removed = self.store.clear(id).await?;
+        tracing::info!(group = %id, dropped = removed, "Consumer group deleted");
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Group>>> {
