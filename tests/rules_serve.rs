@@ -80,3 +80,40 @@ async fn a_rule_file_added_while_running_takes_effect() {
     publish(&server, "dev3", r#"{"temperature":41}"#).await;
     assert_eq!(read(&c.next().await).body, br#"{"t":41,"dn":"dev3"}"#);
 }
+
+#[tokio::test]
+async fn both_paths_side_by_side_carry_the_right_properties() {
+    // DEFAULT_GROUP gets a1test's upstream data by subscription (the test config), g_rules gets
+    // the rule's result with a tag.
+    let server = Server::start_with("", GROUP).await;
+    std::fs::write(server.dir.path().join("rules/hot.sql"), RULE).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while server.app.rules().len() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "rule not loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut by_rule = consumer(server.app.amqp_addr(), "by-rule", "g_rules").await;
+    let mut by_subscription = consumer(server.app.amqp_addr(), "by-subscription", "DEFAULT_GROUP").await;
+    publish(&server, "dev1", r#"{"temperature":42}"#).await;
+
+    let from_rule = read(&by_rule.next().await);
+    let from_subscription = loop {
+        let d = by_subscription.next().await;
+        by_subscription.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            break r;
+        }
+    };
+    assert_eq!(from_subscription.body, br#"{"temperature":42}"#, "the subscription forwards the raw payload");
+    assert_eq!(from_subscription.tag, None);
+    assert_eq!(from_rule.body, br#"{"t":42,"dn":"dev1"}"#, "the rule forwards its result");
+    assert_eq!(from_rule.tag.as_deref(), Some("dev1"));
+    for r in [&from_rule, &from_subscription] {
+        assert_eq!(r.topic, "/a1test/dev1/user/update");
+        assert_eq!(r.amqp_message_id.as_deref(), Some(r.message_id.as_str()));
+        assert!(r.generate_time > 1_600_000_000_000);
+    }
+    assert_ne!(from_rule.message_id, from_subscription.message_id, "two messages, two ids");
+    assert_eq!(from_rule.generate_time, from_subscription.generate_time, "same receive time");
+}
