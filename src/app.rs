@@ -12,7 +12,8 @@ use crate::api::{ApiServer, ApiStartError};
 use crate::config::Config;
 use crate::groups::{Groups, Settings};
 use crate::ingress::Broker;
-use crate::ingress::{Ingress, IngressError, OfflineReason};
+use crate::ingress::{Ingress, IngressError};
+use crate::lifecycle::{Devices, LifecycleError};
 use crate::pipeline::{Pipeline, Routes, Stats};
 use crate::registry::{Registry, RegistryError};
 use crate::rules::watch::{watch, Reloader, SharedRules, Watch};
@@ -44,6 +45,7 @@ pub struct App {
     ingress: Ingress,
     amqp: AmqpServer,
     http: ApiServer,
+    devices: Devices,
     groups: Arc<Groups>,
     registry: Arc<Registry>,
     rules: Arc<SharedRules>,
@@ -106,7 +108,9 @@ impl App {
                 .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
-        let http = ApiServer::start(config, groups.clone(), rules.clone(), shutdown.clone()).await?;
+        let devices = Devices::new(registry.clone(), ingress.sessions(), pipeline.clone());
+        let http = ApiServer::start(config, groups.clone(), rules.clone(), devices.clone(), shutdown.clone())
+            .await?;
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),
@@ -120,6 +124,7 @@ impl App {
             ingress,
             amqp,
             http,
+            devices,
             groups,
             registry,
             rules,
@@ -184,6 +189,11 @@ impl App {
         self.pipeline.tap()
     }
 
+    /// Device operations (create, enable/disable, delete), each announced by a lifecycle message.
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
     /// Enables or disables a device; disabling disconnects it (offline reason "device_disabled").
     ///
     /// # Errors
@@ -193,12 +203,8 @@ impl App {
         product_key: &str,
         device_name: &str,
         enabled: bool,
-    ) -> Result<(), RegistryError> {
-        self.registry.set_enabled(product_key, device_name, enabled)?;
-        if !enabled {
-            self.ingress.disconnect(product_key, device_name, OfflineReason::DeviceDisabled).await;
-        }
-        Ok(())
+    ) -> Result<(), LifecycleError> {
+        self.devices.set_enabled(product_key, device_name, enabled).await.map(drop)
     }
 
     /// Stops accepting, lets connections finish what is in flight, drains the pipeline and
@@ -209,6 +215,7 @@ impl App {
             ingress,
             amqp,
             http,
+            devices,
             groups,
             registry,
             rules,
@@ -222,14 +229,16 @@ impl App {
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async {
             ingress.stopped().await;
+            // The API holds pipeline senders too (lifecycle messages): it stops first.
+            http.stopped().await;
             // The last senders go: the pipeline task drains its queue and ends.
+            drop(devices);
             drop(ingress);
             drop(pipeline);
             let _ = pipeline_task.await;
             // Consumers are gone next (their unsettled messages go back), then the store closes.
             amqp.stopped().await;
             drop(amqp);
-            http.stopped().await;
             groups.shutdown().await;
         })
         .await;

@@ -11,6 +11,7 @@
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
+//! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
 //! - [`message`]: the envelope every stage passes on.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod groups;
 pub mod ingress;
+pub mod lifecycle;
 pub mod message;
 pub mod pipeline;
 pub mod registry;

@@ -161,3 +161,76 @@ async fn deleting_a_group_is_refused_while_something_uses_it() {
     assert_eq!(send(delete(&id)).await.0, 404);
     assert!(!server.app.groups().exists(&id));
 }
+
+/// The next lifecycle message the consumer receives (other messages are accepted and skipped).
+async fn next_lifecycle(c: &mut common::amqp::Consumer) -> (String, Value) {
+    loop {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = common::amqp::read(&d);
+        if r.topic.ends_with("/thing/lifecycle") {
+            return (r.topic, serde_json::from_slice::<Value>(&r.body).unwrap());
+        }
+    }
+}
+
+#[tokio::test]
+async fn device_lifecycle_through_the_api() {
+    let server = Server::start().await;
+    let client = reqwest::Client::new();
+    let devices = url(&server, "/api/v1/products/a1test/devices");
+    let mut lifecycle = consumer(server.app.amqp_addr(), "lifecycle-watcher", "DEFAULT_GROUP").await;
+
+    let (status, created) =
+        send(client.post(&devices).json(&serde_json::json!({"deviceName": "newdev"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["deviceSecret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 32);
+    let (topic, message) = next_lifecycle(&mut lifecycle).await;
+    assert_eq!(topic, "/a1test/newdev/thing/lifecycle");
+    assert_eq!(message["action"], "create");
+    assert_eq!(message["deviceSecret"], secret.as_str(), "the secret travels once, on create");
+    assert!(message["messageCreateTime"].as_u64().is_some());
+
+    // The new device connects with its secret.
+    let creds = sign("newdev", &secret, iotpipe::sign::SignMethod::HmacSha256, None);
+    let (_device, mut ev) = connect_v4(v4_options(server.addr(), &creds)).await.unwrap();
+
+    let one = format!("{devices}/newdev");
+    let (status, body) = send(client.patch(&one).json(&serde_json::json!({"enabled": false}))).await;
+    assert_eq!((status, body["enabled"].as_bool()), (200, Some(false)), "{body}");
+    assert!(body.get("deviceSecret").is_none(), "the secret is shown only once");
+    until_v4_closed(&mut ev).await;
+    let (_, message) = next_lifecycle(&mut lifecycle).await;
+    assert_eq!(message["action"], "disable");
+    assert!(message.get("deviceSecret").is_none());
+
+    let (status, body) = send(client.patch(&one).json(&serde_json::json!({"enabled": "no"}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("InvalidBody")));
+    assert!(body["message"].as_str().unwrap().contains("enabled"), "{body}");
+    let (status, body) = send(client.post(&devices).json(&serde_json::json!({"deviceName": "ab"}))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("InvalidDeviceName")));
+    let (status, _) = send(client.post(&devices).json(&serde_json::json!({"deviceName": "newdev"}))).await;
+    assert_eq!(status, 409);
+
+    assert_eq!(send(client.delete(&one)).await.0, 204);
+    assert_eq!(next_lifecycle(&mut lifecycle).await.1["action"], "delete");
+    assert_eq!(send(client.get(&one)).await.0, 404);
+    lifecycle.close().await;
+
+    // Created devices survive a restart.
+    let (status, _) = send(
+        client.post(&devices).json(&serde_json::json!({"deviceName": "keeper", "deviceSecret": "k-secret"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let server = server.restart().await;
+    let (status, body) = send(client.get(url(&server, "/api/v1/products/a1test/devices/keeper"))).await;
+    assert_eq!((status, body["enabled"].as_bool()), (200, Some(true)), "{body}");
+    connect_v4(v4_options(
+        server.addr(),
+        &sign("keeper", "k-secret", iotpipe::sign::SignMethod::HmacSha1, None),
+    ))
+    .await
+    .unwrap();
+}

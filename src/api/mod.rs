@@ -2,6 +2,7 @@
 //!
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
+mod devices;
 pub mod error;
 mod groups;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SubscriptionConfig};
 use crate::groups::Groups;
+use crate::lifecycle::Devices;
 use crate::rules::watch::SharedRules;
 use crate::sign::constant_time_eq;
 use error::ApiError;
@@ -32,6 +34,7 @@ pub struct ApiState {
     groups: Arc<Groups>,
     subscriptions: Arc<[SubscriptionConfig]>,
     rules: Arc<SharedRules>,
+    devices: Devices,
     token: Arc<str>,
 }
 
@@ -60,6 +63,7 @@ impl ApiServer {
         config: &Config,
         groups: Arc<Groups>,
         rules: Arc<SharedRules>,
+        devices: Devices,
         shutdown: CancellationToken,
     ) -> Result<Self, ApiStartError> {
         let subscriptions: Arc<[SubscriptionConfig]> = config.subscriptions.clone().into();
@@ -68,7 +72,8 @@ impl ApiServer {
             .await
             .map_err(|source| ApiStartError { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ApiStartError { addr: config.listen, source })?;
-        let state = ApiState { groups, subscriptions, rules, token: config.admin_token.as_str().into() };
+        let state =
+            ApiState { groups, subscriptions, rules, devices, token: config.admin_token.as_str().into() };
         let app = router(state);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
@@ -96,6 +101,9 @@ fn router(state: ApiState) -> Router {
         .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
         .route("/consumer-groups/{id}/clear", post(groups::clear))
+        .route("/products", get(devices::products))
+        .route("/products/{pk}/devices", get(devices::list).post(devices::create))
+        .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

@@ -112,6 +112,19 @@ pub(crate) struct Shared {
     pub tasks: TaskTracker,
 }
 
+/// A cloneable handle that disconnects devices.
+#[derive(Clone)]
+pub struct SessionsHandle(Arc<Shared>);
+
+impl SessionsHandle {
+    /// Disconnects the device, if online, and waits until its offline status is stored.
+    pub async fn disconnect(&self, product_key: &str, device_name: &str, reason: OfflineReason) {
+        if let Some(done) = self.0.sessions.kick(product_key, device_name, reason) {
+            done.cancelled().await;
+        }
+    }
+}
+
 /// The running ingress.
 pub struct Ingress {
     shared: Arc<Shared>,
@@ -182,9 +195,12 @@ impl Ingress {
 
     /// Disconnects the device, if online, and waits until its offline status is stored.
     pub async fn disconnect(&self, product_key: &str, device_name: &str, reason: OfflineReason) {
-        if let Some(done) = self.shared.sessions.kick(product_key, device_name, reason) {
-            done.cancelled().await;
-        }
+        self.sessions().disconnect(product_key, device_name, reason).await;
+    }
+
+    /// A handle on the online devices, for components that disconnect them.
+    pub fn sessions(&self) -> SessionsHandle {
+        SessionsHandle(self.shared.clone())
     }
 
     /// Publishes a QoS 0 downlink message to the devices subscribed to `topic`.

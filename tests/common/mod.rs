@@ -71,7 +71,7 @@ name = "Test product"
         DISABLED.0, DISABLED.1
     ));
     s.push_str(
-        "\n[[subscriptions]]\nproduct_key = \"a1test\"\nmessage_types = [\"upstream\", \"status\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
+        "\n[[subscriptions]]\nproduct_key = \"a1test\"\nmessage_types = [\"upstream\", \"status\", \"lifecycle\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
     );
     s.push_str(extra);
     s

@@ -1,0 +1,159 @@
+//! `/api/v1/products` and their devices: list, view, create, enable/disable, delete.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::lifecycle::LifecycleError;
+use crate::registry::{Device, RegistryError};
+
+/// A device as the API shows it; the secret only in the answer to its creation.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceView {
+    product_key: String,
+    device_name: String,
+    enabled: bool,
+    tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_secret: Option<String>,
+}
+
+impl DeviceView {
+    fn of(d: Device, with_secret: bool) -> Self {
+        Self {
+            product_key: d.product_key,
+            device_name: d.name,
+            enabled: d.enabled,
+            tags: d.tags,
+            device_secret: with_secret.then_some(d.secret),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Registry(RegistryError::NoProduct(_) | RegistryError::NoDevice(..)) => {
+                ApiError::not_found(e.to_string())
+            }
+            LifecycleError::Registry(RegistryError::DeviceExists(..)) => {
+                ApiError::new(StatusCode::CONFLICT, "DeviceExists", e.to_string())
+            }
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// `GET /products`.
+pub async fn products(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let list: Vec<_> = state
+        .devices
+        .registry()
+        .products()
+        .into_iter()
+        .map(|p| serde_json::json!({"productKey": p.key, "name": p.name}))
+        .collect();
+    Json(serde_json::Value::Array(list))
+}
+
+/// `GET /products/{pk}/devices`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Path(pk): Path<String>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    if state.devices.registry().product(&pk).is_none() {
+        return Err(ApiError::not_found(format!("product {pk} does not exist")));
+    }
+    Ok(Json(state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false)).collect()))
+}
+
+/// `GET /products/{pk}/devices/{dn}`.
+pub async fn get(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let d = state
+        .devices
+        .registry()
+        .device(&pk, &dn)
+        .ok_or_else(|| ApiError::not_found(format!("device {dn} of product {pk} does not exist")))?;
+    Ok(Json(DeviceView::of(d, false)))
+}
+
+/// `POST /products/{pk}/devices` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateDevice {
+    /// 4–32 letters, digits, `-` `.` `_` `@` `:`.
+    device_name: String,
+    /// Optional; generated when absent.
+    #[serde(default)]
+    device_secret: Option<String>,
+    /// Optional tags.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._@:".contains(c);
+    if !(4..=32).contains(&name.chars().count()) || !name.chars().all(ok_char) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidDeviceName",
+            format!("deviceName: {name:?} must be 4 to 32 of letters, digits, - . _ @ :"),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /products/{pk}/devices`: creates a device; the answer carries its secret, once.
+pub async fn create(
+    State(state): State<ApiState>,
+    Path(pk): Path<String>,
+    body: Result<Json<CreateDevice>, JsonRejection>,
+) -> Result<(StatusCode, Json<DeviceView>), ApiError> {
+    let Json(body) = body?;
+    check_name(&body.device_name)?;
+    if let Some(secret) = &body.device_secret {
+        if secret.is_empty() || secret.len() > 64 {
+            return Err(ApiError::bad_body("deviceSecret: must be 1 to 64 bytes"));
+        }
+    }
+    let device = state.devices.create(&pk, &body.device_name, body.device_secret, body.tags).await?;
+    Ok((StatusCode::CREATED, Json(DeviceView::of(device, true))))
+}
+
+/// `PATCH /products/{pk}/devices/{dn}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDevice {
+    /// Enable or disable.
+    enabled: bool,
+}
+
+/// `PATCH /products/{pk}/devices/{dn}` `{"enabled": false}`: disabling disconnects the device.
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+    body: Result<Json<PatchDevice>, JsonRejection>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let Json(body) = body?;
+    let device = state.devices.set_enabled(&pk, &dn, body.enabled).await?;
+    Ok(Json(DeviceView::of(device, false)))
+}
+
+/// `DELETE /products/{pk}/devices/{dn}`: deletes and disconnects the device.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.devices.delete(&pk, &dn).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
