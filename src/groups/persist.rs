@@ -1,6 +1,6 @@
 //! Consumer groups created at run time, kept in the database: id -> name.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use crate::store::{Db, StoreError};
 
@@ -8,11 +8,8 @@ const GROUPS: TableDefinition<&str, &str> = TableDefinition::new("consumer_group
 
 /// Every stored group: (id, name).
 pub(super) fn load(db: &Db) -> Result<Vec<(String, String)>, StoreError> {
-    let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
-    let table = match tx.open_table(GROUPS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(db.err(e)),
+    let Some(table) = db.read_table(GROUPS)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table.iter().map_err(|e| db.err(e))? {

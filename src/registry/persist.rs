@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::Device;
@@ -24,11 +24,8 @@ struct Record {
 type Key = (String, String);
 
 pub(super) fn load(db: &Db) -> Result<Vec<(Key, Option<Device>)>, StoreError> {
-    let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
-    let table = match tx.open_table(DEVICES) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(db.err(e)),
+    let Some(table) = db.read_table(DEVICES)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table.iter().map_err(|e| db.err(e))? {

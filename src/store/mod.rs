@@ -88,6 +88,23 @@ impl Db {
         &self.db
     }
 
+    /// A snapshot of table `def` for reading, or `None` when nothing was ever written to it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        match tx.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Wraps a redb error with this database's path.
     pub fn err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::Io { path: self.path.clone(), source: Box::new(e.into()) }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use redb::{Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Durability, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, StoreError};
@@ -147,11 +147,8 @@ impl QueueStore for RedbQueue {
 
     fn read_from(&self, group: &str, from: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let db = &self.db;
-        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
-        let table = match tx.open_table(QUEUE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(db.err(e)),
+        let Some(table) = db.read_table(QUEUE)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::with_capacity(max.min(1024));
         for entry in table.range((group, from)..=(group, u64::MAX)).map_err(|e| db.err(e))?.take(max) {
@@ -163,11 +160,8 @@ impl QueueStore for RedbQueue {
 
     fn read(&self, group: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let db = &self.db;
-        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
-        let table = match tx.open_table(QUEUE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(db.err(e)),
+        let Some(table) = db.read_table(QUEUE)? else {
+            return Ok(None);
         };
         let value = table.get((group, seq)).map_err(|e| db.err(e))?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -175,11 +169,8 @@ impl QueueStore for RedbQueue {
 
     fn extents(&self) -> Result<HashMap<String, Extent>, StoreError> {
         let db = &self.db;
-        let tx = db.redb().begin_read().map_err(|e| db.err(e))?;
-        let table = match tx.open_table(QUEUE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashMap::new()),
-            Err(e) => return Err(db.err(e)),
+        let Some(table) = db.read_table(QUEUE)? else {
+            return Ok(HashMap::new());
         };
         let mut out: HashMap<String, Extent> = HashMap::new();
         // One pass over all keys: start-up only.
