@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{AmqpError, AmqpServer};
-use crate::api::{ApiServer, ApiStartError};
+use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::config::Config;
 use crate::groups::{Groups, Settings};
 use crate::ingress::Broker;
@@ -109,8 +109,14 @@ impl App {
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
         let devices = Devices::new(registry.clone(), ingress.sessions(), pipeline.clone());
-        let http = ApiServer::start(config, groups.clone(), rules.clone(), devices.clone(), shutdown.clone())
-            .await?;
+        let api = ApiState {
+            groups: groups.clone(),
+            subscriptions: config.subscriptions.clone().into(),
+            rules: rules.clone(),
+            devices: devices.clone(),
+            token: config.http.admin_token.as_str().into(),
+        };
+        let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),

@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SubscriptionConfig};
+use crate::config::{HttpConfig, SubscriptionConfig};
 use crate::groups::Groups;
 use crate::lifecycle::Devices;
 use crate::rules::watch::SharedRules;
@@ -28,14 +28,19 @@ use error::ApiError;
 /// API bodies are small JSON documents; 64 KiB bounds what one request can make the server hold.
 const BODY_LIMIT: usize = 64 * 1024;
 
-/// What the handlers share.
+/// What the handlers share; built by [`crate::app`].
 #[derive(Clone)]
 pub struct ApiState {
-    groups: Arc<Groups>,
-    subscriptions: Arc<[SubscriptionConfig]>,
-    rules: Arc<SharedRules>,
-    devices: Devices,
-    token: Arc<str>,
+    /// Consumer groups.
+    pub groups: Arc<Groups>,
+    /// Server-side subscriptions.
+    pub subscriptions: Arc<[SubscriptionConfig]>,
+    /// The running rule set.
+    pub rules: Arc<SharedRules>,
+    /// Device lifecycle.
+    pub devices: Devices,
+    /// The bearer token of `/api/v1`.
+    pub token: Arc<str>,
 }
 
 /// The running HTTP server.
@@ -55,25 +60,19 @@ pub struct ApiStartError {
 }
 
 impl ApiServer {
-    /// Binds `config.listen` and serves until `shutdown`.
+    /// Binds `config.listen` and serves `state` until `shutdown`.
     ///
     /// # Errors
     /// When the listener cannot bind.
     pub async fn start(
-        config: &Config,
-        groups: Arc<Groups>,
-        rules: Arc<SharedRules>,
-        devices: Devices,
+        config: &HttpConfig,
+        state: ApiState,
         shutdown: CancellationToken,
     ) -> Result<Self, ApiStartError> {
-        let subscriptions: Arc<[SubscriptionConfig]> = config.subscriptions.clone().into();
-        let config = &config.http;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiStartError { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| ApiStartError { addr: config.listen, source })?;
-        let state =
-            ApiState { groups, subscriptions, rules, devices, token: config.admin_token.as_str().into() };
         let app = router(state);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
