@@ -14,10 +14,11 @@ use crate::groups::{Groups, Settings};
 use crate::ingress::Broker;
 use crate::ingress::{Ingress, IngressError};
 use crate::lifecycle::{Devices, LifecycleError};
-use crate::pipeline::{Pipeline, Routes, Stats};
+use crate::pipeline::{Pipeline, Stats};
 use crate::registry::{Registry, RegistryError};
 use crate::rules::watch::{watch, Reloader, SharedRules, Watch};
 use crate::store::{Db, Ids, RedbQueue, StoreError};
+use crate::subscriptions::Subscriptions;
 
 /// Start-up failures.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +91,13 @@ impl App {
         let registry = Arc::new(Registry::load(config, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
-        let ids = Arc::new(Ids::new(db));
+        let ids = Arc::new(Ids::new(db.clone()));
         let (rules, rules_watch) = load_rules(&config.rules_dir());
         let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
+        let subscriptions = Arc::new(Subscriptions::load(config, db, groups.clone(), registry.clone())?);
         let (pipeline, task) = Pipeline::new(
             ids,
-            Routes::new(&config.subscriptions),
+            subscriptions.clone(),
             groups.clone(),
             rules.clone(),
             registry.clone(),
@@ -111,7 +113,7 @@ impl App {
         let devices = Devices::new(registry.clone(), ingress.sessions(), pipeline.clone());
         let api = ApiState {
             groups: groups.clone(),
-            subscriptions: config.subscriptions.clone().into(),
+            subscriptions,
             rules: rules.clone(),
             devices: devices.clone(),
             token: config.http.admin_token.as_str().into(),

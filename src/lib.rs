@@ -14,6 +14,7 @@
 //! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
 //! - [`message`]: the envelope every stage passes on.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
+//! - [`subscriptions`]: product-wide server-side subscriptions, editable at run time.
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod rules;
 pub mod sign;
 pub mod store;
+pub mod subscriptions;
 pub mod tls;
 
 pub use app::App;

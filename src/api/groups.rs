@@ -73,12 +73,7 @@ pub async fn create(
 /// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     find(&state, &id)?;
-    let products: Vec<&str> = state
-        .subscriptions
-        .iter()
-        .filter(|s| s.consumer_groups.contains(&id))
-        .map(|s| s.product_key.as_str())
-        .collect();
+    let products = state.subscriptions.using_group(&id);
     if !products.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -5,6 +5,7 @@
 mod devices;
 pub mod error;
 mod groups;
+mod subscriptions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,16 +14,17 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HttpConfig, SubscriptionConfig};
+use crate::config::HttpConfig;
 use crate::groups::Groups;
 use crate::lifecycle::Devices;
 use crate::rules::watch::SharedRules;
 use crate::sign::constant_time_eq;
+use crate::subscriptions::Subscriptions;
 use error::ApiError;
 
 /// API bodies are small JSON documents; 64 KiB bounds what one request can make the server hold.
@@ -34,7 +36,7 @@ pub struct ApiState {
     /// Consumer groups.
     pub groups: Arc<Groups>,
     /// Server-side subscriptions.
-    pub subscriptions: Arc<[SubscriptionConfig]>,
+    pub subscriptions: Arc<Subscriptions>,
     /// The running rule set.
     pub rules: Arc<SharedRules>,
     /// Device lifecycle.
@@ -100,6 +102,12 @@ fn router(state: ApiState) -> Router {
         .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
         .route("/consumer-groups/{id}/clear", post(groups::clear))
+        .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
+        .route(
+            "/subscriptions/{pk}",
+            get(subscriptions::get).put(subscriptions::replace).delete(subscriptions::delete),
+        )
+        .route("/subscriptions/{pk}/consumer-groups/{id}", delete(subscriptions::unsubscribe))
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))

@@ -5,7 +5,7 @@
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
 //! One task takes messages off the queue in batches, so a batch can share one storage commit.
-//! Targets come from the server-side subscriptions ([`routes`]) and from the `amqp` actions of
+//! Targets come from the server-side subscriptions ([`Subscriptions`], read once per batch) and from the `amqp` actions of
 //! matching SQL rules; each target gets its own copy, appended in the same commit, so a PUBACK
 //! covers both paths. `republish` actions run once the batch is stored.
 
@@ -30,6 +30,7 @@ use crate::rules::context::EvalContext;
 use crate::rules::rule::Rule;
 use crate::rules::watch::SharedRules;
 use crate::store::{Append, Ids, StoredMessage};
+use crate::subscriptions::Subscriptions;
 
 /// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
 /// what the ingress holds: 8,192 × 256 KiB worst case, a few MiB with typical payloads.
@@ -112,7 +113,7 @@ impl Pipeline {
     /// `Pipeline` clone is dropped and the queue is drained).
     pub fn new(
         ids: Arc<Ids>,
-        routes: Routes,
+        subscriptions: Arc<Subscriptions>,
         groups: Arc<Groups>,
         rules: Arc<SharedRules>,
         registry: Arc<Registry>,
@@ -122,7 +123,7 @@ impl Pipeline {
         let stats = Arc::new(Stats::default());
         let (tap, _) = broadcast::channel(TAP_CAPACITY);
         let forwarding = Forwarding { rules, registry, broker, ids: ids.clone() };
-        let task = run(rx, routes, groups, forwarding, stats.clone(), tap.clone());
+        let task = run(rx, subscriptions, groups, forwarding, stats.clone(), tap.clone());
         (Self { tx, ids, stats, tap }, task)
     }
 
@@ -246,7 +247,7 @@ impl Forwarding {
 
 async fn run(
     mut rx: mpsc::Receiver<Job>,
-    routes: Routes,
+    subscriptions: Arc<Subscriptions>,
     groups: Arc<Groups>,
     forwarding: Forwarding,
     stats: Arc<Stats>,
@@ -257,6 +258,8 @@ async fn run(
     let mut republish = Vec::new();
     // While one batch commits, the next one gathers in the queue: group commit without a timer.
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // Read once per batch: a subscription edit applies from the next batch on.
+        let routes = subscriptions.routes();
         for job in &batch {
             forwarding.apply(&groups, &job.message, &mut appends, &mut republish);
             let targets = routes.targets(&job.message);

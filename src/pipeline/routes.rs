@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{MessageType, SubscriptionConfig};
+use crate::config::MessageType;
 use crate::message::{Kind, Message};
 
 /// One message type of one subscription and its groups.
@@ -16,13 +16,15 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// Routes for the given subscriptions.
-    pub fn new(subscriptions: &[SubscriptionConfig]) -> Self {
+    /// Routes for the given subscriptions: (productKey, message types, consumer groups).
+    pub fn new<'a>(
+        subscriptions: impl IntoIterator<Item = (&'a str, &'a [MessageType], &'a [String])>,
+    ) -> Self {
         let mut by_product: HashMap<String, Vec<Route>> = HashMap::new();
-        for s in subscriptions {
-            let groups: Arc<[Arc<str>]> = s.consumer_groups.iter().map(|g| Arc::from(g.as_str())).collect();
-            for t in &s.message_types {
-                by_product.entry(s.product_key.clone()).or_default().push((*t, groups.clone()));
+        for (product, types, groups) in subscriptions {
+            let groups: Arc<[Arc<str>]> = groups.iter().map(|g| Arc::from(g.as_str())).collect();
+            for t in types {
+                by_product.entry(product.to_string()).or_default().push((*t, groups.clone()));
             }
         }
         Self { by_product }
