@@ -2,7 +2,7 @@
 //! DEFAULT_GROUP's queue, AMQP consumers (fe2o3-amqp) receive and accept each one.
 //!
 //! `cargo bench --bench e2e` (env: DEVICES=20, CONSUMERS=2, RATE=0 (msgs/s in total; 0 = as fast
-//! as possible), SECONDS=10, WINDOW=64, CREDIT=500).
+//! as possible), SECONDS=10, WINDOW=64, CREDIT=500, FORWARD=subscription|rule).
 //! Reports publish and consume rates, end-to-end latency (publish → consumer, from a timestamp
 //! in the payload) p50/p99/p999, the server's CPU per message and peak RSS, as text and JSON.
 
@@ -151,7 +151,7 @@ fn main() {
     println!("  server peak RSS        {rss}");
     println!(
         "{}",
-        serde_json::json!({"bench": "e2e", "devices": devices, "consumers": consumers, "offered_rate": rate,
+        serde_json::json!({"bench": "e2e", "forward": std::env::var("FORWARD").unwrap_or_else(|_| "subscription".into()), "devices": devices, "consumers": consumers, "offered_rate": rate,
             "seconds": seconds, "published_per_sec": (published as f64 / secs).round(),
             "consumed_per_sec": (consumed as f64 / secs).round(), "latency_ms_p50": p50 as f64 / 1e3,
             "latency_ms_p99": p99 as f64 / 1e3, "latency_ms_p999": p999 as f64 / 1e3,

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::notifier::RetryPolicy;
+use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::config::Config;
@@ -14,9 +16,10 @@ use crate::groups::{Groups, Settings};
 use crate::ingress::Broker;
 use crate::ingress::{Ingress, IngressError};
 use crate::lifecycle::{Devices, LifecycleError};
+use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::{Registry, RegistryError};
-use crate::rules::watch::{watch, Reloader, SharedRules, Watch};
+use crate::rules::watch::{watch_live, LiveRules, Reloader, SharedRules, Watch};
 use crate::store::{Db, Ids, RedbQueue, StoreError};
 use crate::subscriptions::Subscriptions;
 
@@ -53,10 +56,12 @@ pub struct App {
     _rules_watch: Option<Watch>,
     pipeline: Pipeline,
     pipeline_task: JoinHandle<()>,
+    alerts: Arc<Alerts>,
 }
 
-/// Loads the rules directory (reporting every broken file) and watches it when it exists.
-fn load_rules(dir: &std::path::Path) -> (Arc<SharedRules>, Option<Watch>) {
+/// Loads the rules directory (reporting every broken file) and watches it when it exists. The
+/// reloader is shared by the watch and the API, which applies its writes through it at once.
+fn load_rules(dir: &std::path::Path) -> (Arc<SharedRules>, Arc<LiveRules>, Option<Watch>) {
     // A missing directory is created, so that rule files added later are picked up live.
     if !dir.exists() {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -69,14 +74,15 @@ fn load_rules(dir: &std::path::Path) -> (Arc<SharedRules>, Option<Watch>) {
     }
     tracing::info!(dir = %dir.display(), rules = set.len(), "Rules loaded");
     let shared = Arc::new(SharedRules::new(set));
+    let live = Arc::new(LiveRules::new(reloader, shared.clone()));
     if !dir.is_dir() {
-        return (shared, None);
+        return (shared, live, None);
     }
-    match watch(reloader, shared.clone()) {
-        Ok(w) => (shared, Some(w)),
+    match watch_live(live.clone()) {
+        Ok(w) => (shared, live, Some(w)),
         Err(e) => {
             tracing::error!(error = %e, "Rules directory not watched: changes need a restart");
-            (shared, None)
+            (shared, live, None)
         }
     }
 }
@@ -90,10 +96,13 @@ impl App {
         let db = Db::open(&config.storage.dir)?;
         let registry = Arc::new(Registry::load(config, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
+        let store_stats = queue.stats().clone();
         let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
         let ids = Arc::new(Ids::new(db.clone()));
-        let (rules, rules_watch) = load_rules(&config.rules_dir());
+        let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
+        let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
+        let db_file = db.path().to_path_buf();
         let subscriptions = Arc::new(Subscriptions::load(config, db, groups.clone(), registry.clone())?);
         let (pipeline, task) = Pipeline::new(
             ids,
@@ -111,12 +120,25 @@ impl App {
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
         let devices = Devices::new(registry.clone(), ingress.sessions(), pipeline.clone());
+        let metrics = Arc::new(Metrics::new(Sources {
+            ingress: ingress.stats().clone(),
+            amqp: amqp.stats().clone(),
+            groups: groups.clone(),
+            rules: rules.clone(),
+            pipeline: pipeline.stats().clone(),
+            store: store_stats,
+            db_file,
+            alerts: alerts.clone(),
+        }));
         let api = ApiState {
             groups: groups.clone(),
             subscriptions,
             rules: rules.clone(),
+            live_rules,
             devices: devices.clone(),
             token: config.http.admin_token.as_str().into(),
+            alerts: alerts.clone(),
+            metrics,
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         tracing::info!(
@@ -139,6 +161,7 @@ impl App {
             _rules_watch: rules_watch,
             pipeline,
             pipeline_task,
+            alerts,
         })
     }
 
@@ -192,6 +215,11 @@ impl App {
         self.pipeline.stats()
     }
 
+    /// The alert rules.
+    pub fn alerts(&self) -> &Arc<Alerts> {
+        &self.alerts
+    }
+
     /// Every message once stored (see [`Pipeline::tap`]).
     pub fn tap(&self) -> tokio::sync::broadcast::Receiver<crate::message::Message> {
         self.pipeline.tap()
@@ -230,12 +258,15 @@ impl App {
             _rules_watch,
             pipeline,
             pipeline_task,
+            alerts,
         } = self;
         drop(_rules_watch);
         drop(rules);
         let stats = pipeline.stats().clone();
         shutdown.cancel();
         let drained = tokio::time::timeout(grace, async {
+            // Evaluations and pending notifications stop at once (dropped ones are counted).
+            alerts.shutdown().await;
             ingress.stopped().await;
             // The API holds pipeline senders too (lifecycle messages): it stops first.
             http.stopped().await;

@@ -5,14 +5,16 @@
 //! subscriptions route it to consumer groups that business servers read over AMQP 1.0.
 //!
 //! # Layout
+//! - [`alerts`]: consumer-group alert rules: evaluation per scan period, HTTP callbacks.
 //! - [`amqp`]: AMQP 1.0 server for consumers: signed logins, one receiver link, deliveries.
-//! - [`api`]: HTTP API (`/healthz`, `/api/v1` behind a bearer token).
+//! - [`api`]: HTTP API (`/healthz`, `/metrics`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
 //! - [`message`]: the envelope every stage passes on.
+//! - [`metrics`]: `/metrics`, the Prometheus text format of every counter the components keep.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
 //! - [`subscriptions`]: product-wide server-side subscriptions, editable at run time.
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
@@ -22,6 +24,7 @@
 //! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
 //! - [`cli`]: the command line.
 
+pub mod alerts;
 pub mod amqp;
 pub mod api;
 pub mod app;
@@ -31,6 +34,7 @@ pub mod groups;
 pub mod ingress;
 pub mod lifecycle;
 pub mod message;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod rules;

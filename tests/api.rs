@@ -31,6 +31,10 @@ async fn healthz_needs_no_token_and_the_api_needs_the_right_one() {
     let (status, body) = get(&server, "/api/v1/consumer-groups", Some("test-token")).await;
     assert_eq!(status, 200);
     assert_eq!(body, serde_json::json!([{"id": "DEFAULT_GROUP", "name": "DEFAULT_GROUP"}]));
+    let (status, doc) = get(&server, "/api/v1/openapi.json", Some("test-token")).await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    assert!(doc["paths"]["/api/v1/subscriptions/{productKey}/consumer-groups/{id}"]["delete"].is_object());
+    assert_eq!(get(&server, "/api/v1/openapi.json", None).await.0, 401);
     let (status, body) = get(&server, "/api/v1/consumer-groups/nope", Some("test-token")).await;
     assert_eq!((status, body["code"].as_str()), (404, Some("NotFound")));
     assert!(body["message"].as_str().unwrap().contains("nope"));

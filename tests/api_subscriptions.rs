@@ -159,16 +159,18 @@ async fn api_made_subscriptions_win_over_the_file_after_a_restart() {
 async fn a_rule_forwarding_the_same_data_gets_a_warning() {
     let server = Server::start().await;
     let g = create_group(&server, "rule_target").await;
-    std::fs::write(
-        server.dir.path().join("rules/twice.sql"),
-        format!("-- action: amqp {g}\nSELECT * FROM \"/{PK}/+/user/update\"\n"),
-    )
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while server.app.rules().len() != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "rule not loaded");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Saving a rule that forwards what the subscription already sends gets a warning...
+    let (status, body) = send(reqwest::Client::new().post(url(&server, "/rules")).json(&json!({
+        "name": "twice",
+        "sql": format!("SELECT * FROM \"/{PK}/+/user/update\""),
+        "actions": [format!("amqp {g}")],
+    })))
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let warnings = body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert!(warnings[0].as_str().unwrap().contains("subscription of product a1test"), "{body}");
+    // ...and so does an edit of the subscription that overlaps the rule.
     let put = |types: Value| {
         reqwest::Client::new()
             .put(url(&server, &format!("/subscriptions/{PK}")))

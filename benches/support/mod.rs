@@ -15,12 +15,17 @@ use rumqttc::mqttbytes::{v4, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The rule of `FORWARD=rule`: a filter every message passes and a projection keeping `ts`.
+pub const BENCH_RULE: &str = "-- action: amqp DEFAULT_GROUP tag=${dn}\n\
+SELECT deviceName() AS dn, temperature, ts, seq FROM \"/a1bench/+/user/update\" WHERE temperature > 30\n";
+
 pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The release binary, serving a generated configuration with `devices` devices of product
-/// `a1bench` subscribed (upstream only) to DEFAULT_GROUP.
+/// `a1bench` whose messages reach DEFAULT_GROUP through a subscription (upstream only) or,
+/// with `FORWARD=rule` in the environment, through a rule with a filter and a projection.
 pub struct ServerProcess {
     child: Child,
     _dir: tempfile::TempDir,
@@ -40,9 +45,14 @@ impl ServerProcess {
         for i in 0..devices {
             config.push_str(&format!("[[products.devices]]\nname = \"dev{i:05}\"\nsecret = \"s{i}\"\n"));
         }
-        config.push_str(
-            "[[subscriptions]]\nproduct_key = \"a1bench\"\nmessage_types = [\"upstream\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
-        );
+        if std::env::var("FORWARD").as_deref() == Ok("rule") {
+            std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
+            std::fs::write(dir.path().join("rules/bench.sql"), BENCH_RULE).expect("write rule");
+        } else {
+            config.push_str(
+                "[[subscriptions]]\nproduct_key = \"a1bench\"\nmessage_types = [\"upstream\"]\nconsumer_groups = [\"DEFAULT_GROUP\"]\n",
+            );
+        }
         let path = dir.path().join("bench.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_iotpipe"))

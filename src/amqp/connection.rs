@@ -1,6 +1,7 @@
 //! One consumer connection: SASL, one receiver link, deliveries and their settlement.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ where
         groups: shared.groups.clone(),
         peer,
         login: login.clone(),
+        stats: shared.stats.clone(),
     };
     // The idle timeout is deliberately not set: fe2o3's acceptor enforces exactly the value it
     // advertises, and clients heartbeating at that period get dropped (see crates.md 8).
@@ -92,6 +94,7 @@ where
         match accept_link(&links, attach, &mut session).await {
             Some(LinkEndpoint::Sender(sender)) => break sender,
             Some(LinkEndpoint::Receiver(receiver)) => {
+                shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, %client_id, "Refused a sender link: consumers only receive");
                 let e = error(AmqpError::NotAllowed, "iotpipe accepts only a receiver link".into());
                 let _ = tokio::time::timeout(CLOSE_WAIT, receiver.close_with_error(e)).await;
@@ -108,6 +111,7 @@ where
     let membership = match group.join(&client_id, peer) {
         Ok(m) => m,
         Err(e) => {
+            shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, %client_id, group = %group_id, error = %e, "Refused a consumer");
             let e = error(AmqpError::ResourceLimitExceeded, e.to_string());
             let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
@@ -117,7 +121,9 @@ where
     };
     tracing::info!(%peer, %client_id, group = %group_id, "Consumer online");
 
+    let link = super::GaugeGuard::new(&shared.stats.links);
     let reason = deliver(sender, membership, &mut session, &mut connection, &links, &shared).await;
+    drop(link);
     tracing::info!(%peer, %client_id, group = %group_id, %reason, "Consumer offline");
     let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
 }
@@ -195,6 +201,7 @@ async fn deliver(
             attach = session.next_incoming_attach() => match attach {
                 Some(attach) => {
                     // One receiver per connection: any further link is refused.
+                    shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
                     let description = "iotpipe accepts one receiver link per connection".to_string();
                     match accept_link(links, attach, session).await {
                         Some(LinkEndpoint::Sender(s)) => {

@@ -7,6 +7,7 @@ mod connection;
 mod sasl;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +38,39 @@ pub enum AmqpError {
     Tls(String),
 }
 
+/// Counters of the AMQP server, for metrics.
+#[derive(Debug, Default)]
+pub struct AmqpStats {
+    /// TCP connections open now (before and after login).
+    pub connections: AtomicU64,
+    /// TCP connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// SASL logins refused (unknown key, bad signature, unknown group, malformed username).
+    pub logins_refused: AtomicU64,
+    /// Receiver links serving a consumer group now.
+    pub links: AtomicU64,
+    /// Links refused: sender links, second receiver links, a full group.
+    pub links_refused: AtomicU64,
+}
+
+/// Counts a gauge up now and down when dropped.
+pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
+
+impl<'a> GaugeGuard<'a> {
+    pub(crate) fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Shared {
+    stats: Arc<AmqpStats>,
     registry: Arc<Registry>,
     groups: Arc<Groups>,
     auth_timeout: Duration,
@@ -78,6 +111,7 @@ impl AmqpServer {
         };
         let (plain, addr) = bind(config.listen).await?;
         let shared = Arc::new(Shared {
+            stats: Arc::new(AmqpStats::default()),
             registry,
             groups,
             auth_timeout: Duration::from_secs(config.auth_timeout_secs),
@@ -102,6 +136,11 @@ impl AmqpServer {
     /// The AMQP over TLS address.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<AmqpStats> {
+        &self.shared.stats
     }
 
     /// Waits until the listeners stopped and every connection ended (after shutdown was cancelled).
@@ -144,6 +183,9 @@ fn keepalive(stream: &TcpStream) {
 }
 
 async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
+    shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    let stats = shared.stats.clone();
+    let _open = GaugeGuard::new(&stats.connections);
     let _ = stream.set_nodelay(true);
     keepalive(&stream);
     match tls {

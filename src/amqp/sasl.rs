@@ -27,6 +27,7 @@ pub struct ConsumerSasl {
     pub(super) groups: Arc<Groups>,
     pub(super) peer: SocketAddr,
     pub(super) login: LoginSlot,
+    pub(super) stats: Arc<super::AmqpStats>,
 }
 
 impl ConsumerSasl {
@@ -68,6 +69,7 @@ impl SaslAcceptor for ConsumerSasl {
                 SaslCode::Ok
             }
             Err(reason) => {
+                self.stats.logins_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(peer = %self.peer, %reason, "Refused an AMQP login");
                 SaslCode::Auth
             }

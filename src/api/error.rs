@@ -59,6 +59,8 @@ impl From<crate::groups::GroupsError> for ApiError {
         let (status, code) = match &e {
             E::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             E::NameTaken(_) => (StatusCode::CONFLICT, "NameTaken"),
+            E::InvalidId(_) => (StatusCode::BAD_REQUEST, "InvalidId"),
+            E::IdTaken(_) => (StatusCode::CONFLICT, "IdTaken"),
             E::Limit(_) => (StatusCode::CONFLICT, "LimitExceeded"),
             E::Protected(_) => (StatusCode::CONFLICT, "Protected"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),

@@ -58,6 +58,8 @@ fn find(state: &ApiState, id: &str) -> Result<Arc<Group>, ApiError> {
 pub struct CreateGroup {
     /// The group's name (4–30 characters, Chinese and Japanese count 2).
     pub name: String,
+    /// The id (1–64 ASCII letters, digits, `_`, `-`); generated when absent.
+    pub id: Option<String>,
 }
 
 /// `POST /consumer-groups`: creates a group with a generated id.
@@ -66,7 +68,7 @@ pub async fn create(
     body: Result<Json<CreateGroup>, JsonRejection>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let Json(body) = body?;
-    let g = state.groups.create(&body.name)?;
+    let g = state.groups.create(&body.name, body.id.as_deref())?;
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 

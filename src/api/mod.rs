@@ -1,10 +1,12 @@
-//! HTTP API: `/healthz` and, behind a bearer token, `/api/v1` (JSON).
+//! HTTP API: `/healthz`, `/metrics` and, behind a bearer token, `/api/v1` (JSON).
 //!
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
+mod alerts;
 mod devices;
 pub mod error;
 mod groups;
+mod rules;
 mod subscriptions;
 
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
@@ -22,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::HttpConfig;
 use crate::groups::Groups;
 use crate::lifecycle::Devices;
-use crate::rules::watch::SharedRules;
+use crate::rules::watch::{LiveRules, SharedRules};
 use crate::sign::constant_time_eq;
 use crate::subscriptions::Subscriptions;
 use error::ApiError;
@@ -39,10 +41,16 @@ pub struct ApiState {
     pub subscriptions: Arc<Subscriptions>,
     /// The running rule set.
     pub rules: Arc<SharedRules>,
+    /// The rules directory's reloader, shared with its watch: rule writes apply through it.
+    pub live_rules: Arc<LiveRules>,
     /// Device lifecycle.
     pub devices: Devices,
     /// The bearer token of `/api/v1`.
     pub token: Arc<str>,
+    /// Alert rules.
+    pub alerts: Arc<crate::alerts::Alerts>,
+    /// What `/metrics` serves.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The running HTTP server.
@@ -108,16 +116,43 @@ fn router(state: ApiState) -> Router {
             get(subscriptions::get).put(subscriptions::replace).delete(subscriptions::delete),
         )
         .route("/subscriptions/{pk}/consumer-groups/{id}", delete(subscriptions::unsubscribe))
+        .route("/rules", get(rules::list).post(rules::create))
+        .route(
+            "/rules/{name}",
+            get(rules::get)
+                .put(rules::replace)
+                .patch(rules::patch)
+                .delete(rules::delete)
+                .post(rules::post_named),
+        )
+        .route("/alert-rules", get(alerts::list).post(alerts::create))
+        .route("/alert-rules/{id}", get(alerts::get).put(alerts::replace).delete(alerts::delete))
+        .route("/openapi.json", get(openapi))
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text format, no token (docs/metrics.md).
+async fn metrics(State(state): State<ApiState>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render())
+}
+
+/// The OpenAPI 3.1 description of this API, kept beside the router; a test checks that the two
+/// name the same paths and methods.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Requires `Authorization: Bearer <admin_token>` (compared in constant time).
@@ -136,4 +171,54 @@ async fn require_token(
         return Err(ApiError::unauthorized());
     }
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (method, path) pairs of the router, read from its source: `get(`, `.post(`, ... after
+    /// each `.route("path"`.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let router =
+            &source[source.find("fn router(").unwrap()..source.find("/// Requires `Authorization").unwrap()];
+        let mut out = BTreeSet::new();
+        for chunk in router.split(".route(").skip(1) {
+            let path = chunk.split('"').nth(1).unwrap();
+            let handlers = chunk.split(".route_layer").next().unwrap();
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let call = format!("{method}(");
+                let found = handlers.match_indices(&call).any(|(i, _)| {
+                    !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+                });
+                if found {
+                    out.insert((method.to_string(), path.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_matches_the_router() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                let local = path.strip_prefix("/api/v1").unwrap_or(path);
+                documented.insert((method.clone(), local.to_string()));
+            }
+        }
+        // `POST /rules/test` is served by the `/rules/{name}` route.
+        let mut routed = routed();
+        routed.insert(("post".into(), "/rules/test".into()));
+        routed.remove(&("post".to_string(), "/rules/{name}".to_string()));
+        let renamed: BTreeSet<(String, String)> = routed
+            .into_iter()
+            .map(|(m, p)| (m, p.replace("/subscriptions/{pk}", "/subscriptions/{productKey}")))
+            .collect();
+        assert_eq!(renamed, documented);
+    }
 }

@@ -1,11 +1,20 @@
-//! The command line: `iotpipe serve`, `iotpipe device sign`, ...
+//! The command line: `iotpipe serve`, `iotpipe device sign`, ..., and the management commands
+//! (`groups`, `subscriptions`, `rules list|show|...`, `devices`, `alerts`) that operate a running
+//! server through its HTTP API (`client.rs`, output in `table.rs`).
 //!
 //! Exit codes: 0 ok, 1 error (one line on stderr), 2 usage, 3 `no match`.
 
+mod alerts;
 mod amqp_sign;
+mod client;
+mod devices;
+mod groups;
 mod rules;
+mod rules_api;
 mod serve;
 mod sign;
+mod subscriptions;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,10 +37,38 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// SQL rules: check files, dry-run a statement.
+    /// SQL rules: check files, dry-run a statement (no server needed); manage a server's rules.
     Rules {
         #[command(subcommand)]
         command: rules::RulesCommand,
+    },
+    /// Consumer groups of a running server.
+    Groups {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: groups::GroupsCommand,
+    },
+    /// Server-side subscriptions of a running server.
+    Subscriptions {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: subscriptions::SubscriptionsCommand,
+    },
+    /// Products and devices of a running server.
+    Devices {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: devices::DevicesCommand,
+    },
+    /// Alert rules of a running server.
+    Alerts {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
     },
     /// Device credentials.
     Device {
@@ -43,6 +80,14 @@ enum Command {
         #[command(subcommand)]
         command: AmqpCommand,
     },
+}
+
+/// Runs a management command with a client for `server`.
+fn remote(
+    server: &client::ServerArgs,
+    f: impl FnOnce(&client::Client) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    f(&client::Client::new(server)?)
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +114,10 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Amqp { command: AmqpCommand::Sign(args) } => amqp_sign::run(&args),
+        Command::Groups { server, command } => remote(&server, |c| groups::run(c, &command)),
+        Command::Subscriptions { server, command } => remote(&server, |c| subscriptions::run(c, &command)),
+        Command::Devices { server, command } => remote(&server, |c| devices::run(c, &command)),
+        Command::Alerts { server, command } => remote(&server, |c| alerts::run(c, &command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

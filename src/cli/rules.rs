@@ -1,15 +1,17 @@
-//! `iotpipe rules check` and `iotpipe rules test`: the rules engine without a server.
+//! `iotpipe rules check` and `iotpipe rules test`: the rules engine without a server. The
+//! subcommands that operate a running server are declared here and run in `rules_api.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::message::{Kind, Message, Origin};
+use super::rules_api;
+
+use crate::rules::dry_run::{self, DryRun, Matched, Sample};
 use crate::rules::files::{self, Loaded};
-use crate::rules::{DataType, Diagnostic, EvalContext, Outcome, Rule, RuleSet};
+use crate::rules::{DataType, Diagnostic, EvalContext, Rule, RuleSet};
 
 /// `iotpipe rules ...`.
 #[derive(Debug, Subcommand)]
@@ -18,6 +20,22 @@ pub enum RulesCommand {
     Check(CheckArgs),
     /// Runs one SQL statement against one message and prints the result as one JSON line.
     Test(TestArgs),
+    /// Lists the rules of a running server.
+    List(rules_api::ServerOnly),
+    /// Shows one rule of a running server, with its SQL.
+    Show(rules_api::NameArgs),
+    /// Adds a rule file to a running server.
+    Create(rules_api::FileArgs),
+    /// Replaces a rule of a running server with a rule file (the rule named in the file).
+    Update(rules_api::FileArgs),
+    /// Enables a rule of a running server.
+    Enable(rules_api::NameArgs),
+    /// Disables a rule of a running server.
+    Disable(rules_api::NameArgs),
+    /// Deletes a rule of a running server.
+    Delete(rules_api::NameArgs),
+    /// Runs a rule of a running server on one message, like `rules test`.
+    Try(rules_api::TryArgs),
 }
 
 /// Arguments of `rules check`.
@@ -82,6 +100,14 @@ pub fn run(cmd: &RulesCommand) -> anyhow::Result<Done> {
     match cmd {
         RulesCommand::Check(a) => check(a),
         RulesCommand::Test(a) => test(a),
+        RulesCommand::List(a) => rules_api::list(a),
+        RulesCommand::Show(a) => rules_api::show(a),
+        RulesCommand::Create(a) => rules_api::upload(a, false),
+        RulesCommand::Update(a) => rules_api::upload(a, true),
+        RulesCommand::Enable(a) => rules_api::set_enabled(a, true),
+        RulesCommand::Disable(a) => rules_api::set_enabled(a, false),
+        RulesCommand::Delete(a) => rules_api::delete(a),
+        RulesCommand::Try(a) => rules_api::try_rule(a),
     }
 }
 
@@ -153,18 +179,6 @@ fn check_file(p: &Path) -> (usize, Vec<Diagnostic>) {
     }
 }
 
-/// productKey and deviceName as the topic shows them.
-fn identity_from_topic(topic: &str) -> (String, String) {
-    let levels: Vec<&str> = topic.trim_start_matches('/').split('/').collect();
-    let (pk, dn) = match levels.as_slice() {
-        ["sys", pk, dn, ..] => (*pk, *dn),
-        ["as", "mqtt", "status", pk, dn, ..] => (*pk, *dn),
-        [pk, dn, ..] => (*pk, *dn),
-        _ => ("", ""),
-    };
-    (pk.to_string(), dn.to_string())
-}
-
 fn test(a: &TestArgs) -> anyhow::Result<Done> {
     let mut scripts = crate::rules::script::Scripts::default();
     if let Some(path) = &a.script {
@@ -183,64 +197,33 @@ fn test(a: &TestArgs) -> anyhow::Result<Done> {
             anyhow::bail!("{}", diags.first().map(ToString::to_string).unwrap_or_default());
         }
     };
-    let (pk, dn) = identity_from_topic(&a.topic);
-    let origin = Arc::new(Origin {
-        product_key: a.product_key.clone().unwrap_or(pk),
-        device_name: a.device_name.clone().unwrap_or(dn),
-        client_id: a.client_id.clone().unwrap_or_default(),
-        peer: None,
-    });
-    let received_at_ms = crate::message::now_ms();
-    let payload = Bytes::from(a.payload.clone().into_bytes());
-    // Thing-model posts reach rules in the platform's format, as on the server.
-    let platform =
-        crate::ingress::thing::convert(&origin, &a.topic, &payload, received_at_ms).and_then(Result::ok);
-    let kind = if a.topic.starts_with("/as/mqtt/status/") { Kind::Status } else { Kind::Upstream };
-    let msg =
-        Message { id: 1, kind, topic: a.topic.clone(), payload, qos: 0, origin, received_at_ms, platform };
+    let msg = Sample {
+        topic: a.topic.clone(),
+        payload: Bytes::from(a.payload.clone().into_bytes()),
+        product_key: a.product_key.clone(),
+        device_name: a.device_name.clone(),
+        client_id: a.client_id.clone(),
+    }
+    .message();
     let mut tags = BTreeMap::new();
     for t in &a.tags {
         let (k, v) = t.split_once('=').ok_or_else(|| anyhow::anyhow!("--tag {t:?}: write key=value"))?;
         tags.insert(k.to_string(), v.to_string());
     }
     let ctx = EvalContext { tags: Some(&tags) };
-    let set = RuleSet::default();
-    let reason = match set.evaluate_rule(&rule, &msg, &ctx) {
-        Outcome::Output(row) => {
-            if rule.forwards_raw() {
-                println!("{}", String::from_utf8_lossy(&msg.payload));
-            } else {
-                println!("{}", row.to_json());
-            }
+    let reason = match dry_run::run(&RuleSet::default(), &rule, &msg, &ctx) {
+        DryRun::Matched(Matched::Raw(payload)) => {
+            println!("{}", String::from_utf8_lossy(&payload));
             return Ok(Done::Ok);
         }
-        Outcome::Failed(e) => anyhow::bail!("the rule failed for this message: {e}"),
-        Outcome::TopicMismatch => {
-            format!("topic {:?} does not match the FROM filter {:?}", msg.forwarded().0, rule.topic_filter())
+        DryRun::Matched(Matched::Row(row)) => {
+            println!("{}", row.to_json());
+            return Ok(Done::Ok);
         }
-        Outcome::Disabled => "the rule is disabled".to_string(),
-        Outcome::NoMatch => "the WHERE condition is not true for this message".to_string(),
-        Outcome::BadPayload(why) => format!("a json rule skips this message: {why}"),
+        DryRun::Failed(e) => anyhow::bail!("the rule failed for this message: {e}"),
+        DryRun::Missed(why) => why,
     };
     println!("no match");
     eprintln!("{reason}");
     Ok(Done::NoMatch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identity_defaults() {
-        let cases = [
-            ("/a1demo/dev1/user/update", ("a1demo", "dev1")),
-            ("/sys/a1demo/dev1/thing/event/property/post", ("a1demo", "dev1")),
-            ("/as/mqtt/status/a1demo/dev1", ("a1demo", "dev1")),
-            ("x", ("", "")),
-        ];
-        for (t, (pk, dn)) in cases {
-            assert_eq!(identity_from_topic(t), (pk.to_string(), dn.to_string()), "{t}");
-        }
-    }
 }

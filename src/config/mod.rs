@@ -50,6 +50,10 @@ pub struct Config {
     /// Product-wide server-side subscriptions.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// Consumer-group alert rules (docs/alerts.md); created at every start, not deletable
+    /// through the API.
+    #[serde(default)]
+    pub alert_rules: Vec<AlertRuleConfig>,
 }
 
 /// `[mqtt]`: the device side.
@@ -120,6 +124,9 @@ pub struct AmqpConfig {
     /// Seconds a connection has to authenticate and attach its receiver link.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_secs: u64,
+    /// Consumer groups the server holds, DEFAULT_GROUP and configured ones included.
+    #[serde(default = "default_max_consumer_groups")]
+    pub max_consumer_groups: usize,
 }
 
 /// `[http]`: management API and metrics.
@@ -208,6 +215,51 @@ pub struct SubscriptionConfig {
     pub consumer_groups: Vec<String>,
 }
 
+/// `[[alert_rules]]`: the API's alert rule body in snake_case (docs/alerts.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    /// 1 to 64 characters, unique; also the rule's id.
+    pub name: String,
+    /// Groups watched (`DEFAULT_GROUP` or ids of `[[consumer_groups]]`); empty or absent: every group.
+    #[serde(default)]
+    pub consumer_group_ids: Vec<String>,
+    /// `accumulatedCount` or `consumptionRate` (messages/min).
+    pub metric: String,
+    /// `>`, `>=`, `<` or `<=`.
+    pub comparison: String,
+    /// What the value is compared with; 0 or more.
+    pub threshold: f64,
+    /// The scan period in seconds: 60, 300, 900, 1800, 3600, or any from 1 to 86,400.
+    pub period_seconds: u64,
+    /// Fire after this many periods in a row meet the condition, 1 to 100.
+    #[serde(default = "default_consecutive_periods")]
+    pub consecutive_periods: u32,
+    /// No repeated firing notification for this long while a group keeps firing.
+    #[serde(default = "default_mute_seconds")]
+    pub mute_seconds: u64,
+    /// When notifications may be sent; always when absent.
+    #[serde(default)]
+    pub effective: Option<EffectiveConfig>,
+    /// Where notifications are POSTed (http or https).
+    pub callback_url: String,
+}
+
+/// `[alert_rules.effective]`: days of the week and a local time-of-day window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectiveConfig {
+    /// `mon` … `sun`; every day when absent.
+    #[serde(default = "default_days")]
+    pub days: Vec<String>,
+    /// `HH:MM`, server local time.
+    #[serde(default = "default_window_start")]
+    pub start: String,
+    /// `HH:MM`, included; before `start` the window runs across midnight.
+    #[serde(default = "default_window_end")]
+    pub end: String,
+}
+
 /// Message types of a server-side subscription.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -256,6 +308,7 @@ impl Default for AmqpConfig {
             max_clients_per_group: default_max_clients_per_group(),
             max_unsettled_per_client: default_max_unsettled(),
             auth_timeout_secs: default_auth_timeout(),
+            max_consumer_groups: default_max_consumer_groups(),
         }
     }
 }
@@ -274,6 +327,21 @@ impl Default for StorageConfig {
 
 fn default_true() -> bool {
     true
+}
+fn default_consecutive_periods() -> u32 {
+    crate::alerts::model::DEFAULT_CONSECUTIVE_PERIODS
+}
+fn default_mute_seconds() -> u64 {
+    crate::alerts::model::DEFAULT_MUTE_SECONDS
+}
+fn default_days() -> Vec<String> {
+    crate::alerts::model::DAYS.iter().map(|d| d.to_string()).collect()
+}
+fn default_window_start() -> String {
+    "00:00".to_string()
+}
+fn default_window_end() -> String {
+    "23:59".to_string()
 }
 fn default_rules_dir() -> PathBuf {
     PathBuf::from("rules")
@@ -319,6 +387,10 @@ fn default_ack_timeout() -> u64 {
 /// The modelled platform keeps undelivered messages for one day.
 fn default_retention() -> u64 {
     86_400
+}
+/// The modelled platform's limit of consumer groups per instance.
+fn default_max_consumer_groups() -> usize {
+    crate::groups::MAX_GROUPS
 }
 /// The modelled platform's limit of clients per consumer group.
 fn default_max_clients_per_group() -> usize {

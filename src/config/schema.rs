@@ -26,6 +26,8 @@ enum Kind {
     Addr { example: &'static str },
     /// A non-negative integer of at most `max` (the limit of the field's Rust type).
     UInt { max: u64 },
+    /// A number, integer or float.
+    Number,
     /// `true` or `false`.
     Bool,
     /// An array of strings, each one of `allowed` (any string when `allowed` is empty).
@@ -68,6 +70,7 @@ const fn addr(example: &'static str) -> Kind {
 const USIZE: Kind = Kind::UInt { max: usize::MAX as u64 };
 const U16: Kind = Kind::UInt { max: u16::MAX as u64 };
 const U64: Kind = Kind::UInt { max: u64::MAX };
+const U32: Kind = Kind::UInt { max: u32::MAX as u64 };
 
 /// [`super::Config`]. `rules_dir` is valid both here and in `[storage]`: written after the
 /// `[storage]` header, TOML puts it there.
@@ -81,6 +84,7 @@ pub(super) const ROOT: &[Field] = &[
     opt("products", Kind::Tables(PRODUCT)),
     opt("consumer_groups", Kind::Tables(CONSUMER_GROUP)),
     opt("subscriptions", Kind::Tables(SUBSCRIPTION)),
+    opt("alert_rules", Kind::Tables(ALERT_RULE)),
 ];
 
 /// [`super::MqttConfig`].
@@ -108,6 +112,7 @@ const AMQP: &[Field] = &[
     opt("max_clients_per_group", USIZE),
     opt("max_unsettled_per_client", USIZE),
     opt("auth_timeout_secs", U64),
+    opt("max_consumer_groups", USIZE),
 ];
 
 /// [`super::HttpConfig`].
@@ -142,6 +147,27 @@ const SUBSCRIPTION: &[Field] = &[
     req("product_key", string("a1demo")),
     req("message_types", Kind::Strings { allowed: MESSAGE_TYPES, example: "upstream" }),
     req("consumer_groups", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
+];
+
+/// [`super::AlertRuleConfig`]. Values are checked in `validate.rs`, by the same rules as the API.
+const ALERT_RULE: &[Field] = &[
+    req("name", string("backlog_high")),
+    opt("consumer_group_ids", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
+    req("metric", string("accumulatedCount")),
+    req("comparison", string(">")),
+    req("threshold", Kind::Number),
+    req("period_seconds", U64),
+    opt("consecutive_periods", U32),
+    opt("mute_seconds", U64),
+    opt("effective", Kind::Table(EFFECTIVE)),
+    req("callback_url", string("http://ops.example/alert")),
+];
+
+/// [`super::EffectiveConfig`].
+const EFFECTIVE: &[Field] = &[
+    opt("days", Kind::Strings { allowed: &crate::alerts::model::DAYS, example: "mon" }),
+    opt("start", string("09:00")),
+    opt("end", string("18:00")),
 ];
 
 /// The serde names of [`super::MessageType`].
@@ -214,6 +240,8 @@ impl Report<'_> {
                 Some(_) => {}
                 None => self.wrong_type(path, item, kind, name),
             },
+            Kind::Number if item.as_integer().is_some() || item.as_float().is_some() => {}
+            Kind::Number => self.wrong_type(path, item, kind, name),
             Kind::UInt { max } => match item.as_integer() {
                 Some(n) if u64::try_from(n).is_ok_and(|n| n <= max) => {}
                 Some(n) => {
@@ -310,6 +338,7 @@ impl Kind {
                 format!("a whole number from 0 to {max}")
             }
             Kind::UInt { .. } => "a whole number, 0 or more".to_string(),
+            Kind::Number => "a number".to_string(),
             Kind::Bool => "true or false".to_string(),
             Kind::Strings { example, .. } => format!("an array of strings like [\"{example}\"]"),
             Kind::StrMap { example } => format!("a table of strings like {example}"),
@@ -425,7 +454,7 @@ consumer_groups = "DEFAULT_GROUP"
             amqp[0].message,
             "unknown key `certificate`; valid keys in [amqp] are: listen, tls_listen, cert, key, \
              ack_timeout_secs, retention_secs, max_clients_per_group, max_unsettled_per_client, \
-             auth_timeout_secs"
+             auth_timeout_secs, max_consumer_groups"
         );
         let top = problems_in("mqttt = 1\n");
         assert!(top[0].message.contains("valid top-level keys are: mqtt, amqp, http, storage, rules_dir"));
@@ -453,7 +482,7 @@ consumer_groups = "DEFAULT_GROUP"
         for field in fields.iter().filter(|f| wanted(f)) {
             let value = match field.kind {
                 Kind::Str { example } | Kind::Addr { example } => format!("{example:?}"),
-                Kind::UInt { .. } => "1".to_string(),
+                Kind::UInt { .. } | Kind::Number => "1".to_string(),
                 Kind::Bool => "true".to_string(),
                 Kind::Strings { allowed: [], example } => format!("[{example:?}]"),
                 Kind::Strings { allowed, .. } => format!("[{}]", quoted_list(allowed)),

@@ -70,6 +70,7 @@ impl Validator<'_, '_, '_> {
         self.products(config);
         self.consumer_groups(config);
         self.subscriptions(config);
+        self.alert_rules(config);
     }
 
     fn mqtt(&mut self, config: &Config) {
@@ -124,6 +125,7 @@ impl Validator<'_, '_, '_> {
             ("max_clients_per_group", amqp.max_clients_per_group as u128),
             ("max_unsettled_per_client", amqp.max_unsettled_per_client as u128),
             ("auth_timeout_secs", amqp.auth_timeout_secs as u128),
+            ("max_consumer_groups", amqp.max_consumer_groups as u128),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -357,6 +359,39 @@ impl Validator<'_, '_, '_> {
     }
 }
 
+impl Validator<'_, '_, '_> {
+    /// The API's checks (`alerts::model`), plus unique names and groups that the file defines.
+    fn alert_rules(&mut self, config: &Config) {
+        let groups: HashSet<&str> = config.consumer_groups.iter().map(|g| g.id.as_str()).collect();
+        let mut seen = HashMap::new();
+        for (r, rule) in config.alert_rules.iter().enumerate() {
+            let body = crate::alerts::model::AlertRuleBody::from(rule);
+            if let Err(problems) = body.validate() {
+                for p in problems {
+                    let mut path = vec![K("alert_rules"), I(r)];
+                    path.extend(p.field.config().iter().map(|k| K(k)));
+                    path.extend(p.index.map(I));
+                    self.at(&path, p.message);
+                }
+            } else {
+                let name = rule.name.as_str();
+                self.unique(&mut seen, (name, r), &[K("alert_rules"), I(r), K("name")], |first| {
+                    format!("\"{name}\" is already used by alert_rules[{first}]; names must be unique")
+                });
+            }
+            for (g, id) in rule.consumer_group_ids.iter().enumerate() {
+                if !id.is_empty() && id != DEFAULT_GROUP && !groups.contains(id.as_str()) {
+                    let message = format!(
+                        "consumer group \"{id}\" is not defined in [[consumer_groups]]; expected \
+                         DEFAULT_GROUP or a defined id"
+                    );
+                    self.at(&[K("alert_rules"), I(r), K("consumer_group_ids"), I(g)], message);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Write as _;
@@ -495,6 +530,69 @@ consumer_groups = ["DEFAULT_GROUP", "g2", "g2"]
         assert_eq!(problems[0].message, "lists 11 consumer groups; expected 1 to 10");
         let text = text.replace(", \"g10\"]", "]");
         load_str(&text, "t.toml").expect("ten groups are fine");
+    }
+
+    #[test]
+    fn alert_rule_problems_are_reported_with_their_lines() {
+        let text = r#"[[consumer_groups]]
+id = "g1"
+name = "group_one"
+[[alert_rules]]
+name = "backlog"
+consumer_group_ids = ["g1", "g9"]
+metric = "backlog"
+comparison = "=>"
+threshold = -1
+period_seconds = 0
+consecutive_periods = 0
+callback_url = "ftp://x"
+[alert_rules.effective]
+days = ["mon"]
+start = "9:00"
+end = "25:00"
+[[alert_rules]]
+name = "ok"
+metric = "consumptionRate"
+comparison = "<"
+threshold = 0.5
+period_seconds = 60
+callback_url = "http://127.0.0.1:9/hook"
+[[alert_rules]]
+name = "ok"
+metric = "accumulatedCount"
+comparison = ">"
+threshold = 10
+period_seconds = 300
+callback_url = "https://ops.example/alert"
+"#;
+        let problems = problems_in(text);
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![
+                (Some(6), "alert_rules[0].consumer_group_ids[1]"),
+                (Some(7), "alert_rules[0].metric"),
+                (Some(8), "alert_rules[0].comparison"),
+                (Some(9), "alert_rules[0].threshold"),
+                (Some(10), "alert_rules[0].period_seconds"),
+                (Some(11), "alert_rules[0].consecutive_periods"),
+                (Some(12), "alert_rules[0].callback_url"),
+                (Some(15), "alert_rules[0].effective.start"),
+                (Some(16), "alert_rules[0].effective.end"),
+                (Some(25), "alert_rules[2].name"),
+            ],
+            "{problems:#?}"
+        );
+        let problems = problems_in("[[alert_rules]]\nname = \"x\"\nmetric = \"consumptionRate\"\ncomparison = \">\"\nthreshold = \"1\"\nperiod_seconds = 60\ncallback_url = \"http://h/\"\n[alert_rules.effective]\ndays = [\"monday\"]\n");
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![(Some(5), "alert_rules[0].threshold"), (Some(9), "alert_rules[0].effective.days[0]")]
+        );
+        let valid = &text[text.find("[[alert_rules]]\nname = \"ok\"").unwrap_or(0)..];
+        let valid = &valid[..valid.rfind("[[alert_rules]]").unwrap_or(valid.len())];
+        let config = load_str(valid, "t.toml").expect("the valid rule loads");
+        assert_eq!(config.alert_rules.len(), 1);
+        assert_eq!(config.alert_rules[0].consecutive_periods, 1);
+        assert!(config.alert_rules[0].effective.is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, 
 use crate::config::Config;
 use crate::store::{Append, Db, Extent, QueueStore, StoreError};
 
-/// Groups at most; the modelled platform's limit.
+/// Groups at most by default (`[amqp] max_consumer_groups`); the modelled platform's limit.
 pub const MAX_GROUPS: usize = 1000;
 
 /// Why a group could not be created or deleted.
@@ -32,6 +32,12 @@ pub enum GroupsError {
     /// Another group has the name.
     #[error("name: a consumer group named {0:?} exists already")]
     NameTaken(String),
+    /// The id breaks the id rule.
+    #[error("id: {0}")]
+    InvalidId(String),
+    /// Another group has the id.
+    #[error("id: a consumer group with the id {0} exists already")]
+    IdTaken(String),
     /// Too many groups.
     #[error("there are already {0} consumer groups, the maximum")]
     Limit(usize),
@@ -66,6 +72,8 @@ pub struct Settings {
     pub max_clients_per_group: usize,
     /// Unsettled deliveries per client.
     pub max_unsettled_per_client: usize,
+    /// Consumer groups in all.
+    pub max_groups: usize,
 }
 
 impl Settings {
@@ -77,6 +85,7 @@ impl Settings {
             retention: Duration::from_secs(a.retention_secs),
             max_clients_per_group: a.max_clients_per_group,
             max_unsettled_per_client: a.max_unsettled_per_client,
+            max_groups: a.max_consumer_groups,
         }
     }
 }
@@ -91,6 +100,7 @@ pub struct Groups {
     settings: Settings,
     stop: CancellationToken,
     tasks: TaskTracker,
+    create: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -125,6 +135,7 @@ impl Groups {
             settings,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            create: std::sync::Mutex::new(()),
         });
         for (id, name) in declared.iter().chain(created.iter()) {
             if this.exists(id) {
@@ -155,25 +166,36 @@ impl Groups {
         group
     }
 
-    /// Creates a group with a generated id; it is stored and survives restarts.
+    /// Creates a group, with the given id or a generated one; it is stored and survives
+    /// restarts.
     ///
     /// # Errors
-    /// A name that breaks the name rule or is taken, the group limit, or storage.
-    pub fn create(&self, name: &str) -> Result<Arc<Group>, GroupsError> {
+    /// A name that breaks the name rule or is taken, a bad or taken id, the group limit, or
+    /// storage.
+    pub fn create(&self, name: &str, id: Option<&str>) -> Result<Arc<Group>, GroupsError> {
         name::validate(name).map_err(GroupsError::InvalidName)?;
+        if let Some(id) = id {
+            name::validate_id(id).map_err(GroupsError::InvalidId)?;
+        }
+        // Held to the insert, so that two creations cannot take the same name or id.
+        let _create = self.create.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let id = {
             let groups = self.read();
             if groups.values().any(|g| g.name == name) {
                 return Err(GroupsError::NameTaken(name.to_string()));
             }
-            if groups.len() >= MAX_GROUPS {
-                return Err(GroupsError::Limit(MAX_GROUPS));
+            if groups.len() >= self.settings.max_groups {
+                return Err(GroupsError::Limit(self.settings.max_groups));
             }
-            loop {
-                let id = generate_id();
-                if !groups.contains_key(&id) {
-                    break id;
-                }
+            match id {
+                Some(id) if groups.contains_key(id) => return Err(GroupsError::IdTaken(id.to_string())),
+                Some(id) => id.to_string(),
+                None => loop {
+                    let id = generate_id();
+                    if !groups.contains_key(&id) {
+                        break id;
+                    }
+                },
             }
         };
         persist::put(&self.db, &id, Some(name))?;

@@ -43,6 +43,24 @@ pub fn validate(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest group id.
+pub const MAX_ID: usize = 64;
+
+/// Checks a group id chosen by the caller: 1 to 64 ASCII letters, digits, `_` and `-`, as in the
+/// configuration file.
+///
+/// # Errors
+/// An empty or long id, or another character.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID {
+        return Err(format!("an id has 1 to {MAX_ID} characters, got {}", id.len()));
+    }
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(format!("{id:?} contains {c:?}; an id may only contain ASCII letters, digits, _ and -"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate;

@@ -22,7 +22,7 @@ use super::codec::{
     self, ConnAckCode, ConnectPacket, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version,
 };
 use super::status::{self, OfflineReason};
-use super::{thing, Shared};
+use super::{thing, RefusalReason, Shared};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
 
@@ -44,11 +44,12 @@ where
     let (version, connect) = match tokio::time::timeout(timeout, read_connect(&mut io, &shared)).await {
         Ok(Ok(c)) => c,
         Ok(Err(reason)) => {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            shared.stats.refuse(RefusalReason::Malformed);
             tracing::warn!(%peer, %reason, "Closed a connection before CONNECT");
             return;
         }
         Err(_) => {
+            shared.stats.refuse(RefusalReason::ConnectTimeout);
             tracing::debug!(%peer, "Closed a connection that sent no CONNECT in time");
             return;
         }
@@ -56,8 +57,8 @@ where
 
     let (credentials, keep_alive) = match authenticate(&connect, &shared) {
         Ok(ok) => ok,
-        Err((code, reason)) => {
-            shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        Err((code, why, reason)) => {
+            shared.stats.refuse(why);
             tracing::warn!(%peer, client_id = %connect.client_id, ?code, %reason, "Refused a device connection");
             version.write(Outbound::ConnAck { code, max_packet_size: 0 }, &mut io.wbuf);
             let _ = io.flush().await;
@@ -88,6 +89,7 @@ where
         Err(e) => Err(e),
     };
     if let Err(e) = stored {
+        shared.stats.refuse(RefusalReason::Unavailable);
         tracing::error!(device = %origin.device_name, error = %e, "Refused a device: its online status could not be stored");
         version.write(Outbound::ConnAck { code: ConnAckCode::Unavailable, max_packet_size: 0 }, &mut io.wbuf);
         let _ = io.flush().await;
@@ -101,6 +103,7 @@ where
         &mut io.wbuf,
     );
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+    shared.stats.connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %origin.client_id, %peer, ?version, "Device online");
 
     let mut session = Session {
@@ -206,33 +209,37 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn authenticate(
-    connect: &ConnectPacket,
-    shared: &Shared,
-) -> Result<(auth::Credentials, u16), (ConnAckCode, String)> {
+/// Why a CONNECT is refused: the CONNACK code, the counted reason and the logged text.
+type Refusal = (ConnAckCode, RefusalReason, String);
+
+fn authenticate(connect: &ConnectPacket, shared: &Shared) -> Result<(auth::Credentials, u16), Refusal> {
+    use RefusalReason as R;
     let limits = &shared.limits;
     if !(limits.keep_alive_min..=limits.keep_alive_max).contains(&connect.keep_alive) {
         return Err((
             ConnAckCode::BadKeepAlive,
+            R::KeepAlive,
             format!(
                 "keep-alive {} s is outside {}..={} s",
                 connect.keep_alive, limits.keep_alive_min, limits.keep_alive_max
             ),
         ));
     }
+    let bad = |why: RefusalReason, message: String| (ConnAckCode::BadCredentials, why, message);
     let credentials = auth::parse(&connect.client_id, connect.username.as_deref())
-        .map_err(|e| (ConnAckCode::BadCredentials, e.to_string()))?;
-    let password =
-        connect.password.as_deref().ok_or((ConnAckCode::BadCredentials, "no password".to_string()))?;
+        .map_err(|e| bad(R::BadCredentials, e.to_string()))?;
+    let password = connect.password.as_deref().ok_or_else(|| bad(R::BadCredentials, "no password".into()))?;
     let device = shared
         .registry
         .device(&credentials.product_key, &credentials.device_name)
-        .ok_or_else(|| (ConnAckCode::BadCredentials, format!("unknown device {}", credentials.username())))?;
+        .ok_or_else(|| bad(R::UnknownDevice, format!("unknown device {}", credentials.username())))?;
     if !credentials.verify(&device.secret, password.as_bytes()) {
-        return Err((ConnAckCode::BadCredentials, format!("bad signature for {}", credentials.username())));
+        let message = format!("bad signature for {}", credentials.username());
+        return Err((ConnAckCode::BadCredentials, R::BadSignature, message));
     }
     if !device.enabled {
-        return Err((ConnAckCode::NotAuthorized, format!("device {} is disabled", credentials.username())));
+        let message = format!("device {} is disabled", credentials.username());
+        return Err((ConnAckCode::NotAuthorized, R::Disabled, message));
     }
     Ok((credentials, connect.keep_alive))
 }

@@ -85,8 +85,12 @@ impl Limits {
 pub struct IngressStats {
     /// Devices online now.
     pub connections: AtomicU64,
-    /// Connections refused at or before CONNECT.
+    /// Connections refused at or before CONNECT (the sum of `refusals`).
     pub refused: AtomicU64,
+    /// Connections accepted (CONNACK 0).
+    pub connects: AtomicU64,
+    /// Refused connections by reason.
+    pub refusals: Refusals,
     /// Publishes handed to the pipeline.
     pub publishes: AtomicU64,
     /// Payload bytes handed to the pipeline.
@@ -99,6 +103,85 @@ pub struct IngressStats {
     pub protocol_errors: AtomicU64,
     /// Thing-model posts forwarded unconverted because their JSON was not Alink JSON.
     pub bad_thing_payloads: AtomicU64,
+}
+
+/// Why a connection was refused at or before CONNECT, one counter per reason.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// The first packet was not a well-formed CONNECT, or the peer closed before sending one.
+    pub malformed: AtomicU64,
+    /// No complete CONNECT within `connect_timeout_secs`.
+    pub connect_timeout: AtomicU64,
+    /// Keep-alive outside the allowed range.
+    pub keep_alive: AtomicU64,
+    /// Client id or username not in the Link SDK form, or no password.
+    pub bad_credentials: AtomicU64,
+    /// No such device.
+    pub unknown_device: AtomicU64,
+    /// Wrong signature.
+    pub bad_signature: AtomicU64,
+    /// The device is disabled.
+    pub disabled: AtomicU64,
+    /// The online status could not be stored.
+    pub unavailable: AtomicU64,
+}
+
+/// A reason of [`Refusals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// See [`Refusals::malformed`].
+    Malformed,
+    /// See [`Refusals::connect_timeout`].
+    ConnectTimeout,
+    /// See [`Refusals::keep_alive`].
+    KeepAlive,
+    /// See [`Refusals::bad_credentials`].
+    BadCredentials,
+    /// See [`Refusals::unknown_device`].
+    UnknownDevice,
+    /// See [`Refusals::bad_signature`].
+    BadSignature,
+    /// See [`Refusals::disabled`].
+    Disabled,
+    /// See [`Refusals::unavailable`].
+    Unavailable,
+}
+
+impl Refusals {
+    /// Every reason with its metric label.
+    pub const REASONS: [(RefusalReason, &'static str); 8] = [
+        (RefusalReason::Malformed, "malformed"),
+        (RefusalReason::ConnectTimeout, "connect_timeout"),
+        (RefusalReason::KeepAlive, "keep_alive"),
+        (RefusalReason::BadCredentials, "bad_credentials"),
+        (RefusalReason::UnknownDevice, "unknown_device"),
+        (RefusalReason::BadSignature, "bad_signature"),
+        (RefusalReason::Disabled, "disabled"),
+        (RefusalReason::Unavailable, "unavailable"),
+    ];
+
+    /// The counter of `reason`.
+    pub fn counter(&self, reason: RefusalReason) -> &AtomicU64 {
+        match reason {
+            RefusalReason::Malformed => &self.malformed,
+            RefusalReason::ConnectTimeout => &self.connect_timeout,
+            RefusalReason::KeepAlive => &self.keep_alive,
+            RefusalReason::BadCredentials => &self.bad_credentials,
+            RefusalReason::UnknownDevice => &self.unknown_device,
+            RefusalReason::BadSignature => &self.bad_signature,
+            RefusalReason::Disabled => &self.disabled,
+            RefusalReason::Unavailable => &self.unavailable,
+        }
+    }
+}
+
+impl IngressStats {
+    /// Counts a refused connection.
+    pub(crate) fn refuse(&self, reason: RefusalReason) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.refused.fetch_add(1, Relaxed);
+        self.refusals.counter(reason).fetch_add(1, Relaxed);
+    }
 }
 
 pub(crate) struct Shared {

@@ -7,8 +7,10 @@
 //! One task takes messages off the queue in batches, so a batch can share one storage commit.
 //! Targets come from the server-side subscriptions ([`Subscriptions`], read once per batch) and from the `amqp` actions of
 //! matching SQL rules; each target gets its own copy, appended in the same commit, so a PUBACK
-//! covers both paths. `republish` actions run once the batch is stored.
+//! covers both paths. `republish` actions run once the batch is stored. Failed actions are
+//! retried with backoff and then reach the rule's error action ([`retry`]).
 
+mod retry;
 mod routes;
 
 use std::future::Future;
@@ -27,10 +29,12 @@ use crate::message::{Kind, Message};
 use crate::registry::Registry;
 use crate::rules::action::Action;
 use crate::rules::context::EvalContext;
+use crate::rules::row::Row;
 use crate::rules::rule::Rule;
 use crate::rules::watch::SharedRules;
 use crate::store::{Append, Ids, StoredMessage};
 use crate::subscriptions::Subscriptions;
+use retry::{Destinations, Failure, Retries, Target};
 
 /// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
 /// what the ingress holds: 8,192 × 256 KiB worst case, a few MiB with typical payloads.
@@ -122,7 +126,9 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let stats = Arc::new(Stats::default());
         let (tap, _) = broadcast::channel(TAP_CAPACITY);
-        let forwarding = Forwarding { rules, registry, broker, ids: ids.clone() };
+        let retries =
+            Retries::new(Destinations { groups: groups.clone(), broker: broker.clone(), ids: ids.clone() });
+        let forwarding = Forwarding { rules, registry, broker, ids: ids.clone(), retries };
         let task = run(rx, subscriptions, groups, forwarding, stats.clone(), tap.clone());
         (Self { tx, ids, stats, tap }, task)
     }
@@ -171,20 +177,45 @@ struct Forwarding {
     registry: Arc<Registry>,
     broker: Arc<Broker>,
     ids: Arc<Ids>,
+    retries: Retries,
 }
 
-/// A republish to do once the batch is stored: (rule, topic, payload).
-type Republish = (Arc<Rule>, String, bytes::Bytes);
+/// A republish to do once the batch is stored.
+struct Republish {
+    rule: Arc<Rule>,
+    /// Index of the action in the rule.
+    action: usize,
+    topic: String,
+    payload: bytes::Bytes,
+    /// Index of the message in the batch.
+    job: usize,
+    row: Row,
+}
+
+/// What the rules of one batch leave to do after its commit.
+#[derive(Default)]
+struct After {
+    republish: Vec<Republish>,
+    failures: Vec<Failure>,
+}
+
+impl After {
+    fn clear(&mut self) {
+        self.republish.clear();
+        self.failures.clear();
+    }
+}
 
 impl Forwarding {
-    /// Runs the rules on `message`: amqp actions become appends in this batch's commit,
-    /// republish actions are returned to run after it.
+    /// Runs the rules on `message` (number `job` of the batch): amqp actions become appends in
+    /// this batch's commit, republish actions and failures wait for it in `after`.
     fn apply(
         &self,
         groups: &Groups,
+        job: usize,
         message: &Message,
         appends: &mut Vec<Append>,
-        republish: &mut Vec<Republish>,
+        after: &mut After,
     ) {
         let rules = self.rules.get();
         if rules.is_empty() {
@@ -194,19 +225,35 @@ impl Forwarding {
         let ctx = EvalContext { tags: device.as_ref().map(|d| &d.tags) };
         for output in rules.evaluate(message, &ctx) {
             let payload = output.raw.clone().unwrap_or_else(|| bytes::Bytes::from(output.row.to_json()));
-            for action in &output.rule.actions {
+            for (i, action) in output.rule.actions.iter().enumerate() {
+                let failed = |target, error: String, retriable| Failure {
+                    rule: output.rule.clone(),
+                    action: action.to_string(),
+                    target,
+                    payload: payload.clone(),
+                    message: message.clone(),
+                    row: output.row.clone(),
+                    error,
+                    retriable,
+                };
                 match action {
                     Action::Amqp { group, tag } => {
+                        let tag = tag.as_ref().and_then(|t| t.render(&output.row, message));
                         if !groups.exists(group) {
-                            output.rule.metrics.action(false);
-                            tracing::warn!(rule = %output.rule.name, %group, "Rule forwards to a consumer group that does not exist");
+                            let error = format!("consumer group {group} does not exist");
+                            after.failures.push(failed(
+                                Target::Amqp { group: group.clone(), tag },
+                                error,
+                                true,
+                            ));
                             continue;
                         }
                         let id = match self.ids.next() {
                             Ok(id) => id,
                             Err(e) => {
-                                output.rule.metrics.action(false);
-                                tracing::error!(rule = %output.rule.name, error = %e, "No message id for a rule result");
+                                let error = format!("no message id: {e}");
+                                let target = Target::Amqp { group: group.clone(), tag };
+                                after.failures.push(failed(target, error, true));
                                 continue;
                             }
                         };
@@ -214,33 +261,56 @@ impl Forwarding {
                             id,
                             generate_time_ms: message.received_at_ms,
                             topic: message.forwarded().0.to_string(),
-                            tag: tag.as_ref().and_then(|t| t.render(&output.row, message)),
+                            tag,
                             payload: payload.clone(),
                         };
                         appends.push(Append { group: Arc::from(group.as_str()), record: record.encode() });
                         output.rule.metrics.action(true);
                     }
-                    Action::Republish { topic } => match topic.render(&output.row, message) {
-                        Some(t) => republish.push((output.rule.clone(), t, payload.clone())),
-                        None => {
-                            output.rule.metrics.action(false);
-                            tracing::warn!(rule = %output.rule.name, "Republish topic template has a missing field");
+                    Action::Republish { topic } => {
+                        let rendered = topic
+                            .render(&output.row, message)
+                            .ok_or_else(|| "the republish topic template has a missing field".to_string())
+                            .and_then(|t| retry::check_topic(&t).map(|()| t));
+                        match rendered {
+                            Ok(topic) => after.republish.push(Republish {
+                                rule: output.rule.clone(),
+                                action: i,
+                                topic,
+                                payload: payload.clone(),
+                                job,
+                                row: output.row.clone(),
+                            }),
+                            Err(error) => {
+                                let target = Target::Republish { topic: topic.to_string() };
+                                after.failures.push(failed(target, error, false));
+                            }
                         }
-                    },
+                    }
                 }
             }
         }
     }
 
-    fn republish(&self, batch: Vec<Republish>) {
-        for (rule, topic, payload) in batch {
-            match self.broker.publish(&topic, payload) {
-                Ok(()) => rule.metrics.action(true),
-                Err(e) => {
-                    rule.metrics.action(false);
-                    tracing::warn!(rule = %rule.name, %topic, error = %e, "Republish failed");
-                }
+    /// Once the batch is stored: republishes, and failures go to the retry queue.
+    fn after_commit(&self, batch: &[Job], after: &mut After) {
+        for r in after.republish.drain(..) {
+            match self.broker.publish(&r.topic, r.payload.clone()) {
+                Ok(()) => r.rule.metrics.action(true),
+                Err(e) => self.retries.failed(Failure {
+                    action: r.rule.actions[r.action].to_string(),
+                    rule: r.rule,
+                    target: Target::Republish { topic: r.topic },
+                    payload: r.payload,
+                    message: batch[r.job].message.clone(),
+                    row: r.row,
+                    error: e.to_string(),
+                    retriable: true,
+                }),
             }
+        }
+        for f in after.failures.drain(..) {
+            self.retries.failed(f);
         }
     }
 }
@@ -255,13 +325,13 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut appends = Vec::new();
-    let mut republish = Vec::new();
+    let mut after = After::default();
     // While one batch commits, the next one gathers in the queue: group commit without a timer.
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // Read once per batch: a subscription edit applies from the next batch on.
         let routes = subscriptions.routes();
-        for job in &batch {
-            forwarding.apply(&groups, &job.message, &mut appends, &mut republish);
+        for (i, job) in batch.iter().enumerate() {
+            forwarding.apply(&groups, i, &job.message, &mut appends, &mut after);
             let targets = routes.targets(&job.message);
             if targets.is_empty() {
                 continue;
@@ -284,9 +354,10 @@ async fn run(
             groups.append(std::mem::take(&mut appends)).await.map_err(|e| HandoffError::Store(e.to_string()));
         if result.is_ok() {
             stats.group_copies.fetch_add(copies, Ordering::Relaxed);
-            forwarding.republish(std::mem::take(&mut republish));
+            forwarding.after_commit(&batch, &mut after);
         } else {
-            republish.clear();
+            // Nothing was acknowledged: the devices send again, and the rules run again.
+            after.clear();
         }
         for job in batch.drain(..) {
             if result.is_ok() {
@@ -305,5 +376,6 @@ async fn run(
             let _ = job.done.send(result.clone());
         }
     }
+    forwarding.retries.finish().await;
     tracing::debug!("Pipeline drained");
 }

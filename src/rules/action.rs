@@ -103,6 +103,33 @@ impl Template {
     }
 }
 
+/// Writes the template back as text (`/a/${dn}/${deviceName()}`), as a header line holds it.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.0 {
+            match p {
+                Part::Lit(s) => f.write_str(s)?,
+                Part::Field(name) => write!(f, "${{{name}}}")?,
+                Part::Func(name) => write!(f, "${{{name}()}}")?,
+                Part::TopicLevel(n) => write!(f, "${{topic({n})}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the action back as the value of its header line (`amqp G tag=${dn}`); parsing
+/// the text gives the same action.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Amqp { group, tag: None } => write!(f, "amqp {group}"),
+            Self::Amqp { group, tag: Some(tag) } => write!(f, "amqp {group} tag={tag}"),
+            Self::Republish { topic } => write!(f, "republish {topic}"),
+        }
+    }
+}
+
 fn placeholder(inner: &str) -> Result<Part, String> {
     if inner.is_empty() {
         return Err("empty placeholder ${}".into());
@@ -227,5 +254,24 @@ mod tests {
         ] {
             assert!(Action::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "amqp g_alerts",
+            "amqp g_alerts tag=${dn}",
+            "amqp g tag=const-1",
+            "amqp g tag=${deviceName()}",
+            "republish /${topic(1)}/${deviceName()}/user/${dn}",
+        ] {
+            let a = Action::parse(text).unwrap();
+            assert_eq!(a.to_string(), text);
+            assert_eq!(Action::parse(&a.to_string()).unwrap(), a);
+        }
+        assert_eq!(
+            Action::parse("AMQP  g   tag=${DeviceName()}").unwrap().to_string(),
+            "amqp g tag=${deviceName()}"
+        );
     }
 }

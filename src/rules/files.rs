@@ -79,9 +79,17 @@ pub fn load_scripts(dir: &Path, out: &mut Loaded) {
 /// The file's problems.
 pub fn load_rule(path: &Path, scripts: &Scripts) -> Result<Rule, Vec<Diagnostic>> {
     let text = read_small(path).map_err(|d| vec![d])?;
+    compile_rule(path, &text, scripts)
+}
+
+/// Compiles `text` as the rule file `path` (which names it and gives its default name).
+///
+/// # Errors
+/// The text's problems, reported against `path`.
+pub fn compile_rule(path: &Path, text: &str, scripts: &Scripts) -> Result<Rule, Vec<Diagnostic>> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("rule");
     let scripts = (!scripts.is_empty()).then_some(scripts);
-    Rule::from_file(&path.display().to_string(), stem, &text, scripts)
+    Rule::from_file(&path.display().to_string(), stem, text, scripts)
 }
 
 /// Loads a whole directory.

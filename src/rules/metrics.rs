@@ -15,6 +15,10 @@ pub struct RuleMetrics {
     skipped_bad_payload: AtomicU64,
     actions_success: AtomicU64,
     actions_failed: AtomicU64,
+    actions_retried: AtomicU64,
+    actions_dropped: AtomicU64,
+    error_action_success: AtomicU64,
+    error_action_failed: AtomicU64,
 }
 
 /// A copy of the counters, serialized with EMQX's names.
@@ -38,9 +42,21 @@ pub struct MetricsSnapshot {
     /// Actions that succeeded.
     #[serde(rename = "actions.success")]
     pub actions_success: u64,
-    /// Actions that failed.
+    /// Actions that failed after their retries.
     #[serde(rename = "actions.failed")]
     pub actions_failed: u64,
+    /// Retries of failed actions (iotpipe's own).
+    #[serde(rename = "actions.retried")]
+    pub actions_retried: u64,
+    /// Failed actions not retried because too many retries were pending (iotpipe's own).
+    #[serde(rename = "actions.dropped")]
+    pub actions_dropped: u64,
+    /// Failure records the error action took (iotpipe's own).
+    #[serde(rename = "error_action.success")]
+    pub error_action_success: u64,
+    /// Failure records the error action could not take, or that had no error action.
+    #[serde(rename = "error_action.failed")]
+    pub error_action_failed: u64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -71,6 +87,22 @@ impl RuleMetrics {
         inc(if ok { &self.actions_success } else { &self.actions_failed });
     }
 
+    /// Counts one retry of a failed action.
+    pub fn retried(&self) {
+        inc(&self.actions_retried);
+    }
+
+    /// Counts a failed action that was not retried because the retry queue was full.
+    pub fn dropped(&self) {
+        inc(&self.actions_failed);
+        inc(&self.actions_dropped);
+    }
+
+    /// Counts the outcome of handing one failure record to the error action.
+    pub fn error_action(&self, ok: bool) {
+        inc(if ok { &self.error_action_success } else { &self.error_action_failed });
+    }
+
     /// The current values.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -83,38 +115,10 @@ impl RuleMetrics {
             skipped_bad_payload: g(&self.skipped_bad_payload),
             actions_success: g(&self.actions_success),
             actions_failed: g(&self.actions_failed),
-        }
-    }
-}
-
-/// A Prometheus family: name, help text, and the counter it shows.
-type Family = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
-
-/// Writes rule counters in the Prometheus text format, one family per counter:
-/// `iotpipe_rule_<name>_total{rule="..."}` with EMQX's dots as underscores
-/// (`iotpipe_rule_failed_exception_total`).
-pub fn write_prometheus<'a>(rules: impl IntoIterator<Item = (&'a str, MetricsSnapshot)>, out: &mut String) {
-    use std::fmt::Write as _;
-    let rules: Vec<(&str, MetricsSnapshot)> = rules.into_iter().collect();
-    let families: [Family; 8] = [
-        ("matched", "Messages whose topic matched the rule's FROM.", |m| m.matched),
-        ("passed", "Messages that passed WHERE and produced a result.", |m| m.passed),
-        ("failed", "Messages the rule failed on (exception or no result).", |m| m.failed),
-        ("failed_exception", "Evaluation errors.", |m| m.failed_exception),
-        ("failed_no_result", "Messages for which WHERE was false or null.", |m| m.failed_no_result),
-        ("skipped_bad_payload", "Messages skipped because the payload is not a JSON object.", |m| {
-            m.skipped_bad_payload
-        }),
-        ("actions_success", "Actions that succeeded.", |m| m.actions_success),
-        ("actions_failed", "Actions that failed.", |m| m.actions_failed),
-    ];
-    for (name, help, get) in families {
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, "# HELP iotpipe_rule_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE iotpipe_rule_{name}_total counter");
-        for (rule, m) in &rules {
-            let label = rule.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-            let _ = writeln!(out, "iotpipe_rule_{name}_total{{rule=\"{label}\"}} {}", get(m));
+            actions_retried: g(&self.actions_retried),
+            actions_dropped: g(&self.actions_dropped),
+            error_action_success: g(&self.error_action_success),
+            error_action_failed: g(&self.error_action_failed),
         }
     }
 }
@@ -134,9 +138,5 @@ mod tests {
         assert_eq!(v["failed"], 1);
         assert_eq!(v["failed.no_result"], 1);
         assert_eq!(v["actions.success"], 1);
-        let mut text = String::new();
-        write_prometheus([("hot", m.snapshot())], &mut text);
-        assert!(text.contains("iotpipe_rule_failed_no_result_total{rule=\"hot\"} 1\n"), "{text}");
-        assert!(text.contains("# TYPE iotpipe_rule_matched_total counter\n"));
     }
 }

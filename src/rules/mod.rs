@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`rule`]: a rule file (header comments + one SQL statement) and the compiled [`Rule`].
-//! - [`files`]: reading a rules directory; [`watch`]: hot reload keeping the last good version.
+//! - [`files`]: reading a rules directory; [`watch`]: hot reload keeping the last good version;
+//!   [`edit`]: writing rule files from fields (the HTTP API) and putting them in force at once.
 //! - [`parse`]: SQL text to one sqlparser SELECT, errors with positions and hints.
 //! - [`compile`]: sqlparser AST to the IR ([`ir`]); everything unsupported is an error here, at
 //!   the [`position`] of the offending node, with [`suggest`]ions for misspelt names.
@@ -12,13 +13,16 @@
 //! - [`functions`]: built-in functions, one per file; [`script`]: rhai user functions and decoders.
 //! - [`topic`], [`index`]: topic filters and the index that finds a message's rules.
 //! - [`action`]: actions as data; [`metrics`]: per-rule counters; [`row`]: the ordered result.
-//! - [`ruleset`]: the public entry point, [`RuleSet`].
+//! - [`ruleset`]: the public entry point, [`RuleSet`]; [`dry_run`]: one rule on one made-up
+//!   message (`rules test`, the API's rule test).
 //!
 //! The language is documented in docs/rules.md.
 
 pub mod action;
 pub mod compile;
 pub mod context;
+pub mod dry_run;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod files;
@@ -48,4 +52,4 @@ pub use metrics::{MetricsSnapshot, RuleMetrics};
 pub use row::Row;
 pub use rule::Rule;
 pub use ruleset::{Outcome, RuleOutput, RuleSet};
-pub use watch::{watch, Reloader, SharedRules, Watch};
+pub use watch::{watch, watch_live, LiveRules, Reloader, SharedRules, Watch};

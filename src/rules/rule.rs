@@ -54,6 +54,44 @@ pub struct Rule {
     pub(crate) query: Query,
 }
 
+/// The name rule: 1 to [`MAX_NAME`] letters, digits, `_` or `-`. Such a name is also a safe
+/// file stem (no separator, no dot, at most 120 bytes), so `{name}.sql` is always a file of the
+/// rules directory.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The key and value of a line that reads as a header line (`-- key: value`, a lowercase key),
+/// the test [`Rule::from_file`] applies to the comment lines before the statement.
+pub fn header_line(line: &str) -> Option<(&str, &str)> {
+    let comment = line.trim_start().strip_prefix("--")?;
+    let (key, value) = comment.split_once(':')?;
+    let key = key.trim();
+    let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    is_key.then(|| (key, value.trim()))
+}
+
+/// The statement of a rule file: the text without its header lines (and the blank lines among
+/// them). Free comment lines are kept, so the statement written back under a new header is the
+/// same rule.
+pub fn statement(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_header = true;
+    for line in text.split_inclusive('\n') {
+        if in_header {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || header_line(line).is_some() {
+                continue;
+            }
+            in_header = trimmed.starts_with("--");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 const KEYS: &[&str] = &["name", "description", "enabled", "data_type", "action", "error_action"];
 
 impl Rule {
@@ -110,10 +148,7 @@ impl Rule {
             let vcol = raw.find(value).map_or(col, |p| p + 1);
             match key {
                 "name" => {
-                    let ok = !value.is_empty()
-                        && value.chars().count() <= MAX_NAME
-                        && value.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
-                    if ok {
+                    if valid_name(value) {
                         name = value.to_string();
                     } else {
                         diag(
@@ -243,6 +278,18 @@ mod tests {
         assert_eq!(errs.len(), 4, "{errs:?}");
         assert_eq!(errs[1].to_string(), "r.sql:2:4: unknown header key \"acton\" (hint: known keys: name, description, enabled, data_type, action, error_action)");
         assert_eq!((errs[3].line, errs[3].col), (4, 25), "{errs:?}");
+    }
+
+    #[test]
+    fn statement_drops_header_lines_only() {
+        let text = "-- name: hot\n\n-- A free comment\n-- action: amqp G\nSELECT a\n-- key: not a header here\nFROM \"/t\"\n";
+        assert_eq!(statement(text), "-- A free comment\nSELECT a\n-- key: not a header here\nFROM \"/t\"\n");
+        assert_eq!(statement("SELECT 1 FROM \"/t\""), "SELECT 1 FROM \"/t\"");
+        assert_eq!(header_line("  -- data_type: binary "), Some(("data_type", "binary")));
+        assert_eq!(header_line("-- Note: text"), None);
+        assert!(
+            valid_name("温度_hot-1") && !valid_name("a.b") && !valid_name("") && !valid_name(&"a".repeat(31))
+        );
     }
 
     #[test]

@@ -5,16 +5,22 @@
 //! file that no longer compiles is reported and its previous version keeps running; the other
 //! rules are untouched. A changed script (`*.rhai`) recompiles everything, since rules may call
 //! it. The new [`RuleSet`] is swapped in whole; evaluations in flight keep the old one.
+//!
+//! [`LiveRules`] shares the reloader between the watch thread and writers that need their change
+//! in force when they return (the HTTP API writes a file, then applies it at once). A file whose
+//! text is what is already loaded is not recompiled, so the watcher's own event for a file the
+//! API has applied finds nothing to do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 
+use super::compile::DataType;
 use super::error::Diagnostic;
 use super::files;
 use super::metrics::RuleMetrics;
@@ -94,6 +100,13 @@ impl Reloader {
     /// Applies changes to `paths` (created, modified or removed files) and returns the new rule
     /// set and the problems found. Broken files keep their previous version.
     pub fn apply(&mut self, paths: &[PathBuf]) -> (RuleSet, Vec<Diagnostic>) {
+        let (_, diagnostics) = self.apply_changes(paths);
+        (self.build(), diagnostics)
+    }
+
+    /// [`Reloader::apply`] without building the set: true when a rule or script changed.
+    fn apply_changes(&mut self, paths: &[PathBuf]) -> (bool, Vec<Diagnostic>) {
+        let mut changed = false;
         let mut diagnostics = Vec::new();
         let scripts_changed = paths.iter().any(|p| has_ext(p, "rhai"));
         let targets: Vec<PathBuf> = if scripts_changed {
@@ -102,6 +115,7 @@ impl Reloader {
             diagnostics.append(&mut fresh.diagnostics);
             self.scripts = fresh.scripts;
             self.decoders = fresh.decoders;
+            changed = true;
             let mut all: Vec<PathBuf> = self.rules.keys().cloned().collect();
             all.extend(paths.iter().filter(|p| has_ext(p, "sql")).cloned());
             if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -119,10 +133,22 @@ impl Reloader {
             if !path.exists() {
                 if self.rules.remove(&path).is_some() {
                     tracing::info!(file = %path.display(), "Removed a rule");
+                    changed = true;
                 }
                 continue;
             }
-            match files::load_rule(&path, &self.scripts) {
+            let text = match files::read_small(&path) {
+                Ok(t) => t,
+                Err(d) => {
+                    diagnostics.push(d);
+                    continue;
+                }
+            };
+            // The same text with the same scripts compiles to the same rule.
+            if !scripts_changed && self.rules.get(&path).is_some_and(|r| r.source == text) {
+                continue;
+            }
+            match files::compile_rule(&path, &text, &self.scripts) {
                 Ok(mut rule) => {
                     let clash = self.rules.iter().find(|(p, r)| **p != path && r.name == rule.name);
                     if let Some((other, _)) = clash {
@@ -145,6 +171,7 @@ impl Reloader {
                     }
                     tracing::info!(file = %path.display(), rule = %rule.name, "Loaded a rule");
                     self.rules.insert(path, Arc::new(rule));
+                    changed = true;
                 }
                 Err(mut d) => {
                     if self.rules.contains_key(&path) {
@@ -157,7 +184,113 @@ impl Reloader {
         for d in &diagnostics {
             tracing::warn!(error = %d, "Rule file error");
         }
-        (self.build(), diagnostics)
+        (changed, diagnostics)
+    }
+}
+
+/// A [`Reloader`] shared by the watch thread and direct writers, with the rule set it keeps up
+/// to date. Every apply and the swap of the set happen under one lock, so the set in force is
+/// always the result of the last apply, whoever made it.
+#[derive(Debug)]
+pub struct LiveRules {
+    reloader: Mutex<Reloader>,
+    shared: Arc<SharedRules>,
+}
+
+impl LiveRules {
+    /// Shares `reloader`, which keeps `shared` up to date.
+    pub fn new(reloader: Reloader, shared: Arc<SharedRules>) -> Self {
+        Self { reloader: Mutex::new(reloader), shared }
+    }
+
+    /// The rule set in force.
+    pub fn shared(&self) -> &Arc<SharedRules> {
+        &self.shared
+    }
+
+    /// Takes the lock: what the holder reads, writes and applies is one step for the watch thread
+    /// and every other writer. Hold it briefly (file writes and compiles only).
+    pub fn lock(&self) -> LiveGuard<'_> {
+        LiveGuard {
+            reloader: self.reloader.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            shared: &self.shared,
+        }
+    }
+
+    /// Applies changes to `paths` at once (see [`Reloader::apply`]); when this returns, the rule
+    /// set in force reflects them. Returns the problems found.
+    pub fn apply_now(&self, paths: &[PathBuf]) -> Vec<Diagnostic> {
+        self.lock().apply(paths)
+    }
+}
+
+/// The locked [`LiveRules`].
+pub struct LiveGuard<'a> {
+    reloader: MutexGuard<'a, Reloader>,
+    shared: &'a SharedRules,
+}
+
+impl LiveGuard<'_> {
+    /// The rules directory.
+    pub fn dir(&self) -> &Path {
+        &self.reloader.dir
+    }
+
+    /// The file of the loaded rule `name`.
+    pub fn path_of(&self, name: &str) -> Option<&Path> {
+        self.reloader.rules.iter().find(|(_, r)| r.name == name).map(|(p, _)| p.as_path())
+    }
+
+    /// The loaded rule `name`.
+    pub fn rule(&self, name: &str) -> Option<Arc<Rule>> {
+        self.reloader.rules.values().find(|r| r.name == name).cloned()
+    }
+
+    /// Number of loaded rules.
+    pub fn len(&self) -> usize {
+        self.reloader.rules.len()
+    }
+
+    /// True when no rule is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.reloader.rules.is_empty()
+    }
+
+    /// Compiles `text` as the file `path` would be, with the directory's scripts.
+    ///
+    /// # Errors
+    /// The text's problems, reported against `path`.
+    pub fn compile(&self, path: &Path, text: &str) -> Result<Rule, Vec<Diagnostic>> {
+        files::compile_rule(path, text, &self.reloader.scripts)
+    }
+
+    /// Compiles bare SQL (no header) as `rules test` does, with the directory's scripts.
+    ///
+    /// # Errors
+    /// The SQL's problems, reported against `<sql>`.
+    pub fn compile_sql(&self, sql: &str, data_type: DataType) -> Result<Rule, Vec<Diagnostic>> {
+        let scripts = &self.reloader.scripts;
+        Rule::from_sql(sql, data_type, (!scripts.is_empty()).then_some(scripts))
+    }
+
+    /// Applies changes to `paths` and swaps the rule set in force when anything changed.
+    /// Returns the problems found.
+    pub fn apply(&mut self, paths: &[PathBuf]) -> Vec<Diagnostic> {
+        let (changed, diagnostics) = self.reloader.apply_changes(paths);
+        if changed {
+            self.shared.set(self.reloader.build());
+        }
+        diagnostics
+    }
+
+    /// Every file the watch thread should look at after a missed event: the loaded ones and
+    /// those in the directory.
+    fn known_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.reloader.rules.keys().cloned().collect();
+        if let Ok(entries) = std::fs::read_dir(&self.reloader.dir) {
+            paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+        }
+        paths
     }
 }
 
@@ -189,9 +322,18 @@ impl Drop for Watch {
 ///
 /// # Errors
 /// The directory cannot be watched.
-pub fn watch(mut reloader: Reloader, shared: Arc<SharedRules>) -> Result<Watch, WatchError> {
+pub fn watch(reloader: Reloader, shared: Arc<SharedRules>) -> Result<Watch, WatchError> {
+    watch_live(Arc::new(LiveRules::new(reloader, shared)))
+}
+
+/// Watches the directory of `live`, applying changes through it (so they interleave safely
+/// with [`LiveRules::apply_now`]).
+///
+/// # Errors
+/// The directory cannot be watched.
+pub fn watch_live(live: Arc<LiveRules>) -> Result<Watch, WatchError> {
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
-    let dir = reloader.dir.clone();
+    let dir = live.lock().dir().to_path_buf();
     let mut watcher = notify::recommended_watcher(move |ev| {
         // The receiver is gone only when the watch is being dropped.
         let _ = tx.send(ev);
@@ -222,17 +364,14 @@ pub fn watch(mut reloader: Reloader, shared: Arc<SharedRules>) -> Result<Watch, 
                         }
                     }
                 }
+                let mut live = live.lock();
                 if rescan {
                     // A missed event: treat every known and present file as changed.
-                    paths.extend(reloader.rules.keys().cloned());
-                    if let Ok(entries) = std::fs::read_dir(&reloader.dir) {
-                        paths.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-                    }
+                    paths.extend(live.known_paths());
                 }
                 paths.sort();
                 paths.dedup();
-                let (set, _) = reloader.apply(&paths);
-                shared.set(set);
+                live.apply(&paths);
             }
         })
         .map_err(WatchError::Thread)?;
@@ -280,6 +419,27 @@ mod tests {
 
         std::fs::remove_file(&a).unwrap();
         wait_for(&shared, "remove", |s| s.get("a").is_none() && s.len() == 2);
+    }
+
+    #[test]
+    fn apply_now_is_in_force_at_once_and_the_watch_then_finds_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reloader, set, _) = Reloader::load(dir.path());
+        let shared = Arc::new(SharedRules::new(set));
+        let live = Arc::new(LiveRules::new(reloader, Arc::clone(&shared)));
+        let _watch = watch_live(Arc::clone(&live)).unwrap();
+        let a = dir.path().join("a.sql");
+        std::fs::write(&a, "SELECT 1 AS v FROM \"/a/+\"").unwrap();
+        assert!(live.apply_now(std::slice::from_ref(&a)).is_empty());
+        let applied = shared.get();
+        assert!(applied.get("a").is_some());
+        // The watch's own event for the file comes after the debounce and swaps nothing.
+        std::thread::sleep(DEBOUNCE * 3);
+        assert!(Arc::ptr_eq(&applied, &shared.get()));
+        // Broken files keep their previous version, through either path.
+        std::fs::write(&a, "SELECT FROM").unwrap();
+        assert_eq!(live.apply_now(std::slice::from_ref(&a)).len(), 1);
+        assert!(shared.get().get("a").is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use ids::Ids;
-pub use queue::{Append, Extent, QueueStore, RedbQueue};
+pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
 
 /// redb's page cache. Queues are read near their head and written at their tail, so a modest
@@ -81,6 +81,11 @@ impl Db {
             .create(&path)
             .map_err(|source| StoreError::Open { path: path.clone(), source })?;
         Ok(Arc::new(Self { path, db }))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The redb handle.

@@ -10,13 +10,16 @@
 //! fsynced commit; a crash before that delivers the message again, which at-least-once allows.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use redb::{Durability, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, StoreError};
+use crate::metrics::Histogram;
 
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// Commands one commit takes at most; bounds the time a commit holds replies back.
@@ -73,8 +76,24 @@ pub trait QueueStore: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 }
 
+/// What the writer thread measures, for `/metrics`. Recorded once per commit or append batch,
+/// never per message.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Duration of each commit with fsync (appends, clears, flushes).
+    pub commit_fsync: Histogram,
+    /// Duration of each commit without fsync (only removals).
+    pub commit_nosync: Histogram,
+    /// From an append batch being queued to its commit being done: the storage part of what a
+    /// PUBACK waits for.
+    pub append: Histogram,
+    /// Commits that failed (nothing of them is stored).
+    pub commit_failures: AtomicU64,
+}
+
 enum Command {
-    Append(Vec<Append>, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    /// The instant is when the append was queued.
+    Append(Vec<Append>, oneshot::Sender<Result<Vec<u64>, StoreError>>, Instant),
     Remove(String, Vec<u64>),
     Clear(String, oneshot::Sender<Result<u64, StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
@@ -85,6 +104,7 @@ enum Command {
 pub struct RedbQueue {
     db: Arc<Db>,
     tx: mpsc::UnboundedSender<Command>,
+    stats: Arc<StoreStats>,
 }
 
 impl std::fmt::Debug for RedbQueue {
@@ -101,14 +121,20 @@ impl RedbQueue {
     /// When the existing queues cannot be read.
     pub fn open(db: Arc<Db>) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Self { db: db.clone(), tx };
+        let stats = Arc::new(StoreStats::default());
+        let queue = Self { db: db.clone(), tx, stats: stats.clone() };
         let next: HashMap<String, u64> =
             queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
         std::thread::Builder::new()
             .name("iotpipe-store".into())
-            .spawn(move || Writer { db, next }.run(rx))
+            .spawn(move || Writer { db, next, stats }.run(rx))
             .map_err(|source| StoreError::Dir { path: "writer thread".into(), source })?;
         Ok(Arc::new(queue))
+    }
+
+    /// The writer thread's measurements.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
     }
 }
 
@@ -119,7 +145,7 @@ fn closed() -> StoreError {
 impl QueueStore for RedbQueue {
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Command::Append(batch, reply)).is_ok();
+        let sent = self.tx.send(Command::Append(batch, reply, Instant::now())).is_ok();
         Box::pin(async move {
             if !sent {
                 return Err(closed());
@@ -214,11 +240,12 @@ struct Writer {
     db: Arc<Db>,
     /// Next seq per group.
     next: HashMap<String, u64>,
+    stats: Arc<StoreStats>,
 }
 
 /// How to answer one command once its commit is known.
 enum Reply {
-    Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
+    Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>, Instant),
     Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -268,12 +295,19 @@ impl Writer {
     fn commit(&mut self, commands: &mut Vec<Command>) {
         let next_before = self.next.clone();
         let mut replies = Vec::with_capacity(commands.len());
+        let started = Instant::now();
         let result = self.apply(commands.drain(..), &mut replies);
         match result {
-            Ok(()) => {
+            Ok(durable) => {
+                let done = Instant::now();
+                let commit = if durable { &self.stats.commit_fsync } else { &self.stats.commit_nosync };
+                commit.observe(done - started);
                 for reply in replies {
                     match reply {
-                        Reply::Append(tx, seqs) => drop(tx.send(Ok(seqs))),
+                        Reply::Append(tx, seqs, queued) => {
+                            self.stats.append.observe(done - queued);
+                            drop(tx.send(Ok(seqs)));
+                        }
                         Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
                         Reply::Flush(tx) => drop(tx.send(Ok(()))),
                     }
@@ -282,11 +316,12 @@ impl Writer {
             Err(e) => {
                 // Nothing of this transaction is stored: sequence numbers are reused.
                 self.next = next_before;
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "Queue commit failed");
                 for reply in replies {
                     let err = StoreError::Commit(e.to_string());
                     match reply {
-                        Reply::Append(tx, _) => drop(tx.send(Err(err))),
+                        Reply::Append(tx, ..) => drop(tx.send(Err(err))),
                         Reply::Clear(tx, _) => drop(tx.send(Err(err))),
                         Reply::Flush(tx) => drop(tx.send(Err(err))),
                     }
@@ -299,7 +334,7 @@ impl Writer {
         &mut self,
         commands: impl Iterator<Item = Command>,
         replies: &mut Vec<Reply>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let db = self.db.clone();
         let mut tx = db.redb().begin_write().map_err(|e| db.err(e))?;
         let mut durable = false;
@@ -307,7 +342,7 @@ impl Writer {
             let mut table = tx.open_table(QUEUE).map_err(|e| db.err(e))?;
             for command in commands {
                 match command {
-                    Command::Append(batch, reply) => {
+                    Command::Append(batch, reply, queued) => {
                         durable = true;
                         let mut seqs = Vec::with_capacity(batch.len());
                         for append in batch {
@@ -319,7 +354,7 @@ impl Writer {
                                 .map_err(|e| db.err(e))?;
                             seqs.push(seq);
                         }
-                        replies.push(Reply::Append(reply, seqs));
+                        replies.push(Reply::Append(reply, seqs, queued));
                     }
                     Command::Remove(group, seqs) => {
                         for seq in seqs {
@@ -347,7 +382,7 @@ impl Writer {
         let durability = if durable { Durability::Immediate } else { Durability::None };
         tx.set_durability(durability).map_err(|e| db.err(e))?;
         tx.commit().map_err(|e| db.err(e))?;
-        Ok(())
+        Ok(durable)
     }
 }
 

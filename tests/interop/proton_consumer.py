@@ -59,13 +59,16 @@ class Consumer(MessagingHandler):
         body = msg.body
         if isinstance(body, memoryview):
             body = body.tobytes()
-        print(json.dumps({
+        line = {
             "messageId": props.get("messageId"),
             "amqpMessageId": msg.id,
             "topic": props.get("topic"),
             "generateTime": props.get("generateTime"),
             "body": body.decode(),
-        }), flush=True)
+        }
+        if "tag" in props:
+            line["tag"] = props["tag"]
+        print(json.dumps(line), flush=True)
         self.got += 1
         if self.got == self.want:
             event.connection.close()

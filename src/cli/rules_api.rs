@@ -1,0 +1,465 @@
+//! `iotpipe rules list|show|create|update|enable|disable|delete|try`: the rules of a running
+//! server through `/api/v1/rules` (the offline `check` and `test` live in `rules.rs`).
+//!
+//! `create` and `update` read a rule file as `rules/*.sql` are written (`-- key: value` header
+//! lines, then the SQL) and send it as the API's JSON body.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+use super::client::{Client, ClientError, ServerArgs};
+use super::rules::Done;
+use super::table::{self, cell, Table};
+use crate::rules::rule::header_line;
+
+/// The API takes bodies up to 64 KiB; a bigger file would only be refused after the upload.
+const MAX_FILE: u64 = 64 * 1024;
+
+/// Header keys of a rule file, as `src/rules/rule.rs` reads them; any other is refused here, as
+/// the JSON body has no place for it.
+const KEYS: &[&str] = &["name", "description", "enabled", "data_type", "action", "error_action"];
+
+/// Arguments of commands that need only the server.
+#[derive(Debug, Args)]
+pub struct ServerOnly {
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Arguments of commands on one rule.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// Rule name.
+    name: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Arguments of `rules create` and `rules update`.
+#[derive(Debug, Args)]
+pub struct FileArgs {
+    /// A rule file (`-- name:`, `-- action:` ... header lines, then the SQL); `-`: standard input.
+    #[arg(long)]
+    file: PathBuf,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Arguments of `rules try`.
+#[derive(Debug, Args)]
+pub struct TryArgs {
+    /// Rule name.
+    name: String,
+    /// The topic the message arrives on.
+    #[arg(long)]
+    topic: String,
+    /// The payload, as the device would send it (JSON for json rules).
+    #[arg(long)]
+    payload: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `rules list`.
+///
+/// # Errors
+/// The request's failure, as one line.
+pub fn list(a: &ServerOnly) -> anyhow::Result<Done> {
+    let client = Client::new(&a.server)?;
+    let answer = client.get(&["rules"])?;
+    if client.json {
+        answer.print_json();
+        return Ok(Done::Ok);
+    }
+    let mut t = Table::new(&["NAME", "ENABLED", "DATA TYPE", "ACTIONS", "DESCRIPTION"]);
+    for r in answer.items() {
+        t.row(vec![
+            cell(&r["name"]),
+            cell(&r["enabled"]),
+            cell(&r["dataType"]),
+            actions(&r["actions"]),
+            cell(&r["description"]),
+        ]);
+    }
+    t.print();
+    Ok(Done::Ok)
+}
+
+/// `rules show NAME`.
+///
+/// # Errors
+/// The request's failure, as one line.
+pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
+    let client = Client::new(&a.server)?;
+    let answer = client.get(&["rules", &a.name])?;
+    if client.json {
+        answer.print_json();
+    } else {
+        print_rule(&answer.value);
+    }
+    Ok(Done::Ok)
+}
+
+/// `rules create --file F` (POST) and `rules update --file F` (PUT to the file's rule name).
+/// A rule the server does not compile is reported at the file's own lines.
+///
+/// # Errors
+/// An unreadable or malformed file, or the request's failure, as one line.
+pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<Done> {
+    let (origin, text) = read_input(&a.file)?;
+    let stem = if a.file.as_os_str() == "-" {
+        None
+    } else {
+        a.file.file_stem().and_then(|s| s.to_str()).map(str::to_string)
+    };
+    let file = RuleFile::parse(&origin, stem.as_deref(), &text)?;
+    let name = file.body["name"].as_str().unwrap_or_default().to_string();
+    let client = Client::new(&a.server)?;
+    let sent = if update {
+        client.put(&["rules", &name], &file.body)
+    } else {
+        client.post(&["rules"], Some(&file.body))
+    };
+    let answer = match sent {
+        Err(ClientError::Api { request, status, code, message, hint, body })
+            if code == "InvalidRule" && body["diagnostics"].is_array() =>
+        {
+            let located: Vec<String> = body["diagnostics"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| file.locate(&origin, d))
+                .collect();
+            let message = if located.is_empty() {
+                message
+            } else {
+                format!("the rule does not compile: {}", located.join("; "))
+            };
+            return Err(ClientError::Api { request, status, code, message, hint, body }.into());
+        }
+        other => other?,
+    };
+    answer.print_warnings();
+    if client.json {
+        answer.print_json();
+    } else {
+        print_rule(&answer.value);
+    }
+    Ok(Done::Ok)
+}
+
+/// `rules enable NAME` / `rules disable NAME`.
+///
+/// # Errors
+/// The request's failure, as one line.
+pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<Done> {
+    let client = Client::new(&a.server)?;
+    let answer = client.patch(&["rules", &a.name], &json!({ "enabled": enabled }))?;
+    if client.json {
+        answer.print_json();
+    } else {
+        table::emit(&format!("{} rule {}\n", if enabled { "enabled" } else { "disabled" }, a.name));
+    }
+    Ok(Done::Ok)
+}
+
+/// `rules delete NAME`.
+///
+/// # Errors
+/// The request's failure, as one line.
+pub fn delete(a: &NameArgs) -> anyhow::Result<Done> {
+    let client = Client::new(&a.server)?;
+    let answer = client.delete(&["rules", &a.name])?;
+    if client.json {
+        answer.print_json();
+    } else {
+        table::emit(&format!("deleted rule {}\n", a.name));
+    }
+    Ok(Done::Ok)
+}
+
+/// `rules try NAME --topic T --payload P`: the server's rule on one message, printed as
+/// `rules test` prints it (the result as one JSON line, or `no match` with the reason on stderr).
+///
+/// # Errors
+/// The request's failure, as one line.
+pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
+    let client = Client::new(&a.server)?;
+    let body = json!({ "name": a.name, "topic": a.topic, "payload": a.payload });
+    let answer = client.post(&["rules", "test"], Some(&body))?;
+    let v = &answer.value;
+    let matched = v["matched"].as_bool().unwrap_or(false);
+    // A rule that fails for the message (division by zero, ...) is an error, as in `rules test`.
+    let failed = v["error"].as_str().map(|e| anyhow::anyhow!("the rule failed for this message: {e}"));
+    if client.json {
+        answer.print_json();
+        return match failed {
+            Some(e) => Err(e),
+            None => Ok(if matched { Done::Ok } else { Done::NoMatch }),
+        };
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if matched {
+        // The result as the rule's output: an object as one JSON line, a raw payload as text.
+        let result = match &v["result"] {
+            Value::String(s) => s.clone(),
+            other => raw_result(&answer.text).map_or_else(|| other.to_string(), str::to_string),
+        };
+        table::emit(&format!("{result}\n"));
+    } else {
+        table::emit("no match\n");
+        eprintln!("{}", v["reason"].as_str().unwrap_or("the rule did not match this message"));
+    }
+    Ok(if matched { Done::Ok } else { Done::NoMatch })
+}
+
+/// The result object exactly as the server wrote it, so its fields keep the SELECT order (a parsed
+/// `Value` sorts them). The server writes `matched` first, then `result`.
+fn raw_result(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix(r#"{"matched":true,"result":"#)?;
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    Some(&rest[..values.byte_offset()])
+}
+
+fn print_rule(v: &Value) {
+    let order = ["name", "description", "enabled", "dataType", "actions", "errorAction", "file", "metrics"];
+    let mut pairs = table::object_fields(v, &order);
+    // The SQL goes below the fields; warnings went to stderr already.
+    pairs.retain(|(k, _)| k != "sql" && k != "warnings");
+    for (k, val) in &mut pairs {
+        match k.as_str() {
+            "actions" => *val = actions(&v["actions"]),
+            "metrics" => *val = metrics(&v["metrics"]),
+            _ => {}
+        }
+    }
+    let mut out = table::fields(&pairs);
+    if let Some(sql) = v["sql"].as_str() {
+        out.push('\n');
+        out.push_str(sql.trim_end());
+        out.push('\n');
+    }
+    table::emit(&out);
+}
+
+/// The counters as `key=value` words, one line per family (`matched`/`failed...`,
+/// `actions.*`, `error_action.*`, ...).
+fn metrics(v: &Value) -> String {
+    let Some(map) = v.as_object() else { return cell(v) };
+    let mut lines: Vec<(&str, Vec<String>)> = Vec::new();
+    for (k, val) in map {
+        let family = match k.split_once('.') {
+            Some((prefix, _)) if !map.contains_key(prefix) => prefix,
+            _ => "",
+        };
+        let word = format!("{k}={}", cell(val));
+        match lines.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, words)) => words.push(word),
+            None => lines.push((family, vec![word])),
+        }
+    }
+    // The rule's own counters first.
+    lines.sort_by_key(|(f, _)| !f.is_empty());
+    lines.iter().map(|(_, words)| words.join(" ")).collect::<Vec<_>>().join("\n")
+}
+
+/// Actions joined with `; ` (an action itself may contain commas).
+fn actions(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(cell).collect::<Vec<_>>().join("; "),
+        _ => "-".into(),
+    }
+}
+
+/// Reads a file, or standard input for `-`: `(name for messages, text)`.
+pub(super) fn read_input(path: &Path) -> anyhow::Result<(String, String)> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_FILE + 1)
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        anyhow::ensure!(text.len() as u64 <= MAX_FILE, "<stdin>: larger than the API's 64 KiB limit");
+        return Ok(("<stdin>".into(), text));
+    }
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
+    file.take(MAX_FILE + 1).read_to_string(&mut text).with_context(|| format!("cannot read {name}"))?;
+    anyhow::ensure!(text.len() as u64 <= MAX_FILE, "{name}: larger than the API's 64 KiB limit");
+    Ok((name, text))
+}
+
+/// A rule file split into the API body, with where each part came from.
+#[derive(Debug)]
+struct RuleFile {
+    /// `{"name", "sql", "actions", "errorAction"?, "description"?, "enabled"?, "dataType"?}`.
+    body: Value,
+    /// The file's line number of each line of `sql`.
+    sql_lines: Vec<usize>,
+    /// The file's line number of each header field (`actions[0]`, `errorAction`, `name`, ...).
+    field_lines: BTreeMap<String, usize>,
+}
+
+impl RuleFile {
+    /// Splits a rule file: the header lines (read as the rules engine reads them) become fields,
+    /// the rest (free comments included) is the SQL. The name is the header's, else the file
+    /// stem. The server checks the values; this only reports what it cannot send.
+    fn parse(origin: &str, stem: Option<&str>, text: &str) -> anyhow::Result<Self> {
+        let mut body = Map::new();
+        let mut actions = Vec::new();
+        let mut field_lines = BTreeMap::new();
+        let mut sql: Vec<(usize, &str)> = Vec::new();
+        let mut in_header = true;
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim();
+            let header = if in_header { header_line(raw) } else { None };
+            let Some((key, value)) = header else {
+                if in_header && !trimmed.is_empty() && !trimmed.starts_with("--") {
+                    in_header = false;
+                }
+                if !(in_header && trimmed.is_empty()) {
+                    sql.push((line, raw));
+                }
+                continue;
+            };
+            let field = match key {
+                "name" | "description" => key.to_string(),
+                "enabled" => "enabled".into(),
+                "data_type" => "dataType".into(),
+                "action" => format!("actions[{}]", actions.len()),
+                "error_action" => "errorAction".into(),
+                other => anyhow::bail!(
+                    "{origin}:{line}: unknown header key {other:?} (known keys: {})",
+                    KEYS.join(", ")
+                ),
+            };
+            let v = match key {
+                "enabled" => match value.to_ascii_lowercase().as_str() {
+                    "true" | "yes" => json!(true),
+                    "false" | "no" => json!(false),
+                    _ => anyhow::bail!("{origin}:{line}: enabled is true or false, got {value:?}"),
+                },
+                "data_type" => json!(value.to_ascii_lowercase()),
+                _ => json!(value),
+            };
+            if key == "action" {
+                actions.push(v);
+            } else {
+                body.insert(field.clone(), v);
+            }
+            field_lines.insert(field, line);
+        }
+        if !body.contains_key("name") {
+            let Some(stem) = stem else {
+                anyhow::bail!(
+                    "{origin}: no `-- name:` header line (needed when the rule comes from standard input)"
+                )
+            };
+            body.insert("name".into(), json!(stem));
+        }
+        while sql.last().is_some_and(|(_, l)| l.trim().is_empty()) {
+            sql.pop();
+        }
+        anyhow::ensure!(!sql.is_empty(), "{origin}: no SQL statement after the header");
+        let text: Vec<&str> = sql.iter().map(|(_, l)| *l).collect();
+        body.insert("sql".into(), json!(text.join("\n")));
+        body.insert("actions".into(), Value::Array(actions));
+        let sql_lines = sql.iter().map(|(n, _)| *n).collect();
+        Ok(Self { body: Value::Object(body), sql_lines, field_lines })
+    }
+
+    /// One of the server's diagnostics (`{"field", "line"?, "col"?, "message", "hint"?}`, lines
+    /// of the field's text) at the file's own line: `r.sql:7:25: message`.
+    fn locate(&self, origin: &str, d: &Value) -> String {
+        let field = d["field"].as_str().unwrap_or_default();
+        let message = d["message"].as_str().unwrap_or_default();
+        let hint = d["hint"].as_str().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+        let (line, col) = (d["line"].as_u64(), d["col"].as_u64());
+        let place = match (field, line, col) {
+            ("sql", Some(l), Some(c)) => {
+                match usize::try_from(l).ok().and_then(|l| self.sql_lines.get(l.checked_sub(1)?)) {
+                    Some(n) => format!("{origin}:{n}:{c}"),
+                    None => format!("{origin}: sql:{l}:{c}"),
+                }
+            }
+            _ => match self.field_lines.get(field) {
+                Some(n) => format!("{origin}:{n}: {field}"),
+                None => format!("{origin}: {field}"),
+            },
+        };
+        format!("{place}: {message}{hint}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_grouped_by_family() {
+        let v = json!({"matched": 1, "failed": 0, "failed.exception": 0, "actions.success": 1, "actions.failed": 0});
+        assert_eq!(metrics(&v), "failed=0 failed.exception=0 matched=1\nactions.failed=0 actions.success=1");
+    }
+
+    #[test]
+    fn the_result_keeps_the_servers_field_order() {
+        let text = r#"{"matched":true,"result":{"t":40,"dn":"d,}1"},"x":1}"#;
+        assert_eq!(raw_result(text), Some(r#"{"t":40,"dn":"d,}1"}"#));
+        assert_eq!(raw_result(r#"{"matched":false}"#), None);
+    }
+
+    fn body(origin: &str, stem: Option<&str>, text: &str) -> anyhow::Result<Value> {
+        RuleFile::parse(origin, stem, text).map(|f| f.body)
+    }
+
+    #[test]
+    fn a_rule_file_becomes_the_api_body() {
+        let text = "-- name: high_temperature\n-- description: Hot.\n-- enabled: false\n\
+                    -- data_type: JSON\n-- action: amqp DEFAULT_GROUP tag=${dn}\n-- action: republish /x\n\
+                    -- error_action: amqp ERR\n-- a free comment\n\nSELECT t FROM \"/a/+\"\nWHERE t > 1\n\n";
+        let file = RuleFile::parse("r.sql", Some("r"), text).unwrap();
+        assert_eq!(
+            file.body,
+            json!({
+                "name": "high_temperature", "description": "Hot.", "enabled": false, "dataType": "json",
+                "actions": ["amqp DEFAULT_GROUP tag=${dn}", "republish /x"], "errorAction": "amqp ERR",
+                "sql": "-- a free comment\nSELECT t FROM \"/a/+\"\nWHERE t > 1",
+            })
+        );
+        assert_eq!(file.sql_lines, [8, 10, 11]);
+        let d = json!({"field": "sql", "line": 3, "col": 9, "message": "bad", "hint": "fix"});
+        assert_eq!(file.locate("r.sql", &d), "r.sql:11:9: bad (hint: fix)");
+        let d = json!({"field": "actions[1]", "message": "no such group"});
+        assert_eq!(file.locate("r.sql", &d), "r.sql:6: actions[1]: no such group");
+        let d = json!({"field": "sql", "line": 9, "col": 1, "message": "m"});
+        assert_eq!(file.locate("r.sql", &d), "r.sql: sql:9:1: m");
+    }
+
+    #[test]
+    fn the_name_defaults_to_the_stem_and_optional_fields_stay_out() {
+        let b = body("hot.sql", Some("hot"), "SELECT * FROM \"/a/#\"").unwrap();
+        assert_eq!(b, json!({"name": "hot", "sql": "SELECT * FROM \"/a/#\"", "actions": []}));
+        let e = body("<stdin>", None, "SELECT 1 FROM \"/a\"").unwrap_err().to_string();
+        assert!(e.contains("-- name:"), "{e}");
+    }
+
+    #[test]
+    fn header_mistakes_are_named_with_their_line() {
+        let e = body("r.sql", Some("r"), "-- name: r\n-- acton: amqp G\nSELECT 1 FROM \"/a\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.sql:2: unknown header key \"acton\""), "{e}");
+        let e = body("r.sql", Some("r"), "-- enabled: maybe\nSELECT 1 FROM \"/a\"").unwrap_err().to_string();
+        assert!(e.starts_with("r.sql:1: enabled"), "{e}");
+        assert!(body("r.sql", Some("r"), "-- name: r\n").is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Dry runs: one rule on one made-up message, with the reason when it produces nothing.
+//! `iotpipe rules test` and `POST /api/v1/rules/test` both go through here.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::context::EvalContext;
+use super::error::EvalError;
+use super::row::Row;
+use super::rule::Rule;
+use super::ruleset::{Outcome, RuleSet};
+use crate::message::{Kind, Message, Origin};
+
+/// The message of a dry run: a topic and a payload, with an identity that defaults to what the
+/// topic shows.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// The topic the message arrives on.
+    pub topic: String,
+    /// The payload bytes.
+    pub payload: Bytes,
+    /// productKey; defaults to the product level of the topic.
+    pub product_key: Option<String>,
+    /// deviceName; defaults to the device level of the topic.
+    pub device_name: Option<String>,
+    /// The device's client id, for `clientId()`.
+    pub client_id: Option<String>,
+}
+
+/// productKey and deviceName as the topic shows them (`/pk/dn/...`, `/sys/pk/dn/...`,
+/// `/as/mqtt/status/pk/dn`).
+pub fn identity_from_topic(topic: &str) -> (String, String) {
+    let levels: Vec<&str> = topic.trim_start_matches('/').split('/').collect();
+    let (pk, dn) = match levels.as_slice() {
+        ["sys", pk, dn, ..] => (*pk, *dn),
+        ["as", "mqtt", "status", pk, dn, ..] => (*pk, *dn),
+        [pk, dn, ..] => (*pk, *dn),
+        _ => ("", ""),
+    };
+    (pk.to_string(), dn.to_string())
+}
+
+impl Sample {
+    /// The message the server would make of this sample: thing-model posts are converted to the
+    /// platform's format, status topics are status messages.
+    pub fn message(&self) -> Message {
+        let (pk, dn) = identity_from_topic(&self.topic);
+        let origin = std::sync::Arc::new(Origin {
+            product_key: self.product_key.clone().unwrap_or(pk),
+            device_name: self.device_name.clone().unwrap_or(dn),
+            client_id: self.client_id.clone().unwrap_or_default(),
+            peer: None,
+        });
+        let received_at_ms = crate::message::now_ms();
+        let platform = crate::ingress::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
+            .and_then(Result::ok);
+        let kind = if self.topic.starts_with("/as/mqtt/status/") { Kind::Status } else { Kind::Upstream };
+        Message {
+            id: 1,
+            kind,
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: 0,
+            origin,
+            received_at_ms,
+            platform,
+        }
+    }
+}
+
+/// Why a rule produced nothing for a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Miss {
+    /// The (forwarding) topic does not match the FROM filter.
+    Topic {
+        /// The topic rules see.
+        topic: String,
+        /// The rule's filter.
+        filter: String,
+    },
+    /// The rule is disabled.
+    Disabled,
+    /// WHERE was false or null.
+    Where,
+    /// A json rule skips payloads that are not JSON objects.
+    BadPayload(String),
+}
+
+impl fmt::Display for Miss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Topic { topic, filter } => {
+                write!(f, "topic {topic:?} does not match the FROM filter {filter:?}")
+            }
+            Self::Disabled => f.write_str("the rule is disabled"),
+            Self::Where => f.write_str("the WHERE condition is not true for this message"),
+            Self::BadPayload(why) => write!(f, "a json rule skips this message: {why}"),
+        }
+    }
+}
+
+/// The outcome of a dry run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DryRun {
+    /// A result: the row, or for a binary rule selecting `*` alone, the payload unchanged.
+    Matched(Matched),
+    /// Nothing, and why.
+    Missed(Miss),
+    /// The rule failed for this message (division by zero, a type error, ...).
+    Failed(EvalError),
+}
+
+/// What a matching rule forwards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Matched {
+    /// The SELECT result.
+    Row(Row),
+    /// The payload, unchanged (binary rules selecting `*`).
+    Raw(Bytes),
+}
+
+/// Runs `rule` on `msg` with the decoders of `set`. The rule's counters move, so pass a rule
+/// compiled for the dry run, not one in force.
+pub fn run(set: &RuleSet, rule: &Rule, msg: &Message, ctx: &EvalContext<'_>) -> DryRun {
+    match set.evaluate_rule(rule, msg, ctx) {
+        Outcome::Output(_) if rule.forwards_raw() => DryRun::Matched(Matched::Raw(msg.payload.clone())),
+        Outcome::Output(row) => DryRun::Matched(Matched::Row(row)),
+        Outcome::Failed(e) => DryRun::Failed(e),
+        Outcome::TopicMismatch => DryRun::Missed(Miss::Topic {
+            topic: msg.forwarded().0.to_string(),
+            filter: rule.topic_filter().to_string(),
+        }),
+        Outcome::Disabled => DryRun::Missed(Miss::Disabled),
+        Outcome::NoMatch => DryRun::Missed(Miss::Where),
+        Outcome::BadPayload(why) => DryRun::Missed(Miss::BadPayload(why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::DataType;
+
+    #[test]
+    fn identity_defaults() {
+        let cases = [
+            ("/a1demo/dev1/user/update", ("a1demo", "dev1")),
+            ("/sys/a1demo/dev1/thing/event/property/post", ("a1demo", "dev1")),
+            ("/as/mqtt/status/a1demo/dev1", ("a1demo", "dev1")),
+            ("x", ("", "")),
+        ];
+        for (t, (pk, dn)) in cases {
+            assert_eq!(identity_from_topic(t), (pk.to_string(), dn.to_string()), "{t}");
+        }
+    }
+
+    fn sample(topic: &str, payload: &str) -> Message {
+        Sample { topic: topic.into(), payload: Bytes::from(payload.to_string()), ..Sample::default() }
+            .message()
+    }
+
+    #[test]
+    fn outcomes_and_reasons() {
+        let set = RuleSet::default();
+        let ctx = EvalContext::default();
+        let sql = "SELECT t, deviceName() AS dn FROM \"/a1demo/+/user/update\" WHERE t > 38";
+        let rule = Rule::from_sql(sql, DataType::Json, None).unwrap();
+        let DryRun::Matched(Matched::Row(row)) =
+            run(&set, &rule, &sample("/a1demo/dev1/user/update", r#"{"t":40}"#), &ctx)
+        else {
+            panic!("no match")
+        };
+        assert_eq!(row.to_json(), r#"{"t":40,"dn":"dev1"}"#);
+        let miss = run(&set, &rule, &sample("/a1demo/dev1/user/update", r#"{"t":30}"#), &ctx);
+        assert_eq!(miss, DryRun::Missed(Miss::Where));
+        let DryRun::Missed(m) = run(&set, &rule, &sample("/other/dev1/user/update", "{}"), &ctx) else {
+            panic!()
+        };
+        assert!(m.to_string().contains("does not match the FROM filter"), "{m}");
+
+        let raw = Rule::from_sql("SELECT * FROM \"/a/+/user/raw\"", DataType::Binary, None).unwrap();
+        let out = run(&set, &raw, &sample("/a/d/user/raw", "bytes"), &ctx);
+        assert_eq!(out, DryRun::Matched(Matched::Raw(Bytes::from_static(b"bytes"))));
+        let boom = Rule::from_sql("SELECT 1 / t AS x FROM \"/a/+/user/u\"", DataType::Json, None).unwrap();
+        assert!(matches!(run(&set, &boom, &sample("/a/d/user/u", r#"{"t":0}"#), &ctx), DryRun::Failed(_)));
+    }
+}
