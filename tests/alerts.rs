@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::Json;
+use common::api::{get, post, send as call, url};
 use common::*;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -65,25 +66,6 @@ impl Receiver {
         }
         out
     }
-}
-
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}/api/v1{path}", server.app.http_addr())
-}
-
-async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.bearer_auth("test-token").send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
-
-async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    call(reqwest::Client::new().post(url(server, path)).json(body)).await
-}
-
-async fn get(server: &Server, path: &str) -> (u16, Value) {
-    call(reqwest::Client::new().get(url(server, path))).await
 }
 
 /// A rule body: one-second periods, DEFAULT_GROUP, backlog above `threshold`.

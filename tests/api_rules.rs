@@ -5,44 +5,13 @@
 mod common;
 
 use common::amqp::{consumer, read, Consumer};
+use common::api::{get, post, send, url};
 use common::*;
-use rumqttc::{Packet, QoS};
 use serde_json::{json, Value};
 
 const GROUP: &str = "[[consumer_groups]]\nid = \"g_rules\"\nname = \"rules_group\"\n";
 const HOT: &str =
     r#"SELECT temperature AS t, deviceName() AS dn FROM "/a1test/+/user/update" WHERE temperature > 38"#;
-
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}/api/v1{path}", server.app.http_addr())
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.bearer_auth("test-token").send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
-
-async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
-    send(reqwest::Client::new().post(url(server, path)).json(body)).await
-}
-
-async fn get(server: &Server, path: &str) -> (u16, Value) {
-    send(reqwest::Client::new().get(url(server, path))).await
-}
-
-/// Publishes one QoS 1 message as `device` and waits for its PUBACK: the rules have run by then.
-async fn publish(server: &Server, device: &str, body: &str) {
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds(device))).await.unwrap();
-    client
-        .publish(format!("/a1test/{device}/user/update"), QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .unwrap();
-    until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
-    client.disconnect().await.unwrap();
-    let _ = until_v4_closed(&mut ev).await;
-}
 
 /// The next message of the consumer, accepted: (body, tag).
 async fn next(c: &mut Consumer) -> (Value, Option<String>) {
@@ -110,7 +79,7 @@ async fn a_rule_written_through_the_api_is_in_force_when_the_api_answers() {
     assert!(one.get("warnings").is_none(), "warnings come with writes: {one}");
 
     // In force at once: no waiting for the directory watch.
-    publish(&server, "dev1", r#"{"temperature":40}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"temperature":40}"#).await;
     assert_eq!(next(&mut c).await, (json!({"t": 40, "dn": "dev1"}), Some("dev1".to_string())));
 
     // PUT changes what the rule does.
@@ -128,8 +97,8 @@ async fn a_rule_written_through_the_api_is_in_force_when_the_api_answers() {
         "the overlap with the subscription stays: {replaced}"
     );
     assert_eq!(replaced["metrics"]["passed"], 1, "the counters belong to the rule, not to one version");
-    publish(&server, "dev2", r#"{"temperature":41}"#).await;
-    publish(&server, "dev2", r#"{"temperature":-5}"#).await;
+    publish_one(server.addr(), "dev2", r#"{"temperature":41}"#).await;
+    publish_one(server.addr(), "dev2", r#"{"temperature":-5}"#).await;
     assert_eq!(
         next(&mut c).await,
         (json!({"c": -5}), Some("cold".to_string())),
@@ -140,12 +109,12 @@ async fn a_rule_written_through_the_api_is_in_force_when_the_api_answers() {
     let (status, off) = send(client.patch(url(&server, "/rules/hot")).json(&json!({"enabled": false}))).await;
     assert_eq!((status, off["enabled"].as_bool()), (200, Some(false)), "{off}");
     assert!(std::fs::read_to_string(&file).unwrap().contains("\n-- enabled: false\n"));
-    publish(&server, "dev3", r#"{"temperature":-6}"#).await;
+    publish_one(server.addr(), "dev3", r#"{"temperature":-6}"#).await;
     let (_, view) = get(&server, "/rules/hot").await;
     assert_eq!(view["metrics"]["matched"], off["metrics"]["matched"], "a disabled rule matches nothing");
     let (status, on) = send(client.patch(url(&server, "/rules/hot")).json(&json!({"enabled": true}))).await;
     assert_eq!((status, on["enabled"].as_bool()), (200, Some(true)));
-    publish(&server, "dev3", r#"{"temperature":-7}"#).await;
+    publish_one(server.addr(), "dev3", r#"{"temperature":-7}"#).await;
     assert_eq!(next(&mut c).await.0, json!({"c": -7}), "-6 was published while the rule was disabled");
 
     // DELETE removes the file and the rule.
@@ -363,7 +332,7 @@ async fn hand_written_files_and_api_rules_live_side_by_side_and_survive_a_restar
         .collect();
     assert_eq!(names, [("by_hand", false), ("hot", true)]);
     let mut c = consumer(server.app.amqp_addr(), "after-restart", "g_rules").await;
-    publish(&server, "dev1", r#"{"temperature":45}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"temperature":45}"#).await;
     assert_eq!(next(&mut c).await, (json!({"t": 45, "dn": "dev1"}), Some("dev1".to_string())));
     c.close().await;
 }

@@ -4,19 +4,9 @@
 mod common;
 
 use common::amqp::{consumer, read};
+use common::api::{send, url};
 use common::*;
 use serde_json::{json, Value};
-
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}/api/v1{path}", server.app.http_addr())
-}
-
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = req.bearer_auth("test-token").send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
 
 async fn create_group(server: &Server, name: &str) -> String {
     let (status, body) =

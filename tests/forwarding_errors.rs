@@ -6,21 +6,9 @@ mod common;
 use base64::Engine as _;
 use common::amqp::{consumer, read};
 use common::*;
-use rumqttc::{Packet, QoS};
 use serde_json::Value;
 
 const GROUPS: &str = "[[consumer_groups]]\nid = \"g_errors\"\nname = \"errors_group\"\n";
-
-async fn publish(server: &Server, device: &str, body: &str) {
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds(device))).await.unwrap();
-    client
-        .publish(format!("/a1test/{device}/user/update"), QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .unwrap();
-    until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
-    client.disconnect().await.unwrap();
-    let _ = until_v4_closed(&mut ev).await;
-}
 
 async fn start_with_rules(rules: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
@@ -56,7 +44,7 @@ async fn failed_actions_reach_the_error_action_after_their_retries() {
     let mut errors = consumer(server.app.amqp_addr(), "errors-reader", "g_errors").await;
 
     // A republish topic that renders to a wildcard can never work: no retries.
-    publish(&server, "dev1", r#"{"target":"+"}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"target":"+"}"#).await;
     let d = errors.next().await;
     errors.accept(&d).await;
     let r = read(&d);
@@ -69,7 +57,7 @@ async fn failed_actions_reach_the_error_action_after_their_retries() {
     assert_eq!(record["attempts"], 1);
 
     // A group that does not exist: three retries, then the record.
-    publish(&server, "dev2", r#"{"temperature":40}"#).await;
+    publish_one(server.addr(), "dev2", r#"{"temperature":40}"#).await;
     let d = errors.next().await;
     errors.accept(&d).await;
     let r = read(&d);
@@ -100,7 +88,7 @@ async fn a_retry_succeeds_when_the_destination_comes_back() {
         "-- action: amqp g_late\n-- error_action: amqp g_errors\nSELECT n FROM \"/a1test/+/user/update\"\n",
     )])
     .await;
-    publish(&server, "dev1", r#"{"n":7}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"n":7}"#).await;
     // The group appears after the first attempt failed; a retry delivers the result.
     let resp = reqwest::Client::new()
         .post(format!("http://{}/api/v1/consumer-groups", server.app.http_addr()))

@@ -14,17 +14,6 @@ const RULE: &str =
     "-- name: hot\n-- action: amqp g_rules tag=${dn}\n-- action: republish /a1test/dev2/user/get\n\
 SELECT temperature AS t, deviceName() AS dn FROM \"/a1test/+/user/update\" WHERE temperature > 38\n";
 
-async fn publish(server: &Server, device: &str, body: &str) {
-    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds(device))).await.unwrap();
-    client
-        .publish(format!("/a1test/{device}/user/update"), QoS::AtLeastOnce, false, body.to_string())
-        .await
-        .unwrap();
-    until_v4(&mut ev, "PUBACK", |p| matches!(p, Packet::PubAck(_))).await;
-    client.disconnect().await.unwrap();
-    let _ = until_v4_closed(&mut ev).await;
-}
-
 #[tokio::test]
 async fn rule_results_reach_their_group_and_are_republished() {
     let dir = tempfile::tempdir().unwrap();
@@ -41,8 +30,8 @@ async fn rule_results_reach_their_group_and_are_republished() {
     until_v4(&mut dev2_ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
 
     let mut c = consumer(server.app.amqp_addr(), "rules-consumer", "g_rules").await;
-    publish(&server, "dev1", r#"{"temperature":30}"#).await;
-    publish(&server, "dev1", r#"{"temperature":40}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"temperature":30}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"temperature":40}"#).await;
     let d = c.next().await;
     c.accept(&d).await;
     let r = read(&d);
@@ -77,7 +66,7 @@ async fn a_rule_file_added_while_running_takes_effect() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut c = consumer(server.app.amqp_addr(), "late-rule", "g_rules").await;
-    publish(&server, "dev3", r#"{"temperature":41}"#).await;
+    publish_one(server.addr(), "dev3", r#"{"temperature":41}"#).await;
     assert_eq!(read(&c.next().await).body, br#"{"t":41,"dn":"dev3"}"#);
 }
 
@@ -94,7 +83,7 @@ async fn both_paths_side_by_side_carry_the_right_properties() {
     }
     let mut by_rule = consumer(server.app.amqp_addr(), "by-rule", "g_rules").await;
     let mut by_subscription = consumer(server.app.amqp_addr(), "by-subscription", "DEFAULT_GROUP").await;
-    publish(&server, "dev1", r#"{"temperature":42}"#).await;
+    publish_one(server.addr(), "dev1", r#"{"temperature":42}"#).await;
 
     let from_rule = read(&by_rule.next().await);
     let from_subscription = loop {

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::result_large_err)]
 
 pub mod amqp;
+pub mod api;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -304,6 +305,17 @@ pub async fn until_v5_disconnect(
             Err(e) => panic!("connection failed without DISCONNECT: {e}"),
         }
     }
+}
+
+/// Publishes one QoS 1 message as `device` to `/a1test/{device}/user/update` and waits for its
+/// PUBACK: the message is stored and the rules have run by then.
+pub async fn publish_one(addr: SocketAddr, device: &str, body: &str) {
+    let (client, mut ev) = connect_v4(v4_options(addr, &creds(device))).await.unwrap();
+    let topic = format!("/{PK}/{device}/user/update");
+    client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string()).await.unwrap();
+    until_v4(&mut ev, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
+    client.disconnect().await.unwrap();
+    let _ = until_v4_closed(&mut ev).await;
 }
 
 /// Publishes `n` QoS 1 messages as `device` (bodies `{"n":i}`) and waits for every PUBACK.
