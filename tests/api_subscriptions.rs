@@ -175,3 +175,22 @@ async fn a_rule_forwarding_the_same_data_gets_a_warning() {
     let (_, body) = send(put(json!(["status"]))).await;
     assert_eq!(body["warnings"], json!([]), "status messages are not what the rule reads");
 }
+
+#[tokio::test]
+async fn default_group_and_the_group_limit_are_protected() {
+    let server = Server::start_full("", "max_consumer_groups = 3\n", "").await;
+    let client = reqwest::Client::new();
+    // Once no subscription uses it, DEFAULT_GROUP is refused for what it is.
+    assert_eq!(send(client.delete(url(&server, &format!("/subscriptions/{PK}")))).await.0, 204);
+    let (status, body) = send(client.delete(url(&server, "/consumer-groups/DEFAULT_GROUP"))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("Protected")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("DEFAULT_GROUP"), "{body}");
+
+    // DEFAULT_GROUP counts: two more groups fit under a limit of three, the next does not.
+    create_group(&server, "second_group").await;
+    create_group(&server, "third_group").await;
+    let (status, body) =
+        send(client.post(url(&server, "/consumer-groups")).json(&json!({"name": "fourth_group"}))).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("LimitExceeded")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains('3'), "names the limit: {body}");
+}
