@@ -191,7 +191,7 @@ fn drop_job(stats: &NotifierStats, job: &Job, why: &str) {
     stats.dropped.fetch_add(1, Relaxed);
     job.report.delivered(job.seq, Delivery::Dropped, 0);
     let n = &job.notification;
-    tracing::warn!(rule = %n.rule, group = %n.group_id, url = %job.url, state = ?n.state, reason = why, "Dropped an alert notification");
+    tracing::warn!(rule = %n.rule, group = %n.group_id, url = %redact(&job.url), state = ?n.state, reason = why, "Dropped an alert notification");
 }
 
 struct Worker {
@@ -312,12 +312,12 @@ impl UrlWorker {
                 Err(f) if f.retry && attempt < self.policy.attempts => {
                     self.stats.retries.fetch_add(1, Relaxed);
                     job.report.retrying(job.seq);
-                    tracing::warn!(rule = %n.rule, group = %n.group_id, url = %job.url, attempt, error = %f.what, retry_in_ms = backoff.as_millis() as u64, "Alert callback failed; trying again");
+                    tracing::warn!(rule = %n.rule, group = %n.group_id, url = %redact(&job.url), attempt, error = %f.what, retry_in_ms = backoff.as_millis() as u64, "Alert callback failed; trying again");
                     tokio::time::sleep(backoff).await;
                     backoff = backoff.saturating_mul(2);
                 }
                 Err(f) => {
-                    tracing::error!(rule = %n.rule, group = %n.group_id, url = %job.url, attempt, error = %f.what, "Alert callback failed; giving up");
+                    tracing::error!(rule = %n.rule, group = %n.group_id, url = %redact(&job.url), attempt, error = %f.what, "Alert callback failed; giving up");
                     return (Delivery::Failed, attempt);
                 }
             }
@@ -332,7 +332,7 @@ impl UrlWorker {
             .json(&job.notification)
             .send()
             .await
-            .map_err(|e| Failure { what: error_chain(&e), retry: true })?;
+            .map_err(|e| Failure { what: error_chain(&e.without_url()), retry: true })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -340,6 +340,19 @@ impl UrlWorker {
         // A 4xx other than timeout and rate limiting means the receiver will not take it.
         let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
         Err(Failure { what: format!("HTTP {status}"), retry })
+    }
+}
+
+/// The callback URL as logs show it: without user, password and query, which may carry secrets.
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_string(),
     }
 }
 
@@ -359,6 +372,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_secrets() {
+        assert_eq!(
+            redact("https://ops:s3cret@alerts.example:8443/hook?token=abc"),
+            "https://alerts.example:8443/hook"
+        );
+        assert_eq!(redact("http://127.0.0.1:9000/a"), "http://127.0.0.1:9000/a");
+    }
 
     #[test]
     fn notification_json() {
