@@ -9,6 +9,7 @@
 //! - [`amqp`]: AMQP 1.0 server for consumers: signed logins, one receiver link, deliveries.
 //! - [`api`]: HTTP API (`/healthz`, `/metrics`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
+//! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
@@ -28,6 +29,7 @@ pub mod alerts;
 pub mod amqp;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod groups;

@@ -6,6 +6,7 @@
 
 mod alerts;
 mod amqp_sign;
+mod bench;
 mod client;
 mod devices;
 mod groups;
@@ -30,6 +31,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Runs the platform. Without --config it runs the embedded demo configuration.
     Serve {
@@ -80,6 +82,9 @@ enum Command {
         #[command(subcommand)]
         command: AmqpCommand,
     },
+    /// Load tool: devices publish, consumers accept; reports msgs/s, latency, server CPU and
+    /// memory. Starts iotpipe itself unless --mqtt names a running server (docs/cli.md).
+    Bench(bench::BenchArgs),
 }
 
 /// Runs a management command with a client for `server`.
@@ -118,6 +123,7 @@ pub fn main() -> ExitCode {
         Command::Subscriptions { server, command } => remote(&server, |c| subscriptions::run(c, &command)),
         Command::Devices { server, command } => remote(&server, |c| devices::run(c, &command)),
         Command::Alerts { server, command } => remote(&server, |c| alerts::run(c, &command)),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
