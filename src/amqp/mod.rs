@@ -3,6 +3,7 @@
 //! (`connection.rs`). TLS is terminated here, from the first byte, as `amqps://` clients expect.
 
 pub mod auth;
+mod coalesce;
 mod connection;
 mod sasl;
 
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+
+use coalesce::Coalescing;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -189,9 +192,9 @@ async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, sh
     let _ = stream.set_nodelay(true);
     keepalive(&stream);
     match tls {
-        None => connection::serve(stream, peer, shared).await,
+        None => connection::serve(Coalescing::new(stream), peer, shared).await,
         Some(acceptor) => match tokio::time::timeout(shared.auth_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => connection::serve(tls_stream, peer, shared).await,
+            Ok(Ok(tls_stream)) => connection::serve(Coalescing::new(tls_stream), peer, shared).await,
             Ok(Err(e)) => tracing::warn!(%peer, error = %e, "AMQP TLS handshake failed"),
             Err(_) => tracing::warn!(%peer, "AMQP TLS handshake timed out"),
         },
