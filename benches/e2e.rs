@@ -30,14 +30,5 @@ fn main() {
         credit: env("CREDIT", 500.0) as u32,
         ..Settings::default()
     };
-    match bench::run(&settings) {
-        Ok(report) => {
-            print!("{}", report.to_table());
-            println!("{}", report.to_json());
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    }
+    bench::run_benchmark(&settings);
 }

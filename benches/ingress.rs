@@ -22,14 +22,5 @@ fn main() {
         window: env("WINDOW", 64.0) as u16,
         ..Settings::default()
     };
-    match bench::run(&settings) {
-        Ok(report) => {
-            print!("{}", report.to_table());
-            println!("{}", report.to_json());
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    }
+    bench::run_benchmark(&settings);
 }

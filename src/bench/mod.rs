@@ -480,3 +480,18 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
     }
     report
 }
+
+/// What `cargo bench --bench e2e|ingress` do with their settings: run, print the table and the
+/// JSON line, or the error and exit 1.
+pub fn run_benchmark(settings: &Settings) {
+    match run(settings) {
+        Ok(report) => {
+            print!("{}", report.to_table());
+            println!("{}", report.to_json());
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
