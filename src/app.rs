@@ -12,15 +12,15 @@ use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::config::Config;
+use crate::downlink::Downlink;
 use crate::groups::{Groups, Settings};
-use crate::ingress::Broker;
 use crate::ingress::{Ingress, IngressError};
 use crate::lifecycle::{Devices, LifecycleError};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::{Registry, RegistryError};
 use crate::rules::watch::{watch_live, LiveRules, Reloader, SharedRules, Watch};
-use crate::store::{Db, Ids, RedbQueue, StoreError};
+use crate::store::{Db, RedbQueue, StoreError};
 use crate::subscriptions::Subscriptions;
 
 /// Start-up failures.
@@ -97,10 +97,10 @@ impl App {
         let registry = Arc::new(Registry::load(config, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let store_stats = queue.stats().clone();
+        let ids = queue.ids().clone();
         let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
-        let ids = Arc::new(Ids::new(db.clone()));
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
-        let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
+        let downlink = Arc::new(Downlink::start().map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
         let db_file = db.path().to_path_buf();
         let subscriptions = Arc::new(Subscriptions::load(config, db, groups.clone(), registry.clone())?);
@@ -110,12 +110,12 @@ impl App {
             groups.clone(),
             rules.clone(),
             registry.clone(),
-            broker.clone(),
+            downlink.clone(),
         );
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
         let ingress =
-            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), broker, shutdown.clone())
+            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), downlink, shutdown.clone())
                 .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;

@@ -11,6 +11,8 @@
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
+//! - [`downlink`]: the embedded rumqttd router: device subscriptions and downlink publishes.
+//! - [`forwarding`]: rule actions (`amqp`, `republish`), their retries and the error action.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
@@ -19,6 +21,7 @@
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
 //! - [`subscriptions`]: product-wide server-side subscriptions, editable at run time.
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
+//! - [`histogram`]: a latency histogram of atomics, for the store writer and `/metrics`.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
 //! - [`tls`]: TLS termination shared by the listeners.
@@ -32,7 +35,10 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod downlink;
+pub mod forwarding;
 pub mod groups;
+pub mod histogram;
 pub mod ingress;
 pub mod lifecycle;
 pub mod message;

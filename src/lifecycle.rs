@@ -109,7 +109,7 @@ impl Devices {
             body["deviceSecret"] = json!(device.secret);
         }
         let message = Message {
-            id: self.pipeline.next_id()?,
+            id: self.pipeline.next_id().await?,
             kind: Kind::Lifecycle,
             topic: format!("/{}/{}/thing/lifecycle", device.product_key, device.name),
             payload: Bytes::from(body.to_string()),

@@ -84,7 +84,7 @@ pub async fn get(
         .registry()
         .device(&pk, &dn)
         .ok_or_else(|| ApiError::not_found(format!("device {dn} of product {pk} does not exist")))?;
-    Ok(Json(DeviceView::of(d, false)))
+    Ok(Json(DeviceView::of(Device::clone(&d), false)))
 }
 
 /// `POST /products/{pk}/devices` body.

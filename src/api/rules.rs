@@ -487,7 +487,10 @@ pub async fn test(
     .message();
     let tags = body.tags.unwrap_or_else(|| {
         let registry = state.devices.registry();
-        registry.device(&msg.origin.product_key, &msg.origin.device_name).map(|d| d.tags).unwrap_or_default()
+        registry
+            .device(&msg.origin.product_key, &msg.origin.device_name)
+            .map(|d| d.tags.clone())
+            .unwrap_or_default()
     });
     let ctx = EvalContext { tags: Some(&tags) };
     let answer = match dry_run::run(&set, &rule, &msg, &ctx) {

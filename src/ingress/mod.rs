@@ -3,15 +3,16 @@
 //! iotpipe's own session layer (`connection.rs`) speaks MQTT 3.1.1 and 5 through rumqttc's
 //! codecs (`codec.rs`), authenticates with the Link SDK scheme (`auth.rs`), enforces the topic
 //! ACL (`acl.rs`), announces online/offline (`status.rs`, `sessions.rs`) and hands every publish
-//! to the durable pipeline. rumqttd's router (`broker.rs`) carries device subscriptions and
-//! downlink messages. Why this shape: docs/ingress.md.
+//! to the durable pipeline. The downlink router ([`crate::downlink`]) carries device
+//! subscriptions and downlink messages. Why this shape: docs/ingress.md.
 
 pub mod acl;
 pub mod auth;
-pub mod broker;
 pub mod codec;
 mod connection;
+mod handshake;
 mod listener;
+mod session;
 pub mod sessions;
 pub mod status;
 pub mod thing;
@@ -25,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::MqttConfig;
+use crate::downlink::{Downlink, DownlinkError};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
-pub use broker::Broker;
 pub use sessions::Sessions;
 pub use status::OfflineReason;
 
@@ -48,7 +49,7 @@ pub enum IngressError {
     Tls(String),
     /// The embedded router did not start.
     #[error(transparent)]
-    Broker(#[from] broker::BrokerError),
+    Downlink(#[from] DownlinkError),
 }
 
 /// Limits from `[mqtt]`, resolved once.
@@ -188,7 +189,7 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub sessions: Sessions,
     pub pipeline: Pipeline,
-    pub broker: Arc<Broker>,
+    pub downlink: Arc<Downlink>,
     pub limits: Limits,
     pub shutdown: CancellationToken,
     pub stats: Arc<IngressStats>,
@@ -224,7 +225,7 @@ impl Ingress {
         config: &MqttConfig,
         registry: Arc<Registry>,
         pipeline: Pipeline,
-        broker: Arc<Broker>,
+        downlink: Arc<Downlink>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
         let tls = match (&config.tls_listen, &config.cert, &config.key) {
@@ -238,7 +239,7 @@ impl Ingress {
             registry,
             sessions: Sessions::default(),
             pipeline,
-            broker,
+            downlink,
             limits: Limits::new(config),
             shutdown,
             stats: Arc::new(IngressStats::default()),
@@ -290,8 +291,8 @@ impl Ingress {
     ///
     /// # Errors
     /// When the router is busy.
-    pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), broker::BrokerError> {
-        self.shared.broker.publish(topic, payload)
+    pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), DownlinkError> {
+        self.shared.downlink.publish(topic, payload)
     }
 
     /// Waits until the listeners have stopped and every connection has finished (after the

@@ -57,9 +57,25 @@ pub enum RegistryError {
 #[derive(Debug, Default)]
 struct Inner {
     products: BTreeMap<String, Product>,
-    /// Keyed by (productKey, deviceName).
-    devices: HashMap<(String, String), Device>,
+    /// By productKey, then deviceName: a lookup by `&str` allocates nothing, and what it hands
+    /// out is shared, never a copy of the device (secret included) per message.
+    devices: HashMap<String, HashMap<String, Arc<Device>>>,
     access_keys: HashMap<String, String>,
+}
+
+impl Inner {
+    fn get(&self, product_key: &str, name: &str) -> Option<&Arc<Device>> {
+        self.devices.get(product_key)?.get(name)
+    }
+
+    fn insert(&mut self, device: Device) {
+        let product = self.devices.entry(device.product_key.clone()).or_default();
+        product.insert(device.name.clone(), Arc::new(device));
+    }
+
+    fn remove(&mut self, product_key: &str, name: &str) -> Option<Arc<Device>> {
+        self.devices.get_mut(product_key)?.remove(name)
+    }
 }
 
 /// The registry, shared by every component.
@@ -79,27 +95,22 @@ impl Registry {
         for p in &config.products {
             inner.products.insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone() });
             for d in &p.devices {
-                let device = Device {
+                inner.insert(Device {
                     product_key: p.key.clone(),
                     name: d.name.clone(),
                     secret: d.secret.clone(),
                     enabled: d.enabled,
                     tags: d.tags.clone(),
-                };
-                inner.devices.insert((p.key.clone(), d.name.clone()), device);
+                });
             }
         }
         for k in &config.access_keys {
             inner.access_keys.insert(k.id.clone(), k.secret.clone());
         }
-        for (key, record) in persist::load(&db)? {
+        for ((product_key, name), record) in persist::load(&db)? {
             match record {
-                Some(device) => {
-                    inner.devices.insert(key, device);
-                }
-                None => {
-                    inner.devices.remove(&key);
-                }
+                Some(device) => inner.insert(device),
+                None => drop(inner.remove(&product_key, &name)),
             }
         }
         Ok(Self { inner: RwLock::new(inner), db })
@@ -114,8 +125,8 @@ impl Registry {
     }
 
     /// The device, if it exists.
-    pub fn device(&self, product_key: &str, device_name: &str) -> Option<Device> {
-        self.read().devices.get(&(product_key.to_string(), device_name.to_string())).cloned()
+    pub fn device(&self, product_key: &str, device_name: &str) -> Option<Arc<Device>> {
+        self.read().get(product_key, device_name).cloned()
     }
 
     /// The product, if it exists.
@@ -130,8 +141,12 @@ impl Registry {
 
     /// All devices of a product, ordered by name.
     pub fn devices(&self, product_key: &str) -> Vec<Device> {
-        let mut v: Vec<Device> =
-            self.read().devices.values().filter(|d| d.product_key == product_key).cloned().collect();
+        let mut v: Vec<Device> = self
+            .read()
+            .devices
+            .get(product_key)
+            .map(|devices| devices.values().map(|d| Device::clone(d)).collect())
+            .unwrap_or_default();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -150,12 +165,12 @@ impl Registry {
         if !inner.products.contains_key(&device.product_key) {
             return Err(RegistryError::NoProduct(device.product_key));
         }
-        let key = (device.product_key.clone(), device.name.clone());
-        if inner.devices.contains_key(&key) {
-            return Err(RegistryError::DeviceExists(key.0, key.1));
+        if inner.get(&device.product_key, &device.name).is_some() {
+            return Err(RegistryError::DeviceExists(device.product_key, device.name));
         }
+        let key = (device.product_key.clone(), device.name.clone());
         persist::put(&self.db, &key, Some(&device))?;
-        inner.devices.insert(key, device);
+        inner.insert(device);
         Ok(())
     }
 
@@ -168,14 +183,14 @@ impl Registry {
     pub fn set_enabled(&self, product_key: &str, name: &str, enabled: bool) -> Result<Device, RegistryError> {
         let mut inner = self.write();
         let key = (product_key.to_string(), name.to_string());
-        let mut device = inner
-            .devices
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| RegistryError::NoDevice(key.0.clone(), key.1.clone()))?;
+        let mut device = Device::clone(
+            inner
+                .get(product_key, name)
+                .ok_or_else(|| RegistryError::NoDevice(key.0.clone(), key.1.clone()))?,
+        );
         device.enabled = enabled;
         persist::put(&self.db, &key, Some(&device))?;
-        inner.devices.insert(key, device.clone());
+        inner.insert(device.clone());
         Ok(device)
     }
 
@@ -186,11 +201,12 @@ impl Registry {
     pub fn delete_device(&self, product_key: &str, name: &str) -> Result<Device, RegistryError> {
         let mut inner = self.write();
         let key = (product_key.to_string(), name.to_string());
-        if !inner.devices.contains_key(&key) {
+        if inner.get(product_key, name).is_none() {
             return Err(RegistryError::NoDevice(key.0, key.1));
         }
         persist::put(&self.db, &key, None)?;
-        inner.devices.remove(&key).ok_or(RegistryError::NoDevice(key.0, key.1))
+        let removed = inner.remove(product_key, name).ok_or(RegistryError::NoDevice(key.0, key.1))?;
+        Ok(Arc::unwrap_or_clone(removed))
     }
 }
 
@@ -219,7 +235,7 @@ mod tests {
             })
             .unwrap();
             assert!(matches!(
-                r.add_device(r.device("a1demo", "dev3").unwrap()),
+                r.add_device(Device::clone(&r.device("a1demo", "dev3").unwrap())),
                 Err(RegistryError::DeviceExists(..))
             ));
         }

@@ -8,22 +8,32 @@
 //! per transaction (group commit): appends and clears with an fsync before they are reported
 //! done, removals (acknowledgements) without one. A removal becomes durable with the next
 //! fsynced commit; a crash before that delivers the message again, which at-least-once allows.
+//!
+//! Memory is bounded on the way in: commands that are answered (appends, clears, flushes) pass
+//! a bounded channel and their senders wait while it is full; removals are not commands but
+//! sequence numbers gathered per group until the next commit, 8 bytes each, and at most one per
+//! stored message (a message is removed once), whatever the rate of acknowledgements. The
+//! writer also reserves message-id blocks ([`Ids`]) ahead of need, in the same commits.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 use redb::{Durability, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ids::{self, Ids};
 use super::{Db, StoreError};
-use crate::metrics::Histogram;
+use crate::histogram::Histogram;
 
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
 /// Commands one commit takes at most; bounds the time a commit holds replies back.
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
+/// Answered commands waiting for the writer. Their senders wait beyond it: the pipeline has one
+/// append in flight, the forwarding retries at most their own bound, the API a few clears.
+const CHANNEL: usize = 1024;
 
 /// One record to append.
 #[derive(Debug, Clone)]
@@ -94,16 +104,22 @@ pub struct StoreStats {
 enum Command {
     /// The instant is when the append was queued.
     Append(Vec<Append>, oneshot::Sender<Result<Vec<u64>, StoreError>>, Instant),
-    Remove(String, Vec<u64>),
+    /// Removals or an id block are waiting: commit soon.
+    Wake,
     Clear(String, oneshot::Sender<Result<u64, StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
+/// Sequence numbers settled since the last commit, by group; the writer takes them all at once.
+type Removals = Mutex<HashMap<Arc<str>, Vec<u64>>>;
+
 /// The embedded queue store on redb.
 pub struct RedbQueue {
     db: Arc<Db>,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
+    removals: Arc<Removals>,
+    ids: Arc<Ids>,
     stats: Arc<StoreStats>,
 }
 
@@ -120,16 +136,28 @@ impl RedbQueue {
     /// # Errors
     /// When the existing queues cannot be read.
     pub fn open(db: Arc<Db>) -> Result<Arc<Self>, StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(StoreStats::default());
-        let queue = Self { db: db.clone(), tx, stats: stats.clone() };
+        let removals = Arc::new(Removals::default());
+        let wake = tx.clone();
+        // A full channel means the writer commits soon anyway.
+        let ids =
+            Arc::new(Ids::new(ids::reserve_now(&db)?, Box::new(move || drop(wake.try_send(Command::Wake)))));
+        let queue =
+            Self { db: db.clone(), tx, removals: removals.clone(), ids: ids.clone(), stats: stats.clone() };
         let next: HashMap<String, u64> =
             queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
+        let writer = Writer { db, next, stats, removals, ids: Arc::downgrade(&ids) };
         std::thread::Builder::new()
             .name("iotpipe-store".into())
-            .spawn(move || Writer { db, next, stats }.run(rx))
+            .spawn(move || writer.run(rx))
             .map_err(|source| StoreError::Dir { path: "writer thread".into(), source })?;
         Ok(Arc::new(queue))
+    }
+
+    /// The message-id allocator, whose blocks this store's writer reserves.
+    pub fn ids(&self) -> &Arc<Ids> {
+        &self.ids
     }
 
     /// The writer thread's measurements.
@@ -145,28 +173,35 @@ fn closed() -> StoreError {
 impl QueueStore for RedbQueue {
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Command::Append(batch, reply, Instant::now())).is_ok();
+        let tx = self.tx.clone();
         Box::pin(async move {
-            if !sent {
-                return Err(closed());
-            }
+            tx.send(Command::Append(batch, reply, Instant::now())).await.map_err(|_| closed())?;
             rx.await.unwrap_or_else(|_| Err(closed()))
         })
     }
 
     fn remove(&self, group: &str, seqs: Vec<u64>) {
-        if !seqs.is_empty() {
-            let _ = self.tx.send(Command::Remove(group.to_string(), seqs));
+        if seqs.is_empty() {
+            return;
+        }
+        let mut removals = self.removals.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = removals.is_empty();
+        match removals.get_mut(group) {
+            Some(pending) => pending.extend(seqs),
+            None => drop(removals.insert(Arc::from(group), seqs)),
+        }
+        drop(removals);
+        if first {
+            // One wake per commit is enough: the writer takes every pending removal at once.
+            let _ = self.tx.try_send(Command::Wake);
         }
     }
 
     fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(Command::Clear(group.to_string(), reply)).is_ok();
+        let (tx, group) = (self.tx.clone(), group.to_string());
         Box::pin(async move {
-            if !sent {
-                return Err(closed());
-            }
+            tx.send(Command::Clear(group, reply)).await.map_err(|_| closed())?;
             rx.await.unwrap_or_else(|_| Err(closed()))
         })
     }
@@ -226,11 +261,9 @@ impl RedbQueue {
         command: fn(oneshot::Sender<Result<(), StoreError>>) -> Command,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send(command(reply)).is_ok();
+        let tx = self.tx.clone();
         Box::pin(async move {
-            if !sent {
-                return Err(closed());
-            }
+            tx.send(command(reply)).await.map_err(|_| closed())?;
             rx.await.unwrap_or_else(|_| Err(closed()))
         })
     }
@@ -241,6 +274,8 @@ struct Writer {
     /// Next seq per group.
     next: HashMap<String, u64>,
     stats: Arc<StoreStats>,
+    removals: Arc<Removals>,
+    ids: Weak<Ids>,
 }
 
 /// How to answer one command once its commit is known.
@@ -248,10 +283,12 @@ enum Reply {
     Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>, Instant),
     Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// The start of a newly reserved id block.
+    Ids(Arc<Ids>, u64),
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut commands = Vec::new();
         let mut close = None;
         while let Some(first) = rx.blocking_recv() {
@@ -283,6 +320,9 @@ impl Writer {
             self.commit(&mut commands);
         }
         rx.close();
+        if let Some(ids) = self.ids.upgrade().filter(|ids| ids.wants_block()) {
+            ids.reserved(Err(StoreError::Closed.to_string()));
+        }
         let db = self.db;
         drop(self.next);
         drop(db);
@@ -310,6 +350,7 @@ impl Writer {
                         }
                         Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
                         Reply::Flush(tx) => drop(tx.send(Ok(()))),
+                        Reply::Ids(ids, start) => ids.reserved(Ok(start)),
                     }
                 }
             }
@@ -324,6 +365,7 @@ impl Writer {
                         Reply::Append(tx, ..) => drop(tx.send(Err(err))),
                         Reply::Clear(tx, _) => drop(tx.send(Err(err))),
                         Reply::Flush(tx) => drop(tx.send(Err(err))),
+                        Reply::Ids(ids, _) => ids.reserved(Err(e.to_string())),
                     }
                 }
             }
@@ -338,8 +380,24 @@ impl Writer {
         let db = self.db.clone();
         let mut tx = db.redb().begin_write().map_err(|e| db.err(e))?;
         let mut durable = false;
+        if let Some(ids) = self.ids.upgrade().filter(|ids| ids.wants_block()) {
+            durable = true;
+            match ids::reserve(&db, &tx) {
+                Ok(start) => replies.push(Reply::Ids(ids, start)),
+                Err(e) => {
+                    ids.reserved(Err(e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
         {
             let mut table = tx.open_table(QUEUE).map_err(|e| db.err(e))?;
+            let removals = std::mem::take(&mut *self.removals.lock().unwrap_or_else(PoisonError::into_inner));
+            for (group, seqs) in removals {
+                for seq in seqs {
+                    table.remove((&*group, seq)).map_err(|e| db.err(e))?;
+                }
+            }
             for command in commands {
                 match command {
                     Command::Append(batch, reply, queued) => {
@@ -356,11 +414,7 @@ impl Writer {
                         }
                         replies.push(Reply::Append(reply, seqs, queued));
                     }
-                    Command::Remove(group, seqs) => {
-                        for seq in seqs {
-                            table.remove((group.as_str(), seq)).map_err(|e| db.err(e))?;
-                        }
-                    }
+                    Command::Wake => {}
                     Command::Clear(group, reply) => {
                         durable = true;
                         let mut removed = 0u64;
@@ -394,6 +448,41 @@ mod tests {
         Append { group: group.into(), record: body.as_bytes().to_vec() }
     }
 
+    fn reopen(dir: &std::path::Path) -> Arc<Db> {
+        // The writer thread finishes its last commit when the handles drop; wait for the file lock.
+        loop {
+            match Db::open(dir) {
+                Ok(db) => break db,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_are_reserved_ahead_and_never_repeat_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = {
+            let q = RedbQueue::open(Db::open(dir.path()).unwrap()).unwrap();
+            let ids = q.ids().clone();
+            let first = ids.try_next().unwrap();
+            assert_ne!(first, 0);
+            for _ in 1..super::ids::BLOCK / 2 + 1 {
+                ids.try_next().unwrap();
+            }
+            // The writer reserves the next block in its next commit.
+            q.flush().await.unwrap();
+            let mut last = 0;
+            for _ in 0..super::ids::BLOCK {
+                let id = ids.try_next().expect("the next block was reserved ahead");
+                assert!(id > last);
+                last = id;
+            }
+            last
+        };
+        let q = RedbQueue::open(reopen(dir.path())).unwrap();
+        assert!(q.ids().next().await.unwrap() > last);
+    }
+
     #[tokio::test]
     async fn append_read_remove_clear_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -411,15 +500,7 @@ mod tests {
             assert_eq!(q.read("g1", 1).unwrap(), None);
             assert_eq!(q.read("g1", 2).unwrap(), Some(b"b".to_vec()));
         }
-        // The writer thread finishes its last commit when the handle drops; the reopen below
-        // waits for the file lock.
-        let db = loop {
-            match Db::open(dir.path()) {
-                Ok(db) => break db,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        };
-        let q = RedbQueue::open(db).unwrap();
+        let q = RedbQueue::open(reopen(dir.path())).unwrap();
         let extents = q.extents().unwrap();
         assert_eq!(extents.get("g1"), Some(&Extent { count: 2, first: 2, next: 4 }));
         assert!(!extents.contains_key("g2"));

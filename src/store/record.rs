@@ -3,7 +3,7 @@
 //! Layout (big-endian): id u64 · generate time u64 · topic length u16 · topic · tag length u16
 //! (0xFFFF = no tag) · tag · payload (the rest).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes};
 
 /// One message in a consumer group's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,12 +26,23 @@ impl StoredMessage {
     /// Encodes for storage. Topics and tags longer than 65,534 bytes are cut (MQTT topics are
     /// at most 65,535 bytes and tags are short).
     pub fn encode(&self) -> Vec<u8> {
-        let topic = &self.topic.as_bytes()[..self.topic.len().min(usize::from(NO_TAG - 1))];
-        let tag = self.tag.as_deref().map(|t| &t.as_bytes()[..t.len().min(usize::from(NO_TAG - 1))]);
-        let mut out =
-            BytesMut::with_capacity(22 + topic.len() + tag.map_or(0, <[u8]>::len) + self.payload.len());
-        out.put_u64(self.id);
-        out.put_u64(self.generate_time_ms);
+        Self::encode_parts(self.id, self.generate_time_ms, &self.topic, self.tag.as_deref(), &self.payload)
+    }
+
+    /// Encodes a record from borrowed parts, without building a [`StoredMessage`] first.
+    pub fn encode_parts(
+        id: u64,
+        generate_time_ms: u64,
+        topic: &str,
+        tag: Option<&str>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let topic = &topic.as_bytes()[..topic.len().min(usize::from(NO_TAG - 1))];
+        let tag = tag.map(|t| &t.as_bytes()[..t.len().min(usize::from(NO_TAG - 1))]);
+        // Vec<u8> is a BufMut: the record is written once, where it is kept.
+        let mut out = Vec::with_capacity(22 + topic.len() + tag.map_or(0, <[u8]>::len) + payload.len());
+        out.put_u64(id);
+        out.put_u64(generate_time_ms);
         out.put_u16(topic.len() as u16);
         out.put_slice(topic);
         match tag {
@@ -41,8 +52,8 @@ impl StoredMessage {
             }
             None => out.put_u16(NO_TAG),
         }
-        out.put_slice(&self.payload);
-        out.to_vec()
+        out.put_slice(payload);
+        out
     }
 
     /// Decodes a stored record; `None` when it is corrupt.

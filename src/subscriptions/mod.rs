@@ -15,11 +15,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, MessageType};
 use crate::groups::Groups;
-use crate::pipeline::Routes;
 use crate::registry::Registry;
 use crate::rules::action::Action;
 use crate::rules::Rule;
 use crate::store::{Db, StoreError};
+
+mod routes;
+
+pub use routes::Routes;
 
 /// Consumer groups per subscription: the platform's limit.
 pub const MAX_GROUPS_PER_SUBSCRIPTION: usize = 10;

@@ -1,9 +1,11 @@
-//! The embedded rumqttd router: device subscriptions and downlink fan-out.
+//! The downlink router: the embedded rumqttd router that carries device subscriptions and
+//! fans downlink messages out to them.
 //!
-//! iotpipe runs no rumqttd listener. Its own session layer (`connection.rs`) opens a local
-//! router link for a device when the device first subscribes, and platform components publish
-//! downlink messages through one shared link. Upstream messages do not pass the router: they go
-//! to the durable pipeline directly (see docs/ingress.md).
+//! iotpipe runs no rumqttd listener. The ingress session layer opens a local router link for a
+//! device when the device first subscribes ([`Downlink::link`]), and platform components (rule
+//! republish actions) publish through one shared link ([`Downlink::publish`]). Upstream messages
+//! do not pass the router: they go to the durable pipeline directly (see docs/ingress.md). A
+//! leaf: it knows rumqttd and nothing of iotpipe.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,7 @@ use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
 
 /// Router failures.
 #[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
+pub enum DownlinkError {
     /// The router refused or did not answer.
     #[error("router link failed: {0}")]
     Link(String),
@@ -21,24 +23,24 @@ pub enum BrokerError {
     Busy,
 }
 
-/// The router handle.
-pub struct Broker {
+/// The router handle, shared by the ingress and the forwarding.
+pub struct Downlink {
     broker: Arc<rumqttd::Broker>,
     downlink: Mutex<LinkTx>,
 }
 
-impl std::fmt::Debug for Broker {
+impl std::fmt::Debug for Downlink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").finish_non_exhaustive()
+        f.debug_struct("Downlink").finish_non_exhaustive()
     }
 }
 
-impl Broker {
+impl Downlink {
     /// Starts the router thread and the shared downlink link.
     ///
     /// # Errors
     /// When the router does not accept the downlink link.
-    pub fn start() -> Result<Self, BrokerError> {
+    pub fn start() -> Result<Self, DownlinkError> {
         let config = rumqttd::Config {
             id: 0,
             router: rumqttd::RouterConfig {
@@ -56,7 +58,7 @@ impl Broker {
         };
         let broker = Arc::new(rumqttd::Broker::new(config));
         let (downlink, _rx) =
-            broker.link("iotpipe-downlink").map_err(|e| BrokerError::Link(e.to_string()))?;
+            broker.link("iotpipe-downlink").map_err(|e| DownlinkError::Link(e.to_string()))?;
         Ok(Self { broker, downlink: Mutex::new(downlink) })
     }
 
@@ -65,12 +67,12 @@ impl Broker {
     ///
     /// # Errors
     /// When the router refuses the link.
-    pub async fn link(&self, id: String) -> Result<DeviceLink, BrokerError> {
+    pub async fn link(&self, id: String) -> Result<DeviceLink, DownlinkError> {
         let broker = self.broker.clone();
         let (tx, rx) = tokio::task::spawn_blocking(move || broker.link(&id).map_err(|e| e.to_string()))
             .await
-            .map_err(|e| BrokerError::Link(e.to_string()))?
-            .map_err(BrokerError::Link)?;
+            .map_err(|e| DownlinkError::Link(e.to_string()))?
+            .map_err(DownlinkError::Link)?;
         Ok(DeviceLink { tx: Some(tx), rx })
     }
 
@@ -78,9 +80,9 @@ impl Broker {
     ///
     /// # Errors
     /// `Busy` when the router's queue is full.
-    pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BrokerError> {
+    pub fn publish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), DownlinkError> {
         let mut link = self.downlink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        link.try_publish(topic.to_string(), payload).map(drop).map_err(|_| BrokerError::Busy)
+        link.try_publish(topic.to_string(), payload).map(drop).map_err(|_| DownlinkError::Busy)
     }
 }
 
@@ -96,18 +98,18 @@ impl DeviceLink {
     ///
     /// # Errors
     /// `Busy` when the router's queue is full.
-    pub fn subscribe(&mut self, filter: &str) -> Result<(), BrokerError> {
-        let tx = self.tx.as_mut().ok_or(BrokerError::Busy)?;
-        tx.try_subscribe(filter).map(drop).map_err(|_| BrokerError::Busy)
+    pub fn subscribe(&mut self, filter: &str) -> Result<(), DownlinkError> {
+        let tx = self.tx.as_mut().ok_or(DownlinkError::Busy)?;
+        tx.try_subscribe(filter).map(drop).map_err(|_| DownlinkError::Busy)
     }
 
     /// Removes a subscription.
     ///
     /// # Errors
     /// `Busy` when the router's queue is full.
-    pub fn unsubscribe(&mut self, filter: &str) -> Result<(), BrokerError> {
-        let tx = self.tx.as_mut().ok_or(BrokerError::Busy)?;
-        tx.try_unsubscribe(filter).map(drop).map_err(|_| BrokerError::Busy)
+    pub fn unsubscribe(&mut self, filter: &str) -> Result<(), DownlinkError> {
+        let tx = self.tx.as_mut().ok_or(DownlinkError::Busy)?;
+        tx.try_unsubscribe(filter).map(drop).map_err(|_| DownlinkError::Busy)
     }
 }
 

@@ -4,8 +4,6 @@
 //! pipeline, store writer, alerts); nothing here runs on their paths. One
 //! [`prometheus_client`] collector reads those counters when a scrape comes and encodes them.
 
-mod histogram;
-
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,11 +16,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-pub use histogram::{Histogram, Snapshot as HistogramSnapshot, BOUNDS_SECS};
-
 use crate::alerts::Alerts;
 use crate::amqp::AmqpStats;
 use crate::groups::Groups;
+use crate::histogram::Histogram;
 use crate::ingress::{IngressStats, Refusals};
 use crate::pipeline::Stats;
 use crate::rules::watch::SharedRules;

@@ -1,0 +1,391 @@
+//! An accepted device's session: the packet loop (publish, subscribe, ping, disconnect), PUBACKs
+//! in order once each message is stored, downlink notifications, keep-alive and the way out.
+//!
+//! The loop reads packets only while the connection has fewer than `max_inflight` messages
+//! waiting for the pipeline, so a slow pipeline slows the device through TCP instead of
+//! growing memory.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttd::Notification;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, Instant};
+
+use super::acl::Acl;
+use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
+use super::connection::Io;
+use super::status::OfflineReason;
+use super::{thing, Shared};
+use crate::downlink::DeviceLink;
+use crate::message::{now_ms, Kind, Message, Origin};
+use crate::pipeline::{HandoffError, Receipt};
+
+/// How long a closing session waits for its in-flight messages before giving up on their PUBACKs
+/// (the messages themselves are already queued and will be stored).
+const DRAIN_WAIT: Duration = Duration::from_secs(3);
+
+/// A device's session after its CONNACK.
+pub(super) struct Session<S> {
+    io: Io<S>,
+    version: Version,
+    shared: Arc<Shared>,
+    origin: Arc<Origin>,
+    acl: Acl,
+    /// Messages queued in the pipeline, oldest first, with the packet id to acknowledge
+    /// (`None` for QoS 0).
+    inflight: VecDeque<(Option<u16>, Receipt)>,
+    link: Option<DeviceLink>,
+    link_id: String,
+    keep_alive: Duration,
+    pub(super) last_seen_ms: u64,
+    kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+}
+
+/// How a packet handler ends the session.
+struct End(OfflineReason, Option<DisconnectCode>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// The session of `origin` on `io`, registered as number `registration`; `kicked` says when
+    /// the device is disconnected by the platform or taken over.
+    pub(super) fn new(
+        io: Io<S>,
+        version: Version,
+        shared: Arc<Shared>,
+        origin: Arc<Origin>,
+        registration: u64,
+        keep_alive_secs: u16,
+        kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+    ) -> Self {
+        Self {
+            io,
+            version,
+            shared,
+            acl: Acl::new(&origin.product_key, &origin.device_name),
+            link_id: format!("{}.{}.{}", origin.product_key, origin.device_name, registration),
+            origin,
+            inflight: VecDeque::new(),
+            link: None,
+            // MQTT: the server may close after one and a half keep-alive periods of silence.
+            keep_alive: Duration::from_millis(u64::from(keep_alive_secs) * 1500),
+            last_seen_ms: now_ms(),
+            kicked,
+        }
+    }
+
+    pub(super) async fn run(&mut self) -> OfflineReason {
+        let max_inflight = self.shared.limits.max_inflight;
+        let deadline = sleep_until(Instant::now() + self.keep_alive);
+        tokio::pin!(deadline);
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            while self.inflight.len() < max_inflight {
+                match self.version.read(&mut self.io.rbuf, self.shared.limits.max_packet) {
+                    Ok(Some(packet)) => {
+                        if let Err(End(reason, code)) = self.handle(packet).await {
+                            return self.close(reason, code).await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let stats = &self.shared.stats;
+                        let (code, counter) = match e {
+                            codec::CodecError::TooLarge { .. } => {
+                                (DisconnectCode::PacketTooLarge, &stats.oversized)
+                            }
+                            _ => (DisconnectCode::MalformedPacket, &stats.protocol_errors),
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, error = %e, "Closing a connection after a bad packet");
+                        return self.close(OfflineReason::ProtocolViolation, Some(code)).await;
+                    }
+                }
+            }
+            if let Err(End(reason, code)) = self.take_ready_acks() {
+                return self.close(reason, code).await;
+            }
+            if self.io.flush().await.is_err() {
+                return OfflineReason::NetworkError;
+            }
+
+            let reading = self.inflight.len() < max_inflight;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return self.close(OfflineReason::ServerShutdown, Some(DisconnectCode::ServerShuttingDown)).await;
+                }
+                Ok(()) = self.kicked.changed() => {
+                    let reason = (*self.kicked.borrow()).unwrap_or(OfflineReason::TakenOver);
+                    let code = match reason {
+                        OfflineReason::TakenOver => DisconnectCode::SessionTakenOver,
+                        _ => DisconnectCode::AdministrativeAction,
+                    };
+                    return self.close(reason, Some(code)).await;
+                }
+                result = front(&mut self.inflight) => {
+                    if let Some((pkid, _)) = self.inflight.pop_front() {
+                        if let Err(end) = self.acknowledge(pkid, result) {
+                            return self.close(end.0, end.1).await;
+                        }
+                    }
+                }
+                read = self.io.read_more(), if reading => match read {
+                    Ok(0) | Err(_) => return OfflineReason::NetworkError,
+                    Ok(_) => {
+                        self.last_seen_ms = now_ms();
+                        deadline.as_mut().reset(Instant::now() + self.keep_alive);
+                    }
+                },
+                notification = next_downlink(&mut self.link) => self.downlink(notification).await,
+                () = &mut deadline => {
+                    return self.close(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
+                }
+            }
+        }
+    }
+
+    /// Ends the session: waits (briefly) for in-flight messages to answer their PUBACKs,
+    /// tells an MQTT 5 client why, and flushes.
+    async fn close(&mut self, reason: OfflineReason, code: Option<DisconnectCode>) -> OfflineReason {
+        let drain = async {
+            while let Some((pkid, receipt)) = self.inflight.pop_front() {
+                let result = receipt.await;
+                if self.acknowledge(pkid, result).is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_WAIT, drain).await;
+        if let (Some(code), Version::V5) = (code, self.version) {
+            self.version.write(Outbound::Disconnect(code), &mut self.io.wbuf);
+        }
+        let _ = tokio::time::timeout(DRAIN_WAIT, async {
+            let _ = self.io.flush().await;
+            let _ = self.io.stream.shutdown().await;
+        })
+        .await;
+        reason
+    }
+
+    /// Writes the PUBACKs of every message already stored, in order.
+    fn take_ready_acks(&mut self) -> Result<(), End> {
+        while let Some((_, receipt)) = self.inflight.front_mut() {
+            let Some(result) = receipt.try_result() else {
+                break;
+            };
+            let Some((pkid, _)) = self.inflight.pop_front() else {
+                break;
+            };
+            self.acknowledge(pkid, result)?;
+        }
+        Ok(())
+    }
+
+    fn acknowledge(&mut self, pkid: Option<u16>, result: Result<(), HandoffError>) -> Result<(), End> {
+        match (result, pkid) {
+            (Ok(()), Some(pkid)) => {
+                self.version.write(Outbound::PubAck { pkid, code: PubAckCode::Success }, &mut self.io.wbuf);
+                Ok(())
+            }
+            (Ok(()), None) => Ok(()),
+            (Err(e), pkid) => {
+                tracing::error!(device = %self.origin.device_name, error = %e, "A message could not be stored");
+                match (self.version, pkid) {
+                    (Version::V5, Some(pkid)) => {
+                        self.version.write(
+                            Outbound::PubAck { pkid, code: PubAckCode::Unspecified },
+                            &mut self.io.wbuf,
+                        );
+                        Ok(())
+                    }
+                    _ => Err(End(OfflineReason::ServerError, Some(DisconnectCode::UnspecifiedError))),
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, packet: Inbound) -> Result<(), End> {
+        match packet {
+            Inbound::Publish(p) => self.publish(p).await,
+            Inbound::Subscribe { pkid, filters } => {
+                self.subscribe(pkid, filters).await;
+                Ok(())
+            }
+            Inbound::Unsubscribe { pkid, filters } => {
+                if let Some(link) = &mut self.link {
+                    for f in &filters {
+                        if let Err(e) = link.unsubscribe(f) {
+                            tracing::warn!(device = %self.origin.device_name, filter = %f, error = %e, "Unsubscribe failed");
+                        }
+                    }
+                }
+                self.version.write(Outbound::UnsubAck { pkid, count: filters.len() }, &mut self.io.wbuf);
+                Ok(())
+            }
+            Inbound::PingReq => {
+                self.version.write(Outbound::PingResp, &mut self.io.wbuf);
+                Ok(())
+            }
+            Inbound::PubAck => Ok(()),
+            Inbound::Disconnect => Err(End(OfflineReason::ClientDisconnect, None)),
+            Inbound::QoS2Flow => {
+                self.violation("QoS 2 is not supported");
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::QoSNotSupported)))
+            }
+            Inbound::Connect(_) => {
+                self.violation("a second CONNECT");
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
+            }
+            Inbound::Unexpected(what) => {
+                self.violation(what);
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
+            }
+        }
+    }
+
+    fn violation(&self, what: &str) {
+        self.shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, packet = what, "Closing a connection after a protocol violation");
+    }
+
+    async fn publish(&mut self, p: PublishPacket) -> Result<(), End> {
+        let stats = &self.shared.stats;
+        if p.qos > 1 {
+            self.violation("PUBLISH with QoS 2, which iotpipe does not support");
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::QoSNotSupported)));
+        }
+        if p.topic_alias {
+            self.violation("PUBLISH with a topic alias (the server allows none)");
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::TopicAliasInvalid)));
+        }
+        if p.payload.len() > self.shared.limits.max_payload {
+            stats.oversized.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %self.origin.device_name, topic = %p.topic, size = p.payload.len(), limit = self.shared.limits.max_payload, "Refused an oversized payload");
+            return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::PacketTooLarge)));
+        }
+        if let Err(denied) = self.acl.check_publish(&p.topic) {
+            stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %self.origin.client_id, topic = %p.topic, reason = %denied, "Refused a publish outside the device's topics");
+            return match (self.version, p.qos) {
+                (Version::V5, 1) => {
+                    self.version.write(
+                        Outbound::PubAck { pkid: p.pkid, code: PubAckCode::NotAuthorized },
+                        &mut self.io.wbuf,
+                    );
+                    Ok(())
+                }
+                (Version::V5, _) => {
+                    Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::NotAuthorized)))
+                }
+                (Version::V311, _) => Err(End(OfflineReason::ProtocolViolation, None)),
+            };
+        }
+        let received_at_ms = now_ms();
+        let id = match self.shared.pipeline.next_id().await {
+            Ok(id) => id,
+            Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e)),
+        };
+        let platform = match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
+            None => None,
+            Some(Ok(platform)) => Some(platform),
+            Some(Err(e)) => {
+                stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %self.origin.device_name, topic = %p.topic, error = %e, "Forwarding a thing-model post unconverted");
+                None
+            }
+        };
+        stats.publishes.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        let message = Message {
+            id,
+            kind: Kind::Upstream,
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            origin: self.origin.clone(),
+            received_at_ms,
+            platform,
+        };
+        let pkid = (p.qos == 1).then_some(p.pkid);
+        match self.shared.pipeline.enqueue(message).await {
+            Ok(receipt) => {
+                self.inflight.push_back((pkid, receipt));
+                Ok(())
+            }
+            Err(e) => self.acknowledge(pkid, Err(e)),
+        }
+    }
+
+    async fn subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
+        let mut granted = Vec::with_capacity(filters.len());
+        for (filter, _qos) in &filters {
+            if let Err(denied) = self.acl.check_subscribe(filter) {
+                self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %self.origin.client_id, %filter, reason = %denied, "Refused a subscription outside the device's topics");
+                granted.push(None);
+                continue;
+            }
+            if self.link.is_none() {
+                match self.shared.downlink.link(self.link_id.clone()).await {
+                    Ok(link) => self.link = Some(link),
+                    Err(e) => {
+                        tracing::error!(device = %self.origin.device_name, error = %e, "Could not open a router link");
+                        granted.push(None);
+                        continue;
+                    }
+                }
+            }
+            let result = self.link.as_mut().map(|l| l.subscribe(filter));
+            match result {
+                // Downlink messages are delivered with QoS 0, so that is what is granted.
+                Some(Ok(())) => granted.push(Some(0)),
+                Some(Err(e)) => {
+                    tracing::warn!(device = %self.origin.device_name, %filter, error = %e, "Subscribe failed");
+                    granted.push(None);
+                }
+                None => granted.push(None),
+            }
+        }
+        self.version.write(Outbound::SubAck { pkid, granted: &granted }, &mut self.io.wbuf);
+    }
+
+    async fn downlink(&mut self, notification: Option<Notification>) {
+        match notification {
+            Some(Notification::Forward(f)) => {
+                self.version.write(
+                    Outbound::Publish { topic: &f.publish.topic, payload: f.publish.payload },
+                    &mut self.io.wbuf,
+                );
+            }
+            Some(Notification::Unschedule) => {
+                // The router paused this link after buffering a batch; we have drained it.
+                if let Some(link) = &self.link {
+                    let _ = link.rx.wake().await;
+                }
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(device = %self.origin.device_name, "The router closed the device's link");
+                self.link = None;
+            }
+        }
+    }
+}
+
+/// The oldest in-flight receipt's outcome; pending forever when none is in flight.
+async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt)>) -> Result<(), HandoffError> {
+    match inflight.front_mut() {
+        Some((_, receipt)) => receipt.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next router notification; pending forever without a link.
+async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Notification> {
+    match link {
+        Some(link) => link.rx.next().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
