@@ -12,10 +12,10 @@ use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::config::Config;
+use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
 use crate::groups::{Groups, Settings};
 use crate::ingress::{Ingress, IngressError};
-use crate::lifecycle::{Devices, LifecycleError};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
 use crate::registry::{Registry, RegistryError};
@@ -49,7 +49,7 @@ pub struct App {
     ingress: Ingress,
     amqp: AmqpServer,
     http: ApiServer,
-    devices: Devices,
+    devices: DeviceAdmin,
     groups: Arc<Groups>,
     registry: Arc<Registry>,
     rules: Arc<SharedRules>,
@@ -119,7 +119,7 @@ impl App {
                 .await?;
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
-        let devices = Devices::new(registry.clone(), ingress.sessions(), pipeline.clone());
+        let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone());
         let metrics = Arc::new(Metrics::new(Sources {
             ingress: ingress.stats().clone(),
             amqp: amqp.stats().clone(),
@@ -226,7 +226,7 @@ impl App {
     }
 
     /// Device operations (create, enable/disable, delete), each announced by a lifecycle message.
-    pub fn devices(&self) -> &Devices {
+    pub fn devices(&self) -> &DeviceAdmin {
         &self.devices
     }
 
@@ -239,7 +239,7 @@ impl App {
         product_key: &str,
         device_name: &str,
         enabled: bool,
-    ) -> Result<(), LifecycleError> {
+    ) -> Result<(), DeviceAdminError> {
         self.devices.set_enabled(product_key, device_name, enabled).await.map(drop)
     }
 

@@ -11,11 +11,12 @@
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
+//! - [`devices`]: device administration (create, delete, enable, disable) and its lifecycle
+//!   messages.
 //! - [`downlink`]: the embedded rumqttd router: device subscriptions and downlink publishes.
 //! - [`forwarding`]: rule actions (`amqp`, `republish`), their retries and the error action.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
-//! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
 //! - [`message`]: the envelope every stage passes on.
 //! - [`metrics`]: `/metrics`, the Prometheus text format of every counter the components keep.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
@@ -35,12 +36,12 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod downlink;
 pub mod forwarding;
 pub mod groups;
 pub mod histogram;
 pub mod ingress;
-pub mod lifecycle;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;

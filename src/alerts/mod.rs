@@ -29,7 +29,7 @@ use crate::message::now_ms;
 use crate::store::{Db, StoreError};
 use evaluator::{GroupState, Notify, State, Tick};
 use model::{AlertRule, AlertRuleBody, LocalTime, Metric, Problem};
-use notifier::{Delivery, Job, Notification, Notifier, NotifierStats, Report, RetryPolicy};
+use notifier::{Job, Notification, NotificationState, Notifier, NotifierStats, Report, RetryPolicy};
 
 /// Alert rules at most; each has a task and a state per group.
 pub const MAX_RULES: usize = 1000;
@@ -85,7 +85,7 @@ pub struct HistoryEntry {
     #[serde(flatten)]
     pub notification: Notification,
     /// How its delivery went so far.
-    pub delivery: Delivery,
+    pub delivery: NotificationState,
     /// POSTs made (0 while queued or when dropped).
     pub attempts: u32,
     #[serde(skip)]
@@ -138,7 +138,7 @@ impl Record {
         if h.len() >= HISTORY {
             h.pop_front();
         }
-        h.push_back(HistoryEntry { notification, delivery: Delivery::Queued, attempts: 0, seq });
+        h.push_back(HistoryEntry { notification, delivery: NotificationState::Queued, attempts: 0, seq });
         seq
     }
 
@@ -155,11 +155,11 @@ impl Record {
 }
 
 impl Report for Record {
-    fn delivered(&self, seq: u64, how: Delivery, attempts: u32) {
+    fn delivered(&self, seq: u64, how: NotificationState, attempts: u32) {
         let counter = match how {
-            Delivery::Sent => &self.sent,
-            Delivery::Failed => &self.failed,
-            Delivery::Dropped | Delivery::Queued => &self.dropped,
+            NotificationState::Sent => &self.sent,
+            NotificationState::Failed => &self.failed,
+            NotificationState::Dropped | NotificationState::Queued => &self.dropped,
         };
         counter.fetch_add(1, Relaxed);
         if let Some(e) = self.history().iter_mut().rev().find(|e| e.seq == seq) {

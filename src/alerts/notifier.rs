@@ -88,7 +88,7 @@ pub(crate) fn number<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Er
 /// How a notification's delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Delivery {
+pub enum NotificationState {
     /// Waiting or being tried.
     Queued,
     /// A 2xx answer.
@@ -102,7 +102,7 @@ pub enum Delivery {
 /// Told how each notification's delivery ended (the rule's history and counters).
 pub trait Report: Send + Sync + 'static {
     /// Delivery `seq` ended as `how` after `attempts` POSTs.
-    fn delivered(&self, seq: u64, how: Delivery, attempts: u32);
+    fn delivered(&self, seq: u64, how: NotificationState, attempts: u32);
     /// A POST of `seq` failed and will be tried again.
     fn retrying(&self, seq: u64);
 }
@@ -189,7 +189,7 @@ impl Notifier {
 
 fn drop_job(stats: &NotifierStats, job: &Job, why: &str) {
     stats.dropped.fetch_add(1, Relaxed);
-    job.report.delivered(job.seq, Delivery::Dropped, 0);
+    job.report.delivered(job.seq, NotificationState::Dropped, 0);
     let n = &job.notification;
     tracing::warn!(rule = %n.rule, group = %n.group_id, url = %redact(&job.url), state = ?n.state, reason = why, "Dropped an alert notification");
 }
@@ -282,13 +282,15 @@ impl UrlWorker {
                 },
             };
             let (how, attempts) = tokio::select! {
-                () = self.stop.cancelled() => (Delivery::Dropped, 0),
+                () = self.stop.cancelled() => (NotificationState::Dropped, 0),
                 outcome = self.deliver(&job) => outcome,
             };
             match how {
-                Delivery::Sent => self.stats.sent.fetch_add(1, Relaxed),
-                Delivery::Failed => self.stats.failed.fetch_add(1, Relaxed),
-                Delivery::Dropped | Delivery::Queued => self.stats.dropped.fetch_add(1, Relaxed),
+                NotificationState::Sent => self.stats.sent.fetch_add(1, Relaxed),
+                NotificationState::Failed => self.stats.failed.fetch_add(1, Relaxed),
+                NotificationState::Dropped | NotificationState::Queued => {
+                    self.stats.dropped.fetch_add(1, Relaxed)
+                }
             };
             job.report.delivered(job.seq, how, attempts);
             self.busy.fetch_sub(1, Relaxed);
@@ -300,14 +302,14 @@ impl UrlWorker {
     }
 
     /// POSTs until a 2xx, a refusal, or the last try.
-    async fn deliver(&self, job: &Job) -> (Delivery, u32) {
+    async fn deliver(&self, job: &Job) -> (NotificationState, u32) {
         let n = &job.notification;
         let mut backoff = self.policy.first_backoff;
         for attempt in 1..=self.policy.attempts {
             match self.post(job).await {
                 Ok(()) => {
                     tracing::debug!(rule = %n.rule, group = %n.group_id, attempt, "Alert notification delivered");
-                    return (Delivery::Sent, attempt);
+                    return (NotificationState::Sent, attempt);
                 }
                 Err(f) if f.retry && attempt < self.policy.attempts => {
                     self.stats.retries.fetch_add(1, Relaxed);
@@ -318,11 +320,11 @@ impl UrlWorker {
                 }
                 Err(f) => {
                     tracing::error!(rule = %n.rule, group = %n.group_id, url = %redact(&job.url), attempt, error = %f.what, "Alert callback failed; giving up");
-                    return (Delivery::Failed, attempt);
+                    return (NotificationState::Failed, attempt);
                 }
             }
         }
-        (Delivery::Failed, self.policy.attempts)
+        (NotificationState::Failed, self.policy.attempts)
     }
 
     async fn post(&self, job: &Job) -> Result<(), Failure> {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::lifecycle::LifecycleError;
+use crate::devices::DeviceAdminError;
 use crate::registry::{Device, RegistryError};
 
 /// A device as the API shows it; the secret only in the answer to its creation.
@@ -37,13 +37,13 @@ impl DeviceView {
     }
 }
 
-impl From<LifecycleError> for ApiError {
-    fn from(e: LifecycleError) -> Self {
+impl From<DeviceAdminError> for ApiError {
+    fn from(e: DeviceAdminError) -> Self {
         match e {
-            LifecycleError::Registry(RegistryError::NoProduct(_) | RegistryError::NoDevice(..)) => {
+            DeviceAdminError::Registry(RegistryError::NoProduct(_) | RegistryError::NoDevice(..)) => {
                 ApiError::not_found(e.to_string())
             }
-            LifecycleError::Registry(RegistryError::DeviceExists(..)) => {
+            DeviceAdminError::Registry(RegistryError::DeviceExists(..)) => {
                 ApiError::new(StatusCode::CONFLICT, "DeviceExists", e.to_string())
             }
             _ => ApiError::internal(e.to_string()),

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpConfig;
+use crate::devices::DeviceAdmin;
 use crate::groups::Groups;
-use crate::lifecycle::Devices;
 use crate::rules::watch::{LiveRules, SharedRules};
 use crate::sign::constant_time_eq;
 use crate::subscriptions::Subscriptions;
@@ -44,7 +44,7 @@ pub struct ApiState {
     /// The rules directory's reloader, shared with its watch: rule writes apply through it.
     pub live_rules: Arc<LiveRules>,
     /// Device lifecycle.
-    pub devices: Devices,
+    pub devices: DeviceAdmin,
     /// The bearer token of `/api/v1`.
     pub token: Arc<str>,
     /// Alert rules.

@@ -1,5 +1,5 @@
-//! Device lifecycle: create, delete, enable, disable, each announced as the platform's lifecycle
-//! message on `/${productKey}/${deviceName}/thing/lifecycle` and stored durably before the
+//! Device administration: create, delete, enable, disable, each announced as the platform's
+//! lifecycle message on `/${productKey}/${deviceName}/thing/lifecycle` and stored durably before the
 //! operation is reported done.
 
 use std::collections::BTreeMap;
@@ -13,9 +13,9 @@ use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Pipeline};
 use crate::registry::{Device, Registry, RegistryError};
 
-/// Lifecycle failures.
+/// Why a device operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
+pub enum DeviceAdminError {
     /// The registry refused (unknown product or device, duplicate, storage).
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -24,15 +24,15 @@ pub enum LifecycleError {
     Announce(#[from] HandoffError),
 }
 
-/// Device operations shared by the API and, later, the CLI.
+/// Device administration, shared by the API and the app.
 #[derive(Clone)]
-pub struct Devices {
+pub struct DeviceAdmin {
     registry: Arc<Registry>,
     sessions: SessionsHandle,
     pipeline: Pipeline,
 }
 
-impl Devices {
+impl DeviceAdmin {
     /// The operations over these components.
     pub fn new(registry: Arc<Registry>, sessions: SessionsHandle, pipeline: Pipeline) -> Self {
         Self { registry, sessions, pipeline }
@@ -53,7 +53,7 @@ impl Devices {
         name: &str,
         secret: Option<String>,
         tags: BTreeMap<String, String>,
-    ) -> Result<Device, LifecycleError> {
+    ) -> Result<Device, DeviceAdminError> {
         use rand::distr::{Alphanumeric, SampleString};
         let device = Device {
             product_key: product_key.to_string(),
@@ -76,7 +76,7 @@ impl Devices {
         product_key: &str,
         name: &str,
         enabled: bool,
-    ) -> Result<Device, LifecycleError> {
+    ) -> Result<Device, DeviceAdminError> {
         let device = self.registry.set_enabled(product_key, name, enabled)?;
         if !enabled {
             self.sessions.disconnect(product_key, name, OfflineReason::DeviceDisabled).await;
@@ -89,7 +89,7 @@ impl Devices {
     ///
     /// # Errors
     /// Unknown device, storage.
-    pub async fn delete(&self, product_key: &str, name: &str) -> Result<(), LifecycleError> {
+    pub async fn delete(&self, product_key: &str, name: &str) -> Result<(), DeviceAdminError> {
         let device = self.registry.delete_device(product_key, name)?;
         self.sessions.disconnect(product_key, name, OfflineReason::DeviceDisabled).await;
         self.announce(&device, "delete").await?;
