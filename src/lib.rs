@@ -10,6 +10,8 @@
 //! - [`api`]: HTTP API (`/healthz`, `/metrics`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
+//! - [`catalog`]: who uses which consumer group; group deletion serialised with rule and
+//!   subscription writes.
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
@@ -30,6 +32,7 @@ pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod groups;
