@@ -19,9 +19,6 @@ pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, 
 use crate::config::Config;
 use crate::store::{Append, Collection, Db, Encoding, Extent, QueueStore, StoreError};
 
-/// Consumer groups created at run time: id -> name.
-const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
-
 /// Groups at most by default (`[amqp] max_consumer_groups`); the modelled platform's limit.
 pub const MAX_GROUPS: usize = 1000;
 
@@ -104,6 +101,9 @@ pub struct Groups {
     tasks: TaskTracker,
     create: std::sync::Mutex<()>,
 }
+
+/// Consumer groups created at run time: id -> name.
+const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
