@@ -11,6 +11,7 @@ use crate::alerts::notifier::RetryPolicy;
 use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::api::{ApiServer, ApiStartError, ApiState};
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
@@ -130,7 +131,9 @@ impl App {
             db_file,
             alerts: alerts.clone(),
         }));
+        let catalog = Arc::new(Catalog::new(groups.clone(), subscriptions.clone(), live_rules.clone()));
         let api = ApiState {
+            catalog,
             groups: groups.clone(),
             subscriptions,
             rules: rules.clone(),

@@ -10,6 +10,8 @@
 //! - [`api`]: HTTP API (`/healthz`, `/metrics`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
+//! - [`catalog`]: who uses which consumer group; group deletion serialised with rule and
+//!   subscription writes.
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`devices`]: device administration (create, delete, enable, disable) and its lifecycle
 //!   messages.
@@ -34,6 +36,7 @@ pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod devices;

@@ -6,13 +6,11 @@
 //! - `window.rs`: the effective period (days, local time of day);
 //! - `evaluator.rs`: the pure state machine of one (rule, group);
 //! - `notifier.rs`: delivery of notifications, retries, bounded queues;
-//! - `persist.rs`: rules created through the API, in the database;
 //! - this file: the set of rules, one evaluation task per rule, state and history for the API.
 
 pub mod evaluator;
 pub mod model;
 pub mod notifier;
-mod persist;
 pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::AlertRuleConfig;
 use crate::groups::Groups;
 use crate::message::now_ms;
-use crate::store::{Db, StoreError};
+use crate::store::{Collection, Db, Encoding, StoreError};
 use evaluator::{GroupState, Notify, State, Tick};
 use model::{AlertRule, AlertRuleBody, LocalTime, Metric, Problem};
 use notifier::{Job, Notification, NotificationState, Notifier, NotifierStats, Report, RetryPolicy};
@@ -258,6 +256,9 @@ impl RuleRuntime {
     }
 }
 
+/// Alert rules created through the API: id -> the rule's JSON body.
+const CREATED: Collection<AlertRuleBody> = Collection::new("alert_rules", Encoding::JsonBytes);
+
 /// Every alert rule, each evaluated by its own task.
 pub struct Alerts {
     rules: RwLock<BTreeMap<String, Arc<RuleRuntime>>>,
@@ -298,7 +299,7 @@ impl Alerts {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let notifier = Notifier::start(policy, stop.clone(), &tasks);
-        let stored = persist::load(&db)?;
+        let stored = CREATED.load(&db)?;
         let this = Arc::new(Self {
             rules: RwLock::new(BTreeMap::new()),
             edit: Mutex::new(()),
@@ -410,7 +411,7 @@ impl Alerts {
                 break id;
             }
         };
-        persist::put(&self.db, &id, Some(&rule.to_body()))?;
+        CREATED.put(&self.db, &id, &rule.to_body())?;
         tracing::info!(rule_id = %id, name = %rule.name, "Alert rule created");
         Ok(self.install(id, rule, Source::Api, Arc::default()))
     }
@@ -427,7 +428,7 @@ impl Alerts {
             return Err(AlertsError::Protected(id.to_string()));
         }
         let rule = self.check(body, Some(id))?;
-        persist::put(&self.db, id, Some(&rule.to_body()))?;
+        CREATED.put(&self.db, id, &rule.to_body())?;
         tracing::info!(rule_id = %id, name = %rule.name, "Alert rule changed");
         Ok(self.install(id.to_string(), rule, Source::Api, old.record.clone()))
     }
@@ -442,7 +443,7 @@ impl Alerts {
         if rule.source == Source::Config {
             return Err(AlertsError::Protected(id.to_string()));
         }
-        persist::put(&self.db, id, None)?;
+        CREATED.remove(&self.db, id)?;
         self.write().remove(id);
         rule.stop.cancel();
         tracing::info!(rule_id = %id, name = %rule.rule.name, "Alert rule deleted");

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
+use crate::catalog::DeleteGroupError;
 use crate::groups::Group;
 
 /// A consumer group as the API shows it.
@@ -74,36 +75,17 @@ pub async fn create(
 
 /// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    find(&state, &id)?;
-    let products = state.subscriptions.using_group(&id);
-    if !products.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "InUse",
-            format!("consumer group {id} is used by the subscriptions of products {}", products.join(", ")),
-        ));
-    }
-    let rules = state.rules.get();
-    let forwarding: Vec<&str> = rules
-        .rules()
-        .iter()
-        .filter(|r| {
-            r.actions
-                .iter()
-                .chain(r.error_action.iter())
-                .any(|a| matches!(a, crate::rules::action::Action::Amqp { group, .. } if *group == id))
-        })
-        .map(|r| r.name.as_str())
-        .collect();
-    if !forwarding.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "InUse",
-            format!("consumer group {id} is the destination of the rules {}", forwarding.join(", ")),
-        ));
-    }
-    state.groups.delete(&id).await?;
+    state.catalog.delete_group(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+impl From<DeleteGroupError> for ApiError {
+    fn from(e: DeleteGroupError) -> Self {
+        match e {
+            DeleteGroupError::Groups(e) => e.into(),
+            in_use => Self::new(StatusCode::CONFLICT, "InUse", in_use.to_string()),
+        }
+    }
 }
 
 /// `GET /consumer-groups/{id}`.

@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::Catalog;
 use crate::config::HttpConfig;
 use crate::devices::DeviceAdmin;
 use crate::groups::Groups;
@@ -35,6 +36,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// What the handlers share; built by [`crate::app`].
 #[derive(Clone)]
 pub struct ApiState {
+    /// Who uses which consumer group: group deletion, rule and subscription writes.
+    pub catalog: Arc<Catalog>,
     /// Consumer groups.
     pub groups: Arc<Groups>,
     /// Server-side subscriptions.

@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::groups::Groups;
+use crate::catalog::RuleWriteError;
 use crate::registry::Registry;
 use crate::rules::dry_run::{self, DryRun, Matched, Sample};
 use crate::rules::edit::{self, EditError, FieldDiagnostic, RuleSpec};
-use crate::rules::{Action, DataType, EvalContext, MetricsSnapshot, Row, Rule};
+use crate::rules::{DataType, EvalContext, MetricsSnapshot, Row, Rule};
 
 /// A rule as the API shows it.
 #[derive(Debug, Serialize)]
@@ -229,6 +229,18 @@ impl From<EditError> for RulesError {
     }
 }
 
+impl From<RuleWriteError> for RulesError {
+    fn from(e: RuleWriteError) -> Self {
+        match e {
+            RuleWriteError::Edit(e) => e.into(),
+            RuleWriteError::UnknownGroups(_) => {
+                Self::Api(ApiError::new(StatusCode::BAD_REQUEST, "UnknownConsumerGroup", e.to_string()))
+            }
+            RuleWriteError::Task(_) => Self::Api(ApiError::internal(e.to_string())),
+        }
+    }
+}
+
 impl IntoResponse for RulesError {
     fn into_response(self) -> Response {
         match self {
@@ -267,30 +279,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("the rule file task failed: {e}")))?
-}
-
-/// Refuses amqp actions (error action included) to consumer groups that do not exist, naming
-/// each. Files written by hand are not held to this: there such an action fails per message.
-fn check_groups(groups: &Groups, rule: &Rule) -> Result<(), RulesError> {
-    let fields = rule
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (format!("actions[{i}]"), a))
-        .chain(rule.error_action.iter().map(|a| ("errorAction".to_string(), a)));
-    let unknown: Vec<String> = fields
-        .filter_map(|(field, a)| match a {
-            Action::Amqp { group, .. } if !groups.exists(group) => {
-                Some(format!("{field}: consumer group {group} does not exist"))
-            }
-            _ => None,
-        })
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::BAD_REQUEST, "UnknownConsumerGroup", unknown.join("; ")).into())
-    }
 }
 
 /// What is suspicious without being wrong: a FROM filter naming a product that does not exist
@@ -341,13 +329,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Written>), RulesError> {
     let Json(mut body) = body?;
     let name = body.name.take().ok_or_else(|| ApiError::bad_body("missing field `name`"))?;
-    let spec = body.spec(name);
-    let (live, groups) = (state.live_rules.clone(), state.groups.clone());
-    let rule = blocking(move || {
-        check_groups(&groups, &edit::check(&live, &spec)?)?;
-        Ok(edit::create(&live, &spec)?)
-    })
-    .await?;
+    let rule = state.catalog.create_rule(body.spec(name)).await?;
     tracing::info!(rule = %rule.name, "Rule created through the API");
     Ok((StatusCode::CREATED, Json(written(&state, &rule))))
 }
@@ -367,16 +349,7 @@ pub async fn replace(
         .into());
     }
     let spec = body.spec(name.clone());
-    let (live, groups) = (state.live_rules.clone(), state.groups.clone());
-    let rule = blocking(move || {
-        // An unknown rule is 404 before its body is judged.
-        if !edit::exists(&live, &name) {
-            return Err(EditError::NotFound(name).into());
-        }
-        check_groups(&groups, &edit::check(&live, &spec)?)?;
-        Ok(edit::replace(&live, &name, &spec)?)
-    })
-    .await?;
+    let rule = state.catalog.replace_rule(name, spec).await?;
     tracing::info!(rule = %rule.name, "Rule replaced through the API");
     Ok(Json(written(&state, &rule)))
 }

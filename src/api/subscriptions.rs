@@ -79,7 +79,7 @@ pub async fn create(
         message_types: body.message_types,
         consumer_group_ids: body.consumer_group_ids,
     };
-    let sub = state.subscriptions.create(sub)?;
+    let sub = state.catalog.create_subscription(sub).await?;
     Ok((StatusCode::CREATED, edited(&state, sub)))
 }
 
@@ -98,13 +98,13 @@ pub async fn replace(
         message_types: body.message_types,
         consumer_group_ids: body.consumer_group_ids,
     };
-    let sub = state.subscriptions.replace(sub)?;
+    let sub = state.catalog.replace_subscription(sub).await?;
     Ok(edited(&state, sub))
 }
 
 /// `DELETE /subscriptions/{productKey}`.
 pub async fn delete(State(state): State<ApiState>, Path(pk): Path<String>) -> Result<StatusCode, ApiError> {
-    state.subscriptions.delete(&pk)?;
+    state.catalog.delete_subscription(&pk).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -113,5 +113,5 @@ pub async fn unsubscribe(
     State(state): State<ApiState>,
     Path((pk, id)): Path<(String, String)>,
 ) -> Result<Json<Subscription>, ApiError> {
-    Ok(Json(state.subscriptions.unsubscribe(&pk, &id)?))
+    Ok(Json(state.catalog.unsubscribe(&pk, &id).await?))
 }

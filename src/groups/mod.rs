@@ -5,7 +5,6 @@
 
 mod group;
 pub mod name;
-mod persist;
 mod rate;
 
 use std::collections::HashMap;
@@ -18,7 +17,7 @@ use tokio_util::task::TaskTracker;
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
 use crate::config::Config;
-use crate::store::{Append, Db, Extent, QueueStore, StoreError};
+use crate::store::{Append, Collection, Db, Encoding, Extent, QueueStore, StoreError};
 
 /// Groups at most by default (`[amqp] max_consumer_groups`); the modelled platform's limit.
 pub const MAX_GROUPS: usize = 1000;
@@ -103,6 +102,9 @@ pub struct Groups {
     create: std::sync::Mutex<()>,
 }
 
+/// Consumer groups created at run time: id -> name.
+const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
+
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Groups").field("settings", &self.settings).finish_non_exhaustive()
@@ -126,7 +128,7 @@ impl Groups {
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
                 .chain(config.consumer_groups.iter().map(|g| (g.id.clone(), g.name.clone())))
                 .collect();
-        let created = persist::load(&db)?;
+        let created = CREATED.load(&db)?;
         let this = Arc::new(Self {
             groups: RwLock::new(HashMap::new()),
             declared: declared.iter().map(|(id, _)| id.clone()).collect(),
@@ -198,7 +200,7 @@ impl Groups {
                 },
             }
         };
-        persist::put(&self.db, &id, Some(name))?;
+        CREATED.put(&self.db, &id, &name.to_string())?;
         tracing::info!(group = %id, %name, "Consumer group created");
         Ok(self.add(&id, name, Extent::default()))
     }
@@ -218,7 +220,7 @@ impl Groups {
             )));
         }
         let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
-        persist::put(&self.db, id, None)?;
+        CREATED.remove(&self.db, id)?;
         self.write().remove(id);
         group.stop();
         let removed = self.store.clear(id).await?;

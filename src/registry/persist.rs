@@ -1,15 +1,14 @@
-//! Registry changes in the database: one record per device, `None` for a deleted one.
+//! Registry changes in the database: one record per device, a tombstone for a deleted one.
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::Device;
-use crate::store::{Db, StoreError};
+use crate::store::{Collection, Db, Encoding, StoreError};
 
 /// Key `productKey/deviceName` (neither may contain `/`), value a JSON [`Record`].
-const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("registry_devices");
+const DEVICES: Collection<Record> = Collection::new("registry_devices", Encoding::JsonBytes);
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -23,24 +22,14 @@ struct Record {
 
 type Key = (String, String);
 
+/// Every stored change: the device, or `None` for one deleted.
 pub(super) fn load(db: &Db) -> Result<Vec<(Key, Option<Device>)>, StoreError> {
-    let Some(table) = db.read_table(DEVICES)? else {
-        return Ok(Vec::new());
-    };
     let mut out = Vec::new();
-    for entry in table.iter().map_err(|e| db.err(e))? {
-        let (k, v) = entry.map_err(|e| db.err(e))?;
-        let Some((pk, dn)) = k.value().split_once('/') else {
+    for (key, record) in DEVICES.load(db)? {
+        let Some((pk, dn)) = key.split_once('/') else {
             continue;
         };
         let key = (pk.to_string(), dn.to_string());
-        let record: Record = match serde_json::from_slice(v.value()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(device = %k.value(), error = %e, "Skipping an unreadable registry record");
-                continue;
-            }
-        };
         let device = (!record.deleted).then(|| Device {
             product_key: key.0.clone(),
             name: key.1.clone(),
@@ -53,6 +42,7 @@ pub(super) fn load(db: &Db) -> Result<Vec<(Key, Option<Device>)>, StoreError> {
     Ok(out)
 }
 
+/// Stores the device, or a tombstone (`None`) that outlives the configuration file's entry.
 pub(super) fn put(db: &Db, key: &Key, device: Option<&Device>) -> Result<(), StoreError> {
     let record = match device {
         Some(d) => {
@@ -60,11 +50,5 @@ pub(super) fn put(db: &Db, key: &Key, device: Option<&Device>) -> Result<(), Sto
         }
         None => Record { secret: String::new(), enabled: false, tags: BTreeMap::new(), deleted: true },
     };
-    let bytes = serde_json::to_vec(&record).unwrap_or_default();
-    let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
-    {
-        let mut table = tx.open_table(DEVICES).map_err(|e| db.err(e))?;
-        table.insert(format!("{}/{}", key.0, key.1).as_str(), bytes.as_slice()).map_err(|e| db.err(e))?;
-    }
-    tx.commit().map_err(|e| db.err(e))
+    DEVICES.put(db, &format!("{}/{}", key.0, key.1), &record)
 }

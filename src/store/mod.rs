@@ -1,8 +1,10 @@
 //! Durable state: one redb database in the storage directory.
 //!
-//! It holds message-id blocks, registry changes made at run time and the consumer-group queues
-//! (`queue.rs`, behind the [`QueueStore`] trait).
+//! It holds message-id blocks, the consumer-group queues (`queue.rs`, behind the [`QueueStore`]
+//! trait) and what the API changes at run time (`collection.rs`: groups, alert rules, registry
+//! changes, subscriptions).
 
+mod collection;
 mod ids;
 mod queue;
 mod record;
@@ -10,6 +12,7 @@ mod record;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use collection::{Collection, Encoding};
 pub use ids::Ids;
 pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
@@ -46,6 +49,16 @@ pub enum StoreError {
     /// A commit failed; nothing of it is stored.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// A record could not be encoded for its table; nothing is stored.
+    #[error("cannot encode record {key} of table {table}: {source}")]
+    Encode {
+        /// Table.
+        table: &'static str,
+        /// Key of the record.
+        key: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
     /// A read or write failed.
     #[error("storage error in {path}: {source}")]
     Io {

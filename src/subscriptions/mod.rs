@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, MessageType};
@@ -18,7 +17,7 @@ use crate::groups::Groups;
 use crate::registry::Registry;
 use crate::rules::action::Action;
 use crate::rules::Rule;
-use crate::store::{Db, StoreError};
+use crate::store::{Collection, Db, Encoding, StoreError};
 
 mod routes;
 
@@ -28,7 +27,7 @@ pub use routes::Routes;
 pub const MAX_GROUPS_PER_SUBSCRIPTION: usize = 10;
 
 /// productKey -> JSON of the subscription, or `null` for one deleted through the API.
-const TABLE: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
+const STORED: Collection<Option<Subscription>> = Collection::new("subscriptions", Encoding::JsonText);
 
 /// One product's subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,17 +123,10 @@ impl Subscriptions {
                 (s.product_key.clone(), sub)
             })
             .collect();
-        if let Some(table) = db.read_table(TABLE)? {
-            for entry in table.iter().map_err(|e| db.err(e))? {
-                let (k, v) = entry.map_err(|e| db.err(e))?;
-                let product = k.value().to_string();
-                match serde_json::from_str::<Option<Subscription>>(v.value()) {
-                    Ok(Some(s)) => drop(by_product.insert(product, s)),
-                    Ok(None) => drop(by_product.remove(&product)),
-                    Err(e) => {
-                        tracing::error!(product, error = %e, "Stored subscription unreadable; skipped")
-                    }
-                }
+        for (product, stored) in STORED.load(&db)? {
+            match stored {
+                Some(s) => drop(by_product.insert(product, s)),
+                None => drop(by_product.remove(&product)),
             }
         }
         for s in by_product.values() {
@@ -248,14 +240,7 @@ impl Subscriptions {
 
     /// Stores the change, then swaps it in: what the pipeline routes by is always on disk.
     fn commit(&self, product: &str, sub: Option<Subscription>) -> Result<Subscription, SubscriptionError> {
-        let json = serde_json::to_string(&sub).map_err(|e| SubscriptionError::Invalid(e.to_string()))?;
-        let db = &self.db;
-        let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
-        {
-            let mut table = tx.open_table(TABLE).map_err(|e| db.err(e))?;
-            table.insert(product, json.as_str()).map_err(|e| db.err(e))?;
-        }
-        tx.commit().map_err(|e| db.err(e))?;
+        STORED.put(&self.db, product, &sub)?;
         let mut all = self.by_product.write().unwrap_or_else(PoisonError::into_inner);
         let old = match &sub {
             Some(s) => all.insert(product.to_string(), s.clone()),

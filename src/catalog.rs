@@ -1,0 +1,247 @@
+//! Who uses which consumer group, and the one lock under which references to groups change.
+//!
+//! Subscriptions and rules name consumer groups, and a group may only be deleted while nothing
+//! names it. Checking and changing are two steps: run at the same time, a group deletion and the
+//! creation of a rule or subscription naming that group could each pass its check against the
+//! state before the other, leaving a rule that fails every message or a subscription storing
+//! messages under a deleted group. So every group deletion, every rule write that sets a rule's
+//! actions (create, replace) and every subscription change go through [`Catalog`], which holds
+//! one lock from the check to the change: they happen one after the other, and the second sees
+//! the first.
+//!
+//! Deleting a rule, or enabling or disabling it, does not go through here: it never makes a rule
+//! name a group it did not name before. Rule files written by hand are not held to any of this;
+//! their actions to missing groups fail per message, as documented for the rules directory.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::groups::{Groups, GroupsError};
+use crate::rules::edit::{self, EditError, RuleSpec};
+use crate::rules::watch::LiveRules;
+use crate::rules::{Action, Rule};
+use crate::subscriptions::{Subscription, SubscriptionError, Subscriptions};
+
+/// What names a consumer group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Users {
+    /// Products whose subscriptions send to it.
+    pub products: Vec<String>,
+    /// Rules in force with an amqp action (the error action included) to it.
+    pub rules: Vec<String>,
+}
+
+/// Why a consumer group was not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteGroupError {
+    /// Subscriptions send to the group.
+    #[error("consumer group {group} is used by the subscriptions of products {}", .products.join(", "))]
+    UsedBySubscriptions {
+        /// Group id.
+        group: String,
+        /// Their products.
+        products: Vec<String>,
+    },
+    /// Rules forward to the group.
+    #[error("consumer group {group} is the destination of the rules {}", .rules.join(", "))]
+    UsedByRules {
+        /// Group id.
+        group: String,
+        /// Rule names.
+        rules: Vec<String>,
+    },
+    /// Unknown or protected group, or storage.
+    #[error(transparent)]
+    Groups(#[from] GroupsError),
+}
+
+/// Why a rule was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleWriteError {
+    /// Actions name consumer groups that do not exist; one entry per action, naming its field
+    /// (`actions[0]: consumer group G does not exist`).
+    #[error("{}", .0.join("; "))]
+    UnknownGroups(Vec<String>),
+    /// The rule itself was refused (name, compile errors, exists, not found, I/O).
+    #[error(transparent)]
+    Edit(#[from] EditError),
+    /// The blocking task writing the file did not finish.
+    #[error("the rule file task failed: {0}")]
+    Task(String),
+}
+
+/// The one owner of references to consumer groups.
+pub struct Catalog {
+    groups: Arc<Groups>,
+    subscriptions: Arc<Subscriptions>,
+    rules: Arc<LiveRules>,
+    /// Held from the check of references to the change; an owned guard, so that a rule write
+    /// on the blocking pool keeps it even when the request that started it is dropped.
+    serial: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// The catalog over the groups, the subscriptions and the rules directory's reloader.
+    pub fn new(groups: Arc<Groups>, subscriptions: Arc<Subscriptions>, rules: Arc<LiveRules>) -> Self {
+        Self { groups, subscriptions, rules, serial: Arc::new(Mutex::new(())) }
+    }
+
+    /// What names `group` now.
+    pub fn users(&self, group: &str) -> Users {
+        let set = self.rules.shared().get();
+        let rules = set
+            .rules()
+            .iter()
+            .filter(|r| amqp_targets(r).any(|(_, g)| g == group))
+            .map(|r| r.name.clone())
+            .collect();
+        Users { products: self.subscriptions.using_group(group), rules }
+    }
+
+    /// Deletes a consumer group, with its stored messages, unless a subscription or a rule names
+    /// it.
+    ///
+    /// # Errors
+    /// The group is in use (subscriptions are named first), unknown or protected; storage.
+    pub async fn delete_group(&self, id: &str) -> Result<(), DeleteGroupError> {
+        let _serial = self.serial.lock().await;
+        if !self.groups.exists(id) {
+            return Err(GroupsError::NotFound(id.to_string()).into());
+        }
+        let Users { products, rules } = self.users(id);
+        if !products.is_empty() {
+            return Err(DeleteGroupError::UsedBySubscriptions { group: id.to_string(), products });
+        }
+        if !rules.is_empty() {
+            return Err(DeleteGroupError::UsedByRules { group: id.to_string(), rules });
+        }
+        // The group leaves the set in the first poll, before any await: a request dropped while
+        // its messages are cleared cannot leave it half-visible to the next change.
+        Ok(self.groups.delete(id).await?)
+    }
+
+    /// Writes a new rule file and puts it in force, refusing amqp actions to groups that do not
+    /// exist.
+    ///
+    /// # Errors
+    /// [`RuleWriteError::UnknownGroups`]; the rules' own refusals.
+    pub async fn create_rule(&self, spec: RuleSpec) -> Result<Arc<Rule>, RuleWriteError> {
+        self.write_rule(move |live, groups| {
+            known_groups(groups, &edit::check(live, &spec)?)?;
+            Ok(edit::create(live, &spec)?)
+        })
+        .await
+    }
+
+    /// Replaces rule `name`'s file and puts it in force; an unknown rule is refused before its
+    /// body is judged.
+    ///
+    /// # Errors
+    /// As [`Self::create_rule`]; [`EditError::NotFound`].
+    pub async fn replace_rule(&self, name: String, spec: RuleSpec) -> Result<Arc<Rule>, RuleWriteError> {
+        self.write_rule(move |live, groups| {
+            if !edit::exists(live, &name) {
+                return Err(EditError::NotFound(name).into());
+            }
+            known_groups(groups, &edit::check(live, &spec)?)?;
+            Ok(edit::replace(live, &name, &spec)?)
+        })
+        .await
+    }
+
+    /// Runs `write` on the blocking pool (it compiles, writes and syncs files) under the lock.
+    async fn write_rule(
+        &self,
+        write: impl FnOnce(&LiveRules, &Groups) -> Result<Arc<Rule>, RuleWriteError> + Send + 'static,
+    ) -> Result<Arc<Rule>, RuleWriteError> {
+        let serial = self.serial.clone().lock_owned().await;
+        let (live, groups) = (self.rules.clone(), self.groups.clone());
+        tokio::task::spawn_blocking(move || {
+            let _serial = serial;
+            write(&live, &groups)
+        })
+        .await
+        .map_err(|e| RuleWriteError::Task(e.to_string()))?
+    }
+
+    /// Creates a product's subscription.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::create`].
+    pub async fn create_subscription(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
+        let _serial = self.serial.lock().await;
+        self.subscriptions.create(sub)
+    }
+
+    /// Replaces a product's message types and groups.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::replace`].
+    pub async fn replace_subscription(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
+        let _serial = self.serial.lock().await;
+        self.subscriptions.replace(sub)
+    }
+
+    /// Deletes a product's subscription.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::delete`].
+    pub async fn delete_subscription(&self, product: &str) -> Result<(), SubscriptionError> {
+        let _serial = self.serial.lock().await;
+        self.subscriptions.delete(product)
+    }
+
+    /// Removes one group from a product's subscription.
+    ///
+    /// # Errors
+    /// As [`Subscriptions::unsubscribe`].
+    pub async fn unsubscribe(&self, product: &str, group: &str) -> Result<Subscription, SubscriptionError> {
+        let _serial = self.serial.lock().await;
+        self.subscriptions.unsubscribe(product, group)
+    }
+}
+
+/// The consumer groups `rule` forwards to, each with the field of its action (`actions[i]`,
+/// `errorAction`).
+fn amqp_targets(rule: &Rule) -> impl Iterator<Item = (String, &str)> {
+    let actions = rule.actions.iter().enumerate().map(|(i, a)| (format!("actions[{i}]"), a));
+    let error_action = rule.error_action.iter().map(|a| ("errorAction".to_string(), a));
+    actions.chain(error_action).filter_map(|(field, a)| match a {
+        Action::Amqp { group, .. } => Some((field, group.as_str())),
+        _ => None,
+    })
+}
+
+/// Refuses a rule whose amqp actions name groups that do not exist, naming each.
+fn known_groups(groups: &Groups, rule: &Rule) -> Result<(), RuleWriteError> {
+    let unknown: Vec<String> = amqp_targets(rule)
+        .filter(|(_, g)| !groups.exists(g))
+        .map(|(field, g)| format!("{field}: consumer group {g} does not exist"))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(RuleWriteError::UnknownGroups(unknown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_targets_name_each_action_field() {
+        let text = "-- action: republish /a/${deviceName()}/user/copy\n-- action: amqp G1 tag=x\n\
+                    -- error_action: amqp G2\nSELECT * FROM \"/a/+/user/update\"\n";
+        let rule = Rule::from_file("/rules/r.sql", "r", text, None).unwrap();
+        let targets: Vec<(String, &str)> = amqp_targets(&rule).collect();
+        assert_eq!(targets, [("actions[1]".to_string(), "G1"), ("errorAction".to_string(), "G2")]);
+    }
+}
