@@ -22,8 +22,8 @@ use super::codec::{
     self, ConnAckCode, ConnectPacket, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version,
 };
 use super::status::{self, OfflineReason};
-use super::{thing, RefusalReason, Shared};
-use crate::message::{now_ms, Kind, Message, Origin};
+use super::{RefusalReason, Shared};
+use crate::message::{now_ms, thing, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
 
 /// Read-buffer growth step: one read usually takes a batch of small publishes.

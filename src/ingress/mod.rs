@@ -14,7 +14,6 @@ mod connection;
 mod listener;
 pub mod sessions;
 pub mod status;
-pub mod thing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -53,7 +53,7 @@ impl Sample {
             peer: None,
         });
         let received_at_ms = crate::message::now_ms();
-        let platform = crate::ingress::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
+        let platform = crate::message::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
             .and_then(Result::ok);
         let kind = if self.topic.starts_with("/as/mqtt/status/") { Kind::Status } else { Kind::Upstream };
         Message {
