@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::compile::DataType;
-use super::context::EvalContext;
+use super::context::{Env, EvalContext};
 use super::error::{Diagnostic, EvalError};
-use super::eval::{self, Env, Eval};
+use super::eval::{self, Eval};
 use super::files;
 use super::index::TopicIndex;
 use super::payload::{parse_object, Keep};

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::error::EvalError;
-use super::eval::Env;
+use super::context::Env;
 use super::value::{self, Num};
 
 mod abs;
