@@ -28,7 +28,7 @@ pub mod eval;
 pub mod files;
 pub mod functions;
 pub mod index;
-pub mod ir;
+pub(crate) mod ir;
 pub mod like;
 pub mod metrics;
 pub mod parse;

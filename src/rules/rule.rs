@@ -105,6 +105,13 @@ impl Rule {
         &self.query.filter.text
     }
 
+    /// True when some topic matches both the FROM filter and `filter`, given as its levels in the
+    /// normal form (without `/sys`; `+` and a final `#` allowed): the rule may see messages that
+    /// `filter` names. Subscriptions ask this to find rules forwarding the same messages.
+    pub fn from_intersects(&self, filter: &[&str]) -> bool {
+        self.query.filter.intersects(filter)
+    }
+
     /// Compiles a rule file. `origin` names it in diagnostics; `stem` is the default name.
     ///
     /// # Errors
