@@ -53,7 +53,7 @@ impl RuleView {
             } else {
                 BodyDataType::Json
             },
-            sql: crate::rules::rule::statement(&r.source),
+            sql: crate::rules::header::statement(&r.source),
             actions: r.actions.iter().map(ToString::to_string).collect(),
             error_action: r.error_action.as_ref().map(ToString::to_string),
             file: FsPath::new(&r.origin)

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::client::{Client, ClientError, ServerArgs};
 use super::rules::Done;
 use super::table::{self, cell, Table};
-use crate::rules::rule::header_line;
+use crate::rules::header::header_line;
 
 /// The API takes bodies up to 64 KiB; a bigger file would only be refused after the upload.
 const MAX_FILE: u64 = 64 * 1024;

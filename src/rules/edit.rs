@@ -15,7 +15,8 @@ use super::compile::DataType;
 use super::error::Diagnostic;
 use super::files::MAX_RULES;
 use super::parse::MAX_SQL;
-use super::rule::{header_line, valid_name, Rule, MAX_NAME};
+use super::header::{header_line, valid_name, MAX_NAME};
+use super::rule::Rule;
 use super::watch::{LiveGuard, LiveRules};
 
 /// A rule as fields.
@@ -459,7 +460,7 @@ mod tests {
                 + SQL
                 + "\n"
         );
-        assert_eq!(crate::rules::rule::statement(&text), format!("{SQL}\n"));
+        assert_eq!(crate::rules::header::statement(&text), format!("{SQL}\n"));
         assert!(live.shared().get().get("hot").is_some());
         assert!(matches!(create(&live, &spec("hot", SQL)), Err(EditError::Exists(_))));
         rule.metrics.action(true);

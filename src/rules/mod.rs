@@ -1,7 +1,8 @@
 //! The rules engine: SQL rule files compiled once into an own IR and evaluated per message.
 //!
 //! # Layout
-//! - [`rule`]: a rule file (header comments + one SQL statement) and the compiled [`Rule`].
+//! - [`rule`]: a rule file (header comments + one SQL statement) and the compiled [`Rule`];
+//!   [`header`]: the one reader of the header lines, for the server and the CLI alike.
 //! - [`files`]: reading a rules directory; [`watch`]: hot reload keeping the last good version;
 //!   [`edit`]: writing rule files from fields (the HTTP API) and putting them in force at once.
 //! - [`parse`]: SQL text to one sqlparser SELECT, errors with positions and hints.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod eval;
 pub mod files;
 pub mod functions;
+pub mod header;
 pub mod index;
 pub(crate) mod ir;
 pub mod like;
