@@ -1,5 +1,6 @@
 //! `iotpipe rules list|show|create|update|enable|disable|delete|try`: the rules of a running
-//! server through `/api/v1/rules` (the offline `check` and `test` live in `rules.rs`).
+//! server through `/api/v1/rules`. `rules.rs` declares these commands beside the offline `check`
+//! and `test` and calls in here; nothing here calls back.
 //!
 //! `create` and `update` read a rule file as `rules/*.sql` are written (`-- key: value` header
 //! lines, then the SQL) and send it as the API's JSON body.
@@ -13,7 +14,6 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::client::{Client, ClientError, ServerArgs};
-use super::rules::Done;
 use super::table::{self, cell, Table};
 use crate::rules::header::{self, Field};
 use crate::rules::DataType;
@@ -66,12 +66,12 @@ pub struct TryArgs {
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn list(a: &ServerOnly) -> anyhow::Result<Done> {
+pub fn list(a: &ServerOnly) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.get(&["rules"])?;
     if client.json {
         answer.print_json();
-        return Ok(Done::Ok);
+        return Ok(());
     }
     let mut t = Table::new(&["NAME", "ENABLED", "DATA TYPE", "ACTIONS", "DESCRIPTION"]);
     for r in answer.items() {
@@ -84,14 +84,14 @@ pub fn list(a: &ServerOnly) -> anyhow::Result<Done> {
         ]);
     }
     t.print();
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules show NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
+pub fn show(a: &NameArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.get(&["rules", &a.name])?;
     if client.json {
@@ -99,7 +99,7 @@ pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
     } else {
         print_rule(&answer.value);
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules create --file F` (POST) and `rules update --file F` (PUT to the file's rule name).
@@ -107,7 +107,7 @@ pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
 ///
 /// # Errors
 /// An unreadable or malformed file, or the request's failure, as one line.
-pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<Done> {
+pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<()> {
     let (origin, text) = read_input(&a.file)?;
     let stem = if a.file.as_os_str() == "-" {
         None
@@ -147,14 +147,14 @@ pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<Done> {
     } else {
         print_rule(&answer.value);
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules enable NAME` / `rules disable NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<Done> {
+pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.patch(&["rules", &a.name], &json!({ "enabled": enabled }))?;
     if client.json {
@@ -162,14 +162,14 @@ pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<Done> {
     } else {
         table::emit(&format!("{} rule {}\n", if enabled { "enabled" } else { "disabled" }, a.name));
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules delete NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn delete(a: &NameArgs) -> anyhow::Result<Done> {
+pub fn delete(a: &NameArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.delete(&["rules", &a.name])?;
     if client.json {
@@ -177,15 +177,16 @@ pub fn delete(a: &NameArgs) -> anyhow::Result<Done> {
     } else {
         table::emit(&format!("deleted rule {}\n", a.name));
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules try NAME --topic T --payload P`: the server's rule on one message, printed as
 /// `rules test` prints it (the result as one JSON line, or `no match` with the reason on stderr).
+/// True when the rule matched.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
+pub fn try_rule(a: &TryArgs) -> anyhow::Result<bool> {
     let client = Client::new(&a.server)?;
     let body = json!({ "name": a.name, "topic": a.topic, "payload": a.payload });
     let answer = client.post(&["rules", "test"], Some(&body))?;
@@ -197,7 +198,7 @@ pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
         answer.print_json();
         return match failed {
             Some(e) => Err(e),
-            None => Ok(if matched { Done::Ok } else { Done::NoMatch }),
+            None => Ok(matched),
         };
     }
     if let Some(e) = failed {
@@ -214,7 +215,7 @@ pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
         table::emit("no match\n");
         eprintln!("{}", v["reason"].as_str().unwrap_or("the rule did not match this message"));
     }
-    Ok(if matched { Done::Ok } else { Done::NoMatch })
+    Ok(matched)
 }
 
 /// The result object exactly as the server wrote it, so its fields keep the SELECT order (a parsed
