@@ -397,7 +397,8 @@ async fn a_bad_rule_file_is_reported_without_a_request() {
     // A header the server refuses in a file is refused by the CLI too (it reads headers with the
     // server's reader): here two error actions, of which the CLI once sent the last.
     let twice = dir.path().join("twice.sql");
-    std::fs::write(&twice, "-- error_action: amqp E\n-- error_action: amqp F\nSELECT 1 FROM \"/a\"\n").unwrap();
+    std::fs::write(&twice, "-- error_action: amqp E\n-- error_action: amqp F\nSELECT 1 FROM \"/a\"\n")
+        .unwrap();
     let twice = twice.to_str().unwrap();
     let out = run_env(&["rules", "create", "--file", twice, "--server", "127.0.0.1:1"], &[], None).await;
     assert!(out.failed().contains("twice.sql:2: a rule has at most one error_action"), "{out:?}");

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use super::compile::DataType;
 use super::error::Diagnostic;
 use super::files::MAX_RULES;
-use super::parse::MAX_SQL;
 use super::header::{header_line, valid_name, MAX_NAME};
+use super::parse::MAX_SQL;
 use super::rule::Rule;
 use super::watch::{LiveGuard, LiveRules};
 

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::error::EvalError;
 use super::context::Env;
+use super::error::EvalError;
 use super::value::{self, Num};
 
 mod abs;
