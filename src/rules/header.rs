@@ -14,12 +14,10 @@
 //! lowercase word) with an unknown key is an error, so a typo such as `-- acton:` does not
 //! silently drop an action.
 //!
-//! This is the one reader of headers: the rules directory ([`Rule::from_file`]), the API (which
+//! This is the one reader of headers: the rules directory (`Rule::from_file`), the API (which
 //! writes its fields as a header and compiles the file) and the CLI's `rules create|update`
 //! (which sends a file's header as the API's fields) all read a header here, so a header means
 //! the same to each of them.
-//!
-//! [`Rule::from_file`]: super::rule::Rule::from_file
 
 use super::action::Action;
 use super::compile::DataType;

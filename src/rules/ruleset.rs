@@ -83,12 +83,12 @@ impl RuleSet {
     }
 
     /// Counters of every rule, by name, for the API and `/metrics`.
-    pub fn metrics(&self) -> Vec<(&str, super::metrics::MetricsSnapshot)> {
+    pub(crate) fn metrics(&self) -> Vec<(&str, super::metrics::MetricsSnapshot)> {
         self.rules.iter().map(|r| (r.name.as_str(), r.metrics.snapshot())).collect()
     }
 
     /// Every rule, by name.
-    pub fn rules(&self) -> &[Arc<Rule>] {
+    pub(crate) fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }
 
@@ -307,7 +307,6 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<RuleSet>();
         assert_send_sync::<RuleOutput>();
-        assert_send_sync::<crate::rules::SharedRules>();
     }
 
     #[test]

@@ -50,11 +50,6 @@ impl TopicFilter {
         Ok(Self { text: text.to_string(), levels })
     }
 
-    /// True when the filter has no wildcard.
-    pub fn is_exact(&self) -> bool {
-        self.levels.iter().all(|l| l != "+" && l != "#")
-    }
-
     /// True when some topic matches both this filter and `other`, given as the levels of a filter
     /// in the normal form (`+` and a final `#` allowed).
     pub fn intersects(&self, other: &[&str]) -> bool {
