@@ -308,16 +308,13 @@ fn check_groups(groups: &Groups, rule: &Rule) -> Result<(), RulesError> {
 /// What is suspicious without being wrong: a FROM filter naming a product that does not exist
 /// (the rule matches nothing until it does).
 fn warnings(registry: &Registry, rule: &Rule) -> Vec<String> {
-    let filter = rule.topic_filter();
-    let levels: Vec<&str> = filter.trim_start_matches('/').split('/').collect();
-    let product = match levels.as_slice() {
-        ["sys", pk, ..] | ["as", "mqtt", "status", pk, ..] | [pk, _, ..] => *pk,
-        _ => return Vec::new(),
-    };
-    if product.contains(['+', '#']) || registry.product(product).is_some() {
-        return Vec::new();
+    match rule.from_product() {
+        Some(product) if registry.product(product).is_none() => vec![format!(
+            "FROM \"{}\": product {product} does not exist, so the rule matches nothing yet",
+            rule.topic_filter()
+        )],
+        _ => Vec::new(),
     }
-    vec![format!("FROM \"{filter}\": product {product} does not exist, so the rule matches nothing yet")]
 }
 
 /// The rule's warnings, plus one per subscription forwarding the same data.

@@ -46,6 +46,17 @@ impl Rule {
         &self.query.filter.text
     }
 
+    /// The product key the FROM filter names (`/pk/dn/...`, `/sys/pk/...`,
+    /// `/as/mqtt/status/pk/...`); `None` when that level is a wildcard or the filter has none.
+    pub fn from_product(&self) -> Option<&str> {
+        let levels: Vec<&str> = self.topic_filter().trim_start_matches('/').split('/').collect();
+        let product = match levels.as_slice() {
+            ["sys", pk, ..] | ["as", "mqtt", "status", pk, ..] | [pk, _, ..] => *pk,
+            _ => return None,
+        };
+        (!product.contains(['+', '#'])).then_some(product)
+    }
+
     /// True when some topic matches both the FROM filter and `filter`, given as its levels in the
     /// normal form (without `/sys`; `+` and a final `#` allowed): the rule may see messages that
     /// `filter` names. Subscriptions ask this to find rules forwarding the same messages.
@@ -157,6 +168,20 @@ mod tests {
         assert_eq!(errs.len(), 4, "{errs:?}");
         assert_eq!(errs[1].to_string(), "r.sql:2:4: unknown header key \"acton\" (hint: known keys: name, description, enabled, data_type, action, error_action)");
         assert_eq!((errs[3].line, errs[3].col), (4, 25), "{errs:?}");
+    }
+
+    #[test]
+    fn the_product_of_the_from_filter() {
+        let product = |from: &str| {
+            let rule =
+                Rule::from_sql(&format!("SELECT 1 AS x FROM \"{from}\""), DataType::Json, None).unwrap();
+            rule.from_product().map(str::to_string)
+        };
+        assert_eq!(product("/a1demo/+/user/update").as_deref(), Some("a1demo"));
+        assert_eq!(product("/sys/a1demo/+/thing/event/property/post").as_deref(), Some("a1demo"));
+        assert_eq!(product("/as/mqtt/status/a1demo/+").as_deref(), Some("a1demo"));
+        assert_eq!(product("/+/dev1/user/update"), None);
+        assert_eq!(product("#"), None);
     }
 
     #[test]
