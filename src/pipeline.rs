@@ -23,7 +23,8 @@ use crate::forwarding::{self, AfterCommit, Forwarder};
 use crate::groups::Groups;
 use crate::message::{Kind, Message};
 use crate::registry::Registry;
-use crate::rules::{EvalContext, SharedRules};
+use crate::rules::watch::SharedRules;
+use crate::rules::EvalContext;
 use crate::store::{Append, Ids};
 use crate::subscriptions::Subscriptions;
 

@@ -394,6 +394,17 @@ async fn a_bad_rule_file_is_reported_without_a_request() {
             .await;
     let line = out.failed();
     assert!(line.contains("bad.sql:2: unknown header key \"acton\""), "{line}");
+    // A header the server refuses in a file is refused by the CLI too (it reads headers with the
+    // server's reader): here two error actions, of which the CLI once sent the last.
+    let twice = dir.path().join("twice.sql");
+    std::fs::write(&twice, "-- error_action: amqp E\n-- error_action: amqp F\nSELECT 1 FROM \"/a\"\n")
+        .unwrap();
+    let twice = twice.to_str().unwrap();
+    let out = run_env(&["rules", "create", "--file", twice, "--server", "127.0.0.1:1"], &[], None).await;
+    assert!(out.failed().contains("twice.sql:2: a rule has at most one error_action"), "{out:?}");
+    let checked = run_env(&["rules", "check", twice], &[], None).await;
+    assert_eq!(checked.code, Some(1), "{checked:?}");
+    assert!(checked.stderr.contains("twice.sql:2:4: a rule has at most one error_action"), "{checked:?}");
     let missing = run_env(&["rules", "create", "--file", "/nonexistent/r.sql"], &[], None).await;
     assert!(missing.failed().contains("/nonexistent/r.sql"), "{missing:?}");
 }

@@ -105,7 +105,7 @@ fn run(case: &Case) -> Result<(), String> {
         peer: Some("192.0.2.1:40000".parse().map_err(|_| "addr")?),
     });
     let platform =
-        iotpipe::ingress::thing::convert(&origin, &topic, &payload, RECEIVED_AT_MS).and_then(Result::ok);
+        iotpipe::message::thing::convert(&origin, &topic, &payload, RECEIVED_AT_MS).and_then(Result::ok);
     let msg = Message {
         id: 7,
         kind: Kind::Upstream,

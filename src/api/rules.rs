@@ -20,8 +20,9 @@ use super::error::ApiError;
 use super::ApiState;
 use crate::catalog::RuleWriteError;
 use crate::registry::Registry;
-use crate::rules::dry_run::{self, DryRun, Matched, Sample};
-use crate::rules::edit::{self, EditError, FieldDiagnostic, RuleSpec};
+use crate::rules::dry_run::{self, DryRun, Matched, Sample, Subject, TestError};
+use crate::rules::edit::{self, EditError, RuleSpec};
+use crate::rules::error::FieldDiagnostic;
 use crate::rules::{DataType, EvalContext, MetricsSnapshot, Row, Rule};
 
 /// A rule as the API shows it.
@@ -53,7 +54,7 @@ impl RuleView {
             } else {
                 BodyDataType::Json
             },
-            sql: crate::rules::rule::statement(&r.source),
+            sql: crate::rules::header::statement(&r.source),
             actions: r.actions.iter().map(ToString::to_string).collect(),
             error_action: r.error_action.as_ref().map(ToString::to_string),
             file: FsPath::new(&r.origin)
@@ -241,6 +242,17 @@ impl From<RuleWriteError> for RulesError {
     }
 }
 
+impl From<TestError> for RulesError {
+    fn from(e: TestError) -> Self {
+        let message = e.to_string();
+        match e {
+            TestError::Invalid(d) => Self::Invalid(d),
+            TestError::NotFound(_) => Self::Api(ApiError::not_found(message)),
+            TestError::Stale { .. } => Self::Api(ApiError::internal(message)),
+        }
+    }
+}
+
 impl IntoResponse for RulesError {
     fn into_response(self) -> Response {
         match self {
@@ -284,16 +296,13 @@ async fn blocking<T: Send + 'static>(
 /// What is suspicious without being wrong: a FROM filter naming a product that does not exist
 /// (the rule matches nothing until it does).
 fn warnings(registry: &Registry, rule: &Rule) -> Vec<String> {
-    let filter = rule.topic_filter();
-    let levels: Vec<&str> = filter.trim_start_matches('/').split('/').collect();
-    let product = match levels.as_slice() {
-        ["sys", pk, ..] | ["as", "mqtt", "status", pk, ..] | [pk, _, ..] => *pk,
-        _ => return Vec::new(),
-    };
-    if product.contains(['+', '#']) || registry.product(product).is_some() {
-        return Vec::new();
+    match rule.from_product() {
+        Some(product) if registry.product(product).is_none() => vec![format!(
+            "FROM \"{}\": product {product} does not exist, so the rule matches nothing yet",
+            rule.topic_filter()
+        )],
+        _ => Vec::new(),
     }
-    vec![format!("FROM \"{filter}\": product {product} does not exist, so the rule matches nothing yet")]
 }
 
 /// The rule's warnings, plus one per subscription forwarding the same data.
@@ -400,93 +409,67 @@ pub async fn post_named(
 }
 
 /// `POST /rules/test`: one rule on one message, as `iotpipe rules test` runs it, with the
-/// decoders and scripts of the rules directory. The counters of a rule in force do not move.
+/// decoders and scripts of the rules directory ([`dry_run::run_live`]). The counters of a rule in
+/// force do not move.
 pub async fn test(
     State(state): State<ApiState>,
     body: Result<Json<TestBody>, JsonRejection>,
 ) -> Result<Json<TestAnswer>, RulesError> {
     let Json(body) = body?;
-    let set = state.rules.get();
-    let live = state.live_rules.clone();
-    let rule = match (body.sql, body.name) {
-        (Some(sql), None) => {
-            let data_type = body.data_type.unwrap_or_default().into();
-            blocking(move || {
-                live.lock().compile_sql(&sql, data_type).map_err(|d| {
-                    RulesError::Invalid(
-                        d.into_iter()
-                            .map(|d| FieldDiagnostic {
-                                field: "sql".into(),
-                                line: Some(d.line),
-                                col: Some(d.col),
-                                message: d.message,
-                                hint: d.hint,
-                            })
-                            .collect(),
-                    )
-                })
-            })
-            .await?
+    let subject = match (body.sql, body.name) {
+        (Some(sql), None) => Subject::Sql { sql, data_type: body.data_type.unwrap_or_default().into() },
+        (None, Some(_)) if body.data_type.is_some() => {
+            return Err(ApiError::bad_body("dataType: goes with sql; a named rule has its own").into())
         }
-        (None, Some(name)) => {
-            if body.data_type.is_some() {
-                return Err(ApiError::bad_body("dataType: goes with sql; a named rule has its own").into());
-            }
-            let running = set
-                .get(&name)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(format!("rule {name} does not exist")))?;
-            // A copy compiled for the test, so the counters of the rule in force do not move.
-            blocking(move || {
-                live.lock().compile(FsPath::new(&running.origin), &running.source).map_err(|d| {
-                    ApiError::internal(format!("rule {name} no longer compiles: {}", d[0])).into()
-                })
-            })
-            .await?
-        }
+        (None, Some(name)) => Subject::Named(name),
         _ => return Err(ApiError::bad_body("give one of sql and name").into()),
     };
     let payload = match body.payload {
         serde_json::Value::String(s) => Bytes::from(s),
         other => Bytes::from(other.to_string()),
     };
-    let msg = Sample {
+    let sample = Sample {
         topic: body.topic,
         payload,
         product_key: body.product_key,
         device_name: body.device_name,
         client_id: body.client_id,
-    }
-    .message();
-    let tags = body.tags.unwrap_or_else(|| {
-        let registry = state.devices.registry();
-        registry
-            .device(&msg.origin.product_key, &msg.origin.device_name)
-            .map(|d| d.tags.clone())
-            .unwrap_or_default()
-    });
-    let ctx = EvalContext { tags: Some(&tags) };
-    let answer = match dry_run::run(&set, &rule, &msg, &ctx) {
-        DryRun::Matched(m) => TestAnswer {
-            matched: true,
-            result: Some(match m {
-                Matched::Row(row) => TestResult::Row(row),
-                Matched::Raw(bytes) => TestResult::Raw(String::from_utf8_lossy(&bytes).into_owned()),
-            }),
-            reason: None,
-            error: None,
-        },
-        DryRun::Missed(why) => {
-            TestAnswer { matched: false, result: None, reason: Some(why.to_string()), error: None }
-        }
-        DryRun::Failed(e) => TestAnswer {
-            matched: false,
-            result: None,
-            reason: Some(format!("the rule failed for this message: {e}")),
-            error: Some(e.to_string()),
-        },
     };
-    Ok(Json(answer))
+    let tags = body.tags.unwrap_or_else(|| {
+        let (product_key, device_name) = sample.identity();
+        let registry = state.devices.registry();
+        registry.device(&product_key, &device_name).map(|d| d.tags.clone()).unwrap_or_default()
+    });
+    let live = state.live_rules.clone();
+    let outcome =
+        blocking(move || Ok(dry_run::run_live(&live, subject, &sample, &EvalContext { tags: Some(&tags) })?))
+            .await?;
+    Ok(Json(TestAnswer::of(outcome)))
+}
+
+impl TestAnswer {
+    fn of(outcome: DryRun) -> Self {
+        match outcome {
+            DryRun::Matched(m) => Self {
+                matched: true,
+                result: Some(match m {
+                    Matched::Row(row) => TestResult::Row(row),
+                    Matched::Raw(bytes) => TestResult::Raw(String::from_utf8_lossy(&bytes).into_owned()),
+                }),
+                reason: None,
+                error: None,
+            },
+            DryRun::Missed(why) => {
+                Self { matched: false, result: None, reason: Some(why.to_string()), error: None }
+            }
+            DryRun::Failed(e) => Self {
+                matched: false,
+                result: None,
+                reason: Some(format!("the rule failed for this message: {e}")),
+                error: Some(e.to_string()),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

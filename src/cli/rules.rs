@@ -100,14 +100,16 @@ pub fn run(cmd: &RulesCommand) -> anyhow::Result<Done> {
     match cmd {
         RulesCommand::Check(a) => check(a),
         RulesCommand::Test(a) => test(a),
-        RulesCommand::List(a) => rules_api::list(a),
-        RulesCommand::Show(a) => rules_api::show(a),
-        RulesCommand::Create(a) => rules_api::upload(a, false),
-        RulesCommand::Update(a) => rules_api::upload(a, true),
-        RulesCommand::Enable(a) => rules_api::set_enabled(a, true),
-        RulesCommand::Disable(a) => rules_api::set_enabled(a, false),
-        RulesCommand::Delete(a) => rules_api::delete(a),
-        RulesCommand::Try(a) => rules_api::try_rule(a),
+        RulesCommand::List(a) => rules_api::list(a).map(|()| Done::Ok),
+        RulesCommand::Show(a) => rules_api::show(a).map(|()| Done::Ok),
+        RulesCommand::Create(a) => rules_api::upload(a, false).map(|()| Done::Ok),
+        RulesCommand::Update(a) => rules_api::upload(a, true).map(|()| Done::Ok),
+        RulesCommand::Enable(a) => rules_api::set_enabled(a, true).map(|()| Done::Ok),
+        RulesCommand::Disable(a) => rules_api::set_enabled(a, false).map(|()| Done::Ok),
+        RulesCommand::Delete(a) => rules_api::delete(a).map(|()| Done::Ok),
+        RulesCommand::Try(a) => {
+            rules_api::try_rule(a).map(|matched| if matched { Done::Ok } else { Done::NoMatch })
+        }
     }
 }
 

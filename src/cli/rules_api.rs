@@ -1,5 +1,6 @@
 //! `iotpipe rules list|show|create|update|enable|disable|delete|try`: the rules of a running
-//! server through `/api/v1/rules` (the offline `check` and `test` live in `rules.rs`).
+//! server through `/api/v1/rules`. `rules.rs` declares these commands beside the offline `check`
+//! and `test` and calls in here; nothing here calls back.
 //!
 //! `create` and `update` read a rule file as `rules/*.sql` are written (`-- key: value` header
 //! lines, then the SQL) and send it as the API's JSON body.
@@ -13,16 +14,12 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::client::{Client, ClientError, ServerArgs};
-use super::rules::Done;
 use super::table::{self, cell, Table};
-use crate::rules::rule::header_line;
+use crate::rules::header::{self, Field};
+use crate::rules::DataType;
 
 /// The API takes bodies up to 64 KiB; a bigger file would only be refused after the upload.
 const MAX_FILE: u64 = 64 * 1024;
-
-/// Header keys of a rule file, as `src/rules/rule.rs` reads them; any other is refused here, as
-/// the JSON body has no place for it.
-const KEYS: &[&str] = &["name", "description", "enabled", "data_type", "action", "error_action"];
 
 /// Arguments of commands that need only the server.
 #[derive(Debug, Args)]
@@ -69,12 +66,12 @@ pub struct TryArgs {
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn list(a: &ServerOnly) -> anyhow::Result<Done> {
+pub fn list(a: &ServerOnly) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.get(&["rules"])?;
     if client.json {
         answer.print_json();
-        return Ok(Done::Ok);
+        return Ok(());
     }
     let mut t = Table::new(&["NAME", "ENABLED", "DATA TYPE", "ACTIONS", "DESCRIPTION"]);
     for r in answer.items() {
@@ -87,14 +84,14 @@ pub fn list(a: &ServerOnly) -> anyhow::Result<Done> {
         ]);
     }
     t.print();
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules show NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
+pub fn show(a: &NameArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.get(&["rules", &a.name])?;
     if client.json {
@@ -102,7 +99,7 @@ pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
     } else {
         print_rule(&answer.value);
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules create --file F` (POST) and `rules update --file F` (PUT to the file's rule name).
@@ -110,7 +107,7 @@ pub fn show(a: &NameArgs) -> anyhow::Result<Done> {
 ///
 /// # Errors
 /// An unreadable or malformed file, or the request's failure, as one line.
-pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<Done> {
+pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<()> {
     let (origin, text) = read_input(&a.file)?;
     let stem = if a.file.as_os_str() == "-" {
         None
@@ -150,14 +147,14 @@ pub fn upload(a: &FileArgs, update: bool) -> anyhow::Result<Done> {
     } else {
         print_rule(&answer.value);
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules enable NAME` / `rules disable NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<Done> {
+pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.patch(&["rules", &a.name], &json!({ "enabled": enabled }))?;
     if client.json {
@@ -165,14 +162,14 @@ pub fn set_enabled(a: &NameArgs, enabled: bool) -> anyhow::Result<Done> {
     } else {
         table::emit(&format!("{} rule {}\n", if enabled { "enabled" } else { "disabled" }, a.name));
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules delete NAME`.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn delete(a: &NameArgs) -> anyhow::Result<Done> {
+pub fn delete(a: &NameArgs) -> anyhow::Result<()> {
     let client = Client::new(&a.server)?;
     let answer = client.delete(&["rules", &a.name])?;
     if client.json {
@@ -180,15 +177,16 @@ pub fn delete(a: &NameArgs) -> anyhow::Result<Done> {
     } else {
         table::emit(&format!("deleted rule {}\n", a.name));
     }
-    Ok(Done::Ok)
+    Ok(())
 }
 
 /// `rules try NAME --topic T --payload P`: the server's rule on one message, printed as
 /// `rules test` prints it (the result as one JSON line, or `no match` with the reason on stderr).
+/// True when the rule matched.
 ///
 /// # Errors
 /// The request's failure, as one line.
-pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
+pub fn try_rule(a: &TryArgs) -> anyhow::Result<bool> {
     let client = Client::new(&a.server)?;
     let body = json!({ "name": a.name, "topic": a.topic, "payload": a.payload });
     let answer = client.post(&["rules", "test"], Some(&body))?;
@@ -200,7 +198,7 @@ pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
         answer.print_json();
         return match failed {
             Some(e) => Err(e),
-            None => Ok(if matched { Done::Ok } else { Done::NoMatch }),
+            None => Ok(matched),
         };
     }
     if let Some(e) = failed {
@@ -217,7 +215,7 @@ pub fn try_rule(a: &TryArgs) -> anyhow::Result<Done> {
         table::emit("no match\n");
         eprintln!("{}", v["reason"].as_str().unwrap_or("the rule did not match this message"));
     }
-    Ok(if matched { Done::Ok } else { Done::NoMatch })
+    Ok(matched)
 }
 
 /// The result object exactly as the server wrote it, so its fields keep the SELECT order (a parsed
@@ -309,54 +307,42 @@ struct RuleFile {
 }
 
 impl RuleFile {
-    /// Splits a rule file: the header lines (read as the rules engine reads them) become fields,
+    /// Splits a rule file: the header lines, read by the rules engine's own reader, become fields;
     /// the rest (free comments included) is the SQL. The name is the header's, else the file
-    /// stem. The server checks the values; this only reports what it cannot send.
+    /// stem. A header the server would refuse in a file is refused here, with every problem;
+    /// values are sent as written, and the server checks them as it checks any body.
     fn parse(origin: &str, stem: Option<&str>, text: &str) -> anyhow::Result<Self> {
+        let header = header::parse(origin, text);
+        if !header.problems.is_empty() {
+            let problems: Vec<String> = header
+                .problems
+                .iter()
+                .map(|d| {
+                    let hint = d.hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default();
+                    format!("{}:{}: {}{hint}", d.file, d.line, d.message)
+                })
+                .collect();
+            anyhow::bail!("{}", problems.join("; "));
+        }
         let mut body = Map::new();
         let mut actions = Vec::new();
         let mut field_lines = BTreeMap::new();
-        let mut sql: Vec<(usize, &str)> = Vec::new();
-        let mut in_header = true;
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let trimmed = raw.trim();
-            let header = if in_header { header_line(raw) } else { None };
-            let Some((key, value)) = header else {
-                if in_header && !trimmed.is_empty() && !trimmed.starts_with("--") {
-                    in_header = false;
-                }
-                if !(in_header && trimmed.is_empty()) {
-                    sql.push((line, raw));
-                }
-                continue;
+        for l in &header.lines {
+            let (field, v) = match &l.field {
+                Field::Name(_) => ("name".to_string(), json!(l.text)),
+                Field::Description(_) => ("description".into(), json!(l.text)),
+                Field::Enabled(enabled) => ("enabled".into(), json!(enabled)),
+                Field::DataType(DataType::Json) => ("dataType".into(), json!("json")),
+                Field::DataType(DataType::Binary) => ("dataType".into(), json!("binary")),
+                Field::Action(_) => (format!("actions[{}]", actions.len()), json!(l.text)),
+                Field::ErrorAction(_) => ("errorAction".into(), json!(l.text)),
             };
-            let field = match key {
-                "name" | "description" => key.to_string(),
-                "enabled" => "enabled".into(),
-                "data_type" => "dataType".into(),
-                "action" => format!("actions[{}]", actions.len()),
-                "error_action" => "errorAction".into(),
-                other => anyhow::bail!(
-                    "{origin}:{line}: unknown header key {other:?} (known keys: {})",
-                    KEYS.join(", ")
-                ),
-            };
-            let v = match key {
-                "enabled" => match value.to_ascii_lowercase().as_str() {
-                    "true" | "yes" => json!(true),
-                    "false" | "no" => json!(false),
-                    _ => anyhow::bail!("{origin}:{line}: enabled is true or false, got {value:?}"),
-                },
-                "data_type" => json!(value.to_ascii_lowercase()),
-                _ => json!(value),
-            };
-            if key == "action" {
+            if matches!(l.field, Field::Action(_)) {
                 actions.push(v);
             } else {
                 body.insert(field.clone(), v);
             }
-            field_lines.insert(field, line);
+            field_lines.insert(field, l.line);
         }
         if !body.contains_key("name") {
             let Some(stem) = stem else {
@@ -366,6 +352,9 @@ impl RuleFile {
             };
             body.insert("name".into(), json!(stem));
         }
+        let mut sql: Vec<(usize, &str)> = header::statement_lines(text)
+            .map(|(n, raw)| (n, raw.strip_suffix('\n').map_or(raw, |l| l.strip_suffix('\r').unwrap_or(l))))
+            .collect();
         while sql.last().is_some_and(|(_, l)| l.trim().is_empty()) {
             sql.pop();
         }
@@ -403,6 +392,7 @@ impl RuleFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::Rule;
 
     #[test]
     fn metrics_are_grouped_by_family() {
@@ -450,6 +440,61 @@ mod tests {
         assert_eq!(b, json!({"name": "hot", "sql": "SELECT * FROM \"/a/#\"", "actions": []}));
         let e = body("<stdin>", None, "SELECT 1 FROM \"/a\"").unwrap_err().to_string();
         assert!(e.contains("-- name:"), "{e}");
+    }
+
+    /// A header means the same to `rules create` as to the server reading the file: refused by
+    /// both, or sent as the fields the server reads from it.
+    #[test]
+    fn a_header_means_the_same_to_the_cli_and_the_server() {
+        let long = format!("-- description: {}", "d".repeat(101));
+        let eleven = "-- action: amqp G\n".repeat(11);
+        let headers = [
+            "-- enabled: yes",
+            "-- enabled: No",
+            "-- enabled: maybe",
+            "-- enabled: 1",
+            "-- data_type: BINARY",
+            "-- data_type: xml",
+            "-- name: hot\n-- name: hotter",
+            "-- name: bad name!",
+            "-- name: 温度_1",
+            &long,
+            "-- action: amqp G tag=${dn}\n-- action: republish /a/${deviceName()}",
+            "-- action: smtp x",
+            "-- action: amqp G tag=a b",
+            &eleven,
+            "-- error_action: amqp E",
+            // The CLI once sent the last of two error actions; the server refuses the file.
+            "-- error_action: amqp E\n-- error_action: amqp F",
+            "-- acton: amqp G",
+        ];
+        for h in headers {
+            let text = format!("{h}\n-- a free comment\nSELECT 1 AS one FROM \"/a/+/user/u\"\n");
+            let server = Rule::from_file("r.sql", "r", &text, None);
+            let cli = RuleFile::parse("r.sql", Some("r"), &text).map(|f| f.body);
+            match (&server, &cli) {
+                (Ok(rule), Ok(body)) => {
+                    assert_eq!(body["name"], rule.name.as_str(), "{h}");
+                    assert_eq!(body["description"].as_str().unwrap_or_default(), rule.description, "{h}");
+                    assert_eq!(body["enabled"].as_bool().unwrap_or(true), rule.enabled, "{h}");
+                    let binary = body["dataType"].as_str() == Some("binary");
+                    assert_eq!(binary, rule.data_type == DataType::Binary, "{h}");
+                    let actions: Vec<_> = body["actions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| crate::rules::Action::parse(a.as_str().unwrap()).unwrap())
+                        .collect();
+                    assert_eq!(actions, rule.actions, "{h}");
+                    let error_action =
+                        body["errorAction"].as_str().map(|a| crate::rules::Action::parse(a).unwrap());
+                    assert_eq!(error_action, rule.error_action, "{h}");
+                    assert_eq!(body["sql"], crate::rules::header::statement(&text).trim_end(), "{h}");
+                }
+                (Err(_), Err(_)) => {}
+                _ => panic!("{h}: the server reads {server:?}, the CLI {cli:?}"),
+            }
+        }
     }
 
     #[test]

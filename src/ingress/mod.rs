@@ -15,7 +15,6 @@ mod listener;
 mod session;
 pub mod sessions;
 pub mod status;
-pub mod thing;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -18,9 +18,9 @@ use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
 use super::connection::Io;
 use super::status::OfflineReason;
-use super::{thing, Shared};
+use super::Shared;
 use crate::downlink::DeviceLink;
-use crate::message::{now_ms, Kind, Message, Origin};
+use crate::message::{now_ms, thing, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
 
 /// How long a closing session waits for its in-flight messages before giving up on their PUBACKs

@@ -45,7 +45,7 @@ pub enum Part {
 
 /// Text with `${...}` placeholders.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template(pub Vec<Part>);
+pub struct Template(pub(crate) Vec<Part>);
 
 const TEMPLATE_FUNCS: [&str; 5] = ["deviceName", "productKey", "clientId", "messageId", "topic"];
 
@@ -74,12 +74,12 @@ impl Template {
     }
 
     /// True when the template is plain text.
-    pub fn is_constant(&self) -> bool {
+    pub(crate) fn is_constant(&self) -> bool {
         self.0.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
     /// Fills the template; `None` when a field is missing from the result.
-    pub fn render(&self, row: &Row, msg: &Message) -> Option<String> {
+    pub(crate) fn render(&self, row: &Row, msg: &Message) -> Option<String> {
         let (topic, _) = msg.forwarded();
         let mut out = String::new();
         for p in &self.0 {

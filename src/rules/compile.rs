@@ -388,14 +388,16 @@ impl Compiler<'_> {
                 if let Some(x) = substring_for {
                     args.push(self.expr(x)?);
                 }
-                self.call(e, lookup("substring"), args, false)?
+                // SQL's SUBSTRING(x FROM a FOR b) syntax is the substring() function, named by its
+                // spec rather than looked up: no lookup can miss and pick another function.
+                self.call(e, &functions::substring::SPEC, args, false)?
             }
             A::Floor { expr, field } => {
                 if !matches!(field, CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime)) {
                     return Err(err(e, "floor() takes one argument"));
                 }
                 let a = self.expr(expr)?;
-                self.call(e, lookup("floor"), vec![a], false)?
+                self.call(e, &functions::floor::SPEC, vec![a], false)?
             }
             A::Ceil { .. } => return Err(err(e, "ceil() is not a platform function").hint("use -floor(-x)")),
             A::Cast { .. } => {
@@ -510,11 +512,6 @@ impl Compiler<'_> {
         }
         Ok(Expr::Call(spec, args, star))
     }
-}
-
-fn lookup(name: &str) -> &'static FnSpec {
-    // Both names are in the table (tested in functions::tests); fall back to a panic-free path.
-    functions::lookup(name).unwrap_or(functions::FUNCTIONS[0])
 }
 
 /// A literal's value.

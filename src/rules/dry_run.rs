@@ -1,15 +1,19 @@
 //! Dry runs: one rule on one made-up message, with the reason when it produces nothing.
-//! `iotpipe rules test` and `POST /api/v1/rules/test` both go through here.
+//! `iotpipe rules test` runs [`run`] on its own; `POST /api/v1/rules/test` (and so
+//! `iotpipe rules try`) runs [`run_live`], against the rules in force.
 
 use std::fmt;
+use std::path::Path;
 
 use bytes::Bytes;
 
+use super::compile::DataType;
 use super::context::EvalContext;
-use super::error::EvalError;
+use super::error::{Diagnostic, EvalError, FieldDiagnostic};
 use super::row::Row;
 use super::rule::Rule;
 use super::ruleset::{Outcome, RuleSet};
+use super::watch::LiveRules;
 use crate::message::{Kind, Message, Origin};
 
 /// The message of a dry run: a topic and a payload, with an identity that defaults to what the
@@ -42,18 +46,24 @@ pub fn identity_from_topic(topic: &str) -> (String, String) {
 }
 
 impl Sample {
+    /// productKey and deviceName of the sample's device: as given, else as the topic shows them.
+    pub fn identity(&self) -> (String, String) {
+        let (pk, dn) = identity_from_topic(&self.topic);
+        (self.product_key.clone().unwrap_or(pk), self.device_name.clone().unwrap_or(dn))
+    }
+
     /// The message the server would make of this sample: thing-model posts are converted to the
     /// platform's format, status topics are status messages.
     pub fn message(&self) -> Message {
-        let (pk, dn) = identity_from_topic(&self.topic);
+        let (product_key, device_name) = self.identity();
         let origin = std::sync::Arc::new(Origin {
-            product_key: self.product_key.clone().unwrap_or(pk),
-            device_name: self.device_name.clone().unwrap_or(dn),
+            product_key,
+            device_name,
             client_id: self.client_id.clone().unwrap_or_default(),
             peer: None,
         });
         let received_at_ms = crate::message::now_ms();
-        let platform = crate::ingress::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
+        let platform = crate::message::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
             .and_then(Result::ok);
         let kind = if self.topic.starts_with("/as/mqtt/status/") { Kind::Status } else { Kind::Upstream };
         Message {
@@ -137,6 +147,69 @@ pub fn run(set: &RuleSet, rule: &Rule, msg: &Message, ctx: &EvalContext<'_>) -> 
     }
 }
 
+/// The rule of a dry run against the rules in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A statement without header lines, compiled with the rules directory's scripts.
+    Sql {
+        /// The statement.
+        sql: String,
+        /// JSON or binary payloads.
+        data_type: DataType,
+    },
+    /// A rule in force, by name.
+    Named(String),
+}
+
+/// Why a dry run against the rules in force did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// The statement does not compile: its problems, on the `sql` field at their line and column.
+    #[error("the rule does not compile: {}", FieldDiagnostic::join(.0))]
+    Invalid(Vec<FieldDiagnostic>),
+    /// No rule of that name is in force.
+    #[error("rule {0} does not exist")]
+    NotFound(String),
+    /// The rule in force no longer compiles (a script it calls has changed since it was loaded).
+    #[error("rule {name} no longer compiles: {}", .diagnostics.first().map(ToString::to_string).unwrap_or_default())]
+    Stale {
+        /// The rule.
+        name: String,
+        /// Its file's problems now.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// Runs `subject` on `sample` against the rules in force: with the scripts and decoders of the
+/// rules directory, as the server would run it. A named rule runs as a copy compiled for the
+/// test, so the counters of the rule in force do not move.
+///
+/// Blocking: compiles under the lock of `live` (call it from the blocking pool).
+///
+/// # Errors
+/// [`TestError`]: the statement does not compile, or the named rule is not in force or no longer
+/// compiles.
+pub fn run_live(
+    live: &LiveRules,
+    subject: Subject,
+    sample: &Sample,
+    ctx: &EvalContext<'_>,
+) -> Result<DryRun, TestError> {
+    let set = live.shared().get();
+    let rule = match subject {
+        Subject::Sql { sql, data_type } => live.lock().compile_sql(&sql, data_type).map_err(|d| {
+            TestError::Invalid(d.into_iter().map(|d| FieldDiagnostic::at("sql", d)).collect())
+        })?,
+        Subject::Named(name) => {
+            let Some(running) = set.get(&name) else { return Err(TestError::NotFound(name)) };
+            live.lock()
+                .compile(Path::new(&running.origin), &running.source)
+                .map_err(|diagnostics| TestError::Stale { name, diagnostics })?
+        }
+    };
+    Ok(run(&set, &rule, &sample.message(), ctx))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +257,38 @@ mod tests {
         assert_eq!(out, DryRun::Matched(Matched::Raw(Bytes::from_static(b"bytes"))));
         let boom = Rule::from_sql("SELECT 1 / t AS x FROM \"/a/+/user/u\"", DataType::Json, None).unwrap();
         assert!(matches!(run(&set, &boom, &sample("/a/d/user/u", r#"{"t":0}"#), &ctx), DryRun::Failed(_)));
+    }
+
+    #[test]
+    fn runs_against_the_rules_in_force() {
+        use crate::rules::watch::{Reloader, SharedRules};
+        let dir = tempfile::tempdir().unwrap();
+        let hot = "-- name: hot\nSELECT t FROM \"/a/+/user/u\" WHERE t > 38\n";
+        std::fs::write(dir.path().join("hot.sql"), hot).unwrap();
+        let (reloader, set, _) = Reloader::load(dir.path());
+        let live = LiveRules::new(reloader, std::sync::Arc::new(SharedRules::new(set)));
+        let sample = Sample {
+            topic: "/a/d/user/u".into(),
+            payload: Bytes::from_static(br#"{"t":40}"#),
+            ..Sample::default()
+        };
+        let ctx = EvalContext::default();
+
+        let out = run_live(&live, Subject::Named("hot".into()), &sample, &ctx).unwrap();
+        assert!(matches!(out, DryRun::Matched(Matched::Row(_))), "{out:?}");
+        let in_force = live.shared().get();
+        let counters = serde_json::to_value(in_force.get("hot").unwrap().metrics.snapshot()).unwrap();
+        assert_eq!(counters["matched"], 0, "the rule in force did not run: {counters}");
+
+        let sql = Subject::Sql {
+            sql: "SELECT t FROM \"/a/+/user/u\" WHERE t < 0".into(),
+            data_type: DataType::Json,
+        };
+        assert_eq!(run_live(&live, sql, &sample, &ctx).unwrap(), DryRun::Missed(Miss::Where));
+        let e = run_live(&live, Subject::Named("nope".into()), &sample, &ctx).unwrap_err();
+        assert_eq!(e.to_string(), "rule nope does not exist");
+        let bad = Subject::Sql { sql: "SELECT FROM".into(), data_type: DataType::Json };
+        let TestError::Invalid(d) = run_live(&live, bad, &sample, &ctx).unwrap_err() else { panic!() };
+        assert_eq!((d[0].field.as_str(), d[0].line), ("sql", Some(1)), "{d:?}");
     }
 }

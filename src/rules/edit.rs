@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::compile::DataType;
-use super::error::Diagnostic;
+use super::error::FieldDiagnostic;
 use super::files::MAX_RULES;
+use super::header::{header_line, valid_name, MAX_NAME};
 use super::parse::MAX_SQL;
-use super::rule::{header_line, valid_name, Rule, MAX_NAME};
+use super::rule::Rule;
 use super::watch::{LiveGuard, LiveRules};
 
 /// A rule as fields.
@@ -37,49 +38,6 @@ pub struct RuleSpec {
     pub sql: String,
 }
 
-/// A problem of a rule, tied to the field (or file) it comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldDiagnostic {
-    /// `name`, `description`, `enabled`, `dataType`, `actions[i]`, `errorAction`, `sql`, or the
-    /// file name for a file on disk.
-    pub field: String,
-    /// 1-based line in the field's text (`sql` and files only).
-    pub line: Option<u64>,
-    /// 1-based column in the field's text (`sql` and files only).
-    pub col: Option<u64>,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub hint: Option<String>,
-}
-
-impl FieldDiagnostic {
-    fn field(field: &str, message: impl Into<String>) -> Self {
-        Self { field: field.into(), line: None, col: None, message: message.into(), hint: None }
-    }
-
-    fn of_file(d: Diagnostic) -> Self {
-        let file =
-            Path::new(&d.file).file_name().map_or(d.file.clone(), |f| f.to_string_lossy().into_owned());
-        Self { field: file, line: Some(d.line), col: Some(d.col), message: d.message, hint: d.hint }
-    }
-}
-
-/// `sql:2:7: message (hint: ...)`, `actions[0]: message`.
-impl std::fmt::Display for FieldDiagnostic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.field)?;
-        if let (Some(line), Some(col)) = (self.line, self.col) {
-            write!(f, ":{line}:{col}")?;
-        }
-        write!(f, ": {}", self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
-
 /// Why a rule file was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -87,7 +45,7 @@ pub enum EditError {
     #[error("name: a rule name is 1-{MAX_NAME} letters, digits, '_' or '-', got {0:?}")]
     InvalidName(String),
     /// The rule does not compile (or its file on disk does not).
-    #[error("the rule does not compile: {}", join(.0))]
+    #[error("the rule does not compile: {}", FieldDiagnostic::join(.0))]
     Invalid(Vec<FieldDiagnostic>),
     /// A rule of that name, or its file, exists.
     #[error("{0}")]
@@ -106,10 +64,6 @@ pub enum EditError {
         /// The cause.
         source: std::io::Error,
     },
-}
-
-fn join(d: &[FieldDiagnostic]) -> String {
-    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EditError + '_ {
@@ -459,7 +413,7 @@ mod tests {
                 + SQL
                 + "\n"
         );
-        assert_eq!(crate::rules::rule::statement(&text), format!("{SQL}\n"));
+        assert_eq!(crate::rules::header::statement(&text), format!("{SQL}\n"));
         assert!(live.shared().get().get("hot").is_some());
         assert!(matches!(create(&live, &spec("hot", SQL)), Err(EditError::Exists(_))));
         rule.metrics.action(true);

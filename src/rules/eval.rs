@@ -8,31 +8,15 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
-use super::context::EvalContext;
+use super::context::Env;
 use super::error::EvalError;
 use super::functions::{thing_property_flat_map, Args};
 use super::ir::{CmpOp, Expr, Item, LikeSrc, Query};
 use super::like::LikePattern;
 use super::row::Row;
 use super::value::{self, Arith};
-use crate::message::Message;
 
 static NULL: Value = Value::Null;
-
-/// Everything an expression can read.
-#[derive(Debug, Clone, Copy)]
-pub struct Env<'a> {
-    /// The message.
-    pub msg: &'a Message,
-    /// The topic rules see (the platform form of thing-model posts).
-    pub topic: &'a str,
-    /// The payload rules see.
-    pub payload: &'a [u8],
-    /// The parsed payload; null for binary rules.
-    pub json: &'a Value,
-    /// Device tags and the like.
-    pub ctx: &'a EvalContext<'a>,
-}
 
 /// What one rule made of one message.
 #[derive(Debug, Clone, PartialEq)]

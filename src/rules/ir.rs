@@ -1,5 +1,6 @@
 //! The compiled form of a rule's SQL: what the evaluator runs for every message.
-//! Built once by [`super::compile`]; no sqlparser type survives into it.
+//! Built once by the compiler (`compile.rs`), which depends on this module and not the other way
+//! round; no sqlparser type survives into it.
 
 use std::sync::Arc;
 

@@ -83,23 +83,23 @@ impl RuleMetrics {
     }
 
     /// Counts the outcome of one action (called by the forwarding stage).
-    pub fn action(&self, ok: bool) {
+    pub(crate) fn action(&self, ok: bool) {
         inc(if ok { &self.actions_success } else { &self.actions_failed });
     }
 
     /// Counts one retry of a failed action.
-    pub fn retried(&self) {
+    pub(crate) fn retried(&self) {
         inc(&self.actions_retried);
     }
 
     /// Counts a failed action that was not retried because the retry queue was full.
-    pub fn dropped(&self) {
+    pub(crate) fn dropped(&self) {
         inc(&self.actions_failed);
         inc(&self.actions_dropped);
     }
 
     /// Counts the outcome of handing one failure record to the error action.
-    pub fn error_action(&self, ok: bool) {
+    pub(crate) fn error_action(&self, ok: bool) {
         inc(if ok { &self.error_action_success } else { &self.error_action_failed });
     }
 

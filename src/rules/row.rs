@@ -14,12 +14,12 @@ pub struct Row(Vec<(Arc<str>, Value)>);
 
 impl Row {
     /// An empty row with room for `n` fields.
-    pub fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Self(Vec::with_capacity(n))
     }
 
     /// Sets a field; null values are left out (a missing field is not part of the result).
-    pub fn set(&mut self, key: &str, value: Value) {
+    pub(crate) fn set(&mut self, key: &str, value: Value) {
         if value.is_null() {
             return;
         }
@@ -32,7 +32,7 @@ impl Row {
 
     /// Like [`Row::set`] with a key the caller keeps: compiled rules share their keys with
     /// every result instead of copying them.
-    pub fn set_shared(&mut self, key: &Arc<str>, value: Value) {
+    pub(crate) fn set_shared(&mut self, key: &Arc<str>, value: Value) {
         if value.is_null() {
             return;
         }

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::compile::DataType;
-use super::context::EvalContext;
+use super::context::{Env, EvalContext};
 use super::error::{Diagnostic, EvalError};
-use super::eval::{self, Env, Eval};
+use super::eval::{self, Eval};
 use super::files;
 use super::index::TopicIndex;
 use super::payload::{parse_object, Keep};
@@ -83,12 +83,12 @@ impl RuleSet {
     }
 
     /// Counters of every rule, by name, for the API and `/metrics`.
-    pub fn metrics(&self) -> Vec<(&str, super::metrics::MetricsSnapshot)> {
+    pub(crate) fn metrics(&self) -> Vec<(&str, super::metrics::MetricsSnapshot)> {
         self.rules.iter().map(|r| (r.name.as_str(), r.metrics.snapshot())).collect()
     }
 
     /// Every rule, by name.
-    pub fn rules(&self) -> &[Arc<Rule>] {
+    pub(crate) fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
     }
 
@@ -307,7 +307,6 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<RuleSet>();
         assert_send_sync::<RuleOutput>();
-        assert_send_sync::<crate::rules::SharedRules>();
     }
 
     #[test]

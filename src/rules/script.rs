@@ -29,10 +29,10 @@ const MAX_MAP: usize = 4096;
 /// Call depth: enough for helpers calling helpers, not for unbounded recursion.
 const MAX_CALL_LEVELS: usize = 32;
 /// Script source size; the platform allows 120 KB parser scripts.
-pub const MAX_SOURCE: usize = 128 * 1024;
+pub(crate) const MAX_SOURCE: usize = 128 * 1024;
 
 /// The name of the decoding function of binary products.
-pub const DECODER: &str = "rawDataToProtocol";
+pub(crate) const DECODER: &str = "rawDataToProtocol";
 
 thread_local! {
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -84,12 +84,12 @@ pub struct Script {
 
 /// A user function callable from SQL.
 #[derive(Debug)]
-pub struct ScriptFn {
+pub(crate) struct ScriptFn {
     script: Arc<Script>,
     /// Function name.
-    pub name: String,
+    pub(crate) name: String,
     /// Parameter count.
-    pub params: usize,
+    pub(crate) params: usize,
 }
 
 impl ScriptFn {
@@ -97,7 +97,7 @@ impl ScriptFn {
     ///
     /// # Errors
     /// Script errors, limits, results that are not JSON values.
-    pub fn call(&self, args: &[Value]) -> Result<Value, EvalError> {
+    pub(crate) fn call(&self, args: &[Value]) -> Result<Value, EvalError> {
         let args: Vec<Dynamic> = args.iter().map(to_dynamic).collect();
         let out = self
             .script
@@ -129,7 +129,7 @@ impl Script {
     }
 
     /// Names and parameter counts of the script's functions.
-    pub fn functions(&self) -> Vec<(String, usize)> {
+    pub(crate) fn functions(&self) -> Vec<(String, usize)> {
         self.ast.iter_functions().map(|f| (f.name.to_string(), f.params.len())).collect()
     }
 
@@ -152,7 +152,7 @@ impl Script {
     ///
     /// # Errors
     /// Script errors, or a result that is not a map.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Value, EvalError> {
+    pub(crate) fn decode(&self, bytes: &[u8]) -> Result<Value, EvalError> {
         let err = |m: String| EvalError::Script { name: DECODER.to_string(), message: m };
         let out = self.call(DECODER, vec![Dynamic::from_blob(bytes.to_vec())]).map_err(err)?;
         match from_dynamic(&out, 0).map_err(err)? {
@@ -162,7 +162,7 @@ impl Script {
     }
 
     /// True when the script defines `rawDataToProtocol(bytes)`.
-    pub fn has_decoder(&self) -> bool {
+    pub(crate) fn has_decoder(&self) -> bool {
         self.functions().iter().any(|(n, p)| n == DECODER && *p == 1)
     }
 }
@@ -183,12 +183,12 @@ impl Scripts {
     }
 
     /// A function by name.
-    pub fn get(&self, name: &str) -> Option<Arc<ScriptFn>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<ScriptFn>> {
         self.fns.get(&name.to_ascii_lowercase()).cloned()
     }
 
     /// True when no function is defined.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.fns.is_empty()
     }
 }

@@ -50,9 +50,17 @@ impl TopicFilter {
         Ok(Self { text: text.to_string(), levels })
     }
 
-    /// True when the filter has no wildcard.
-    pub fn is_exact(&self) -> bool {
-        self.levels.iter().all(|l| l != "+" && l != "#")
+    /// True when some topic matches both this filter and `other`, given as the levels of a filter
+    /// in the normal form (`+` and a final `#` allowed).
+    pub fn intersects(&self, other: &[&str]) -> bool {
+        let mut i = 0;
+        loop {
+            match (self.levels.get(i).map(String::as_str), other.get(i).copied()) {
+                (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+                (Some(x), Some(y)) if x == "+" || y == "+" || x == y => i += 1,
+                _ => return false,
+            }
+        }
     }
 
     /// True when `topic` matches (used by tests and for a single rule; the index matches sets).
@@ -91,6 +99,23 @@ mod tests {
         ];
         for (f, t, want) in cases {
             assert_eq!(TopicFilter::parse(f).unwrap().matches(t), *want, "{f} {t}");
+        }
+    }
+
+    #[test]
+    fn intersecting() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/a1demo/+/user/update", "/a1demo/+/user/#", true),
+            ("/+/dev1/user/#", "/a1demo/+/user/#", true),
+            ("/sys/a1demo/+/thing/event/property/post", "/a1demo/+/thing/#", true),
+            ("#", "/a1demo/+/user/#", true),
+            ("/a1other/+/user/update", "/a1demo/+/user/#", false),
+            ("/a1demo/+/user", "/a1demo/+/user/update", false),
+            ("/a1demo/+/user/update", "/as/mqtt/status/a1demo/+", false),
+        ];
+        for (f, other, want) in cases {
+            let levels: Vec<&str> = other.split('/').collect();
+            assert_eq!(TopicFilter::parse(f).unwrap().intersects(&levels), *want, "{f} {other}");
         }
     }
 

@@ -318,14 +318,6 @@ impl Drop for Watch {
     }
 }
 
-/// Watches `reloader`'s directory and keeps `shared` up to date.
-///
-/// # Errors
-/// The directory cannot be watched.
-pub fn watch(reloader: Reloader, shared: Arc<SharedRules>) -> Result<Watch, WatchError> {
-    watch_live(Arc::new(LiveRules::new(reloader, shared)))
-}
-
 /// Watches the directory of `live`, applying changes through it (so they interleave safely
 /// with [`LiveRules::apply_now`]).
 ///
@@ -384,6 +376,13 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn shareable_between_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SharedRules>();
+        assert_send_sync::<LiveRules>();
+    }
+
     fn wait_for(shared: &SharedRules, what: &str, ok: impl Fn(&RuleSet) -> bool) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(2) {
@@ -404,7 +403,7 @@ mod tests {
         let (reloader, set, diags) = Reloader::load(dir.path());
         assert!(diags.is_empty());
         let shared = Arc::new(SharedRules::new(set));
-        let _watch = watch(reloader, Arc::clone(&shared)).unwrap();
+        let _watch = watch_live(Arc::new(LiveRules::new(reloader, Arc::clone(&shared)))).unwrap();
 
         std::fs::write(&a, "SELECT 1 AS v FROM \"/a2/+\"").unwrap();
         wait_for(&shared, "change", |s| s.get("a").is_some_and(|r| r.topic_filter() == "/a2/+"));

@@ -297,20 +297,6 @@ fn type_filters(product: &str, t: MessageType) -> Vec<Vec<&str>> {
     }
 }
 
-/// True when some topic matches both filters.
-fn intersect(a: &[impl AsRef<str>], b: &[&str]) -> bool {
-    let mut i = 0;
-    loop {
-        let (x, y) = (a.get(i).map(AsRef::as_ref), b.get(i).copied());
-        match (x, y) {
-            (Some("#"), _) | (_, Some("#")) => return true,
-            (None, None) => return true,
-            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => i += 1,
-            _ => return false,
-        }
-    }
-}
-
 /// Warnings for a rule and a subscription that forward the same data to consumer groups: the
 /// modelled platform advises against using both for the same messages, which then reach
 /// consumers twice. Only enabled rules with an `amqp` action count.
@@ -318,11 +304,10 @@ pub fn overlap(rule: &Rule, sub: &Subscription) -> Option<String> {
     if !rule.enabled || !rule.actions.iter().any(|a| matches!(a, Action::Amqp { .. })) {
         return None;
     }
-    let levels = &rule.query.filter.levels;
     let types: Vec<&str> = sub
         .message_types
         .iter()
-        .filter(|t| type_filters(&sub.product_key, **t).iter().any(|f| intersect(levels, f)))
+        .filter(|t| type_filters(&sub.product_key, **t).iter().any(|f| rule.from_intersects(f)))
         .map(|t| match t {
             MessageType::Upstream => "upstream",
             MessageType::Status => "status",
@@ -336,7 +321,7 @@ pub fn overlap(rule: &Rule, sub: &Subscription) -> Option<String> {
         "rule {} (FROM \"{}\") and the subscription of product {} ({}) both forward the same messages to \
          consumer groups; consumers then receive them twice. Use one of the two for the same data.",
         rule.name,
-        rule.query.filter.text,
+        rule.topic_filter(),
         sub.product_key,
         types.join(", ")
     ))
@@ -359,6 +344,12 @@ pub fn overlaps<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// True when a rule reading from the filter `from` may see messages of `filter`.
+    fn intersect(from: &[String], filter: &[&str]) -> bool {
+        let sql = format!("SELECT * FROM \"{}\"", from.join("/"));
+        Rule::from_sql(&sql, crate::rules::DataType::Json, None).unwrap().from_intersects(filter)
+    }
 
     #[test]
     fn filters_intersect() {

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::context::Env;
 use super::error::EvalError;
-use super::eval::Env;
 use super::value::{self, Num};
 
 mod abs;
@@ -25,7 +25,7 @@ pub(crate) mod datefmt;
 mod device_name;
 mod endswith;
 mod exp;
-mod floor;
+pub(crate) mod floor;
 mod hmac;
 mod log;
 mod lower;
@@ -43,7 +43,7 @@ mod sha1;
 mod sha256;
 mod sin;
 mod sinh;
-mod substring;
+pub(crate) mod substring;
 mod tan;
 mod tanh;
 pub(crate) mod thing_property_flat_map;

@@ -1,4 +1,7 @@
-//! The message envelope every stage passes on.
+//! The message envelope every stage passes on, and [`thing`]: thing-model posts converted to the
+//! platform's format (ingress converts what devices send; rules' dry runs convert samples).
+
+pub mod thing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
