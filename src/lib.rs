@@ -10,6 +10,7 @@
 //! - [`api`]: HTTP API (`/healthz`, `/metrics`, `/api/v1` behind a bearer token).
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
+//! - [`check`]: the problems a component's configuration check returns (a leaf).
 //! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
@@ -30,6 +31,7 @@ pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod groups;

@@ -4,6 +4,7 @@
 //! Defaults live in one place: the `default_*` functions below.
 
 mod load;
+mod report;
 mod schema;
 mod validate;
 
@@ -13,7 +14,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{load_file, load_str, ConfigError, Problem};
+pub use load::{load_file, load_str};
+pub use report::{ConfigError, Problem};
 
 /// The embedded configuration used when `serve` runs without `--config`.
 pub const DEMO_CONFIG: &str = include_str!("demo.toml");

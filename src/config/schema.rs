@@ -9,8 +9,9 @@ use std::ops::Range;
 
 use toml_edit::{Array, Item, TableLike, Value};
 
-use super::load::{quoted_list, Report, Seg};
+use super::report::Report;
 use super::MessageType;
+use crate::check::{quoted_list, Path, PathSeg};
 
 // ---------------------------------------------------------------------------------------
 // The schema: one `Field` per field of the serde structs in `mod.rs`, in the same order.
@@ -189,20 +190,25 @@ pub(super) const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
 // The schema walk
 // ---------------------------------------------------------------------------------------
 
+/// Pass 2: checks the document's top-level table against [`ROOT`].
+pub(super) fn walk(report: &mut Report<'_>, root: &toml_edit::Table) {
+    report.table(root, ROOT, &mut Path::default(), ("", ""), None);
+}
+
 impl Report<'_> {
     /// Checks the keys of a table against `fields`. `name` is its schema path
     /// (`products.devices`, empty for the root), `header` how messages name it
     /// (`[[products.devices]]`, empty for the root), `span` where it starts.
-    pub(super) fn table<'d>(
+    fn table(
         &mut self,
-        table: &'d dyn TableLike,
+        table: &dyn TableLike,
         fields: &[Field],
-        path: &mut Vec<Seg<'d>>,
+        path: &mut Path,
         (name, header): (&str, &str),
         span: Option<Range<usize>>,
     ) {
         for (key, item) in table.iter() {
-            path.push(Seg::Key(key));
+            path.push(PathSeg::Key(key.to_string()));
             match fields.iter().find(|f| f.name == key) {
                 Some(field) => {
                     let sub = if name.is_empty() { key.to_string() } else { format!("{name}.{key}") };
@@ -216,7 +222,7 @@ impl Report<'_> {
             path.pop();
         }
         for field in fields.iter().filter(|f| f.required && !table.contains_key(f.name)) {
-            path.push(Seg::Key(field.name));
+            path.push(PathSeg::Key(field.name.to_string()));
             let place = if header.is_empty() { "at the top level" } else { header };
             self.at(path, span.clone(), format!("missing; `{}` is required in {place}", field.name));
             path.pop();
@@ -224,7 +230,7 @@ impl Report<'_> {
     }
 
     /// Checks one value against its kind; `name` is its schema path.
-    fn item<'d>(&mut self, item: &'d Item, kind: Kind, path: &mut Vec<Seg<'d>>, name: &str) {
+    fn item(&mut self, item: &Item, kind: Kind, path: &mut Path, name: &str) {
         let span = item.span();
         match kind {
             Kind::Str { .. } if item.is_str() => {}
@@ -257,7 +263,7 @@ impl Report<'_> {
             Kind::StrMap { .. } => match item.as_table_like() {
                 Some(table) => {
                     for (key, value) in table.iter().filter(|(_, value)| !value.is_str()) {
-                        path.push(Seg::Key(key));
+                        path.push(PathSeg::Key(key.to_string()));
                         let message = format!("expected a string, found {}", a_type(value));
                         self.at(path, value.span(), message);
                         path.pop();
@@ -275,15 +281,15 @@ impl Report<'_> {
     }
 
     /// Reports a value of the wrong type.
-    fn wrong_type(&mut self, path: &[Seg<'_>], item: &Item, kind: Kind, name: &str) {
+    fn wrong_type(&mut self, path: &Path, item: &Item, kind: Kind, name: &str) {
         let message = format!("expected {}, found {}", kind.expected(name), a_type(item));
         self.at(path, item.span(), message);
     }
 
     /// Checks the elements of an array of strings, each one of `allowed` unless it is empty.
-    fn strings<'d>(&mut self, array: &'d Array, allowed: &[&str], path: &mut Vec<Seg<'d>>) {
+    fn strings(&mut self, array: &Array, allowed: &[&str], path: &mut Path) {
         for (i, value) in array.iter().enumerate() {
-            path.push(Seg::Index(i));
+            path.push(PathSeg::Index(i));
             match value.as_str() {
                 Some(text) if allowed.is_empty() || allowed.contains(&text) => {}
                 Some(text) => {
@@ -300,19 +306,19 @@ impl Report<'_> {
     }
 
     /// Checks an array of tables: `[[name]]` sections or an array of inline tables.
-    fn tables<'d>(&mut self, item: &'d Item, fields: &'static [Field], path: &mut Vec<Seg<'d>>, name: &str) {
+    fn tables(&mut self, item: &Item, fields: &'static [Field], path: &mut Path, name: &str) {
         let header = format!("[[{name}]]");
         match item {
             Item::ArrayOfTables(tables) => {
                 for (i, table) in tables.iter().enumerate() {
-                    path.push(Seg::Index(i));
+                    path.push(PathSeg::Index(i));
                     self.table(table, fields, path, (name, &header), table.span());
                     path.pop();
                 }
             }
             Item::Value(Value::Array(array)) => {
                 for (i, value) in array.iter().enumerate() {
-                    path.push(Seg::Index(i));
+                    path.push(PathSeg::Index(i));
                     if let Some(table) = value.as_inline_table() {
                         self.table(table, fields, path, (name, &header), value.span());
                     } else {
@@ -379,7 +385,8 @@ fn with_article(name: &str) -> String {
 mod tests {
     use std::fmt::Write as _;
 
-    use super::super::load::{lines_and_keys, problems_in, Lines};
+    use super::super::load::{lines_and_keys, problems_in};
+    use super::super::report::Lines;
     use super::super::Config;
     use super::*;
 
@@ -537,9 +544,9 @@ consumer_groups = "DEFAULT_GROUP"
         }
         let doc = toml_edit::Document::parse(text.as_str()).expect("sample parses");
         let lines = Lines::new(&text);
-        let mut report = Report { origin: "sample", lines: &lines, problems: Vec::new() };
-        report.table(doc.as_table(), ROOT, &mut Vec::new(), ("", ""), None);
-        assert!(report.problems.is_empty(), "{:#?}", report.problems);
+        let mut report = Report::new("sample", &lines);
+        walk(&mut report, doc.as_table());
+        assert!(report.problems().is_empty(), "{:#?}", report.problems());
 
         let minimal = sample_text(Variant { required_only: true, ..Variant::default() });
         if let Err(err) = toml::from_str::<Config>(&minimal) {

@@ -6,14 +6,29 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::Path as FsPath;
 
 use toml_edit::Item;
 
-use super::load::{quoted_list, Report, Seg};
+use super::report::{find, Report};
 use super::schema::{message_type_name, DEFAULT_GROUP, MESSAGE_TYPES};
 use super::{Config, ProductConfig};
+use crate::check::{quoted_list, Path};
 use Seg::{Index as I, Key as K};
+
+/// One step of a key path.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn path(segs: &[Seg<'_>]) -> Path {
+    segs.iter().fold(Path::default(), |path, seg| match *seg {
+        Seg::Key(key) => path.key(key),
+        Seg::Index(i) => path.index(i),
+    })
+}
 
 /// MQTT's largest packet (remaining length limit).
 const MAX_MQTT_PACKET: usize = 268_435_455;
@@ -30,23 +45,9 @@ pub(super) struct Validator<'r, 'a, 'd> {
 }
 
 impl Validator<'_, '_, '_> {
-    /// Looks `path` up in the document: the span of the deepest part of it written there,
-    /// and whether all of it is (rather than defaulted).
-    fn find(&self, path: &[Seg<'_>]) -> (Option<Range<usize>>, bool) {
-        let mut item = self.root;
-        let mut span = None;
-        for seg in path {
-            let next = match *seg {
-                Seg::Key(key) => item.get(key),
-                Seg::Index(i) => item.get(i),
-            };
-            let Some(next) = next else {
-                return (span, false);
-            };
-            item = next;
-            span = next.span().or(span);
-        }
-        (span, true)
+    /// Looks `path` up in the document (see [`find`]).
+    fn find(&self, segs: &[Seg<'_>]) -> (Option<Range<usize>>, bool) {
+        find(self.root, &path(segs))
     }
 
     /// A problem at `path`, on its line.
@@ -56,8 +57,8 @@ impl Validator<'_, '_, '_> {
 
     /// A problem at `path`, on the line of `line_path`.
     fn at_line_of(&mut self, path: &[Seg<'_>], line_path: &[Seg<'_>], message: impl Into<String>) {
-        let (span, _) = self.find(line_path);
-        self.report.at(path, span, message);
+        let problem = crate::check::Problem::new(self::path(path), message).on_line_of(self::path(line_path));
+        self.report.place(self.root, problem);
     }
 
     pub(super) fn config(&mut self, config: &Config) {
@@ -139,8 +140,8 @@ impl Validator<'_, '_, '_> {
         &mut self,
         section: &str,
         tls_listen: Option<SocketAddr>,
-        cert: Option<&Path>,
-        key: Option<&Path>,
+        cert: Option<&FsPath>,
+        key: Option<&FsPath>,
     ) {
         if tls_listen.is_none() {
             return;
