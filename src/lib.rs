@@ -15,6 +15,8 @@
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.
+//! - [`listener`]: the listener keys (`listen`, `tls_listen`, `cert`, `key`) and their check, and
+//!   the accept loop the MQTT and AMQP servers share: TLS and a bound on connections.
 //! - [`message`]: the envelope every stage passes on.
 //! - [`metrics`]: `/metrics`, the Prometheus text format of every counter the components keep.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
@@ -22,7 +24,6 @@
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
-//! - [`tls`]: TLS termination shared by the listeners.
 //! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
 //! - [`cli`]: the command line.
 
@@ -37,6 +38,7 @@ pub mod config;
 pub mod groups;
 pub mod ingress;
 pub mod lifecycle;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
@@ -45,6 +47,5 @@ pub mod rules;
 pub mod sign;
 pub mod store;
 pub mod subscriptions;
-pub mod tls;
 
 pub use app::App;

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::listener::Listener;
+
 pub use load::{load_file, load_str};
 pub use report::{ConfigError, Problem};
 
@@ -129,6 +131,10 @@ pub struct AmqpConfig {
     /// Consumer groups the server holds, DEFAULT_GROUP and configured ones included.
     #[serde(default = "default_max_consumer_groups")]
     pub max_consumer_groups: usize,
+    /// Connections served at once, logging in or consuming; further connections wait in the
+    /// accept queue.
+    #[serde(default = "default_amqp_max_connections")]
+    pub max_connections: usize,
 }
 
 /// `[http]`: management API and metrics.
@@ -274,6 +280,37 @@ pub enum MessageType {
     Lifecycle,
 }
 
+impl MqttConfig {
+    /// The listener keys of `[mqtt]`.
+    pub fn listener(&self) -> Listener {
+        Listener {
+            listen: self.listen,
+            tls_listen: self.tls_listen,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// The listener keys of `[amqp]`.
+    pub fn listener(&self) -> Listener {
+        Listener {
+            listen: self.listen,
+            tls_listen: self.tls_listen,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The listener of `[http]` (plain only).
+    pub fn listener(&self) -> Listener {
+        Listener::plain(self.listen)
+    }
+}
+
 impl Config {
     /// The rules directory, wherever the file put the key; `rules` by default.
     pub fn rules_dir(&self) -> PathBuf {
@@ -311,6 +348,7 @@ impl Default for AmqpConfig {
             max_unsettled_per_client: default_max_unsettled(),
             auth_timeout_secs: default_auth_timeout(),
             max_consumer_groups: default_max_consumer_groups(),
+            max_connections: default_amqp_max_connections(),
         }
     }
 }
@@ -393,6 +431,11 @@ fn default_retention() -> u64 {
 /// The modelled platform's limit of consumer groups per instance.
 fn default_max_consumer_groups() -> usize {
     crate::groups::MAX_GROUPS
+}
+/// Every client the default limits admit (1,000 groups of 64 clients) plus room for
+/// connections still logging in; a guard against descriptor exhaustion, not a quota.
+fn default_amqp_max_connections() -> usize {
+    65_536
 }
 /// The modelled platform's limit of clients per consumer group.
 fn default_max_clients_per_group() -> usize {

@@ -4,9 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path as FsPath;
 
 use toml_edit::Item;
 
@@ -76,7 +74,7 @@ impl Validator<'_, '_, '_> {
 
     fn mqtt(&mut self, config: &Config) {
         let mqtt = &config.mqtt;
-        self.tls("mqtt", mqtt.tls_listen, mqtt.cert.as_deref(), mqtt.key.as_deref());
+        self.section("mqtt", mqtt.listener().check());
 
         let min_path = [K("mqtt"), K("keep_alive_min_secs")];
         let max_path = [K("mqtt"), K("keep_alive_max_secs")];
@@ -119,7 +117,7 @@ impl Validator<'_, '_, '_> {
 
     fn amqp(&mut self, config: &Config) {
         let amqp = &config.amqp;
-        self.tls("amqp", amqp.tls_listen, amqp.cert.as_deref(), amqp.key.as_deref());
+        self.section("amqp", amqp.listener().check());
         let at_least_one = [
             ("ack_timeout_secs", amqp.ack_timeout_secs as u128),
             ("retention_secs", amqp.retention_secs as u128),
@@ -127,6 +125,7 @@ impl Validator<'_, '_, '_> {
             ("max_unsettled_per_client", amqp.max_unsettled_per_client as u128),
             ("auth_timeout_secs", amqp.auth_timeout_secs as u128),
             ("max_consumer_groups", amqp.max_consumer_groups as u128),
+            ("max_connections", amqp.max_connections as u128),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -135,35 +134,11 @@ impl Validator<'_, '_, '_> {
         }
     }
 
-    /// `tls_listen` needs `cert` and `key`, and both files must exist.
-    fn tls(
-        &mut self,
-        section: &str,
-        tls_listen: Option<SocketAddr>,
-        cert: Option<&FsPath>,
-        key: Option<&FsPath>,
-    ) {
-        if tls_listen.is_none() {
-            return;
-        }
-        for (name, what, file) in [("cert", "PEM certificate chain", cert), ("key", "PEM private key", key)] {
-            let path = [K(section), K(name)];
-            match file {
-                None => self.at_line_of(
-                    &path,
-                    &[K(section), K("tls_listen")],
-                    format!("missing; tls_listen needs `{name}`, the {what} file"),
-                ),
-                Some(file) => match std::fs::metadata(file) {
-                    Ok(meta) if meta.is_file() => {}
-                    Ok(_) => self
-                        .at(&path, format!("\"{}\" is not a file; expected the {what} file", file.display())),
-                    Err(err) => self.at(
-                        &path,
-                        format!("cannot read \"{}\": {err}; expected the {what} file", file.display()),
-                    ),
-                },
-            }
+    /// A component's problems, in the section `name`.
+    fn section(&mut self, name: &str, problems: Vec<crate::check::Problem>) {
+        let prefix = crate::check::key(name);
+        for problem in problems {
+            self.report.place(self.root, problem.within(&prefix));
         }
     }
 
