@@ -12,7 +12,7 @@ use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::config::Config;
-use crate::groups::{Groups, Settings};
+use crate::groups::Groups;
 use crate::ingress::Broker;
 use crate::ingress::{Ingress, IngressError};
 use crate::lifecycle::{Devices, LifecycleError};
@@ -94,16 +94,17 @@ impl App {
     /// When storage, the registry or a listener fails.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
         let db = Db::open(&config.storage.dir)?;
-        let registry = Arc::new(Registry::load(config, db.clone())?);
+        let registry = Arc::new(Registry::load(&config.products, &config.access_keys, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let store_stats = queue.stats().clone();
-        let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
+        let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
         let ids = Arc::new(Ids::new(db.clone()));
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let broker = Arc::new(Broker::start().map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
         let db_file = db.path().to_path_buf();
-        let subscriptions = Arc::new(Subscriptions::load(config, db, groups.clone(), registry.clone())?);
+        let subscriptions =
+            Arc::new(Subscriptions::load(&config.subscriptions, db, groups.clone(), registry.clone())?);
         let (pipeline, task) = Pipeline::new(
             ids,
             subscriptions.clone(),

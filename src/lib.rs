@@ -11,7 +11,9 @@
 //! - [`app`]: wires the components, owns shutdown.
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`check`]: the problems a component's configuration check returns (a leaf).
-//! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
+//! - [`config`]: the TOML file: the top-level struct naming each component's section, loading,
+//!   the schema pass, references between sections, every problem at once with file:line. Each
+//!   component owns its section's struct, defaults and check (`<component>::config`).
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
 //! - [`lifecycle`]: device create/delete/enable/disable and their lifecycle messages.

@@ -9,6 +9,7 @@
 //! - `persist.rs`: rules created through the API, in the database;
 //! - this file: the set of rules, one evaluation task per rule, state and history for the API.
 
+pub mod config;
 pub mod evaluator;
 pub mod model;
 pub mod notifier;
@@ -23,10 +24,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::AlertRuleConfig;
 use crate::groups::Groups;
 use crate::message::now_ms;
 use crate::store::{Db, StoreError};
+use config::AlertRuleConfig;
 use evaluator::{GroupState, Notify, State, Tick};
 use model::{AlertRule, AlertRuleBody, LocalTime, Metric, Problem};
 use notifier::{Delivery, Job, Notification, Notifier, NotifierStats, Report, RetryPolicy};

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod coalesce;
+pub mod config;
 mod connection;
 mod sasl;
 
@@ -21,9 +22,9 @@ use coalesce::Coalescing;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use config::AmqpConfig;
 pub use connection::amqp_message;
 
-use crate::config::AmqpConfig;
 use crate::groups::Groups;
 use crate::listener::{Handler, ListenerError, Serving};
 use crate::registry::Registry;

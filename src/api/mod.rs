@@ -3,6 +3,7 @@
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
 mod alerts;
+pub mod config;
 mod devices;
 pub mod error;
 mod groups;
@@ -21,13 +22,13 @@ use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpConfig;
 use crate::groups::Groups;
 use crate::lifecycle::Devices;
 use crate::listener::ListenerError;
 use crate::rules::watch::{LiveRules, SharedRules};
 use crate::sign::constant_time_eq;
 use crate::subscriptions::Subscriptions;
+pub use config::HttpConfig;
 use error::ApiError;
 
 /// API bodies are small JSON documents; 64 KiB bounds what one request can make the server hold.

@@ -1,16 +1,17 @@
 //! Loading the configuration file and reporting *every* problem in it at once.
 //!
-//! Loading runs four passes; a pass runs only when the earlier ones found nothing, and
-//! each pass reports all it finds, every problem with its file, line and key:
+//! Loading runs three passes, each reporting all it finds, every problem with its file, line
+//! and key:
 //!
-//! 1. TOML syntax, parsed with `toml_edit`, which keeps the byte span of every key and value;
+//! 1. TOML syntax, parsed with `toml_edit`, which keeps the byte span of every key and value
+//!    (nothing else runs on a file that does not parse);
 //! 2. a schema walk over that document against `schema::ROOT`, a static description of the keys of
 //!    [`Config`] and what their values must be: unknown keys, missing required keys, values of
 //!    the wrong type, unparsable listen addresses, unknown message types (`schema.rs`);
-//! 3. `serde` deserialisation into [`Config`] (after pass 2 this should not fail);
-//! 4. semantic checks on the [`Config`] (ranges, uniqueness, names, references between
-//!    sections, TLS files), each problem pointing at the line of the offending value
-//!    (`validate.rs`).
+//! 3. every top-level section in which pass 2 found nothing is deserialised (serde) and checked
+//!    by the component that owns it (ranges, uniqueness, names, TLS files), then the references
+//!    between sections are checked (`validate.rs`). A problem in one section does not hide
+//!    those of another; a section with a schema problem is not checked further.
 //!
 //! This file holds the passes' orchestration; what they share (the problem collector
 //! [`Report`] and line lookup) is in `report.rs`.
@@ -77,22 +78,23 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         return Err(report.into_error());
     }
 
-    // Pass 3: serde.
-    let config: Config = match toml::from_str(text) {
-        Ok(config) => config,
+    // Pass 3: the sections the schema found sound, deserialised and checked by their
+    // components; the references between them.
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
         Err(err) => {
             let line = err.span().map(|span| lines.line(span.start));
             report.unkeyed(line, err.message().trim().to_string());
             return Err(report.into_error());
         }
     };
-
-    // Pass 4: semantics.
-    Validator { report: &mut report, root: doc.as_item() }.config(&config);
-    if !report.is_empty() {
-        return Err(report.into_error());
+    let mut validator = Validator { report: &mut report, root: doc.as_item() };
+    let sections = validator.read(&table);
+    validator.check(&sections);
+    match sections.into_config() {
+        Some(config) if report.is_empty() => Ok(config),
+        _ => Err(report.into_error()),
     }
-    Ok(config)
 }
 
 /// The problems of a file that must not load.

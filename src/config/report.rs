@@ -149,6 +149,11 @@ impl<'a> Report<'a> {
         self.at(&path, span, message);
     }
 
+    /// Whether the top-level key `section` has a problem.
+    pub(super) fn is_broken(&self, section: &str) -> bool {
+        self.broken.contains(section)
+    }
+
     /// Whether any problem was found.
     pub(super) fn is_empty(&self) -> bool {
         self.problems.is_empty()

@@ -1,5 +1,5 @@
 //! Pass 2 of loading (see `load.rs`): the static schema of the configuration file, one
-//! [`Field`] per field of the serde structs in `mod.rs`, and the walk that checks a parsed
+//! [`Field`] per field of the components' serde structs (named by [`super::Config`]), and the walk that checks a parsed
 //! document against it: unknown keys, missing required keys, values of the wrong type,
 //! unparsable listen addresses, unknown message types.
 
@@ -10,11 +10,13 @@ use std::ops::Range;
 use toml_edit::{Array, Item, TableLike, Value};
 
 use super::report::Report;
-use super::MessageType;
+use crate::alerts::model::DAYS;
 use crate::check::{quoted_list, Path, PathSeg};
+use crate::groups::DEFAULT_GROUP;
+use crate::subscriptions::MessageType;
 
 // ---------------------------------------------------------------------------------------
-// The schema: one `Field` per field of the serde structs in `mod.rs`, in the same order.
+// The schema: one `Field` per field of the components' serde structs, in the same order.
 // The test `schema_matches_serde_structs` fails when the two disagree.
 // ---------------------------------------------------------------------------------------
 
@@ -88,7 +90,7 @@ pub(super) const ROOT: &[Field] = &[
     opt("alert_rules", Kind::Tables(ALERT_RULE)),
 ];
 
-/// [`super::MqttConfig`].
+/// [`crate::ingress::config::MqttConfig`].
 const MQTT: &[Field] = &[
     opt("listen", addr("0.0.0.0:1883")),
     opt("tls_listen", addr("0.0.0.0:8883")),
@@ -102,7 +104,7 @@ const MQTT: &[Field] = &[
     opt("connect_timeout_secs", U64),
 ];
 
-/// [`super::AmqpConfig`].
+/// [`crate::amqp::config::AmqpConfig`].
 const AMQP: &[Field] = &[
     opt("listen", addr("0.0.0.0:5672")),
     opt("tls_listen", addr("0.0.0.0:5671")),
@@ -117,23 +119,23 @@ const AMQP: &[Field] = &[
     opt("max_connections", USIZE),
 ];
 
-/// [`super::HttpConfig`].
+/// [`crate::api::config::HttpConfig`].
 const HTTP: &[Field] = &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("change-me"))];
 
-/// [`super::StorageConfig`].
+/// [`crate::store::config::StorageConfig`].
 const STORAGE: &[Field] = &[opt("dir", string("data")), opt("rules_dir", string("rules"))];
 
-/// [`super::AccessKeyConfig`].
+/// [`crate::registry::config::AccessKeyConfig`].
 const ACCESS_KEY: &[Field] = &[req("id", string("LTAIdemo")), req("secret", string("demo-secret"))];
 
-/// [`super::ProductConfig`].
+/// [`crate::registry::config::ProductConfig`].
 const PRODUCT: &[Field] = &[
     req("key", string("a1demo")),
     opt("name", string("Demo thermometer")),
     opt("devices", Kind::Tables(DEVICE)),
 ];
 
-/// [`super::DeviceConfig`].
+/// [`crate::registry::config::DeviceConfig`].
 const DEVICE: &[Field] = &[
     req("name", string("dev1")),
     req("secret", string("dev1-secret")),
@@ -141,17 +143,17 @@ const DEVICE: &[Field] = &[
     opt("tags", Kind::StrMap { example: "{ room = \"lab\" }" }),
 ];
 
-/// [`super::ConsumerGroupConfig`].
+/// [`crate::groups::config::ConsumerGroupConfig`].
 const CONSUMER_GROUP: &[Field] = &[req("id", string("g_alerts")), req("name", string("alerts_group"))];
 
-/// [`super::SubscriptionConfig`].
+/// [`crate::subscriptions::config::SubscriptionConfig`].
 const SUBSCRIPTION: &[Field] = &[
     req("product_key", string("a1demo")),
-    req("message_types", Kind::Strings { allowed: MESSAGE_TYPES, example: "upstream" }),
+    req("message_types", Kind::Strings { allowed: &MessageType::NAMES, example: "upstream" }),
     req("consumer_groups", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
 ];
 
-/// [`super::AlertRuleConfig`]. Values are checked in `validate.rs`, by the same rules as the API.
+/// [`crate::alerts::config::AlertRuleConfig`]. Values are checked by `alerts::config`, by the same rules as the API.
 const ALERT_RULE: &[Field] = &[
     req("name", string("backlog_high")),
     opt("consumer_group_ids", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
@@ -165,27 +167,12 @@ const ALERT_RULE: &[Field] = &[
     req("callback_url", string("http://ops.example/alert")),
 ];
 
-/// [`super::EffectiveConfig`].
+/// [`crate::alerts::config::EffectiveConfig`].
 const EFFECTIVE: &[Field] = &[
-    opt("days", Kind::Strings { allowed: &crate::alerts::model::DAYS, example: "mon" }),
+    opt("days", Kind::Strings { allowed: &DAYS, example: "mon" }),
     opt("start", string("09:00")),
     opt("end", string("18:00")),
 ];
-
-/// The serde names of [`super::MessageType`].
-pub(super) const MESSAGE_TYPES: &[&str] = &["upstream", "status", "lifecycle"];
-
-/// The serde name of a message type (one of [`MESSAGE_TYPES`]).
-pub(super) fn message_type_name(message_type: MessageType) -> &'static str {
-    match message_type {
-        MessageType::Upstream => "upstream",
-        MessageType::Status => "status",
-        MessageType::Lifecycle => "lifecycle",
-    }
-}
-
-/// The consumer group that always exists.
-pub(super) const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
 
 // ---------------------------------------------------------------------------------------
 // The schema walk

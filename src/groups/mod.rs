@@ -3,6 +3,7 @@
 //! `group.rs` holds one group's logic; this file the set of groups, the settings, the append
 //! path used by the pipeline and the background tasks (one dispatcher per group, one sweeper).
 
+pub mod config;
 mod group;
 pub mod name;
 mod persist;
@@ -17,11 +18,9 @@ use tokio_util::task::TaskTracker;
 
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
-use crate::config::Config;
-use crate::store::{Append, Db, Extent, QueueStore, StoreError};
+pub use config::{ConsumerGroupConfig, DEFAULT_MAX_GROUPS};
 
-/// Groups at most by default (`[amqp] max_consumer_groups`); the modelled platform's limit.
-pub const MAX_GROUPS: usize = 1000;
+use crate::store::{Append, Db, Extent, QueueStore, StoreError};
 
 /// Why a group could not be created or deleted.
 #[derive(Debug, thiserror::Error)]
@@ -76,20 +75,6 @@ pub struct Settings {
     pub max_groups: usize,
 }
 
-impl Settings {
-    /// From `[amqp]`.
-    pub fn from_config(config: &Config) -> Self {
-        let a = &config.amqp;
-        Self {
-            ack_timeout: Duration::from_secs(a.ack_timeout_secs),
-            retention: Duration::from_secs(a.retention_secs),
-            max_clients_per_group: a.max_clients_per_group,
-            max_unsettled_per_client: a.max_unsettled_per_client,
-            max_groups: a.max_consumer_groups,
-        }
-    }
-}
-
 /// Every consumer group.
 pub struct Groups {
     groups: RwLock<HashMap<String, Arc<Group>>>,
@@ -110,13 +95,13 @@ impl std::fmt::Debug for Groups {
 }
 
 impl Groups {
-    /// The groups of `config` plus `DEFAULT_GROUP`, with the backlogs found in `store`, and
-    /// their background tasks started.
+    /// The `declared` groups (the configuration file's) plus `DEFAULT_GROUP` and those created
+    /// through the API, with the backlogs found in `store`, and their background tasks started.
     ///
     /// # Errors
     /// When the store cannot be read.
     pub fn start(
-        config: &Config,
+        declared: &[ConsumerGroupConfig],
         store: Arc<dyn QueueStore>,
         settings: Settings,
         db: Arc<Db>,
@@ -124,7 +109,7 @@ impl Groups {
         let extents = store.extents()?;
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
-                .chain(config.consumer_groups.iter().map(|g| (g.id.clone(), g.name.clone())))
+                .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
                 .collect();
         let created = persist::load(&db)?;
         let this = Arc::new(Self {

@@ -10,6 +10,7 @@ pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod codec;
+pub mod config;
 mod connection;
 mod listener;
 pub mod sessions;
@@ -24,12 +25,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::MqttConfig;
 use crate::listener::{ListenerError, Serving};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
 pub use broker::Broker;
+pub use config::MqttConfig;
 pub use sessions::Sessions;
 pub use status::OfflineReason;
 
@@ -60,7 +61,7 @@ impl Limits {
     fn new(c: &MqttConfig) -> Self {
         Self {
             max_payload: c.max_payload_bytes,
-            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(268_435_455),
+            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(config::MAX_PACKET),
             keep_alive_min: c.keep_alive_min_secs,
             keep_alive_max: c.keep_alive_max_secs,
             max_inflight: c.max_inflight,

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::MessageType;
 use crate::message::{Kind, Message};
+use crate::subscriptions::MessageType;
 
 /// One message type of one subscription and its groups.
 type Route = (MessageType, Arc<[Arc<str>]>);

@@ -3,6 +3,7 @@
 //! It holds message-id blocks, registry changes made at run time and the consumer-group queues
 //! (`queue.rs`, behind the [`QueueStore`] trait).
 
+pub mod config;
 mod ids;
 mod queue;
 mod record;
@@ -10,6 +11,7 @@ mod record;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use config::StorageConfig;
 pub use ids::Ids;
 pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
