@@ -418,4 +418,26 @@ callback_url = "https://ops.example/alert"
         let config = load_str(&text, "t.toml").expect("loads once both files exist");
         assert_eq!(config.amqp.key.as_deref(), Some(key.as_path()));
     }
+
+    /// Drift: the file accepted group names the API refuses. Both now use `groups::name`.
+    #[test]
+    fn group_names_follow_the_api_rule() {
+        let text = "[[consumer_groups]]\nid = \"g1\"\nname = \"n\"\n\
+                    [[consumer_groups]]\nid = \"g2\"\nname = \"alerts_group\"\n\
+                    [[consumer_groups]]\nid = \"g3\"\nname = \"alerts_group\"\n\
+                    [[consumer_groups]]\nid = \"g4\"\nname = \"DEFAULT_GROUP\"\n";
+        let problems = problems_in(text);
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![
+                (Some(3), "consumer_groups[0].name"),
+                (Some(9), "consumer_groups[2].name"),
+                (Some(12), "consumer_groups[3].name"),
+            ]
+        );
+        let api = crate::groups::name::validate("n").expect_err("the API refuses \"n\"");
+        assert_eq!(problems[0].message, api);
+        assert!(problems[1].message.contains("already used by consumer_groups[1]"), "{}", problems[1]);
+        assert!(crate::groups::name::validate("alerts_group").is_ok());
+    }
 }

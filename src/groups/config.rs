@@ -20,11 +20,13 @@ pub struct ConsumerGroupConfig {
     pub name: String,
 }
 
-/// Every problem of `[[consumer_groups]]`, at paths relative to the array (`[1].id`): ids by
-/// the API's rule, unique, and not `DEFAULT_GROUP`, which always exists.
+/// Every problem of `[[consumer_groups]]`, at paths relative to the array (`[1].id`): ids and
+/// names by the API's rules, unique, and neither the id nor the name of `DEFAULT_GROUP`, which
+/// always exists.
 pub fn check_groups(groups: &[ConsumerGroupConfig]) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut ids = Seen::default();
+    let mut names = Seen::default();
     for (g, group) in groups.iter().enumerate() {
         let id = group.id.as_str();
         let id_problem = if id == DEFAULT_GROUP {
@@ -41,6 +43,18 @@ pub fn check_groups(groups: &[ConsumerGroupConfig]) -> Vec<Problem> {
             })
         };
         problems.extend(id_problem.map(|message| Problem::new(index(g).key("id"), message)));
+
+        let group_name = group.name.as_str();
+        let name_problem = if group_name == DEFAULT_GROUP {
+            Some("\"DEFAULT_GROUP\" is the name of DEFAULT_GROUP; names must be unique".to_string())
+        } else if let Err(message) = name::validate(group_name) {
+            Some(message)
+        } else {
+            names.first(group_name, g).map(|first| {
+                format!("\"{group_name}\" is already used by consumer_groups[{first}]; names must be unique")
+            })
+        };
+        problems.extend(name_problem.map(|message| Problem::new(index(g).key("name"), message)));
     }
     problems
 }
