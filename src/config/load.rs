@@ -74,9 +74,6 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
 
     // Pass 2: schema.
     schema::walk(&mut report, doc.as_table());
-    if !report.is_empty() {
-        return Err(report.into_error());
-    }
 
     // Pass 3: the sections the schema found sound, deserialised and checked by their
     // components; the references between them.

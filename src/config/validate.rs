@@ -440,4 +440,46 @@ callback_url = "https://ops.example/alert"
         assert!(problems[1].message.contains("already used by consumer_groups[1]"), "{}", problems[1]);
         assert!(crate::groups::name::validate("alerts_group").is_ok());
     }
+
+    /// Drift: a duplicate device was not reported when another section had a problem (the
+    /// checks stopped at the first pass that found one).
+    #[test]
+    fn a_duplicate_device_is_reported_with_the_other_problems() {
+        let text = r#"[mqtt]
+listen = "127.0.0.1:0"
+lisen = "127.0.0.1:0"
+keep_alive_min_secs = 0
+[http]
+admin_token = 5
+[[products]]
+key = "a1"
+[[products.devices]]
+name = "dev1"
+secret = "s"
+[[products.devices]]
+name = "dev1"
+secret = "s"
+[[subscriptions]]
+product_key = "a2"
+message_types = ["status"]
+consumer_groups = ["DEFAULT_GROUP"]
+"#;
+        let problems = problems_in(text);
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![
+                (Some(3), "mqtt.lisen"),
+                (Some(6), "http.admin_token"),
+                (Some(13), "products[0].devices[1].name"),
+                (Some(16), "subscriptions[0].product_key"),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[2].message.contains("already used by products[0].devices[0]"));
+        // `[mqtt]` has a schema problem, so its values are not checked further (keep-alive 0
+        // is reported once the key is fixed).
+        let fixed = text.replace("lisen = \"127.0.0.1:0\"\n", "");
+        let keys: Vec<String> = problems_in(&fixed).iter().map(|p| p.key.clone()).collect();
+        assert!(keys.contains(&"mqtt.keep_alive_min_secs".to_string()), "{keys:?}");
+    }
 }
