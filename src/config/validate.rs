@@ -116,8 +116,8 @@ impl Validator<'_, '_, '_> {
         }
     }
 
-    /// What one section names in another: products and consumer groups must be defined.
-    /// Checked when both sections are sound.
+    /// What one section names in another: products and consumer groups must be defined, and
+    /// the groups fit under `[amqp] max_consumer_groups`. Checked when both sections are sound.
     fn references(&mut self, s: &Sections) {
         let groups: Option<HashSet<&str>> =
             s.consumer_groups.as_ref().map(|groups| groups.iter().map(|g| g.id.as_str()).collect());
@@ -163,6 +163,18 @@ impl Validator<'_, '_, '_> {
                         problems.push(Problem::new(path, undefined_group(id)));
                     }
                 }
+            }
+        }
+        if let (Some(declared), Some(amqp)) = (&s.consumer_groups, &s.amqp) {
+            // DEFAULT_GROUP counts, as it does for groups created through the API.
+            let max = amqp.max_consumer_groups;
+            if max > 0 && declared.len() + 1 > max {
+                let message = format!(
+                    "is consumer group number {} counting DEFAULT_GROUP; [amqp] max_consumer_groups \
+                     allows {max}",
+                    max + 1
+                );
+                problems.push(Problem::new(key("consumer_groups").index(max - 1), message));
             }
         }
         for problem in problems {
@@ -481,5 +493,18 @@ consumer_groups = ["DEFAULT_GROUP"]
         let fixed = text.replace("lisen = \"127.0.0.1:0\"\n", "");
         let keys: Vec<String> = problems_in(&fixed).iter().map(|p| p.key.clone()).collect();
         assert!(keys.contains(&"mqtt.keep_alive_min_secs".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn declared_groups_fit_under_max_consumer_groups() {
+        let mut text = String::from("[amqp]\nmax_consumer_groups = 3\n");
+        for g in 1..=3 {
+            let _ = write!(text, "[[consumer_groups]]\nid = \"g{g}\"\nname = \"group_{g}\"\n");
+        }
+        let problems = problems_in(&text);
+        assert_eq!(lines_and_keys(&problems), vec![(Some(9), "consumer_groups[2]")]);
+        assert!(problems[0].message.contains("counting DEFAULT_GROUP"), "{}", problems[0]);
+        let text = text.replace("max_consumer_groups = 3", "max_consumer_groups = 4");
+        load_str(&text, "t.toml").expect("three groups and DEFAULT_GROUP fit in four");
     }
 }
