@@ -95,12 +95,16 @@ impl Listener {
     /// Binds the plain listener and, when configured, the TLS one with its certificate loaded.
     ///
     /// # Errors
-    /// An address cannot be bound, or the TLS keys are incomplete or their files unusable.
+    /// An address cannot be bound, or the TLS keys break [`Self::check`] or their files are
+    /// unusable.
     pub async fn bind(&self) -> Result<Bound, ListenerError> {
+        if let Some(problem) = self.check().into_iter().next() {
+            return Err(ListenerError::Tls(format!("{}: {}", problem.path, problem.message)));
+        }
+        // After the check, `tls_listen` comes with both files.
         let tls = match (self.tls_listen, &self.cert, &self.key) {
             (Some(addr), Some(cert), Some(key)) => Some((addr, acceptor(cert, key)?)),
-            (Some(_), _, _) => return Err(ListenerError::Tls("tls_listen needs cert and key".into())),
-            (None, _, _) => None,
+            _ => None,
         };
         let plain = bind(self.listen).await?;
         let tls = match tls {
@@ -290,6 +294,7 @@ mod tests {
     async fn bind_refuses_incomplete_tls_keys() {
         let err = listener(true, None, None).bind().await.err().expect("refused");
         assert!(matches!(err, ListenerError::Tls(_)), "{err}");
+        assert!(err.to_string().starts_with("TLS: cert: missing"), "{err}");
         let bound = listener(false, None, None).bind().await.expect("binds");
         assert_ne!(bound.addr().port(), 0);
         assert_eq!(bound.tls_addr(), None);

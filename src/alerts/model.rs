@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::config::{
     default_consecutive_periods, default_days, default_mute_seconds, default_window_end, default_window_start,
 };
-pub use super::config::{DEFAULT_CONSECUTIVE_PERIODS, DEFAULT_MUTE_SECONDS};
 use super::window::parse_hhmm;
 pub use super::window::{format_hhmm, Effective, LocalTime, DAYS};
 
@@ -452,6 +451,7 @@ impl AlertRule {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::DEFAULT_MUTE_SECONDS;
     use super::*;
 
     fn body() -> AlertRuleBody {
