@@ -15,7 +15,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
-use crate::groups::{Groups, Settings};
+use crate::groups::Groups;
 use crate::ingress::{Ingress, IngressError};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
@@ -95,16 +95,17 @@ impl App {
     /// When storage, the registry or a listener fails.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
         let db = Db::open(&config.storage.dir)?;
-        let registry = Arc::new(Registry::load(config, db.clone())?);
+        let registry = Arc::new(Registry::load(&config.products, &config.access_keys, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let store_stats = queue.stats().clone();
         let ids = queue.ids().clone();
-        let groups = Groups::start(config, queue, Settings::from_config(config), db.clone())?;
+        let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let downlink = Arc::new(Downlink::start().map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
         let db_file = db.path().to_path_buf();
-        let subscriptions = Arc::new(Subscriptions::load(config, db, groups.clone(), registry.clone())?);
+        let subscriptions =
+            Arc::new(Subscriptions::load(&config.subscriptions, db, groups.clone(), registry.clone())?);
         let (pipeline, task) = Pipeline::new(
             ids,
             subscriptions.clone(),

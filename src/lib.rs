@@ -12,14 +12,19 @@
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`catalog`]: who uses which consumer group; group deletion serialised with rule and
 //!   subscription writes.
-//! - [`config`]: the TOML configuration, defaults, validation that reports every problem.
+//! - [`check`]: the problems a component's configuration check returns (a leaf).
+//! - [`config`]: the TOML file: the top-level struct naming each component's section, loading,
+//!   the schema pass, references between sections, every problem at once with file:line. Each
+//!   component owns its section's struct, defaults and check (`<component>::config`).
 //! - [`devices`]: device administration (create, delete, enable, disable) and its lifecycle
 //!   messages.
 //! - [`downlink`]: the embedded rumqttd router: device subscriptions and downlink publishes.
 //! - [`forwarding`]: rule actions (`amqp`, `republish`), their retries and the error action.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
-//! - [`message`]: the envelope every stage passes on.
+//! - [`listener`]: the listener keys (`listen`, `tls_listen`, `cert`, `key`) and their check, and
+//!   the accept loop the MQTT and AMQP servers share: TLS and a bound on connections.
+//! - [`message`]: the envelope every stage passes on, and thing-model (Alink) conversion.
 //! - [`metrics`]: `/metrics`, the Prometheus text format of every counter the components keep.
 //! - [`pipeline`]: the durable hand-off and routing to consumer groups.
 //! - [`subscriptions`]: product-wide server-side subscriptions, editable at run time.
@@ -27,7 +32,6 @@
 //! - [`histogram`]: a latency histogram of atomics, for the store writer and `/metrics`.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
 //! - [`store`]: the redb database (message ids, registry changes, queues).
-//! - [`tls`]: TLS termination shared by the listeners.
 //! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
 //! - [`cli`]: the command line.
 
@@ -37,6 +41,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod devices;
@@ -45,6 +50,7 @@ pub mod forwarding;
 pub mod groups;
 pub mod histogram;
 pub mod ingress;
+pub mod listener;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
@@ -53,6 +59,5 @@ pub mod rules;
 pub mod sign;
 pub mod store;
 pub mod subscriptions;
-pub mod tls;
 
 pub use app::App;

@@ -373,3 +373,29 @@ async fn amqps_from_the_first_byte_with_a_self_signed_certificate() {
     };
     assert_eq!(got.body, br#"{"n":0}"#);
 }
+
+/// `[amqp] max_connections` bounds the connections served at once: one more waits in the accept
+/// queue, unanswered, until a served one closes.
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SASL_HEADER: &[u8; 8] = b"AMQP\x03\x01\x00\x00";
+    async fn hello(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(SASL_HEADER).await.unwrap();
+        tcp
+    }
+    async fn answered(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut header = [0u8; 8];
+        matches!(tokio::time::timeout(within, tcp.read_exact(&mut header)).await, Ok(Ok(_)))
+    }
+
+    let server = Server::start_full("", "max_connections = 1", "").await;
+    let amqp = server.app.amqp_addr();
+    let mut first = hello(amqp).await;
+    assert!(answered(&mut first, WAIT).await, "the first connection is served");
+    let mut second = hello(amqp).await;
+    assert!(!answered(&mut second, Duration::from_millis(500)).await, "the second one waits");
+    drop(first);
+    assert!(answered(&mut second, WAIT).await, "the second one is served once the first closed");
+}

@@ -8,6 +8,7 @@
 //! - `notifier.rs`: delivery of notifications, retries, bounded queues;
 //! - this file: the set of rules, one evaluation task per rule, state and history for the API.
 
+pub mod config;
 pub mod evaluator;
 pub mod model;
 pub mod notifier;
@@ -21,10 +22,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::AlertRuleConfig;
 use crate::groups::Groups;
 use crate::message::now_ms;
 use crate::store::{Collection, Db, Encoding, StoreError};
+use config::AlertRuleConfig;
 use evaluator::{GroupState, Notify, State, Tick};
 use model::{AlertRule, AlertRuleBody, LocalTime, Metric, Problem};
 use notifier::{Job, Notification, NotificationState, Notifier, NotifierStats, Report, RetryPolicy};

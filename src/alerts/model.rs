@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::{
+    default_consecutive_periods, default_days, default_mute_seconds, default_window_end, default_window_start,
+};
 use super::window::parse_hhmm;
 pub use super::window::{format_hhmm, Effective, LocalTime, DAYS};
-use crate::config::{AlertRuleConfig, EffectiveConfig};
 
 /// A name has 1 to 64 characters.
 pub const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
@@ -19,11 +21,6 @@ pub const PERIOD_SECONDS: std::ops::RangeInclusive<u64> = 1..=86_400;
 pub const MAX_LISTED_GROUPS: usize = 1000;
 /// Callback URLs are short; this bounds what one rule stores.
 pub const MAX_URL_CHARS: usize = 2048;
-/// Default of `consecutivePeriods`.
-pub const DEFAULT_CONSECUTIVE_PERIODS: u32 = 1;
-/// Default of `muteSeconds`: one notification a day while a group keeps firing, as the modelled
-/// platform's alert service does by default.
-pub const DEFAULT_MUTE_SECONDS: u64 = 86_400;
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,36 +99,20 @@ impl Comparison {
 #[serde(deny_unknown_fields)]
 pub struct EffectiveBody {
     /// Days of the week, `mon` … `sun`; every day when absent.
-    #[serde(default = "all_days")]
+    #[serde(default = "default_days")]
     pub days: Vec<String>,
     /// `HH:MM`, local time; `00:00` when absent.
-    #[serde(default = "default_start")]
+    #[serde(default = "default_window_start")]
     pub start: String,
     /// `HH:MM`, local time, included; `23:59` when absent.
-    #[serde(default = "default_end")]
+    #[serde(default = "default_window_end")]
     pub end: String,
 }
 
 impl Default for EffectiveBody {
     fn default() -> Self {
-        Self { days: all_days(), start: default_start(), end: default_end() }
+        Self { days: default_days(), start: default_window_start(), end: default_window_end() }
     }
-}
-
-fn all_days() -> Vec<String> {
-    DAYS.iter().map(|d| d.to_string()).collect()
-}
-fn default_start() -> String {
-    "00:00".into()
-}
-fn default_end() -> String {
-    "23:59".into()
-}
-fn default_consecutive() -> u32 {
-    DEFAULT_CONSECUTIVE_PERIODS
-}
-fn default_mute() -> u64 {
-    DEFAULT_MUTE_SECONDS
 }
 
 /// An alert rule as the API reads and writes it (CONTRACT.md, "Alert rule body").
@@ -153,36 +134,16 @@ pub struct AlertRuleBody {
     /// The scan period in seconds.
     pub period_seconds: u64,
     /// Fire after this many periods in a row meet the condition.
-    #[serde(default = "default_consecutive")]
+    #[serde(default = "default_consecutive_periods")]
     pub consecutive_periods: u32,
     /// No repeated firing notification for this long while a group keeps firing.
-    #[serde(default = "default_mute")]
+    #[serde(default = "default_mute_seconds")]
     pub mute_seconds: u64,
     /// When notifications may be sent.
     #[serde(default)]
     pub effective: EffectiveBody,
     /// Where notifications are POSTed.
     pub callback_url: String,
-}
-
-impl From<&AlertRuleConfig> for AlertRuleBody {
-    fn from(c: &AlertRuleConfig) -> Self {
-        let effective = c.effective.as_ref().map_or_else(EffectiveBody::default, |e: &EffectiveConfig| {
-            EffectiveBody { days: e.days.clone(), start: e.start.clone(), end: e.end.clone() }
-        });
-        Self {
-            name: c.name.clone(),
-            consumer_group_ids: Some(c.consumer_group_ids.clone()),
-            metric: c.metric.clone(),
-            comparison: c.comparison.clone(),
-            threshold: c.threshold,
-            period_seconds: c.period_seconds,
-            consecutive_periods: c.consecutive_periods,
-            mute_seconds: c.mute_seconds,
-            effective,
-            callback_url: c.callback_url.clone(),
-        }
-    }
 }
 
 /// A validated alert rule.
@@ -490,6 +451,7 @@ impl AlertRule {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::DEFAULT_MUTE_SECONDS;
     use super::*;
 
     fn body() -> AlertRuleBody {

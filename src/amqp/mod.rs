@@ -1,44 +1,40 @@
 //! AMQP 1.0 for business servers: consumers log in with signed credentials (`auth.rs`,
 //! `sasl.rs`), attach one receiver link and receive their consumer group's messages
-//! (`connection.rs`). TLS is terminated here, from the first byte, as `amqps://` clients expect.
+//! (`connection.rs`). The shared accept loop ([`crate::listener`]) terminates TLS from the first
+//! byte, as `amqps://` clients expect, and bounds the connections served at once.
 
 pub mod auth;
 mod coalesce;
+pub mod config;
 mod connection;
 mod sasl;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
 use coalesce::Coalescing;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use config::AmqpConfig;
 pub use connection::amqp_message;
 
-use crate::config::AmqpConfig;
 use crate::groups::Groups;
+use crate::listener::{Handler, ListenerError, Serving};
 use crate::registry::Registry;
 
 /// AMQP start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AmqpError {
-    /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// TLS material is unusable.
-    #[error("AMQP TLS: {0}")]
-    Tls(String),
+    /// A listener could not bind, or its TLS files are unusable.
+    #[error("AMQP {0}")]
+    Listener(#[from] ListenerError),
 }
 
 /// Counters of the AMQP server, for metrics.
@@ -58,6 +54,23 @@ pub struct AmqpStats {
 
 /// Counts a gauge up now and down when dropped.
 pub(crate) struct GaugeGuard<'a>(&'a AtomicU64);
+
+/// Counts an open connection, from accept (before any TLS handshake) to close.
+pub(crate) struct OpenConnection(Arc<AmqpStats>);
+
+impl OpenConnection {
+    fn new(stats: Arc<AmqpStats>) -> Self {
+        stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl<'a> GaugeGuard<'a> {
     pub(crate) fn new(gauge: &'a AtomicU64) -> Self {
@@ -88,12 +101,6 @@ pub struct AmqpServer {
     tls_addr: Option<SocketAddr>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AmqpError> {
-    let l = TcpListener::bind(addr).await.map_err(|source| AmqpError::Bind { addr, source })?;
-    let bound = l.local_addr().map_err(|source| AmqpError::Bind { addr, source })?;
-    Ok((l, bound))
-}
-
 impl AmqpServer {
     /// Binds the listeners and starts accepting.
     ///
@@ -105,14 +112,8 @@ impl AmqpServer {
         groups: Arc<Groups>,
         shutdown: CancellationToken,
     ) -> Result<Self, AmqpError> {
-        let tls = match (&config.tls_listen, &config.cert, &config.key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                Some((*addr, crate::tls::acceptor(cert, key).map_err(AmqpError::Tls)?))
-            }
-            (Some(_), _, _) => return Err(AmqpError::Tls("tls_listen needs cert and key".into())),
-            _ => None,
-        };
-        let (plain, addr) = bind(config.listen).await?;
+        let bound = config.listener().bind().await?;
+        let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
         let shared = Arc::new(Shared {
             stats: Arc::new(AmqpStats::default()),
             registry,
@@ -121,13 +122,15 @@ impl AmqpServer {
             shutdown,
             tasks: TaskTracker::new(),
         });
-        let mut tls_addr = None;
-        if let Some((listen, acceptor)) = tls {
-            let (l, bound) = bind(listen).await?;
-            tls_addr = Some(bound);
-            shared.tasks.spawn(accept_loop(l, Some(acceptor), shared.clone()));
-        }
-        shared.tasks.spawn(accept_loop(plain, None, shared.clone()));
+        let serving = Serving {
+            name: "amqp",
+            max_connections: config.max_connections,
+            // A TLS client gets as long for its handshake as for its login.
+            handshake_timeout: shared.auth_timeout,
+            shutdown: shared.shutdown.clone(),
+            tasks: shared.tasks.clone(),
+        };
+        bound.serve(shared.clone(), &serving);
         Ok(Self { shared, addr, tls_addr })
     }
 
@@ -153,25 +156,6 @@ impl AmqpServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(error = %e, "AMQP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let shared2 = shared.clone();
-        let tls = tls.clone();
-        shared.tasks.spawn(async move { serve(stream, peer, tls, shared2).await });
-    }
-}
-
 /// TCP keepalive finds consumers that vanished without a FIN within about a minute: fe2o3's
 /// acceptor cannot enforce an AMQP idle timeout safely (it drops clients heartbeating at the
 /// advertised period), so iotpipe advertises none and relies on this instead.
@@ -185,18 +169,18 @@ fn keepalive(stream: &TcpStream) {
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
-    shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-    let stats = shared.stats.clone();
-    let _open = GaugeGuard::new(&stats.connections);
-    let _ = stream.set_nodelay(true);
-    keepalive(&stream);
-    match tls {
-        None => connection::serve(Coalescing::new(stream), peer, shared).await,
-        Some(acceptor) => match tokio::time::timeout(shared.auth_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => connection::serve(Coalescing::new(tls_stream), peer, shared).await,
-            Ok(Err(e)) => tracing::warn!(%peer, error = %e, "AMQP TLS handshake failed"),
-            Err(_) => tracing::warn!(%peer, "AMQP TLS handshake timed out"),
-        },
+impl Handler for Shared {
+    type Guard = OpenConnection;
+
+    fn accepted(&self, stream: &TcpStream, _peer: SocketAddr) -> OpenConnection {
+        keepalive(stream);
+        OpenConnection::new(self.stats.clone())
+    }
+
+    fn serve<S>(self: Arc<Self>, stream: S, peer: SocketAddr) -> impl Future<Output = ()> + Send
+    where
+        S: AsyncRead + AsyncWrite + std::fmt::Debug + Unpin + Send + 'static,
+    {
+        connection::serve(Coalescing::new(stream), peer, self)
     }
 }

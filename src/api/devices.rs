@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::ApiState;
 use crate::devices::DeviceAdminError;
+use crate::registry::names::{check_device_name, check_device_secret};
 use crate::registry::{Device, RegistryError};
 
 /// A device as the API shows it; the secret only in the answer to its creation.
@@ -102,15 +103,9 @@ pub struct CreateDevice {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-._@:".contains(c);
-    if !(4..=32).contains(&name.chars().count()) || !name.chars().all(ok_char) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidDeviceName",
-            format!("deviceName: {name:?} must be 4 to 32 of letters, digits, - . _ @ :"),
-        ));
-    }
-    Ok(())
+    check_device_name(name).map_err(|message| {
+        ApiError::new(StatusCode::BAD_REQUEST, "InvalidDeviceName", format!("deviceName: {message}"))
+    })
 }
 
 /// `POST /products/{pk}/devices`: creates a device; the answer carries its secret, once.
@@ -122,9 +117,8 @@ pub async fn create(
     let Json(body) = body?;
     check_name(&body.device_name)?;
     if let Some(secret) = &body.device_secret {
-        if secret.is_empty() || secret.len() > 64 {
-            return Err(ApiError::bad_body("deviceSecret: must be 1 to 64 bytes"));
-        }
+        check_device_secret(secret)
+            .map_err(|message| ApiError::bad_body(format!("deviceSecret: {message}")))?;
     }
     let device = state.devices.create(&pk, &body.device_name, body.device_secret, body.tags).await?;
     Ok((StatusCode::CREATED, Json(DeviceView::of(device, true))))

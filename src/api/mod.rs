@@ -3,6 +3,7 @@
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
 mod alerts;
+pub mod config;
 mod devices;
 pub mod error;
 mod groups;
@@ -22,12 +23,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
-use crate::config::HttpConfig;
 use crate::devices::DeviceAdmin;
 use crate::groups::Groups;
+use crate::listener::ListenerError;
 use crate::rules::watch::{LiveRules, SharedRules};
 use crate::sign::constant_time_eq;
 use crate::subscriptions::Subscriptions;
+pub use config::HttpConfig;
 use error::ApiError;
 
 /// API bodies are small JSON documents; 64 KiB bounds what one request can make the server hold.
@@ -62,15 +64,10 @@ pub struct ApiServer {
     task: JoinHandle<()>,
 }
 
-/// HTTP start-up failures.
+/// HTTP start-up failures: the listener could not bind.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct ApiStartError {
-    /// Address.
-    pub addr: SocketAddr,
-    /// Cause.
-    pub source: std::io::Error,
-}
+#[error("HTTP {0}")]
+pub struct ApiStartError(#[from] pub ListenerError);
 
 impl ApiServer {
     /// Binds `config.listen` and serves `state` until `shutdown`.
@@ -82,10 +79,9 @@ impl ApiServer {
         state: ApiState,
         shutdown: CancellationToken,
     ) -> Result<Self, ApiStartError> {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ApiStartError { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| ApiStartError { addr: config.listen, source })?;
+        let bound = config.listener().bind().await?;
+        let addr = bound.addr();
+        let listener = bound.into_plain();
         let app = router(state);
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;

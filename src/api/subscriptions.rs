@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::config::MessageType;
-use crate::subscriptions::{overlaps, Subscription, SubscriptionError};
+use crate::subscriptions::{overlaps, MessageType, Subscription, SubscriptionError};
 
 impl From<SubscriptionError> for ApiError {
     fn from(e: SubscriptionError) -> Self {

@@ -1,96 +1,30 @@
 //! Loading the configuration file and reporting *every* problem in it at once.
 //!
-//! Loading runs four passes; a pass runs only when the earlier ones found nothing, and
-//! each pass reports all it finds, every problem with its file, line and key:
+//! Loading runs three passes, each reporting all it finds, every problem with its file, line
+//! and key:
 //!
-//! 1. TOML syntax, parsed with `toml_edit`, which keeps the byte span of every key and value;
-//! 2. a schema walk over that document against [`ROOT`], a static description of the keys of
+//! 1. TOML syntax, parsed with `toml_edit`, which keeps the byte span of every key and value
+//!    (nothing else runs on a file that does not parse);
+//! 2. a schema walk over that document against `schema::ROOT`, a static description of the keys of
 //!    [`Config`] and what their values must be: unknown keys, missing required keys, values of
 //!    the wrong type, unparsable listen addresses, unknown message types (`schema.rs`);
-//! 3. `serde` deserialisation into [`Config`] (after pass 2 this should not fail);
-//! 4. semantic checks on the [`Config`] (ranges, uniqueness, names, references between
-//!    sections, TLS files), each problem pointing at the line of the offending value
-//!    (`validate.rs`).
+//! 3. every top-level section in which pass 2 found nothing is deserialised (serde) and checked
+//!    by the component that owns it (ranges, uniqueness, names, TLS files), then the references
+//!    between sections are checked (`validate.rs`). A problem in one section does not hide
+//!    those of another; a section with a schema problem is not checked further.
 //!
-//! This file holds the passes' orchestration and what the other two share: the problem
-//! collector [`Report`], line lookup ([`Lines`]) and key paths ([`Seg`], [`render`]).
+//! This file holds the passes' orchestration; what they share (the problem collector
+//! [`Report`] and line lookup) is in `report.rs`.
 //!
 //! Messages never repeat secret values (device and access key secrets, the admin token), and
 //! syntax errors are reported without echoing the offending source line.
 
-use std::fmt::{self, Write as _};
-use std::ops::Range;
 use std::path::Path;
 
-use super::schema::ROOT;
+use super::report::{ConfigError, Lines, Report};
+use super::schema;
 use super::validate::Validator;
 use super::Config;
-
-/// One problem found in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file, as given to [`load_file`] or as the `origin` of [`load_str`].
-    pub file: String,
-    /// 1-based line of the offending key or value, when known.
-    pub line: Option<usize>,
-    /// Dotted path of the offending key, like `products[1].devices[0].name` or `mqtt.listen`;
-    /// empty when the problem concerns no particular key (a syntax error, an unreadable file).
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    /// `file:line: key: message`, without `:line` when the line is unknown and without
-    /// `key: ` when the key is empty.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        f.write_str(": ")?;
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-/// Why a configuration could not be loaded: every problem found, in line order within the
-/// pass that found them. Its `Display` prints one problem per line.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    /// The problems; never empty when returned by [`load_str`] or [`load_file`].
-    pub problems: Vec<Problem>,
-}
-
-impl ConfigError {
-    /// The error for a configuration file that cannot be read at all: a single problem
-    /// with no line and no key.
-    #[must_use]
-    pub fn unreadable(file: &str, err: &std::io::Error) -> Self {
-        Self {
-            problems: vec![Problem {
-                file: file.to_string(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the configuration file: {err}"),
-            }],
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Reads and loads the configuration file at `path`; problems name the file as given.
 ///
@@ -114,7 +48,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// deserialisation, semantic checks) that found any.
 pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let lines = Lines::new(text);
-    let mut report = Report { origin, lines: &lines, problems: Vec::new() };
+    let mut report = Report::new(origin, &lines);
 
     // Pass 1: syntax.
     let doc = match toml_edit::Document::parse(text) {
@@ -133,140 +67,36 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
                 ),
                 None => (None, format!("syntax error: {}", err.message().trim())),
             };
-            report.push(line, String::new(), message);
+            report.unkeyed(line, message);
             return Err(report.into_error());
         }
     };
 
     // Pass 2: schema.
-    let mut path = Vec::new();
-    report.table(doc.as_table(), ROOT, &mut path, ("", ""), None);
-    report.check()?;
+    schema::walk(&mut report, doc.as_table());
 
-    // Pass 3: serde.
-    let config: Config = toml::from_str(text).map_err(|err| {
-        let line = err.span().map(|span| lines.line(span.start));
-        report.push(line, String::new(), err.message().trim().to_string());
-        report.take_error()
-    })?;
-
-    // Pass 4: semantics.
-    Validator { report: &mut report, root: doc.as_item() }.config(&config);
-    report.check()?;
-    Ok(config)
-}
-
-// ---------------------------------------------------------------------------------------
-// Positions and key paths
-// ---------------------------------------------------------------------------------------
-
-/// Byte offset → line and column.
-pub(super) struct Lines {
-    /// Byte offset of the start of every line.
-    starts: Vec<usize>,
-}
-
-impl Lines {
-    pub(super) fn new(text: &str) -> Self {
-        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { starts }
-    }
-
-    /// 1-based line of a byte offset.
-    pub(super) fn line(&self, offset: usize) -> usize {
-        // `starts[0] == 0`, so this is at least 1.
-        self.starts.partition_point(|&start| start <= offset)
-    }
-
-    /// 1-based column (in characters) of a byte offset.
-    pub(super) fn column(&self, text: &str, offset: usize) -> usize {
-        let start = self.starts.get(self.line(offset) - 1).copied().unwrap_or(0);
-        let chars = text.get(start..offset).map_or(offset.saturating_sub(start), |s| s.chars().count());
-        chars + 1
-    }
-}
-
-/// One step of a key path.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-/// `products[1].devices[0].name`; keys that are not bare TOML keys are quoted.
-pub(super) fn render(path: &[Seg<'_>]) -> String {
-    let mut out = String::new();
-    for seg in path {
-        match seg {
-            Seg::Key(key) => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                let bare = !key.is_empty()
-                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if bare {
-                    out.push_str(key);
-                } else {
-                    let _ = write!(out, "{key:?}");
-                }
-            }
-            Seg::Index(i) => {
-                let _ = write!(out, "[{i}]");
-            }
+    // Pass 3: the sections the schema found sound, deserialised and checked by their
+    // components; the references between them.
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(table) => table,
+        Err(err) => {
+            let line = err.span().map(|span| lines.line(span.start));
+            report.unkeyed(line, err.message().trim().to_string());
+            return Err(report.into_error());
         }
-    }
-    out
-}
-
-pub(super) fn quoted_list(values: &[&str]) -> String {
-    values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")
-}
-
-// ---------------------------------------------------------------------------------------
-// Collecting problems (the schema walk, pass 2, is in `schema.rs`)
-// ---------------------------------------------------------------------------------------
-
-pub(super) struct Report<'a> {
-    pub(super) origin: &'a str,
-    pub(super) lines: &'a Lines,
-    pub(super) problems: Vec<Problem>,
-}
-
-impl Report<'_> {
-    fn push(&mut self, line: Option<usize>, key: String, message: String) {
-        self.problems.push(Problem { file: self.origin.to_string(), line, key, message });
-    }
-
-    /// A problem at `path`, on the line where `span` starts.
-    pub(super) fn at(&mut self, path: &[Seg<'_>], span: Option<Range<usize>>, message: impl Into<String>) {
-        let line = span.map(|span| self.lines.line(span.start));
-        self.push(line, render(path), message.into());
-    }
-
-    /// The problems so far as an error, leaving none behind.
-    fn take_error(&mut self) -> ConfigError {
-        let mut problems = std::mem::take(&mut self.problems);
-        problems.sort_by_key(|p| p.line.unwrap_or(0));
-        ConfigError { problems }
-    }
-
-    fn into_error(mut self) -> ConfigError {
-        self.take_error()
-    }
-
-    /// Fails with the problems found so far, if any.
-    fn check(&mut self) -> Result<(), ConfigError> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(self.take_error())
-        }
+    };
+    let mut validator = Validator { report: &mut report, root: doc.as_item() };
+    let sections = validator.read(&table);
+    validator.check(&sections);
+    match sections.into_config() {
+        Some(config) if report.is_empty() => Ok(config),
+        _ => Err(report.into_error()),
     }
 }
 
 /// The problems of a file that must not load.
 #[cfg(test)]
-pub(super) fn problems_in(text: &str) -> Vec<Problem> {
+pub(super) fn problems_in(text: &str) -> Vec<super::Problem> {
     match load_str(text, "test.toml") {
         Ok(_) => panic!("expected problems in:\n{text}"),
         Err(err) => {
@@ -278,7 +108,7 @@ pub(super) fn problems_in(text: &str) -> Vec<Problem> {
 
 /// The line and key of every problem, for comparing with an expected list.
 #[cfg(test)]
-pub(super) fn lines_and_keys(problems: &[Problem]) -> Vec<(Option<usize>, &str)> {
+pub(super) fn lines_and_keys(problems: &[super::Problem]) -> Vec<(Option<usize>, &str)> {
     problems.iter().map(|p| (p.line, p.key.as_str())).collect()
 }
 
@@ -423,22 +253,6 @@ products = [
         let err = load_str("[[access_keys]]\nid = \"a\"\nsecret = [\"TopSecret\"]\n", "t.toml")
             .expect_err("wrong type");
         assert!(!err.to_string().contains("TopSecret"), "{err}");
-    }
-
-    #[test]
-    fn display_formats() {
-        let mut problem = Problem {
-            file: "a.toml".into(),
-            line: Some(3),
-            key: "mqtt.listen".into(),
-            message: "bad".into(),
-        };
-        assert_eq!(problem.to_string(), "a.toml:3: mqtt.listen: bad");
-        problem.line = None;
-        problem.key.clear();
-        assert_eq!(problem.to_string(), "a.toml: bad");
-        let err = ConfigError { problems: vec![problem.clone(), problem] };
-        assert_eq!(err.to_string(), "a.toml: bad\na.toml: bad");
     }
 
     #[test]

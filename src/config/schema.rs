@@ -1,5 +1,5 @@
 //! Pass 2 of loading (see `load.rs`): the static schema of the configuration file, one
-//! [`Field`] per field of the serde structs in `mod.rs`, and the walk that checks a parsed
+//! [`Field`] per field of the components' serde structs (named by [`super::Config`]), and the walk that checks a parsed
 //! document against it: unknown keys, missing required keys, values of the wrong type,
 //! unparsable listen addresses, unknown message types.
 
@@ -9,11 +9,14 @@ use std::ops::Range;
 
 use toml_edit::{Array, Item, TableLike, Value};
 
-use super::load::{quoted_list, Report, Seg};
-use super::MessageType;
+use super::report::Report;
+use crate::alerts::model::DAYS;
+use crate::check::{quoted_list, Path, PathSeg};
+use crate::groups::DEFAULT_GROUP;
+use crate::subscriptions::MessageType;
 
 // ---------------------------------------------------------------------------------------
-// The schema: one `Field` per field of the serde structs in `mod.rs`, in the same order.
+// The schema: one `Field` per field of the components' serde structs, in the same order.
 // The test `schema_matches_serde_structs` fails when the two disagree.
 // ---------------------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ pub(super) const ROOT: &[Field] = &[
     opt("alert_rules", Kind::Tables(ALERT_RULE)),
 ];
 
-/// [`super::MqttConfig`].
+/// [`crate::ingress::config::MqttConfig`].
 const MQTT: &[Field] = &[
     opt("listen", addr("0.0.0.0:1883")),
     opt("tls_listen", addr("0.0.0.0:8883")),
@@ -101,7 +104,7 @@ const MQTT: &[Field] = &[
     opt("connect_timeout_secs", U64),
 ];
 
-/// [`super::AmqpConfig`].
+/// [`crate::amqp::config::AmqpConfig`].
 const AMQP: &[Field] = &[
     opt("listen", addr("0.0.0.0:5672")),
     opt("tls_listen", addr("0.0.0.0:5671")),
@@ -113,25 +116,26 @@ const AMQP: &[Field] = &[
     opt("max_unsettled_per_client", USIZE),
     opt("auth_timeout_secs", U64),
     opt("max_consumer_groups", USIZE),
+    opt("max_connections", USIZE),
 ];
 
-/// [`super::HttpConfig`].
+/// [`crate::api::config::HttpConfig`].
 const HTTP: &[Field] = &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("change-me"))];
 
-/// [`super::StorageConfig`].
+/// [`crate::store::config::StorageConfig`].
 const STORAGE: &[Field] = &[opt("dir", string("data")), opt("rules_dir", string("rules"))];
 
-/// [`super::AccessKeyConfig`].
+/// [`crate::registry::config::AccessKeyConfig`].
 const ACCESS_KEY: &[Field] = &[req("id", string("LTAIdemo")), req("secret", string("demo-secret"))];
 
-/// [`super::ProductConfig`].
+/// [`crate::registry::config::ProductConfig`].
 const PRODUCT: &[Field] = &[
     req("key", string("a1demo")),
     opt("name", string("Demo thermometer")),
     opt("devices", Kind::Tables(DEVICE)),
 ];
 
-/// [`super::DeviceConfig`].
+/// [`crate::registry::config::DeviceConfig`].
 const DEVICE: &[Field] = &[
     req("name", string("dev1")),
     req("secret", string("dev1-secret")),
@@ -139,17 +143,17 @@ const DEVICE: &[Field] = &[
     opt("tags", Kind::StrMap { example: "{ room = \"lab\" }" }),
 ];
 
-/// [`super::ConsumerGroupConfig`].
+/// [`crate::groups::config::ConsumerGroupConfig`].
 const CONSUMER_GROUP: &[Field] = &[req("id", string("g_alerts")), req("name", string("alerts_group"))];
 
-/// [`super::SubscriptionConfig`].
+/// [`crate::subscriptions::config::SubscriptionConfig`].
 const SUBSCRIPTION: &[Field] = &[
     req("product_key", string("a1demo")),
-    req("message_types", Kind::Strings { allowed: MESSAGE_TYPES, example: "upstream" }),
+    req("message_types", Kind::Strings { allowed: &MessageType::NAMES, example: "upstream" }),
     req("consumer_groups", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
 ];
 
-/// [`super::AlertRuleConfig`]. Values are checked in `validate.rs`, by the same rules as the API.
+/// [`crate::alerts::config::AlertRuleConfig`]. Values are checked by `alerts::config`, by the same rules as the API.
 const ALERT_RULE: &[Field] = &[
     req("name", string("backlog_high")),
     opt("consumer_group_ids", Kind::Strings { allowed: &[], example: DEFAULT_GROUP }),
@@ -163,46 +167,36 @@ const ALERT_RULE: &[Field] = &[
     req("callback_url", string("http://ops.example/alert")),
 ];
 
-/// [`super::EffectiveConfig`].
+/// [`crate::alerts::config::EffectiveConfig`].
 const EFFECTIVE: &[Field] = &[
-    opt("days", Kind::Strings { allowed: &crate::alerts::model::DAYS, example: "mon" }),
+    opt("days", Kind::Strings { allowed: &DAYS, example: "mon" }),
     opt("start", string("09:00")),
     opt("end", string("18:00")),
 ];
-
-/// The serde names of [`super::MessageType`].
-pub(super) const MESSAGE_TYPES: &[&str] = &["upstream", "status", "lifecycle"];
-
-/// The serde name of a message type (one of [`MESSAGE_TYPES`]).
-pub(super) fn message_type_name(message_type: MessageType) -> &'static str {
-    match message_type {
-        MessageType::Upstream => "upstream",
-        MessageType::Status => "status",
-        MessageType::Lifecycle => "lifecycle",
-    }
-}
-
-/// The consumer group that always exists.
-pub(super) const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
 
 // ---------------------------------------------------------------------------------------
 // The schema walk
 // ---------------------------------------------------------------------------------------
 
+/// Pass 2: checks the document's top-level table against [`ROOT`].
+pub(super) fn walk(report: &mut Report<'_>, root: &toml_edit::Table) {
+    report.table(root, ROOT, &mut Path::default(), ("", ""), None);
+}
+
 impl Report<'_> {
     /// Checks the keys of a table against `fields`. `name` is its schema path
     /// (`products.devices`, empty for the root), `header` how messages name it
     /// (`[[products.devices]]`, empty for the root), `span` where it starts.
-    pub(super) fn table<'d>(
+    fn table(
         &mut self,
-        table: &'d dyn TableLike,
+        table: &dyn TableLike,
         fields: &[Field],
-        path: &mut Vec<Seg<'d>>,
+        path: &mut Path,
         (name, header): (&str, &str),
         span: Option<Range<usize>>,
     ) {
         for (key, item) in table.iter() {
-            path.push(Seg::Key(key));
+            path.push(PathSeg::Key(key.to_string()));
             match fields.iter().find(|f| f.name == key) {
                 Some(field) => {
                     let sub = if name.is_empty() { key.to_string() } else { format!("{name}.{key}") };
@@ -216,7 +210,7 @@ impl Report<'_> {
             path.pop();
         }
         for field in fields.iter().filter(|f| f.required && !table.contains_key(f.name)) {
-            path.push(Seg::Key(field.name));
+            path.push(PathSeg::Key(field.name.to_string()));
             let place = if header.is_empty() { "at the top level" } else { header };
             self.at(path, span.clone(), format!("missing; `{}` is required in {place}", field.name));
             path.pop();
@@ -224,7 +218,7 @@ impl Report<'_> {
     }
 
     /// Checks one value against its kind; `name` is its schema path.
-    fn item<'d>(&mut self, item: &'d Item, kind: Kind, path: &mut Vec<Seg<'d>>, name: &str) {
+    fn item(&mut self, item: &Item, kind: Kind, path: &mut Path, name: &str) {
         let span = item.span();
         match kind {
             Kind::Str { .. } if item.is_str() => {}
@@ -257,7 +251,7 @@ impl Report<'_> {
             Kind::StrMap { .. } => match item.as_table_like() {
                 Some(table) => {
                     for (key, value) in table.iter().filter(|(_, value)| !value.is_str()) {
-                        path.push(Seg::Key(key));
+                        path.push(PathSeg::Key(key.to_string()));
                         let message = format!("expected a string, found {}", a_type(value));
                         self.at(path, value.span(), message);
                         path.pop();
@@ -275,15 +269,15 @@ impl Report<'_> {
     }
 
     /// Reports a value of the wrong type.
-    fn wrong_type(&mut self, path: &[Seg<'_>], item: &Item, kind: Kind, name: &str) {
+    fn wrong_type(&mut self, path: &Path, item: &Item, kind: Kind, name: &str) {
         let message = format!("expected {}, found {}", kind.expected(name), a_type(item));
         self.at(path, item.span(), message);
     }
 
     /// Checks the elements of an array of strings, each one of `allowed` unless it is empty.
-    fn strings<'d>(&mut self, array: &'d Array, allowed: &[&str], path: &mut Vec<Seg<'d>>) {
+    fn strings(&mut self, array: &Array, allowed: &[&str], path: &mut Path) {
         for (i, value) in array.iter().enumerate() {
-            path.push(Seg::Index(i));
+            path.push(PathSeg::Index(i));
             match value.as_str() {
                 Some(text) if allowed.is_empty() || allowed.contains(&text) => {}
                 Some(text) => {
@@ -300,19 +294,19 @@ impl Report<'_> {
     }
 
     /// Checks an array of tables: `[[name]]` sections or an array of inline tables.
-    fn tables<'d>(&mut self, item: &'d Item, fields: &'static [Field], path: &mut Vec<Seg<'d>>, name: &str) {
+    fn tables(&mut self, item: &Item, fields: &'static [Field], path: &mut Path, name: &str) {
         let header = format!("[[{name}]]");
         match item {
             Item::ArrayOfTables(tables) => {
                 for (i, table) in tables.iter().enumerate() {
-                    path.push(Seg::Index(i));
+                    path.push(PathSeg::Index(i));
                     self.table(table, fields, path, (name, &header), table.span());
                     path.pop();
                 }
             }
             Item::Value(Value::Array(array)) => {
                 for (i, value) in array.iter().enumerate() {
-                    path.push(Seg::Index(i));
+                    path.push(PathSeg::Index(i));
                     if let Some(table) = value.as_inline_table() {
                         self.table(table, fields, path, (name, &header), value.span());
                     } else {
@@ -379,7 +373,8 @@ fn with_article(name: &str) -> String {
 mod tests {
     use std::fmt::Write as _;
 
-    use super::super::load::{lines_and_keys, problems_in, Lines};
+    use super::super::load::{lines_and_keys, problems_in};
+    use super::super::report::Lines;
     use super::super::Config;
     use super::*;
 
@@ -454,7 +449,7 @@ consumer_groups = "DEFAULT_GROUP"
             amqp[0].message,
             "unknown key `certificate`; valid keys in [amqp] are: listen, tls_listen, cert, key, \
              ack_timeout_secs, retention_secs, max_clients_per_group, max_unsettled_per_client, \
-             auth_timeout_secs, max_consumer_groups"
+             auth_timeout_secs, max_consumer_groups, max_connections"
         );
         let top = problems_in("mqttt = 1\n");
         assert!(top[0].message.contains("valid top-level keys are: mqtt, amqp, http, storage, rules_dir"));
@@ -537,9 +532,9 @@ consumer_groups = "DEFAULT_GROUP"
         }
         let doc = toml_edit::Document::parse(text.as_str()).expect("sample parses");
         let lines = Lines::new(&text);
-        let mut report = Report { origin: "sample", lines: &lines, problems: Vec::new() };
-        report.table(doc.as_table(), ROOT, &mut Vec::new(), ("", ""), None);
-        assert!(report.problems.is_empty(), "{:#?}", report.problems);
+        let mut report = Report::new("sample", &lines);
+        walk(&mut report, doc.as_table());
+        assert!(report.problems().is_empty(), "{:#?}", report.problems());
 
         let minimal = sample_text(Variant { required_only: true, ..Variant::default() });
         if let Err(err) = toml::from_str::<Config>(&minimal) {

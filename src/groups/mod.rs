@@ -3,6 +3,7 @@
 //! `group.rs` holds one group's logic; this file the set of groups, the settings, the append
 //! path used by the pipeline and the background tasks (one dispatcher per group, one sweeper).
 
+pub mod config;
 mod group;
 pub mod name;
 mod rate;
@@ -16,11 +17,9 @@ use tokio_util::task::TaskTracker;
 
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
-use crate::config::Config;
-use crate::store::{Append, Collection, Db, Encoding, Extent, QueueStore, StoreError};
+pub use config::{ConsumerGroupConfig, DEFAULT_MAX_GROUPS};
 
-/// Groups at most by default (`[amqp] max_consumer_groups`); the modelled platform's limit.
-pub const MAX_GROUPS: usize = 1000;
+use crate::store::{Append, Collection, Db, Encoding, Extent, QueueStore, StoreError};
 
 /// Why a group could not be created or deleted.
 #[derive(Debug, thiserror::Error)]
@@ -75,20 +74,6 @@ pub struct Settings {
     pub max_groups: usize,
 }
 
-impl Settings {
-    /// From `[amqp]`.
-    pub fn from_config(config: &Config) -> Self {
-        let a = &config.amqp;
-        Self {
-            ack_timeout: Duration::from_secs(a.ack_timeout_secs),
-            retention: Duration::from_secs(a.retention_secs),
-            max_clients_per_group: a.max_clients_per_group,
-            max_unsettled_per_client: a.max_unsettled_per_client,
-            max_groups: a.max_consumer_groups,
-        }
-    }
-}
-
 /// Every consumer group.
 pub struct Groups {
     groups: RwLock<HashMap<String, Arc<Group>>>,
@@ -112,13 +97,13 @@ impl std::fmt::Debug for Groups {
 }
 
 impl Groups {
-    /// The groups of `config` plus `DEFAULT_GROUP`, with the backlogs found in `store`, and
-    /// their background tasks started.
+    /// The `declared` groups (the configuration file's) plus `DEFAULT_GROUP` and those created
+    /// through the API, with the backlogs found in `store`, and their background tasks started.
     ///
     /// # Errors
     /// When the store cannot be read.
     pub fn start(
-        config: &Config,
+        declared: &[ConsumerGroupConfig],
         store: Arc<dyn QueueStore>,
         settings: Settings,
         db: Arc<Db>,
@@ -126,7 +111,7 @@ impl Groups {
         let extents = store.extents()?;
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
-                .chain(config.consumer_groups.iter().map(|g| (g.id.clone(), g.name.clone())))
+                .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
                 .collect();
         let created = CREATED.load(&db)?;
         let this = Arc::new(Self {

@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod auth;
 pub mod codec;
+pub mod config;
 mod connection;
 mod handshake;
 mod listener;
@@ -19,33 +20,26 @@ pub mod status;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::MqttConfig;
 use crate::downlink::{Downlink, DownlinkError};
+use crate::listener::{ListenerError, Serving};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
+pub use config::MqttConfig;
 pub use sessions::Sessions;
 pub use status::OfflineReason;
 
 /// Ingress start-up failures.
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
-    /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// TLS material is unusable.
-    #[error("MQTT TLS: {0}")]
-    Tls(String),
+    /// A listener could not bind, or its TLS files are unusable.
+    #[error("MQTT {0}")]
+    Listener(#[from] ListenerError),
     /// The embedded router did not start.
     #[error(transparent)]
     Downlink(#[from] DownlinkError),
@@ -67,7 +61,7 @@ impl Limits {
     fn new(c: &MqttConfig) -> Self {
         Self {
             max_payload: c.max_payload_bytes,
-            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(268_435_455),
+            max_packet: c.max_payload_bytes.saturating_add(65_536 + 16).min(config::MAX_PACKET),
             keep_alive_min: c.keep_alive_min_secs,
             keep_alive_max: c.keep_alive_max_secs,
             max_inflight: c.max_inflight,
@@ -227,13 +221,8 @@ impl Ingress {
         downlink: Arc<Downlink>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
-        let tls = match (&config.tls_listen, &config.cert, &config.key) {
-            (Some(addr), Some(cert), Some(key)) => Some((*addr, listener::tls_acceptor(cert, key)?)),
-            (Some(_), _, _) => return Err(IngressError::Tls("tls_listen needs cert and key".into())),
-            _ => None,
-        };
-        let plain = listener::bind(config.listen).await?;
-        let addr = plain.local_addr().map_err(|source| IngressError::Bind { addr: config.listen, source })?;
+        let bound = config.listener().bind().await?;
+        let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
         let shared = Arc::new(Shared {
             registry,
             sessions: Sessions::default(),
@@ -244,15 +233,15 @@ impl Ingress {
             stats: Arc::new(IngressStats::default()),
             tasks: TaskTracker::new(),
         });
-        let permits = Arc::new(Semaphore::new(config.max_connections));
-        let mut tls_addr = None;
-        if let Some((tls_listen, acceptor)) = tls {
-            let l = listener::bind(tls_listen).await?;
-            tls_addr =
-                Some(l.local_addr().map_err(|source| IngressError::Bind { addr: tls_listen, source })?);
-            shared.tasks.spawn(listener::run(l, Some(acceptor), shared.clone(), permits.clone()));
-        }
-        shared.tasks.spawn(listener::run(plain, None, shared.clone(), permits));
+        let serving = Serving {
+            name: "mqtt",
+            max_connections: config.max_connections,
+            // A TLS client gets as long for its handshake as for its CONNECT.
+            handshake_timeout: Duration::from_secs(config.connect_timeout_secs),
+            shutdown: shared.shutdown.clone(),
+            tasks: shared.tasks.clone(),
+        };
+        bound.serve(shared.clone(), &serving);
         Ok(Self { shared, addr, tls_addr })
     }
 

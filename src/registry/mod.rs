@@ -5,13 +5,15 @@
 //! a record per device, including a tombstone for a deleted one, so deleting a device that the
 //! file defines stays deleted.
 
+pub mod config;
+pub mod names;
 mod persist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
 use crate::store::{Db, StoreError};
+pub use config::{AccessKeyConfig, DeviceConfig, ProductConfig};
 
 /// A device as the ingress sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +88,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Builds the registry from `config`, then applies the changes stored in `db`.
+    /// Builds the registry from the configuration file's products and access keys, then
+    /// applies the changes stored in `db`.
     ///
     /// # Errors
     /// When the stored changes cannot be read.
-    pub fn load(config: &Config, db: Arc<Db>) -> Result<Self, RegistryError> {
+    pub fn load(
+        products: &[ProductConfig],
+        access_keys: &[AccessKeyConfig],
+        db: Arc<Db>,
+    ) -> Result<Self, RegistryError> {
         let mut inner = Inner::default();
-        for p in &config.products {
+        for p in products {
             inner.products.insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone() });
             for d in &p.devices {
                 inner.insert(Device {
@@ -104,7 +111,7 @@ impl Registry {
                 });
             }
         }
-        for k in &config.access_keys {
+        for k in access_keys {
             inner.access_keys.insert(k.id.clone(), k.secret.clone());
         }
         for ((product_key, name), record) in persist::load(&db)? {
@@ -214,15 +221,27 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn config() -> Config {
-        crate::config::load_str(crate::config::DEMO_CONFIG, "demo").unwrap()
+    fn load(db: Arc<Db>) -> Registry {
+        let device = |name: &str| DeviceConfig {
+            name: name.into(),
+            secret: format!("{name}-secret"),
+            enabled: true,
+            tags: BTreeMap::new(),
+        };
+        let products = [ProductConfig {
+            key: "a1demo".into(),
+            name: "Demo".into(),
+            devices: vec![device("dev1"), device("dev2")],
+        }];
+        let access_keys = [AccessKeyConfig { id: "LTAIdemo".into(), secret: "demo-secret".into() }];
+        Registry::load(&products, &access_keys, db).unwrap()
     }
 
     #[test]
     fn runtime_changes_survive_a_restart_and_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let r = Registry::load(&config(), Db::open(dir.path()).unwrap()).unwrap();
+            let r = load(Db::open(dir.path()).unwrap());
             assert!(r.device("a1demo", "dev1").unwrap().enabled);
             r.set_enabled("a1demo", "dev1", false).unwrap();
             r.delete_device("a1demo", "dev2").unwrap();
@@ -239,7 +258,7 @@ mod tests {
                 Err(RegistryError::DeviceExists(..))
             ));
         }
-        let r = Registry::load(&config(), Db::open(dir.path()).unwrap()).unwrap();
+        let r = load(Db::open(dir.path()).unwrap());
         assert!(!r.device("a1demo", "dev1").unwrap().enabled);
         assert!(r.device("a1demo", "dev2").is_none());
         assert_eq!(r.device("a1demo", "dev3").unwrap().secret, "s3");

@@ -5,6 +5,7 @@
 //! changes, subscriptions).
 
 mod collection;
+pub mod config;
 mod ids;
 mod queue;
 mod record;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use collection::{Collection, Encoding};
+pub use config::StorageConfig;
 pub use ids::Ids;
 pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;

@@ -7,12 +7,13 @@
 //! creates, changes or deletes is stored in the database and wins over the file at the next
 //! start (deletions included), the same rule as for devices.
 
+pub mod config;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, MessageType};
 use crate::groups::Groups;
 use crate::registry::Registry;
 use crate::rules::action::Action;
@@ -21,6 +22,7 @@ use crate::store::{Collection, Db, Encoding, StoreError};
 
 mod routes;
 
+pub use config::{MessageType, SubscriptionConfig};
 pub use routes::Routes;
 
 /// Consumer groups per subscription: the platform's limit.
@@ -106,13 +108,12 @@ impl Subscriptions {
     /// # Errors
     /// When the stored ones cannot be read.
     pub fn load(
-        config: &Config,
+        configured: &[SubscriptionConfig],
         db: Arc<Db>,
         groups: Arc<Groups>,
         registry: Arc<Registry>,
     ) -> Result<Self, StoreError> {
-        let mut by_product: BTreeMap<String, Subscription> = config
-            .subscriptions
+        let mut by_product: BTreeMap<String, Subscription> = configured
             .iter()
             .map(|s| {
                 let sub = Subscription {
@@ -262,28 +263,13 @@ fn routes_of(all: &BTreeMap<String, Subscription>) -> Routes {
     )
 }
 
-/// The list rules: 1 to 3 distinct message types, 1 to 10 distinct groups.
+/// The list rules ([`config::check_lists`]), every problem in the API's words.
 fn check_lists(sub: &Subscription) -> Result<(), SubscriptionError> {
-    let types = &sub.message_types;
-    if types.is_empty() {
-        return Err(SubscriptionError::Invalid(
-            "messageTypes: name at least one of upstream, status, lifecycle".into(),
-        ));
+    let problems = config::check_lists(&sub.message_types, &sub.consumer_group_ids);
+    if problems.is_empty() {
+        return Ok(());
     }
-    if let Some(t) = types.iter().enumerate().find(|(i, t)| types[..*i].contains(t)) {
-        return Err(SubscriptionError::Invalid(format!("messageTypes: {:?} is listed twice", t.1)));
-    }
-    let groups = &sub.consumer_group_ids;
-    if groups.is_empty() || groups.len() > MAX_GROUPS_PER_SUBSCRIPTION {
-        return Err(SubscriptionError::Invalid(format!(
-            "consumerGroupIds: a subscription has 1 to {MAX_GROUPS_PER_SUBSCRIPTION} consumer groups, got {}",
-            groups.len()
-        )));
-    }
-    if let Some(g) = groups.iter().enumerate().find(|(i, g)| groups[..*i].contains(g)) {
-        return Err(SubscriptionError::Invalid(format!("consumerGroupIds: {} is listed twice", g.1)));
-    }
-    Ok(())
+    Err(SubscriptionError::Invalid(problems.iter().map(config::api_field).collect::<Vec<_>>().join("; ")))
 }
 
 /// Topic filters (in the rules' normal form, without `/sys`) of each message type of a product.
@@ -308,11 +294,7 @@ pub fn overlap(rule: &Rule, sub: &Subscription) -> Option<String> {
         .message_types
         .iter()
         .filter(|t| type_filters(&sub.product_key, **t).iter().any(|f| rule.from_intersects(f)))
-        .map(|t| match t {
-            MessageType::Upstream => "upstream",
-            MessageType::Status => "status",
-            MessageType::Lifecycle => "lifecycle",
-        })
+        .map(|t| t.as_str())
         .collect();
     if types.is_empty() {
         return None;

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::MessageType;
-use crate::message::{Kind, Message};
+use super::MessageType;
+use crate::message::Message;
 
 /// One message type of one subscription and its groups.
 type Route = (MessageType, Arc<[Arc<str>]>);
@@ -32,11 +32,7 @@ impl Routes {
 
     /// The groups `message` goes to (each once).
     pub fn targets(&self, message: &Message) -> Vec<&Arc<str>> {
-        let want = match message.kind {
-            Kind::Upstream => MessageType::Upstream,
-            Kind::Status => MessageType::Status,
-            Kind::Lifecycle => MessageType::Lifecycle,
-        };
+        let want = MessageType::from(message.kind);
         let mut out: Vec<&Arc<str>> = Vec::new();
         if let Some(subs) = self.by_product.get(&message.origin.product_key) {
             for (t, groups) in subs {
