@@ -1,16 +1,14 @@
-//! `[[alert_rules]]`: the alert rules the configuration file declares, the defaults they share
-//! with the API's rule body, and their check, by the API's rules (`model.rs`).
+//! `[[alert_rules]]`: the alert rules the configuration file declares, with the defaults of the
+//! API's rule body (`model.rs`), and their check, by the API's rules.
 
 use serde::Deserialize;
 
-use super::model::{AlertRuleBody, EffectiveBody, DAYS};
+use super::model::{
+    default_consecutive_periods, default_days, default_mute_seconds, default_window_end,
+    default_window_start, AlertRuleBody, EffectiveBody,
+};
+pub use super::model::{DEFAULT_CONSECUTIVE_PERIODS, DEFAULT_MUTE_SECONDS};
 use crate::check::{index, Problem, Seen};
-
-/// Default of `consecutivePeriods`: fire at the first period that meets the condition.
-pub const DEFAULT_CONSECUTIVE_PERIODS: u32 = 1;
-/// Default of `muteSeconds`: one notification a day while a group keeps firing, as the modelled
-/// platform's alert service does by default.
-pub const DEFAULT_MUTE_SECONDS: u64 = 86_400;
 
 /// `[[alert_rules]]`: the API's alert rule body in snake_case (docs/alerts.md).
 #[derive(Debug, Clone, Deserialize)]
@@ -55,25 +53,6 @@ pub struct EffectiveConfig {
     /// `HH:MM`, included; before `start` the window runs across midnight.
     #[serde(default = "default_window_end")]
     pub end: String,
-}
-
-pub(super) fn default_consecutive_periods() -> u32 {
-    DEFAULT_CONSECUTIVE_PERIODS
-}
-pub(super) fn default_mute_seconds() -> u64 {
-    DEFAULT_MUTE_SECONDS
-}
-/// Every day of the week.
-pub(super) fn default_days() -> Vec<String> {
-    DAYS.iter().map(|d| d.to_string()).collect()
-}
-/// The whole day: from midnight …
-pub(super) fn default_window_start() -> String {
-    "00:00".into()
-}
-/// … to the last minute, included.
-pub(super) fn default_window_end() -> String {
-    "23:59".into()
 }
 
 impl From<&AlertRuleConfig> for AlertRuleBody {

@@ -5,11 +5,33 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    default_consecutive_periods, default_days, default_mute_seconds, default_window_end, default_window_start,
-};
 use super::window::parse_hhmm;
 pub use super::window::{format_hhmm, Effective, LocalTime, DAYS};
+
+/// Default of `consecutivePeriods`: fire at the first period that meets the condition.
+pub const DEFAULT_CONSECUTIVE_PERIODS: u32 = 1;
+/// Default of `muteSeconds`: one notification a day while a group keeps firing, as the modelled
+/// platform's alert service does by default.
+pub const DEFAULT_MUTE_SECONDS: u64 = 86_400;
+
+pub(super) fn default_consecutive_periods() -> u32 {
+    DEFAULT_CONSECUTIVE_PERIODS
+}
+pub(super) fn default_mute_seconds() -> u64 {
+    DEFAULT_MUTE_SECONDS
+}
+/// Every day of the week.
+pub(super) fn default_days() -> Vec<String> {
+    DAYS.iter().map(|d| d.to_string()).collect()
+}
+/// The whole day: from midnight …
+pub(super) fn default_window_start() -> String {
+    "00:00".into()
+}
+/// … to the last minute, included.
+pub(super) fn default_window_end() -> String {
+    "23:59".into()
+}
 
 /// A name has 1 to 64 characters.
 pub const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
@@ -451,7 +473,6 @@ impl AlertRule {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::DEFAULT_MUTE_SECONDS;
     use super::*;
 
     fn body() -> AlertRuleBody {

@@ -8,18 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::codec::{ConnAckCode, Outbound};
 use super::handshake::{authenticate, read_connect};
+use super::io::Io;
 use super::session::Session;
 use super::status::{self, OfflineReason};
 use super::{RefusalReason, Shared};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::HandoffError;
 
-/// Read-buffer growth step: one read usually takes a batch of small publishes.
-const READ_CHUNK: usize = 4096;
 /// How long a new session waits for the session it took over to store its offline status.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
@@ -141,28 +140,4 @@ async fn status_message(
         received_at_ms: now,
         platform: None,
     })
-}
-
-/// A connection's socket and its read and write buffers.
-pub(super) struct Io<S> {
-    pub(super) stream: S,
-    pub(super) rbuf: BytesMut,
-    pub(super) wbuf: BytesMut,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
-    pub(super) async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        self.stream.read_buf(&mut self.rbuf).await
-    }
-
-    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
-        Ok(())
-    }
 }

@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::auth;
 use super::codec::{self, ConnAckCode, ConnectPacket, Inbound, Version};
-use super::connection::Io;
+use super::io::Io;
 use super::{RefusalReason, Shared};
 
 pub(super) async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 mod connection;
 mod handshake;
+mod io;
 mod listener;
 mod session;
 pub mod sessions;

@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
-use super::connection::Io;
+use super::io::Io;
 use super::status::OfflineReason;
 use super::Shared;
 use crate::downlink::DeviceLink;
