@@ -33,12 +33,13 @@ struct State {
     closed: bool,
 }
 
-struct Shared {
+/// The bytes waiting for the writer task, and how the stream and the task wake each other.
+struct WriteQueue {
     state: Mutex<State>,
     writer: Notify,
 }
 
-impl Shared {
+impl WriteQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -47,7 +48,7 @@ impl Shared {
 /// A stream whose writes a background task sends in batches.
 pub struct Coalescing<S> {
     read: ReadHalf<S>,
-    shared: Arc<Shared>,
+    shared: Arc<WriteQueue>,
 }
 
 impl<S> std::fmt::Debug for Coalescing<S> {
@@ -60,13 +61,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Coalescing<S> {
     /// Wraps `stream` and starts its writer task.
     pub fn new(stream: S) -> Self {
         let (read, write) = tokio::io::split(stream);
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), writer: Notify::new() });
+        let shared = Arc::new(WriteQueue { state: Mutex::new(State::default()), writer: Notify::new() });
         tokio::spawn(write_loop(write, shared.clone()));
         Self { read, shared }
     }
 }
 
-async fn write_loop<S: AsyncWrite>(mut write: WriteHalf<S>, shared: Arc<Shared>) {
+async fn write_loop<S: AsyncWrite>(mut write: WriteHalf<S>, shared: Arc<WriteQueue>) {
     loop {
         let (chunk, shutdown) = {
             let mut st = shared.lock();

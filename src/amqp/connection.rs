@@ -20,7 +20,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::sasl::{ConsumerSasl, LoginSlot};
-use super::Shared;
+use super::AmqpContext;
 use crate::groups::{Delivery, Membership, Settlement};
 use crate::store::StoredMessage;
 
@@ -34,7 +34,7 @@ fn error(condition: AmqpError, description: String) -> definitions::Error {
 }
 
 /// Serves one accepted connection until it ends. Never panics on input; every way out is logged.
-pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<AmqpContext>)
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
@@ -185,7 +185,7 @@ async fn deliver(
     session: &mut fe2o3_amqp::acceptor::ListenerSessionHandle,
     connection: &mut fe2o3_amqp::acceptor::ListenerConnectionHandle,
     links: &Links,
-    shared: &Shared,
+    shared: &AmqpContext,
 ) -> &'static str {
     let mut inflight: FuturesUnordered<Pending> = FuturesUnordered::new();
     let reason = loop {

@@ -85,7 +85,8 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
-pub(crate) struct Shared {
+/// What every consumer connection of the AMQP server shares.
+pub(crate) struct AmqpContext {
     stats: Arc<AmqpStats>,
     registry: Arc<Registry>,
     groups: Arc<Groups>,
@@ -96,7 +97,7 @@ pub(crate) struct Shared {
 
 /// The running AMQP server.
 pub struct AmqpServer {
-    shared: Arc<Shared>,
+    shared: Arc<AmqpContext>,
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
 }
@@ -114,7 +115,7 @@ impl AmqpServer {
     ) -> Result<Self, AmqpError> {
         let bound = config.listener().bind().await?;
         let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(AmqpContext {
             stats: Arc::new(AmqpStats::default()),
             registry,
             groups,
@@ -169,7 +170,7 @@ fn keepalive(stream: &TcpStream) {
     }
 }
 
-impl Handler for Shared {
+impl Handler for AmqpContext {
     type Guard = OpenConnection;
 
     fn accepted(&self, stream: &TcpStream, _peer: SocketAddr) -> OpenConnection {

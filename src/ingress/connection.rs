@@ -15,7 +15,7 @@ use super::handshake::{authenticate, read_connect};
 use super::io::Io;
 use super::session::Session;
 use super::status::{self, OfflineReason};
-use super::{RefusalReason, Shared};
+use super::{IngressContext, RefusalReason};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::HandoffError;
 
@@ -23,7 +23,7 @@ use crate::pipeline::HandoffError;
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves one accepted connection until it ends. Never panics on input; every way out is logged.
-pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<IngressContext>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -124,7 +124,7 @@ where
 }
 
 async fn status_message(
-    shared: &Shared,
+    shared: &IngressContext,
     origin: &Arc<Origin>,
     offline: Option<OfflineReason>,
     now: u64,

@@ -6,11 +6,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::auth;
 use super::codec::{self, ConnAckCode, ConnectPacket, Inbound, Version};
 use super::io::Io;
-use super::{RefusalReason, Shared};
+use super::{IngressContext, RefusalReason};
 
 pub(super) async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
-    shared: &Shared,
+    shared: &IngressContext,
 ) -> Result<(Version, ConnectPacket), String> {
     loop {
         match codec::detect(&io.rbuf) {
@@ -41,7 +41,7 @@ pub(super) type Refusal = (ConnAckCode, RefusalReason, String);
 
 pub(super) fn authenticate(
     connect: &ConnectPacket,
-    shared: &Shared,
+    shared: &IngressContext,
 ) -> Result<(auth::Credentials, u16), Refusal> {
     use RefusalReason as R;
     let limits = &shared.limits;

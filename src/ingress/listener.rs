@@ -8,10 +8,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connection, Shared};
+use super::{connection, IngressContext};
 use crate::listener::Handler;
 
-impl Handler for Shared {
+impl Handler for IngressContext {
     type Guard = ();
 
     fn accepted(&self, _stream: &TcpStream, _peer: SocketAddr) {}

@@ -179,7 +179,8 @@ impl IngressStats {
     }
 }
 
-pub(crate) struct Shared {
+/// What every device connection of the ingress shares.
+pub(crate) struct IngressContext {
     pub registry: Arc<Registry>,
     pub sessions: Sessions,
     pub pipeline: Pipeline,
@@ -192,7 +193,7 @@ pub(crate) struct Shared {
 
 /// A cloneable handle that disconnects devices.
 #[derive(Clone)]
-pub struct SessionsHandle(Arc<Shared>);
+pub struct SessionsHandle(Arc<IngressContext>);
 
 impl SessionsHandle {
     /// Disconnects the device, if online, and waits until its offline status is stored.
@@ -205,7 +206,7 @@ impl SessionsHandle {
 
 /// The running ingress.
 pub struct Ingress {
-    shared: Arc<Shared>,
+    shared: Arc<IngressContext>,
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
 }
@@ -224,7 +225,7 @@ impl Ingress {
     ) -> Result<Self, IngressError> {
         let bound = config.listener().bind().await?;
         let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(IngressContext {
             registry,
             sessions: Sessions::default(),
             pipeline,

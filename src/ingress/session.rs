@@ -18,7 +18,7 @@ use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
 use super::io::Io;
 use super::status::OfflineReason;
-use super::Shared;
+use super::IngressContext;
 use crate::downlink::DeviceLink;
 use crate::message::{now_ms, thing, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
@@ -31,7 +31,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(3);
 pub(super) struct Session<S> {
     io: Io<S>,
     version: Version,
-    shared: Arc<Shared>,
+    shared: Arc<IngressContext>,
     origin: Arc<Origin>,
     acl: Acl,
     /// Messages queued in the pipeline, oldest first, with the packet id to acknowledge
@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     pub(super) fn new(
         io: Io<S>,
         version: Version,
-        shared: Arc<Shared>,
+        shared: Arc<IngressContext>,
         origin: Arc<Origin>,
         registration: u64,
         keep_alive_secs: u16,
