@@ -199,7 +199,7 @@ fn group_heads(s: &str) -> Vec<String> {
 fn referenced(code: &str, here: &[String]) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut rest = code;
-    while let Some(pos) = rest.find(|c: char| c == 'c' || c == 's') {
+    while let Some(pos) = rest.find(['c', 's']) {
         let at = &rest[pos..];
         let boundary = rest[..pos].chars().last().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         let (base, tail): (Vec<String>, &str) = if !boundary {
