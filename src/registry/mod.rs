@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::store::{Db, StoreError};
-pub use config::{AccessKeyConfig, DeviceConfig, ProductConfig};
+pub use config::{AccessKeyConfig, ProductConfig};
 
 /// A device as the ingress sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +219,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    use super::config::DeviceConfig;
     use super::*;
 
     fn load(db: Arc<Db>) -> Registry {

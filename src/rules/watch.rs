@@ -99,12 +99,14 @@ impl Reloader {
 
     /// Applies changes to `paths` (created, modified or removed files) and returns the new rule
     /// set and the problems found. Broken files keep their previous version.
+    #[cfg(test)]
     pub fn apply(&mut self, paths: &[PathBuf]) -> (RuleSet, Vec<Diagnostic>) {
         let (_, diagnostics) = self.apply_changes(paths);
         (self.build(), diagnostics)
     }
 
-    /// [`Reloader::apply`] without building the set: true when a rule or script changed.
+    /// Applies changes to `paths` (created, modified or removed files) without building the
+    /// set: true when a rule or script changed. Broken files keep their previous version.
     fn apply_changes(&mut self, paths: &[PathBuf]) -> (bool, Vec<Diagnostic>) {
         let mut changed = false;
         let mut diagnostics = Vec::new();
@@ -208,6 +210,13 @@ impl LiveRules {
         &self.shared
     }
 
+    /// Applies changes to `paths` at once; when this returns, the rule set in force reflects
+    /// them. Returns the problems found.
+    #[cfg(test)]
+    pub fn apply_now(&self, paths: &[PathBuf]) -> Vec<Diagnostic> {
+        self.lock().apply(paths)
+    }
+
     /// Takes the lock: what the holder reads, writes and applies is one step for the watch thread
     /// and every other writer. Hold it briefly (file writes and compiles only).
     pub fn lock(&self) -> LiveGuard<'_> {
@@ -215,12 +224,6 @@ impl LiveRules {
             reloader: self.reloader.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             shared: &self.shared,
         }
-    }
-
-    /// Applies changes to `paths` at once (see [`Reloader::apply`]); when this returns, the rule
-    /// set in force reflects them. Returns the problems found.
-    pub fn apply_now(&self, paths: &[PathBuf]) -> Vec<Diagnostic> {
-        self.lock().apply(paths)
     }
 }
 
@@ -249,11 +252,6 @@ impl LiveGuard<'_> {
     /// Number of loaded rules.
     pub fn len(&self) -> usize {
         self.reloader.rules.len()
-    }
-
-    /// True when no rule is loaded.
-    pub fn is_empty(&self) -> bool {
-        self.reloader.rules.is_empty()
     }
 
     /// Compiles `text` as the file `path` would be, with the directory's scripts.

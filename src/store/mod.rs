@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use collection::{Collection, Encoding};
-pub use config::StorageConfig;
 pub use ids::Ids;
 pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
