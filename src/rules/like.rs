@@ -1,11 +1,12 @@
-//! `LIKE` patterns: `%` any run of characters, `_` one character, an optional escape character.
-//! Matching is case-sensitive and works on characters, not bytes.
+//! `LIKE` patterns: `%` any run of characters, an optional escape character. As on the platform,
+//! `%` is the only wildcard: `_` is an ordinary character (`'a_c'` matches `"a_c"` only), so a
+//! pattern written for the platform means the same here. Matching is case-sensitive and works on
+//! characters, not bytes.
 
 /// One piece of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tok {
     Lit(char),
-    One,
     Any,
 }
 
@@ -31,8 +32,6 @@ impl LikePattern {
                 if toks.last() != Some(&Tok::Any) {
                     toks.push(Tok::Any);
                 }
-            } else if c == '_' {
-                toks.push(Tok::One);
             } else {
                 toks.push(Tok::Lit(c));
             }
@@ -52,10 +51,6 @@ impl LikePattern {
             match p.get(pi) {
                 Some(Tok::Any) => {
                     star = Some((pi, si));
-                    pi += 1;
-                }
-                Some(Tok::One) => {
-                    si += 1;
                     pi += 1;
                 }
                 Some(Tok::Lit(c)) if *c == s[si] => {
@@ -86,15 +81,18 @@ mod tests {
             ("%abc", None, "xxabc", true),
             ("%abc", None, "abcx", false),
             ("dev%", None, "dev1", true),
-            ("dev_", None, "dev12", false),
-            ("d_v%", None, "dav", true),
+            ("dev_", None, "dev1", false),
+            ("dev_", None, "dev_", true),
+            ("d_v%", None, "dav", false),
+            ("d_v%", None, "d_v1", true),
+            ("%_", None, "a_", true),
             ("%", None, "", true),
             ("_", None, "", false),
             ("a%b%c", None, "aXbYc", true),
             ("a%b%c", None, "aXcYb", false),
             ("100!%", Some('!'), "100%", true),
             ("100!%", Some('!'), "1000", false),
-            ("é_", None, "éa", true),
+            ("é%", None, "éa", true),
             ("ABC", None, "abc", false),
         ];
         for (pat, esc, text, want) in cases {
