@@ -115,6 +115,10 @@ mod tests {
             ("/a1demo/dev1/user/#", Ok(())),
             ("/a1demo/dev1/user/+/x", Ok(())),
             ("/sys/a1demo/dev1/thing/service/#", Ok(())),
+            // Alink replies to the device's own posts.
+            ("/sys/a1demo/dev1/thing/event/property/post_reply", Ok(())),
+            ("/sys/a1demo/dev1/thing/event/+/post_reply", Ok(())),
+            ("/sys/a1demo/dev2/thing/event/property/post_reply", Err(Denied::NotOwn)),
             ("/a1demo/+/user/get", Err(Denied::NotOwn)),
             ("/a1demo/dev2/user/get", Err(Denied::NotOwn)),
             ("#", Err(Denied::NotOwn)),

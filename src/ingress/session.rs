@@ -20,6 +20,7 @@ use super::io::Io;
 use super::status::OfflineReason;
 use super::IngressContext;
 use crate::downlink::DeviceLink;
+use crate::message::alink::{self, Reply};
 use crate::message::{now_ms, thing, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
 
@@ -35,8 +36,8 @@ pub(super) struct Session<S> {
     origin: Arc<Origin>,
     acl: Acl,
     /// Messages queued in the pipeline, oldest first, with the packet id to acknowledge
-    /// (`None` for QoS 0).
-    inflight: VecDeque<(Option<u16>, Receipt)>,
+    /// (`None` for QoS 0) and the Alink reply to send once the message is stored.
+    inflight: VecDeque<(Option<u16>, Receipt, Option<Reply>)>,
     link: Option<DeviceLink>,
     link_id: String,
     keep_alive: Duration,
@@ -125,8 +126,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return self.close(reason, Some(code)).await;
                 }
                 result = front(&mut self.inflight) => {
-                    if let Some((pkid, _)) = self.inflight.pop_front() {
-                        if let Err(end) = self.acknowledge(pkid, result) {
+                    if let Some((pkid, _, reply)) = self.inflight.pop_front() {
+                        if let Err(end) = self.acknowledge(pkid, result, reply) {
                             return self.close(end.0, end.1).await;
                         }
                     }
@@ -150,9 +151,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// tells an MQTT 5 client why, and flushes.
     async fn close(&mut self, reason: OfflineReason, code: Option<DisconnectCode>) -> OfflineReason {
         let drain = async {
-            while let Some((pkid, receipt)) = self.inflight.pop_front() {
+            while let Some((pkid, receipt, reply)) = self.inflight.pop_front() {
                 let result = receipt.await;
-                if self.acknowledge(pkid, result).is_err() {
+                if self.acknowledge(pkid, result, reply).is_err() {
                     break;
                 }
             }
@@ -171,19 +172,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Writes the PUBACKs of every message already stored, in order.
     fn take_ready_acks(&mut self) -> Result<(), End> {
-        while let Some((_, receipt)) = self.inflight.front_mut() {
+        while let Some((_, receipt, _)) = self.inflight.front_mut() {
             let Some(result) = receipt.try_result() else {
                 break;
             };
-            let Some((pkid, _)) = self.inflight.pop_front() else {
+            let Some((pkid, _, reply)) = self.inflight.pop_front() else {
                 break;
             };
-            self.acknowledge(pkid, result)?;
+            self.acknowledge(pkid, result, reply)?;
         }
         Ok(())
     }
 
-    fn acknowledge(&mut self, pkid: Option<u16>, result: Result<(), HandoffError>) -> Result<(), End> {
+    /// Answers a message's outcome: its PUBACK and, once stored, its Alink reply.
+    fn acknowledge(
+        &mut self,
+        pkid: Option<u16>,
+        result: Result<(), HandoffError>,
+        reply: Option<Reply>,
+    ) -> Result<(), End> {
+        if let (Ok(()), Some(reply)) = (&result, reply) {
+            // Through the router, so the reply reaches the device only when it subscribed to its
+            // reply topic, as on the platform.
+            if let Err(e) = self.shared.downlink.publish(&reply.topic, reply.payload) {
+                tracing::warn!(device = %self.origin.device_name, topic = %reply.topic, error = %e, "Could not send an Alink reply");
+            }
+        }
         match (result, pkid) {
             (Ok(()), Some(pkid)) => {
                 self.version.write(Outbound::PubAck { pkid, code: PubAckCode::Success }, &mut self.io.wbuf);
@@ -285,15 +299,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let received_at_ms = now_ms();
         let id = match self.shared.pipeline.next_id().await {
             Ok(id) => id,
-            Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e)),
+            Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e), None),
         };
-        let platform = match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
-            None => None,
-            Some(Ok(platform)) => Some(platform),
+        let (platform, reply) = match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
+            None => (None, None),
+            Some(Ok(platform)) => (Some(platform), alink::post_reply(&p.topic, &p.payload, true)),
             Some(Err(e)) => {
                 stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(device = %self.origin.device_name, topic = %p.topic, error = %e, "Forwarding a thing-model post unconverted");
-                None
+                (None, alink::post_reply(&p.topic, &p.payload, false))
             }
         };
         stats.publishes.fetch_add(1, Ordering::Relaxed);
@@ -311,10 +325,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pkid = (p.qos == 1).then_some(p.pkid);
         match self.shared.pipeline.enqueue(message).await {
             Ok(receipt) => {
-                self.inflight.push_back((pkid, receipt));
+                self.inflight.push_back((pkid, receipt, reply));
                 Ok(())
             }
-            Err(e) => self.acknowledge(pkid, Err(e)),
+            Err(e) => self.acknowledge(pkid, Err(e), None),
         }
     }
 
@@ -375,9 +389,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 }
 
 /// The oldest in-flight receipt's outcome; pending forever when none is in flight.
-async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt)>) -> Result<(), HandoffError> {
+async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt, Option<Reply>)>) -> Result<(), HandoffError> {
     match inflight.front_mut() {
-        Some((_, receipt)) => receipt.await,
+        Some((_, receipt, _)) => receipt.await,
         None => std::future::pending().await,
     }
 }

@@ -1,6 +1,8 @@
 //! The message envelope every stage passes on, and [`thing`]: thing-model posts converted to the
-//! platform's format (ingress converts what devices send; rules' dry runs convert samples).
+//! platform's format (ingress converts what devices send; rules' dry runs convert samples);
+//! [`alink`]: the replies the platform sends to a device's posts.
 
+pub mod alink;
 pub mod thing;
 
 use std::net::SocketAddr;

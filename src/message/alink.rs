@@ -1,0 +1,136 @@
+//! Alink replies to a device's thing-model posts, as the platform sends them.
+//!
+//! A property post (`/sys/${pk}/${dn}/thing/event/property/post`) or an event post
+//! (`.../thing/event/${identifier}/post`) is answered on the same topic with `_reply` appended:
+//! `{"code":200,"data":{},"id":"<request id>","message":"success","method":"thing.event.property.post","version":"1.0"}`.
+//! A body that is not valid Alink JSON gets code 460 ("request parameter error", the platform's
+//! code for empty or malformed parameters). A request carrying `"sys":{"ack":0}` asked for no
+//! reply and gets none. The ingress sends the reply once the message is stored.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The platform's success code.
+pub const CODE_SUCCESS: u16 = 200;
+/// The platform's code for empty, malformed or too many parameters.
+pub const CODE_BAD_PARAMS: u16 = 460;
+
+/// A reply to publish to the device on its reply topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The request's topic with `_reply` appended.
+    pub topic: String,
+    /// The Alink reply body.
+    pub payload: Bytes,
+}
+
+/// The request fields a reply needs; the rest of the body (its `params`) is skipped unparsed.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    sys: Value,
+}
+
+/// The reply to a post on `topic` (a device's own `/sys/.../thing/event/${identifier}/post`)
+/// with body `payload`; `valid` says whether the body is valid Alink (whether it could be
+/// converted). `None` when `topic` is not such a post or the device asked for no reply.
+///
+/// The reply echoes the request's `id` as the device sent it (`null` when the body has none or
+/// cannot be read) and names the method of the topic, whatever `method` the body claims.
+pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
+    let method = post_method(topic)?;
+    let (id, ack) = match serde_json::from_slice::<Head>(payload) {
+        Ok(head) => (head.id, head.sys.get("ack").cloned()),
+        Err(_) => (Value::Null, None),
+    };
+    if ack.is_some_and(|a| a == 0 || a == "0") {
+        return None;
+    }
+    let (code, message) =
+        if valid { (CODE_SUCCESS, "success") } else { (CODE_BAD_PARAMS, "request parameter error") };
+    let body = json!({
+        "code": code,
+        "data": {},
+        "id": id,
+        "message": message,
+        "method": method,
+        "version": "1.0",
+    });
+    Some(Reply { topic: format!("{topic}_reply"), payload: Bytes::from(body.to_string()) })
+}
+
+/// `thing.event.${identifier}.post` for `/sys/${pk}/${dn}/thing/event/${identifier}/post`.
+fn post_method(topic: &str) -> Option<String> {
+    let mut levels = topic.strip_prefix("/sys/")?.split('/');
+    let (_pk, _dn) = (levels.next()?, levels.next()?);
+    match (levels.next()?, levels.next()?, levels.next()?, levels.next()?, levels.next()) {
+        ("thing", "event", identifier, "post", None) if !identifier.is_empty() => {
+            Some(format!("thing.event.{identifier}.post"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROPERTY: &str = "/sys/a1demo/dev1/thing/event/property/post";
+
+    fn body(r: &Reply) -> Value {
+        serde_json::from_slice(&r.payload).unwrap()
+    }
+
+    #[test]
+    fn property_post_gets_success() {
+        let r = post_reply(PROPERTY, br#"{"id":"123","version":"1.0","params":{"t":1}}"#, true).unwrap();
+        assert_eq!(r.topic, "/sys/a1demo/dev1/thing/event/property/post_reply");
+        assert_eq!(
+            body(&r),
+            json!({"code":200,"data":{},"id":"123","message":"success","method":"thing.event.property.post","version":"1.0"})
+        );
+    }
+
+    #[test]
+    fn event_post_names_its_method() {
+        let r = post_reply("/sys/a1demo/dev1/thing/event/alarm/post", br#"{"id":"7","params":{}}"#, true)
+            .unwrap();
+        assert_eq!(r.topic, "/sys/a1demo/dev1/thing/event/alarm/post_reply");
+        assert_eq!(body(&r)["method"], "thing.event.alarm.post");
+    }
+
+    #[test]
+    fn ack_zero_asks_for_none() {
+        assert!(post_reply(PROPERTY, br#"{"id":"1","sys":{"ack":0},"params":{}}"#, true).is_none());
+        assert!(post_reply(PROPERTY, br#"{"id":"1","sys":{"ack":"0"},"params":{}}"#, true).is_none());
+        assert!(post_reply(PROPERTY, br#"{"id":"1","sys":{"ack":1},"params":{}}"#, true).is_some());
+        assert!(post_reply(PROPERTY, br#"{"id":"1","sys":{"ack":0}}"#, false).is_none());
+    }
+
+    #[test]
+    fn malformed_bodies_get_460() {
+        let r = post_reply(PROPERTY, b"not json", false).unwrap();
+        assert_eq!((body(&r)["code"].as_u64(), &body(&r)["id"]), (Some(460), &Value::Null));
+        assert_eq!(body(&r)["message"], "request parameter error");
+        let r = post_reply(PROPERTY, br#"{"id":"9"}"#, false).unwrap();
+        assert_eq!((body(&r)["code"].as_u64(), &body(&r)["id"]), (Some(460), &json!("9")));
+        let r = post_reply(PROPERTY, b"[1]", false).unwrap();
+        assert_eq!(body(&r)["code"], 460);
+    }
+
+    #[test]
+    fn other_topics_get_none() {
+        for topic in [
+            "/a1demo/dev1/user/update",
+            "/sys/a1demo/dev1/thing/event/property/history/post",
+            "/sys/a1demo/dev1/thing/event/property/post_reply",
+            "/sys/a1demo/dev1/thing/service/property/set",
+            "/sys/a1demo/dev1/thing/event//post",
+        ] {
+            assert!(post_reply(topic, b"{}", true).is_none(), "{topic}");
+        }
+    }
+}
