@@ -106,3 +106,53 @@ async fn both_paths_side_by_side_carry_the_right_properties() {
     assert_ne!(from_rule.message_id, from_subscription.message_id, "two messages, two ids");
     assert_eq!(from_rule.generate_time, from_subscription.generate_time, "same receive time");
 }
+
+#[tokio::test]
+async fn an_array_payload_matches_a_rule_written_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/batch.sql"),
+        "-- name: batch\n-- action: republish /a1test/dev2/user/get\n\
+SELECT * FROM \"/a1test/+/user/update\" WHERE \"[0].temperature\" > 38\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/first.sql"),
+        "-- name: first\n-- action: republish /a1test/dev2/user/first\n\
+SELECT \"[0].temperature\" AS t, deviceName() AS dn FROM \"/a1test/+/user/update\"\n",
+    )
+    .unwrap();
+    let text = config_text(dir.path(), "", "");
+    let config = iotpipe::config::load_str(&text, "test.toml").unwrap();
+    let app = iotpipe::App::start(&config).await.unwrap();
+    let server = Server { tap: app.tap(), app, dir, text };
+
+    let (dev2, mut dev2_ev) = connect_v4(v4_options(server.addr(), &creds("dev2"))).await.unwrap();
+    dev2.subscribe("/a1test/dev2/user/#", QoS::AtMostOnce).await.unwrap();
+    until_v4(&mut dev2_ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+
+    publish_one(server.addr(), "dev1", r#"[{"temperature":30},{"temperature":50}]"#).await;
+    publish_one(server.addr(), "dev1", r#"[{"temperature":40},{"temperature":10}]"#).await;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let Packet::Publish(p) =
+            until_v4(&mut dev2_ev, "republished message", |p| matches!(p, Packet::Publish(_))).await
+        else {
+            unreachable!()
+        };
+        got.push((p.topic, String::from_utf8(p.payload.to_vec()).unwrap()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("/a1test/dev2/user/first".to_string(), r#"{"t":30,"dn":"dev1"}"#.to_string()),
+            ("/a1test/dev2/user/first".to_string(), r#"{"t":40,"dn":"dev1"}"#.to_string()),
+            ("/a1test/dev2/user/get".to_string(), r#"[{"temperature":40},{"temperature":10}]"#.to_string()),
+        ]
+    );
+    let rules = server.app.rules();
+    let batch = rules.get("batch").unwrap().metrics.snapshot();
+    assert_eq!((batch.matched, batch.passed, batch.skipped_bad_payload), (2, 1, 0));
+}

@@ -414,6 +414,10 @@ impl Compiler<'_> {
                     "* is only allowed as a SELECT item or as the argument of to_base64(*) / to_hex(*)",
                 ))
             }
+            other @ A::Array(_) => {
+                return Err(err(e, format!("unsupported expression: {other}"))
+                    .hint("array paths go in double quotes: \"[0].t\", \"a[1].v\""))
+            }
             other => return Err(err(e, format!("unsupported expression: {other}"))),
         })
     }

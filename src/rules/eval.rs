@@ -41,13 +41,22 @@ pub fn run(q: &Query, env: &Env<'_>) -> Result<Eval, EvalError> {
     let mut row = Row::with_capacity(q.items.len() + 4);
     for item in &q.items {
         match item {
-            Item::All => {
-                if let Value::Object(m) = env.json {
+            Item::All => match env.json {
+                Value::Object(m) => {
                     for (k, v) in m {
                         row.set(k, v.clone());
                     }
                 }
-            }
+                // An array has no columns: `SELECT *` alone forwards it whole; beside other
+                // fields there is no object to merge it into.
+                Value::Array(_) if q.items.len() == 1 => row.set_whole(env.json.clone()),
+                Value::Array(_) => {
+                    return Err(EvalError::Type(
+                        "SELECT * of an array payload cannot stand beside other fields; select its elements (\"[0]\" AS first) instead".into(),
+                    ))
+                }
+                _ => {}
+            },
             Item::Field { key, expr } => {
                 let v = eval(expr, env)?;
                 row.set_shared(key, v.into_owned());

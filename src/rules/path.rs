@@ -1,5 +1,7 @@
 //! Field paths into the payload: `a`, `a.b.c`, `a[0]`, and the platform's quoted forms
 //! `"a[1].v"`, `"$.a[0]"` (`$.` optional) and `".a[0]"` (a leading `.` wraps the result in an array).
+//! A path may start with an index to reach into an array payload: `"[0].v"`, `"$[0].v"`,
+//! `"$.[0].v"`.
 
 use serde_json::Value;
 
@@ -36,6 +38,8 @@ impl Path {
         let mut wrap = false;
         if let Some(r) = rest.strip_prefix("$.") {
             rest = r;
+        } else if rest.starts_with("$[") {
+            rest = &rest[1..];
         } else if rest == "$" {
             return Ok(Self::default());
         } else if let Some(r) = rest.strip_prefix('.') {
@@ -62,10 +66,9 @@ impl Path {
                     }
                 }
                 '[' => {
+                    // An index first reads an array payload's element.
                     if !key.is_empty() {
                         segs.push(Seg::Key(std::mem::take(&mut key)));
-                    } else if segs.is_empty() {
-                        return Err(format!("path {text:?} starts with an index; name the array first"));
                     }
                     let mut digits = String::new();
                     loop {
@@ -136,6 +139,26 @@ mod tests {
             ("b.c.d[1]", Some(json!(6)), false),
             ("a[7]", None, false),
             ("b.x", None, false),
+            ("[0]", None, false),
+        ];
+        for (text, want, wrap) in cases {
+            let p = Path::parse(text).unwrap();
+            assert_eq!(p.get(&doc).cloned(), *want, "{text}");
+            assert_eq!(p.wrap, *wrap, "{text}");
+        }
+    }
+
+    #[test]
+    fn array_payloads() {
+        let doc = json!([{"v":0},{"v":1,"w":[7,8]}]);
+        let cases: &[(&str, Option<Value>, bool)] = &[
+            ("[0]", Some(json!({"v":0})), false),
+            ("[1].v", Some(json!(1)), false),
+            ("$[1].v", Some(json!(1)), false),
+            ("$.[1].w[1]", Some(json!(8)), false),
+            (".[1].v", Some(json!(1)), true),
+            ("[2].v", None, false),
+            ("v", None, false),
         ];
         for (text, want, wrap) in cases {
             let p = Path::parse(text).unwrap();
@@ -146,7 +169,7 @@ mod tests {
 
     #[test]
     fn malformed_paths_are_errors() {
-        for bad in ["", "a..b", "a[", "a[x]", "a[-1]", "[0]", "a]", "a.", "a[0]b"] {
+        for bad in ["", "a..b", "a[", "a[x]", "a[-1]", "[x]", "$[", "a]", "a.", "a[0]b", "[0]b"] {
             assert!(Path::parse(bad).is_err(), "{bad}");
         }
     }

@@ -1,5 +1,8 @@
 //! Parsing only the payload fields the matching rules read.
 //!
+//! A payload is a JSON object or, as the platform's SQL page allows, a JSON array (read whole:
+//! its elements have no member names to pick).
+//!
 //! A typical rule reads three fields of a payload that has a dozen, some of them arrays or
 //! objects. Building a full `serde_json::Value` allocates for every member; this parser still
 //! checks the whole payload is valid JSON, but materializes only the top-level members named in
@@ -19,24 +22,24 @@ pub enum Keep<'k> {
     Keys(&'k [&'k str]),
 }
 
-/// Parses `bytes`, which must be one JSON object, keeping the members `keep` names.
+/// Parses `bytes`, which must be one JSON object or array, keeping the members of an object
+/// that `keep` names (an array is kept whole).
 ///
 /// # Errors
-/// Invalid JSON or JSON that is not an object, as a message.
+/// Invalid JSON or JSON that is neither an object nor an array, as a message.
 pub fn parse_object(bytes: &[u8], keep: Keep<'_>) -> Result<Value, String> {
-    let Keep::Keys(keys) = keep else {
-        return match serde_json::from_slice::<Value>(bytes) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            Ok(_) => Err("the payload is JSON but not an object".into()),
-            Err(e) => Err(format!("the payload is not JSON: {e}")),
-        };
+    const NEITHER: &str = "the payload is JSON but neither an object nor an array";
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let keys = match keep {
+        Keep::Keys(keys) if first == Some(&b'{') => keys,
+        _ => {
+            return match serde_json::from_slice::<Value>(bytes) {
+                Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
+                Ok(_) => Err(NEITHER.into()),
+                Err(e) => Err(format!("the payload is not JSON: {e}")),
+            };
+        }
     };
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(match serde_json::from_slice::<IgnoredAny>(bytes) {
-            Ok(_) => "the payload is JSON but not an object".into(),
-            Err(e) => format!("the payload is not JSON: {e}"),
-        });
-    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v = Seed(keys).deserialize(&mut de).map_err(|e| format!("the payload is not JSON: {e}"))?;
     de.end().map_err(|e| format!("the payload is not JSON: {e}"))?;
@@ -116,9 +119,13 @@ mod tests {
         for bad in [&b"{\"a\":1,\"skip\":[1,}"[..], b"{\"a\":1} trailing", b"", b"\xff"] {
             assert!(parse_object(bad, Keep::Keys(&["a"])).unwrap_err().contains("not JSON"), "{bad:?}");
         }
-        for not_object in [&b"[1]"[..], b"42", b"\"s\"", b"null"] {
-            assert!(parse_object(not_object, Keep::Keys(&["a"])).unwrap_err().contains("not an object"));
-            assert!(parse_object(not_object, Keep::All).unwrap_err().contains("not an object"));
+        for scalar in [&b"42"[..], b"\"s\"", b"null"] {
+            assert!(parse_object(scalar, Keep::Keys(&["a"])).unwrap_err().contains("neither"));
+            assert!(parse_object(scalar, Keep::All).unwrap_err().contains("neither"));
+        }
+        for keep in [Keep::Keys(&["a"]), Keep::All] {
+            assert_eq!(parse_object(b" [1,{\"a\":2}]", keep).unwrap(), json!([1, {"a":2}]));
+            assert!(parse_object(b"[1,", keep).unwrap_err().contains("not JSON"));
         }
     }
 }

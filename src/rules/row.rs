@@ -1,4 +1,5 @@
-//! The result of a rule: a JSON object that keeps the order of the SELECT list.
+//! The result of a rule: a JSON object that keeps the order of the SELECT list, or, for
+//! `SELECT *` of a JSON array payload, that array.
 //!
 //! serde_json's `Map` sorts keys (the crate is built without `preserve_order`), but users read
 //! results in the order they wrote their SELECT, so the result is a small ordered list.
@@ -10,12 +11,22 @@ use serde_json::Value;
 
 /// An ordered JSON object. A key set twice keeps its first position and its last value.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Row(Vec<(Arc<str>, Value)>);
+pub struct Row(Vec<(Arc<str>, Value)>, Option<Value>);
 
 impl Row {
     /// An empty row with room for `n` fields.
     pub(crate) fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+        Self(Vec::with_capacity(n), None)
+    }
+
+    /// Makes the result the array `whole` (`SELECT *` of an array payload) instead of an object.
+    pub(crate) fn set_whole(&mut self, whole: Value) {
+        self.1 = Some(whole);
+    }
+
+    /// The array the result is, when it is one (`SELECT *` of an array payload).
+    pub fn whole(&self) -> Option<&Value> {
+        self.1.as_ref()
     }
 
     /// Sets a field; null values are left out (a missing field is not part of the result).
@@ -69,14 +80,20 @@ impl Row {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The row as a serde_json object (key order is lost).
+    /// The row as a serde_json object (key order is lost), or the array it is.
     pub fn to_value(&self) -> Value {
+        if let Some(whole) = &self.1 {
+            return whole.clone();
+        }
         Value::Object(self.0.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }
 }
 
 impl Serialize for Row {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Some(whole) = &self.1 {
+            return whole.serialize(s);
+        }
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
             m.serialize_entry(&**k, v)?;

@@ -41,7 +41,7 @@ pub enum Outcome {
     Disabled,
     /// WHERE was false or null.
     NoMatch,
-    /// A JSON rule skipped a payload that is not a JSON object.
+    /// A JSON rule skipped a payload that is neither a JSON object nor an array.
     BadPayload(String),
     /// Evaluation failed.
     Failed(EvalError),
