@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party clients the tests drive (Debian/Ubuntu, as root or with sudo):
-# mosquitto_pub (MQTT), rhea (Node.js AMQP 1.0, into tests/interop), python-qpid-proton.
+# mosquitto_pub (MQTT), rhea (Node.js AMQP 1.0, into tests/interop), python-qpid-proton,
+# paho-mqtt (a device for the Alink reply test).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 python3 -c 'import proton' 2>/dev/null || python3 -m pip install -q python-qpid-proton==0.40.0
+python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q paho-mqtt==2.1.0
 [ -d tests/interop/node_modules/rhea ] || (cd tests/interop && npm install --no-audit --no-fund --no-package-lock --silent)

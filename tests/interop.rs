@@ -1,6 +1,7 @@
-//! Third-party consumers (rhea over TLS, python-qpid-proton over plain AMQP) against a real
-//! iotpipe, each signing its own login as the modelled platform's samples do.
-//! `.ci/run` installs them (npm package rhea in tests/interop, PyPI package python-qpid-proton).
+//! Third-party consumers (rhea over TLS, python-qpid-proton over plain AMQP) and a paho-mqtt
+//! device against a real iotpipe, each signing its own login as the modelled platform's samples
+//! do. scripts/test-deps.sh installs them (npm package rhea in tests/interop, PyPI packages
+//! python-qpid-proton and paho-mqtt).
 
 mod common;
 
@@ -76,4 +77,39 @@ async fn python_qpid_proton_consumes() {
             .await
             .unwrap();
     check(&received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paho_device_gets_post_reply_as_the_link_sdk_expects() {
+    let server = Server::start().await;
+    let c = creds("dev1");
+    let env = vec![
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", server.addr().port().to_string()),
+        ("CLIENT_ID", c.client_id),
+        ("USERNAME", c.username),
+        ("PASSWORD", c.password),
+        ("PK", PK.to_string()),
+        ("DN", "dev1".to_string()),
+    ];
+    let replies = tokio::task::spawn_blocking(move || run_consumer("python3", &["paho_device.py"], &env))
+        .await
+        .unwrap();
+    let got: Vec<(&str, u64, &str)> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r["topic"], "/sys/a1test/dev1/thing/event/property/post_reply");
+            assert_eq!(
+                (&r["body"]["version"], &r["body"]["method"]),
+                (&"1.0".into(), &"thing.event.property.post".into())
+            );
+            (
+                r["body"]["id"].as_str().unwrap(),
+                r["body"]["code"].as_u64().unwrap(),
+                r["body"]["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Post 2 carried "sys":{"ack":0}; post 3 had no params.
+    assert_eq!(got, [("1", 200, "success"), ("3", 460, "request parameter error"), ("4", 200, "success")]);
 }
