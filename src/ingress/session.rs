@@ -191,9 +191,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         result: Result<(), HandoffError>,
         reply: Option<Reply>,
     ) -> Result<(), End> {
-        if let (Ok(()), Some(reply)) = (&result, reply) {
-            // Through the router, so the reply reaches the device only when it subscribed to its
-            // reply topic, as on the platform.
+        // Through the router, so the reply reaches the device only when it subscribed to its
+        // reply topic, as on the platform. A device that never subscribed has no router link and
+        // could not receive it: its posts cost the router nothing.
+        if let (Ok(()), Some(reply), true) = (&result, reply, self.link.is_some()) {
             if let Err(e) = self.shared.downlink.publish(&reply.topic, reply.payload) {
                 tracing::warn!(device = %self.origin.device_name, topic = %reply.topic, error = %e, "Could not send an Alink reply");
             }
