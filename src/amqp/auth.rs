@@ -6,6 +6,7 @@
 
 use base64::Engine as _;
 
+use crate::logsafe::Untrusted;
 use crate::sign::{constant_time_eq, SignMethod};
 
 /// What an AMQP username claims.
@@ -38,13 +39,13 @@ pub enum UsernameError {
     #[error("username lacks the {0} parameter")]
     Missing(&'static str),
     /// `authMode` other than `aksign`.
-    #[error("authMode {0:?} is not supported: use aksign (STS tokens are not supported)")]
+    #[error("authMode {:?} is not supported: use aksign (STS tokens are not supported)", Untrusted(.0))]
     AuthMode(String),
     /// Unknown `signMethod`.
-    #[error("signMethod {0:?} is not supported: use hmacmd5, hmacsha1 or hmacsha256")]
+    #[error("signMethod {:?} is not supported: use hmacmd5, hmacsha1 or hmacsha256", Untrusted(.0))]
     Method(String),
     /// A parameter without `=`.
-    #[error("malformed parameter {0:?}")]
+    #[error("malformed parameter {:?}", Untrusted(.0))]
     Malformed(String),
 }
 

@@ -27,6 +27,7 @@ pub use connection::amqp_message;
 
 use crate::groups::Groups;
 use crate::listener::{Handler, ListenerError, Serving};
+use crate::logsafe::RateLimit;
 use crate::registry::Registry;
 
 /// AMQP start-up failures.
@@ -85,12 +86,23 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+/// Rate limits of the log lines of refusals anyone can cause without logging in (see
+/// [`crate::logsafe`]).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLogs {
+    /// Refused SASL logins.
+    refused: RateLimit,
+    /// Connections that did not open: protocol errors, no login in time, a second link.
+    protocol: RateLimit,
+}
+
 /// What every consumer connection of the AMQP server shares.
 pub(crate) struct AmqpContext {
     stats: Arc<AmqpStats>,
     registry: Arc<Registry>,
     groups: Arc<Groups>,
     auth_timeout: Duration,
+    logs: Arc<RefusalLogs>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -120,6 +132,7 @@ impl AmqpServer {
             registry,
             groups,
             auth_timeout: Duration::from_secs(config.auth_timeout_secs),
+            logs: Arc::default(),
             shutdown,
             tasks: TaskTracker::new(),
         });

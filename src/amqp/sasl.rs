@@ -15,6 +15,7 @@ use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
 
 use super::auth::{parse_username, ConsumerCredentials};
 use crate::groups::Groups;
+use crate::logsafe::Untrusted;
 use crate::registry::Registry;
 
 /// The login of a connection, filled by a successful SASL exchange.
@@ -28,12 +29,16 @@ pub struct ConsumerSasl {
     pub(super) peer: SocketAddr,
     pub(super) login: LoginSlot,
     pub(super) stats: Arc<super::AmqpStats>,
+    pub(super) logs: Arc<super::RefusalLogs>,
 }
 
 impl ConsumerSasl {
     fn check(&self, init: SaslInit) -> Result<ConsumerCredentials, String> {
         if init.mechanism.as_str() != "PLAIN" {
-            return Err(format!("mechanism {} is not supported: use PLAIN", init.mechanism.as_str()));
+            return Err(format!(
+                "mechanism {} is not supported: use PLAIN",
+                Untrusted(init.mechanism.as_str())
+            ));
         }
         let response = init.initial_response.ok_or("PLAIN without an initial response")?.into_vec();
         let mut parts = response.split(|b| *b == 0);
@@ -46,12 +51,12 @@ impl ConsumerSasl {
         let secret = self
             .registry
             .access_key_secret(&credentials.access_key_id)
-            .ok_or_else(|| format!("unknown access key {}", credentials.access_key_id))?;
+            .ok_or_else(|| format!("unknown access key {}", Untrusted(&credentials.access_key_id)))?;
         if !credentials.verify(&secret, password) {
-            return Err(format!("bad signature for access key {}", credentials.access_key_id));
+            return Err(format!("bad signature for access key {}", Untrusted(&credentials.access_key_id)));
         }
         if !self.groups.exists(&credentials.group_id) {
-            return Err(format!("unknown consumer group {}", credentials.group_id));
+            return Err(format!("unknown consumer group {}", Untrusted(&credentials.group_id)));
         }
         Ok(credentials)
     }
@@ -70,7 +75,9 @@ impl SaslAcceptor for ConsumerSasl {
             }
             Err(reason) => {
                 self.stats.logins_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(peer = %self.peer, %reason, "Refused an AMQP login");
+                if let Some(suppressed) = self.logs.refused.admit() {
+                    tracing::warn!(peer = %self.peer, %reason, suppressed, "Refused an AMQP login");
+                }
                 SaslCode::Auth
             }
         };

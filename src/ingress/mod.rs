@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::downlink::{Downlink, DownlinkError};
 use crate::listener::{ListenerError, Serving};
+use crate::logsafe::RateLimit;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
@@ -189,6 +190,19 @@ pub(crate) struct IngressContext {
     pub shutdown: CancellationToken,
     pub stats: Arc<IngressStats>,
     pub tasks: TaskTracker,
+    /// Log lines of refusals anyone can cause without logging in, one limit per kind.
+    pub logs: RefusalLogs,
+}
+
+/// Rate limits of the refusal log lines (see [`crate::logsafe`]).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLogs {
+    /// Refused CONNECTs (bad credentials, unknown device, ...).
+    pub refused: RateLimit,
+    /// No CONNECT in time.
+    pub timeout: RateLimit,
+    /// Not MQTT, or a malformed CONNECT.
+    pub malformed: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.
@@ -234,6 +248,7 @@ impl Ingress {
             shutdown,
             stats: Arc::new(IngressStats::default()),
             tasks: TaskTracker::new(),
+            logs: RefusalLogs::default(),
         });
         let serving = Serving {
             name: "mqtt",
