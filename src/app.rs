@@ -194,6 +194,11 @@ impl App {
         self.http.addr()
     }
 
+    /// AMQP counters.
+    pub fn amqp_stats(&self) -> &Arc<crate::amqp::AmqpStats> {
+        self.amqp.stats()
+    }
+
     /// The consumer groups.
     pub fn groups(&self) -> &Arc<Groups> {
         &self.groups

@@ -39,6 +39,8 @@ pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<AmqpContex
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
+    // Whatever way this function ends, the socket closes with it: fe2o3's engine would keep it.
+    let (stream, _sever) = super::sever::severable(stream);
     let login: LoginSlot = LoginSlot::default();
     let sasl = ConsumerSasl {
         registry: shared.registry.clone(),

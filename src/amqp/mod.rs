@@ -8,6 +8,7 @@ mod coalesce;
 pub mod config;
 mod connection;
 mod sasl;
+mod sever;
 
 use std::future::Future;
 use std::net::SocketAddr;
