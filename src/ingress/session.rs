@@ -243,6 +243,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.violation(what);
                 Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
             }
+            Inbound::Malformed(what) => {
+                self.violation(what);
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::MalformedPacket)))
+            }
         }
     }
 
