@@ -455,3 +455,41 @@ async fn a_login_without_a_session_has_its_socket_closed_at_the_deadline() {
     assert_eq!(server.app.amqp_stats().connections.load(Ordering::Relaxed), 0);
     drop(connection);
 }
+
+/// Signed, but stale or ambiguous: a login whose timestamp is outside `timestamp_window_secs`,
+/// not a number, or whose username names a parameter twice is refused (issue 17, finding 6).
+#[tokio::test]
+async fn replayed_and_ambiguous_logins_are_refused() {
+    use iotpipe::amqp::auth::ConsumerCredentials;
+    let server = Server::start_full("", "timestamp_window_secs = 60", "").await;
+    let amqp = server.app.amqp_addr();
+    let signed = |timestamp: String| {
+        let c = ConsumerCredentials {
+            client_id: "replay".into(),
+            access_key_id: ACCESS_KEY.0.into(),
+            group_id: DEFAULT_GROUP.into(),
+            method: SignMethod::HmacSha256,
+            timestamp,
+            instance_id: None,
+        };
+        (c.username(), c.password(ACCESS_KEY.1))
+    };
+    let now = iotpipe::message::now_ms();
+    for (what, ts) in [("an hour old", now - 3_600_000), ("an hour ahead", now + 3_600_000)] {
+        let (u, p) = signed(ts.to_string());
+        let e = open(amqp, &u, &p).await.expect_err(what);
+        assert!(e.contains("Auth"), "{what}: {e}");
+    }
+    let (u, p) = signed("abc".into());
+    assert!(open(amqp, &u, &p).await.is_err(), "a timestamp that is not a number");
+    // Within the window, either side, it is accepted.
+    for ts in [now - 30_000, now + 30_000] {
+        let (u, p) = signed(ts.to_string());
+        assert!(open(amqp, &u, &p).await.is_ok(), "{ts} is within 60 s");
+    }
+    // Two consumerGroupId parameters: refused, whichever would have counted.
+    let (u, p) = signed(now.to_string());
+    let twice =
+        u.replace("consumerGroupId=DEFAULT_GROUP|", "consumerGroupId=DEFAULT_GROUP,consumerGroupId=other|");
+    assert!(open(amqp, &twice, &p).await.is_err(), "a duplicated consumerGroupId");
+}

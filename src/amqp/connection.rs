@@ -49,6 +49,7 @@ where
         login: login.clone(),
         stats: shared.stats.clone(),
         logs: shared.logs.clone(),
+        timestamp_window: shared.timestamp_window,
     };
     // The idle timeout is deliberately not set: fe2o3's acceptor enforces exactly the value it
     // advertises, and clients heartbeating at that period get dropped (see crates.md 8).

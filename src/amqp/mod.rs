@@ -104,6 +104,7 @@ pub(crate) struct AmqpContext {
     groups: Arc<Groups>,
     auth_timeout: Duration,
     logs: Arc<RefusalLogs>,
+    timestamp_window: Duration,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -134,6 +135,7 @@ impl AmqpServer {
             groups,
             auth_timeout: Duration::from_secs(config.auth_timeout_secs),
             logs: Arc::default(),
+            timestamp_window: Duration::from_secs(config.timestamp_window_secs),
             shutdown,
             tasks: TaskTracker::new(),
         });

@@ -30,6 +30,8 @@ pub struct ConsumerSasl {
     pub(super) login: LoginSlot,
     pub(super) stats: Arc<super::AmqpStats>,
     pub(super) logs: Arc<super::RefusalLogs>,
+    /// How far the signed timestamp may be from now; zero: not checked.
+    pub(super) timestamp_window: std::time::Duration,
 }
 
 impl ConsumerSasl {
@@ -55,11 +57,26 @@ impl ConsumerSasl {
         if !credentials.verify(&secret, password) {
             return Err(format!("bad signature for access key {}", Untrusted(&credentials.access_key_id)));
         }
+        let window_ms = self.timestamp_window.as_millis().try_into().unwrap_or(u64::MAX);
+        if window_ms > 0 && !credentials.is_fresh(epoch_ms(), window_ms) {
+            // Checked after the signature: only the key's holder learns the window.
+            return Err(format!(
+                "timestamp {} is more than {} s away from the server's clock",
+                credentials.timestamp,
+                self.timestamp_window.as_secs()
+            ));
+        }
         if !self.groups.exists(&credentials.group_id) {
             return Err(format!("unknown consumer group {}", Untrusted(&credentials.group_id)));
         }
         Ok(credentials)
     }
+}
+
+/// The server's clock in epoch milliseconds.
+fn epoch_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 impl SaslAcceptor for ConsumerSasl {
