@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::notifier::RetryPolicy;
 use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
+pub use crate::api::token::TokenSource;
+use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -42,6 +44,9 @@ pub enum AppError {
     /// The HTTP server did not start.
     #[error(transparent)]
     Http(#[from] ApiStartError),
+    /// The generated admin token could not be read or stored.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// A running iotpipe.
@@ -58,6 +63,7 @@ pub struct App {
     pipeline: Pipeline,
     pipeline_task: JoinHandle<()>,
     alerts: Arc<Alerts>,
+    admin_token: (String, TokenSource),
 }
 
 /// Loads the rules directory (reporting every broken file) and watches it when it exists. The
@@ -95,6 +101,7 @@ impl App {
     /// When storage, the registry or a listener fails.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
         let db = Db::open(&config.storage.dir)?;
+        let (token, token_source) = token::resolve(config.http.admin_token.as_deref(), &config.storage.dir)?;
         let registry = Arc::new(Registry::load(&config.products, &config.access_keys, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let store_stats = queue.stats().clone();
@@ -140,7 +147,7 @@ impl App {
             rules: rules.clone(),
             live_rules,
             devices: devices.clone(),
-            token: config.http.admin_token.as_str().into(),
+            token: token.as_str().into(),
             alerts: alerts.clone(),
             metrics,
         };
@@ -166,7 +173,18 @@ impl App {
             pipeline,
             pipeline_task,
             alerts,
+            admin_token: (token, token_source),
         })
+    }
+
+    /// The bearer token of `/api/v1`.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token.0
+    }
+
+    /// Where the admin token came from (the configuration, the token file, or generated now).
+    pub fn admin_token_source(&self) -> &TokenSource {
+        &self.admin_token.1
     }
 
     /// The plain MQTT address.
@@ -268,6 +286,7 @@ impl App {
             pipeline,
             pipeline_task,
             alerts,
+            admin_token: _,
         } = self;
         drop(_rules_watch);
         drop(rules);

@@ -62,4 +62,4 @@ pub mod sign;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
 
-pub use app::App;
+pub use app::{App, TokenSource};

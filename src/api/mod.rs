@@ -9,6 +9,7 @@ pub mod error;
 mod groups;
 mod rules;
 mod subscriptions;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

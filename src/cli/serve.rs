@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::app::TokenSource;
 use crate::config::{self, Config};
 use crate::ingress::auth::Credentials;
 use crate::sign::SignMethod;
@@ -50,6 +51,18 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     say!("  HTTP      {}", app.http_addr());
     say!("  data      {}", config.storage.dir.display());
+    // The token goes to stdout once, on the start that made it; never to the log.
+    match app.admin_token_source() {
+        TokenSource::Configured => {}
+        TokenSource::Stored(path) => {
+            say!("  API token in {} ([http] admin_token is not set)", path.display())
+        }
+        TokenSource::Generated(path) => say!(
+            "  API token {} (generated, stored in {}; shown only this once)",
+            app.admin_token(),
+            path.display()
+        ),
+    }
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());
     }

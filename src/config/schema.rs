@@ -121,7 +121,8 @@ const AMQP: &[Field] = &[
 ];
 
 /// [`crate::api::config::HttpConfig`].
-const HTTP: &[Field] = &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("change-me"))];
+const HTTP: &[Field] =
+    &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("a-long-random-secret"))];
 
 /// [`crate::store::config::StorageConfig`].
 const STORAGE: &[Field] = &[opt("dir", string("data")), opt("rules_dir", string("rules"))];
