@@ -108,7 +108,7 @@ impl App {
         let ids = queue.ids().clone();
         let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
-        let downlink = Arc::new(Downlink::start().map_err(IngressError::from)?);
+        let downlink = Arc::new(Downlink::start(config.mqtt.max_connections).map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
         let db_file = db.path().to_path_buf();
         let subscriptions =

@@ -397,7 +397,7 @@ fn the_reader_finds_paths_in_their_forms() {
     let here = vec!["pipeline".to_string()];
     let code = code_only(
         "use crate::groups::Groups;\nuse crate::{message::Message, store::{Append, Ids}};\n\
-         // crate::api in a comment\nlet s = \"crate::cli\"; let c = '\"';\nsuper::downlink::Downlink::start();",
+         // crate::api in a comment\nlet s = \"crate::cli\"; let c = '\"';\nsuper::downlink::Downlink::start(1);",
     );
     let heads: BTreeSet<String> = referenced(&code, &here).into_iter().map(|p| p[0].clone()).collect();
     let want: BTreeSet<String> =
