@@ -49,6 +49,30 @@ pub enum AppError {
     Token(#[from] TokenError),
 }
 
+impl AppError {
+    /// The configuration key (`mqtt.listen`, `amqp.tls_listen`, `http.listen`, ...) whose address
+    /// could not be bound, when that is what failed.
+    pub fn listen_key(&self, config: &Config) -> Option<&'static str> {
+        let (failed, section, plain, tls) = match self {
+            AppError::Ingress(IngressError::Listener(e)) => {
+                (e, "mqtt", config.mqtt.listen, config.mqtt.tls_listen)
+            }
+            AppError::Amqp(AmqpError::Listener(e)) => (e, "amqp", config.amqp.listen, config.amqp.tls_listen),
+            AppError::Http(ApiStartError(e)) => (e, "http", config.http.listen, None),
+            _ => return None,
+        };
+        let addr = failed.addr()?;
+        let tls_key = tls.filter(|t| *t == addr && *t != plain).map(|_| "tls_listen");
+        Some(match (section, tls_key) {
+            ("mqtt", None) => "mqtt.listen",
+            ("mqtt", Some(_)) => "mqtt.tls_listen",
+            ("amqp", None) => "amqp.listen",
+            ("amqp", Some(_)) => "amqp.tls_listen",
+            _ => "http.listen",
+        })
+    }
+}
+
 /// A running iotpipe.
 pub struct App {
     shutdown: CancellationToken,

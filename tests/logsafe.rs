@@ -83,3 +83,27 @@ async fn outside_values_cannot_forge_log_lines_or_fill_the_disk() {
     let total: usize = text.len();
     assert!(total < 20_000, "the whole log is {total} bytes after two refusals");
 }
+
+/// Refusals that used to leave no trace get one line each (issue 17, finding 7): an MQTT
+/// connection that sends no CONNECT in time, and an AMQP peer that breaks the protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_refusals_are_logged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    log();
+    let server = Server::start_with("connect_timeout_secs = 1", "").await;
+
+    let mut idle = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(common::WAIT, idle.read_to_end(&mut rest)).await.expect("closed").ok();
+    assert_eq!(lines_with("sent no CONNECT in time").len(), 1);
+
+    let mut garbage = tokio::net::TcpStream::connect(server.app.amqp_addr()).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    tokio::time::timeout(common::WAIT, garbage.read_to_end(&mut rest)).await.expect("closed").ok();
+    // The line is written as the connection task ends, which may be just after the close.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while lines_with("AMQP connection not opened").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no line for the AMQP protocol error");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -36,7 +36,15 @@ use crate::registry::Registry;
 pub enum AmqpError {
     /// A listener could not bind, or its TLS files are unusable.
     #[error("AMQP {0}")]
-    Listener(#[from] ListenerError),
+    Listener(ListenerError),
+}
+
+/// Not `#[from]`: the message holds the listener error already, and a `source` would make
+/// error chains print it twice.
+impl From<ListenerError> for AmqpError {
+    fn from(e: ListenerError) -> Self {
+        AmqpError::Listener(e)
+    }
 }
 
 /// Counters of the AMQP server, for metrics.

@@ -33,13 +33,20 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .thread_name("iotpipe")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, demo))
+    runtime.block_on(serve(config, config_path, demo))
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
     // Handlers go in before anything listens, so a signal right after start-up is not fatal.
     let signal = shutdown_signal()?;
-    let app = App::start(&config).await?;
+    let app = match App::start(&config).await {
+        Ok(app) => app,
+        Err(e) => match e.listen_key(&config) {
+            // Where the address came from, as a configuration problem is reported.
+            Some(key) => anyhow::bail!("{}: {key}: {e}", where_written(config_path, key)),
+            None => return Err(e.into()),
+        },
+    };
     say!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
     say!("  MQTT      {}", app.mqtt_addr());
     if let Some(tls) = app.mqtt_tls_addr() {
@@ -70,6 +77,18 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tracing::info!("Shutting down");
     app.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
+}
+
+/// `file:line` of `key`, or the file alone when the key is defaulted.
+fn where_written(config_path: Option<&Path>, key: &str) -> String {
+    let Some(path) = config_path else {
+        return "<embedded demo config>".to_string();
+    };
+    let line = std::fs::read_to_string(path).ok().and_then(|text| config::line_of(&text, key));
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => format!("{} (default)", path.display()),
+    }
 }
 
 fn print_demo_credentials(config: &Config, port: u16) {

@@ -41,10 +41,18 @@ pub use status::OfflineReason;
 pub enum IngressError {
     /// A listener could not bind, or its TLS files are unusable.
     #[error("MQTT {0}")]
-    Listener(#[from] ListenerError),
+    Listener(ListenerError),
     /// The embedded router did not start.
     #[error(transparent)]
     Downlink(#[from] DownlinkError),
+}
+
+/// Not `#[from]`: the message holds the listener error already, and a `source` would make
+/// error chains print it twice.
+impl From<ListenerError> for IngressError {
+    fn from(e: ListenerError) -> Self {
+        IngressError::Listener(e)
+    }
 }
 
 /// Limits from `[mqtt]`, resolved once.
