@@ -26,12 +26,10 @@ pub struct Untrusted<'a>(pub &'a str);
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use fmt::Write as _;
-        let mut shown = 0;
-        for c in self.0.chars() {
+        for (shown, c) in self.0.chars().enumerate() {
             if shown == MAX_CHARS {
                 return write!(f, "...({} bytes)", self.0.len());
             }
-            shown += 1;
             if c.is_control() || c == '\u{2028}' || c == '\u{2029}' || c == '\\' {
                 for e in c.escape_default() {
                     f.write_char(e)?;

@@ -328,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for (filter, _qos) in &filters {
             if let Err(denied) = self.acl.check_subscribe(filter) {
                 self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), filter = %Untrusted(&filter), reason = %denied, "Refused a subscription outside the device's topics");
+                tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), filter = %Untrusted(filter), reason = %denied, "Refused a subscription outside the device's topics");
                 granted.push(None);
                 continue;
             }
@@ -347,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Downlink messages are delivered with QoS 0, so that is what is granted.
                 Some(Ok(())) => granted.push(Some(0)),
                 Some(Err(e)) => {
-                    tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(&filter), error = %e, "Subscribe failed");
+                    tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), error = %e, "Subscribe failed");
                     granted.push(None);
                 }
                 None => granted.push(None),
