@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::alerts::notifier::RetryPolicy;
 use crate::alerts::Alerts;
 use crate::amqp::{AmqpError, AmqpServer};
+pub use crate::api::token::TokenSource;
+use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -42,6 +44,33 @@ pub enum AppError {
     /// The HTTP server did not start.
     #[error(transparent)]
     Http(#[from] ApiStartError),
+    /// The generated admin token could not be read or stored.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+impl AppError {
+    /// The configuration key (`mqtt.listen`, `amqp.tls_listen`, `http.listen`, ...) whose address
+    /// could not be bound, when that is what failed.
+    pub fn listen_key(&self, config: &Config) -> Option<&'static str> {
+        let (failed, section, plain, tls) = match self {
+            AppError::Ingress(IngressError::Listener(e)) => {
+                (e, "mqtt", config.mqtt.listen, config.mqtt.tls_listen)
+            }
+            AppError::Amqp(AmqpError::Listener(e)) => (e, "amqp", config.amqp.listen, config.amqp.tls_listen),
+            AppError::Http(ApiStartError(e)) => (e, "http", config.http.listen, None),
+            _ => return None,
+        };
+        let addr = failed.addr()?;
+        let tls_key = tls.filter(|t| *t == addr && *t != plain).map(|_| "tls_listen");
+        Some(match (section, tls_key) {
+            ("mqtt", None) => "mqtt.listen",
+            ("mqtt", Some(_)) => "mqtt.tls_listen",
+            ("amqp", None) => "amqp.listen",
+            ("amqp", Some(_)) => "amqp.tls_listen",
+            _ => "http.listen",
+        })
+    }
 }
 
 /// A running iotpipe.
@@ -58,6 +87,7 @@ pub struct App {
     pipeline: Pipeline,
     pipeline_task: JoinHandle<()>,
     alerts: Arc<Alerts>,
+    admin_token: (String, TokenSource),
 }
 
 /// Loads the rules directory (reporting every broken file) and watches it when it exists. The
@@ -95,13 +125,14 @@ impl App {
     /// When storage, the registry or a listener fails.
     pub async fn start(config: &Config) -> Result<Self, AppError> {
         let db = Db::open(&config.storage.dir)?;
+        let (token, token_source) = token::resolve(config.http.admin_token.as_deref(), &config.storage.dir)?;
         let registry = Arc::new(Registry::load(&config.products, &config.access_keys, db.clone())?);
         let queue = RedbQueue::open(db.clone())?;
         let store_stats = queue.stats().clone();
         let ids = queue.ids().clone();
         let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
-        let downlink = Arc::new(Downlink::start().map_err(IngressError::from)?);
+        let downlink = Arc::new(Downlink::start(config.mqtt.max_connections).map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
         let db_file = db.path().to_path_buf();
         let subscriptions =
@@ -140,7 +171,7 @@ impl App {
             rules: rules.clone(),
             live_rules,
             devices: devices.clone(),
-            token: config.http.admin_token.as_str().into(),
+            token: token.as_str().into(),
             alerts: alerts.clone(),
             metrics,
         };
@@ -166,7 +197,18 @@ impl App {
             pipeline,
             pipeline_task,
             alerts,
+            admin_token: (token, token_source),
         })
+    }
+
+    /// The bearer token of `/api/v1`.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token.0
+    }
+
+    /// Where the admin token came from (the configuration, the token file, or generated now).
+    pub fn admin_token_source(&self) -> &TokenSource {
+        &self.admin_token.1
     }
 
     /// The plain MQTT address.
@@ -192,6 +234,11 @@ impl App {
     /// The HTTP API address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.addr()
+    }
+
+    /// AMQP counters.
+    pub fn amqp_stats(&self) -> &Arc<crate::amqp::AmqpStats> {
+        self.amqp.stats()
     }
 
     /// The consumer groups.
@@ -263,6 +310,7 @@ impl App {
             pipeline,
             pipeline_task,
             alerts,
+            admin_token: _,
         } = self;
         drop(_rules_watch);
         drop(rules);

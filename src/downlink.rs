@@ -35,17 +35,27 @@ impl std::fmt::Debug for Downlink {
     }
 }
 
+/// Router links for `devices` devices that may each hold one: every device session opens at most
+/// one link, plus headroom for links of sessions that were just taken over or closed (their
+/// DISCONNECT is still on its way to the router), plus the platform's own downlink link.
+///
+/// rumqttd refuses a link beyond its `max_connections` (its slabs are sized by it, virtual
+/// memory until used), so this must follow `[mqtt] max_connections`, never a constant.
+pub fn router_links(devices: usize) -> usize {
+    devices.saturating_add(devices / 8).saturating_add(64)
+}
+
 impl Downlink {
-    /// Starts the router thread and the shared downlink link.
+    /// Starts the router thread, sized for `devices` device links (`[mqtt] max_connections`),
+    /// and the shared downlink link.
     ///
     /// # Errors
     /// When the router does not accept the downlink link.
-    pub fn start() -> Result<Self, DownlinkError> {
+    pub fn start(devices: usize) -> Result<Self, DownlinkError> {
         let config = rumqttd::Config {
             id: 0,
             router: rumqttd::RouterConfig {
-                // Only sizes the router's slabs; iotpipe enforces its own connection limit.
-                max_connections: 1024,
+                max_connections: router_links(devices),
                 // Notifications buffered per link before the router pauses it.
                 max_outgoing_packet_count: 200,
                 // Downlink traffic only: a small in-memory log per filter bounds memory
@@ -130,6 +140,22 @@ impl Drop for DeviceLink {
                 Ok(handle) => drop(handle.spawn_blocking(send)),
                 Err(_) => send(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_router_has_a_link_for_every_device_and_headroom() {
+        assert_eq!(router_links(1), 65);
+        assert_eq!(router_links(1_024), 1_024 + 128 + 64);
+        assert_eq!(router_links(100_000), 112_564);
+        assert_eq!(router_links(usize::MAX), usize::MAX);
+        for devices in [1, 10, 1_000, 10_000, 100_000] {
+            assert!(router_links(devices) > devices + 1, "every device plus the platform's link");
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`forwarding`]: rule actions (`amqp`, `republish`), their retries and the error action.
 //! - [`registry`]: products, devices, access keys; run-time changes persisted.
 //! - [`ingress`]: MQTT session layer on rumqttd (auth, ACL, status events, hand-off).
+//! - [`logsafe`]: outside values on their way into a log (escaped, bounded), rate-limited refusals.
 //! - [`listener`]: the listener keys (`listen`, `tls_listen`, `cert`, `key`) and their check, and
 //!   the accept loop the MQTT and AMQP servers share: TLS and a bound on connections.
 //! - [`message`]: the envelope every stage passes on, and thing-model (Alink) conversion.
@@ -51,6 +52,7 @@ pub mod groups;
 pub(crate) mod histogram;
 pub mod ingress;
 pub(crate) mod listener;
+pub(crate) mod logsafe;
 pub mod message;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
@@ -60,4 +62,4 @@ pub mod sign;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
 
-pub use app::App;
+pub use app::{App, TokenSource};

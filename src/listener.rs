@@ -42,17 +42,28 @@ pub struct Listener {
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The address could not be bound. The OS error is part of the message and deliberately
+    /// not a `source`: error chains would print it a second time.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// Address.
         addr: SocketAddr,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TLS keys are incomplete, or the certificate or key is unusable (naming the file).
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+impl ListenerError {
+    /// The address that could not be bound, if that is what failed.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            ListenerError::Bind { addr, .. } => Some(*addr),
+            ListenerError::Tls(_) => None,
+        }
+    }
 }
 
 impl Listener {
@@ -122,8 +133,8 @@ struct BoundSocket {
 }
 
 async fn bind(addr: SocketAddr) -> Result<BoundSocket, ListenerError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ListenerError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ListenerError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr).await.map_err(|error| ListenerError::Bind { addr, error })?;
+    let bound = listener.local_addr().map_err(|error| ListenerError::Bind { addr, error })?;
     Ok(BoundSocket { listener, addr: bound })
 }
 

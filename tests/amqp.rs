@@ -399,3 +399,97 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     drop(first);
     assert!(answered(&mut second, WAIT).await, "the second one is served once the first closed");
 }
+
+/// A client that logs in and opens a connection but never begins a session: at the auth
+/// deadline the server closes the TCP socket itself (issue 17, finding 2), whatever the client
+/// does with the close frame, and the connections gauge says so.
+#[tokio::test]
+async fn a_login_without_a_session_has_its_socket_closed_at_the_deadline() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = Server::start_full("", "auth_timeout_secs = 1", "").await;
+    let upstream = tokio::net::TcpStream::connect(server.app.amqp_addr()).await.unwrap();
+    // The client speaks through a relay that, once the connection is open, passes nothing more
+    // on and never closes its side of the server's socket: a peer that ignores the close frame.
+    let muted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mute = muted.clone();
+    let (client_side, relay_side) = tokio::io::duplex(64 * 1024);
+    let (mut from_server, mut to_server) = upstream.into_split();
+    let (mut from_client, mut to_client) = tokio::io::split(relay_side);
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+            if mute.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to_server.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+        drop(to_server);
+    });
+    let server_closed = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            match from_server.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let _ = to_client.write_all(&buf[..n]).await;
+                }
+            }
+        }
+    });
+
+    let (u, p) = login("no-session", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let connection = fe2o3_amqp::Connection::builder()
+        .container_id("no-session")
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain { username: u, password: p })
+        .open_with_stream(client_side)
+        .await
+        .unwrap();
+    muted.store(true, Ordering::SeqCst);
+    assert_eq!(server.app.amqp_stats().connections.load(Ordering::Relaxed), 1);
+    tokio::time::timeout(WAIT, server_closed).await.expect("the server kept the socket open").unwrap();
+    assert_eq!(server.app.amqp_stats().connections.load(Ordering::Relaxed), 0);
+    drop(connection);
+}
+
+/// Signed, but stale or ambiguous: a login whose timestamp is outside `timestamp_window_secs`,
+/// not a number, or whose username names a parameter twice is refused (issue 17, finding 6).
+#[tokio::test]
+async fn replayed_and_ambiguous_logins_are_refused() {
+    use iotpipe::amqp::auth::ConsumerCredentials;
+    let server = Server::start_full("", "timestamp_window_secs = 60", "").await;
+    let amqp = server.app.amqp_addr();
+    let signed = |timestamp: String| {
+        let c = ConsumerCredentials {
+            client_id: "replay".into(),
+            access_key_id: ACCESS_KEY.0.into(),
+            group_id: DEFAULT_GROUP.into(),
+            method: SignMethod::HmacSha256,
+            timestamp,
+            instance_id: None,
+        };
+        (c.username(), c.password(ACCESS_KEY.1))
+    };
+    let now = iotpipe::message::now_ms();
+    for (what, ts) in [("an hour old", now - 3_600_000), ("an hour ahead", now + 3_600_000)] {
+        let (u, p) = signed(ts.to_string());
+        let e = open(amqp, &u, &p).await.expect_err(what);
+        assert!(e.contains("Auth"), "{what}: {e}");
+    }
+    let (u, p) = signed("abc".into());
+    assert!(open(amqp, &u, &p).await.is_err(), "a timestamp that is not a number");
+    // Within the window, either side, it is accepted.
+    for ts in [now - 30_000, now + 30_000] {
+        let (u, p) = signed(ts.to_string());
+        assert!(open(amqp, &u, &p).await.is_ok(), "{ts} is within 60 s");
+    }
+    // Two consumerGroupId parameters: refused, whichever would have counted.
+    let (u, p) = signed(now.to_string());
+    let twice =
+        u.replace("consumerGroupId=DEFAULT_GROUP|", "consumerGroupId=DEFAULT_GROUP,consumerGroupId=other|");
+    assert!(open(amqp, &twice, &p).await.is_err(), "a duplicated consumerGroupId");
+}

@@ -238,3 +238,31 @@ async fn device_lifecycle_through_the_api() {
     .await
     .unwrap();
 }
+
+/// With `admin_token` left out there is no well-known token (issue 17, finding 5): `change-me`
+/// is refused, a random token is generated, kept owner-only in the data directory and used
+/// again after a restart.
+#[tokio::test]
+async fn without_admin_token_a_random_one_is_generated_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), "", "").replace("admin_token = \"test-token\"\n", "");
+    assert!(!text.contains("admin_token"));
+    let server = Server::start_text(dir, text).await;
+    let token = server.app.admin_token().to_string();
+    assert_eq!(token.len(), 64);
+    let file = server.dir.path().join("admin_token");
+    assert!(matches!(server.app.admin_token_source(), iotpipe::TokenSource::Generated(p) if *p == file));
+    assert_eq!(get(&server, "/api/v1/consumer-groups", Some("change-me")).await.0, 401);
+    assert_eq!(get(&server, "/api/v1/consumer-groups", Some(&token)).await.0, 200);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    let server = server.restart().await;
+    assert_eq!(server.app.admin_token(), token, "the stored token survives a restart");
+    assert!(matches!(server.app.admin_token_source(), iotpipe::TokenSource::Stored(_)));
+    assert_eq!(get(&server, "/api/v1/consumer-groups", Some(&token)).await.0, 200);
+}

@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("histogram", &[]),
     ("message", &[]),
     ("sign", &[]),
+    ("logsafe", &[]),
     ("listener", &["check"]),
     // Storage and the things stored.
     ("store", &["histogram"]),
@@ -27,15 +28,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),
     ("forwarding", &["downlink", "groups", "message", "rules", "store"]),
     ("pipeline", &["downlink", "forwarding", "groups", "message", "registry", "rules", "store", "subscriptions"]),
-    ("ingress", &["check", "downlink", "listener", "message", "pipeline", "registry", "sign"]),
+    ("ingress", &["check", "downlink", "listener", "logsafe", "message", "pipeline", "registry", "sign"]),
     ("devices", &["ingress", "message", "pipeline", "registry"]),
-    ("amqp", &["check", "groups", "listener", "registry", "sign", "store"]),
-    ("alerts", &["check", "groups", "message", "store"]),
+    ("amqp", &["check", "groups", "listener", "logsafe", "registry", "sign", "store"]),
+    ("alerts", &["check", "groups", "logsafe", "message", "store"]),
     // Operations on top of the components.
     ("catalog", &["groups", "rules", "subscriptions"]),
     ("metrics", &["alerts", "amqp", "groups", "histogram", "ingress", "pipeline", "rules", "store"]),
-    ("api", &["alerts", "catalog", "check", "devices", "groups", "listener", "metrics", "registry", "rules",
-              "sign", "subscriptions"]),
+    ("api", &["alerts", "catalog", "check", "devices", "groups", "listener", "logsafe", "metrics", "registry",
+              "rules", "sign", "subscriptions"]),
     ("config", &["alerts", "amqp", "api", "check", "groups", "ingress", "registry", "store", "subscriptions"]),
     ("app", &["alerts", "amqp", "api", "catalog", "config", "devices", "downlink", "groups", "ingress", "message",
               "metrics", "pipeline", "registry", "rules", "store", "subscriptions"]),
@@ -396,7 +397,7 @@ fn the_reader_finds_paths_in_their_forms() {
     let here = vec!["pipeline".to_string()];
     let code = code_only(
         "use crate::groups::Groups;\nuse crate::{message::Message, store::{Append, Ids}};\n\
-         // crate::api in a comment\nlet s = \"crate::cli\"; let c = '\"';\nsuper::downlink::Downlink::start();",
+         // crate::api in a comment\nlet s = \"crate::cli\"; let c = '\"';\nsuper::downlink::Downlink::start(1);",
     );
     let heads: BTreeSet<String> = referenced(&code, &here).into_iter().map(|p| p[0].clone()).collect();
     let want: BTreeSet<String> =

@@ -168,3 +168,28 @@ fn amqp_sign_prints_a_login_the_server_accepts() {
     // printf 'authId=ak&timestamp=1' | openssl dgst -sha1 -hmac secret -binary | base64
     assert_eq!(v["password"], "hXZ4jQvHOiz+3SXmS1b6zQvWvXc=");
 }
+
+/// A listen address in use is reported once, with the key and file:line it came from (issue 17,
+/// finding 7), as a configuration problem is.
+#[test]
+fn a_listen_address_in_use_names_its_key_and_line_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.toml");
+    let text = common::config_text(&dir.path().join("data"), "", "").replacen(
+        "[amqp]\nlisten = \"127.0.0.1:0\"",
+        &format!("[amqp]\nlisten = \"{addr}\""),
+        1,
+    );
+    assert!(text.contains(&addr.to_string()));
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.contains(&addr.to_string())).unwrap() + 1;
+    let out = Command::new(BIN).arg("serve").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}:{line}: amqp.listen: AMQP cannot listen on {addr}", path.display());
+    assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "the OS error once:\n{stderr}");
+    drop(taken);
+}

@@ -417,3 +417,30 @@ async fn status_and_data_are_counted_by_kind() {
     assert_eq!(stats.status.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert_eq!(stats.upstream.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// MQTT 5: a PUBLISH whose topic is not UTF-8 is a malformed packet, so the DISCONNECT says 0x81
+/// (issue 17, finding 8), not 0x82 (protocol error).
+#[tokio::test]
+async fn v5_publish_with_a_non_utf8_topic_is_disconnected_as_malformed() {
+    use rumqttc::v5::mqttbytes::v5 as p5;
+    let server = Server::start().await;
+    let c = creds("dev1");
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let connect = p5::Packet::Connect(
+        p5::Connect { keep_alive: 60, client_id: c.client_id.clone(), clean_start: true, properties: None },
+        None,
+        Some(p5::Login { username: c.username.clone(), password: c.password.clone() }),
+    );
+    let mut buf = bytes::BytesMut::new();
+    connect.write(&mut buf, None).unwrap();
+    stream.write_all(&buf).await.unwrap();
+    // PUBLISH QoS 0: topic length 2, bytes 0xff 0xfe (not UTF-8), no properties, payload "x".
+    stream.write_all(&[0x30, 0x06, 0x00, 0x02, 0xff, 0xfe, 0x00, b'x']).await.unwrap();
+    let got = read_until_closed(&mut stream).await;
+    assert_eq!(got.first(), Some(&0x20), "CONNACK first: {got:?}");
+    let connack_len = 2 + usize::from(got[1]);
+    assert_eq!(got[3], 0, "accepted: {got:?}");
+    let disconnect = &got[connack_len..];
+    assert_eq!(disconnect.first(), Some(&0xe0), "then DISCONNECT: {disconnect:?}");
+    assert_eq!(disconnect[2], 0x81, "malformed packet, got {:#04x}", disconnect[2]);
+}

@@ -89,3 +89,57 @@ async fn mqtt_over_tls_with_a_self_signed_certificate() {
     tokio::io::AsyncWriteExt::write_all(&mut plain, b"\x10\x00").await.unwrap();
     read_until_closed(&mut plain).await;
 }
+
+/// Devices that subscribe each hold a router link: the embedded router is sized from
+/// `[mqtt] max_connections` (issue 17, finding 3; it allowed 1,023). The issue's figure is
+/// 10,000; 2,000 (twice the old ceiling, at the configured limit) keeps CI quick, and the sizing
+/// arithmetic is unit-tested in `downlink`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_subscribed_devices_each_get_their_subscription() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: usize = 2000;
+    let mut extra = String::from("\n[[products]]\nkey = \"a1many\"\n");
+    for i in 0..N {
+        extra.push_str(&format!("[[products.devices]]\nname = \"dev{i:05}\"\nsecret = \"s{i}\"\n"));
+    }
+    let server = Server::start_with(&format!("max_connections = {N}"), &extra).await;
+    let addr = server.addr();
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let limit = limit.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire().await.unwrap();
+            let c = iotpipe::ingress::auth::Credentials {
+                client_id: format!("c{i}"),
+                product_key: "a1many".into(),
+                device_name: format!("dev{i:05}"),
+                method: iotpipe::sign::SignMethod::HmacSha1,
+                timestamp: None,
+            };
+            let creds = Creds {
+                client_id: c.mqtt_client_id(),
+                username: c.username(),
+                password: c.password(&format!("s{i}")),
+            };
+            let (mut stream, code) = raw_connect(addr, &creds, 300).await;
+            assert_eq!(code, 0, "device {i} connects");
+            let topic = format!("/a1many/dev{i:05}/user/get");
+            let mut subscribe =
+                vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, topic.len() as u8];
+            subscribe.extend_from_slice(topic.as_bytes());
+            subscribe.push(0x00);
+            stream.write_all(&subscribe).await.unwrap();
+            let mut suback = [0u8; 5];
+            tokio::time::timeout(WAIT, stream.read_exact(&mut suback)).await.expect("no SUBACK").unwrap();
+            assert_eq!(suback[..4], [0x90, 0x03, 0x00, 0x01], "device {i}: {suback:?}");
+            assert_eq!(suback[4], 0x00, "device {i} granted QoS 0, got {:#04x}", suback[4]);
+            stream
+        }));
+    }
+    let mut streams = Vec::new();
+    for t in tasks {
+        streams.push(t.await.unwrap());
+    }
+    assert_eq!(streams.len(), N);
+}

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::groups::Groups;
+use crate::logsafe::Untrusted;
 use crate::message::now_ms;
 use crate::store::{Collection, Db, Encoding, StoreError};
 use config::AlertRuleConfig;
@@ -323,7 +324,7 @@ impl Alerts {
                 }
             };
             if this.read().values().any(|r| r.id == id || r.rule.name == rule.name) {
-                tracing::warn!(rule_id = %id, name = %rule.name, "An alert rule created through the API has the name of one in the configuration; the configuration wins");
+                tracing::warn!(rule_id = %id, name = %Untrusted(&rule.name), "An alert rule created through the API has the name of one in the configuration; the configuration wins");
                 continue;
             }
             for g in rule.group_ids.iter().filter(|g| !this.groups.exists(g)) {
@@ -413,7 +414,7 @@ impl Alerts {
             }
         };
         CREATED.put(&self.db, &id, &rule.to_body())?;
-        tracing::info!(rule_id = %id, name = %rule.name, "Alert rule created");
+        tracing::info!(rule_id = %id, name = %Untrusted(&rule.name), "Alert rule created");
         Ok(self.install(id, rule, Source::Api, Arc::default()))
     }
 
@@ -430,7 +431,7 @@ impl Alerts {
         }
         let rule = self.check(body, Some(id))?;
         CREATED.put(&self.db, id, &rule.to_body())?;
-        tracing::info!(rule_id = %id, name = %rule.name, "Alert rule changed");
+        tracing::info!(rule_id = %id, name = %Untrusted(&rule.name), "Alert rule changed");
         Ok(self.install(id.to_string(), rule, Source::Api, old.record.clone()))
     }
 
@@ -447,7 +448,7 @@ impl Alerts {
         CREATED.remove(&self.db, id)?;
         self.write().remove(id);
         rule.stop.cancel();
-        tracing::info!(rule_id = %id, name = %rule.rule.name, "Alert rule deleted");
+        tracing::info!(rule_id = %id, name = %Untrusted(&rule.rule.name), "Alert rule deleted");
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 use base64::Engine as _;
 
+use crate::logsafe::Untrusted;
 use crate::sign::{constant_time_eq, SignMethod};
 
 /// What an AMQP username claims.
@@ -38,14 +39,20 @@ pub enum UsernameError {
     #[error("username lacks the {0} parameter")]
     Missing(&'static str),
     /// `authMode` other than `aksign`.
-    #[error("authMode {0:?} is not supported: use aksign (STS tokens are not supported)")]
+    #[error("authMode {:?} is not supported: use aksign (STS tokens are not supported)", Untrusted(.0))]
     AuthMode(String),
     /// Unknown `signMethod`.
-    #[error("signMethod {0:?} is not supported: use hmacmd5, hmacsha1 or hmacsha256")]
+    #[error("signMethod {:?} is not supported: use hmacmd5, hmacsha1 or hmacsha256", Untrusted(.0))]
     Method(String),
     /// A parameter without `=`.
-    #[error("malformed parameter {0:?}")]
+    #[error("malformed parameter {:?}", Untrusted(.0))]
     Malformed(String),
+    /// A parameter given twice: which one counts would be a guess.
+    #[error("parameter {0} is given more than once")]
+    Duplicate(&'static str),
+    /// `timestamp` is not epoch milliseconds.
+    #[error("timestamp {:?} is not epoch milliseconds", Untrusted(.0))]
+    BadTimestamp(String),
 }
 
 /// Parses an AMQP username.
@@ -65,16 +72,20 @@ pub fn parse_username(username: &str) -> Result<ConsumerCredentials, UsernameErr
         let (key, value) =
             param.split_once('=').ok_or_else(|| UsernameError::Malformed(param.to_string()))?;
         let value = value.trim().to_string();
-        match key.trim() {
-            "authMode" => auth_mode = Some(value),
-            "signMethod" => method = Some(value),
-            "timestamp" => timestamp = Some(value),
-            "authId" => auth_id = Some(value),
-            "consumerGroupId" => group = Some(value),
-            "iotInstanceId" => instance = Some(value).filter(|v| !v.is_empty()),
-            _ => {}
+        let (name, slot) = match key.trim() {
+            "authMode" => ("authMode", &mut auth_mode),
+            "signMethod" => ("signMethod", &mut method),
+            "timestamp" => ("timestamp", &mut timestamp),
+            "authId" => ("authId", &mut auth_id),
+            "consumerGroupId" => ("consumerGroupId", &mut group),
+            "iotInstanceId" => ("iotInstanceId", &mut instance),
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(UsernameError::Duplicate(name));
         }
     }
+    let instance = instance.filter(|v| !v.is_empty());
     let auth_mode = auth_mode.ok_or(UsernameError::Missing("authMode"))?;
     if auth_mode != "aksign" {
         return Err(UsernameError::AuthMode(auth_mode));
@@ -86,12 +97,22 @@ pub fn parse_username(username: &str) -> Result<ConsumerCredentials, UsernameErr
         access_key_id: auth_id.filter(|v| !v.is_empty()).ok_or(UsernameError::Missing("authId"))?,
         group_id: group.filter(|v| !v.is_empty()).ok_or(UsernameError::Missing("consumerGroupId"))?,
         method,
-        timestamp: timestamp.filter(|v| !v.is_empty()).ok_or(UsernameError::Missing("timestamp"))?,
+        timestamp: timestamp.filter(|v| !v.is_empty()).ok_or(UsernameError::Missing("timestamp")).and_then(
+            |t| match t.parse::<u64>() {
+                Ok(_) => Ok(t),
+                Err(_) => Err(UsernameError::BadTimestamp(t)),
+            },
+        )?,
         instance_id: instance,
     })
 }
 
 impl ConsumerCredentials {
+    /// Whether the signed timestamp lies within `window_ms` of `now_ms`, either side.
+    pub fn is_fresh(&self, now_ms: u64, window_ms: u64) -> bool {
+        self.timestamp.parse::<u64>().is_ok_and(|t| t.abs_diff(now_ms) <= window_ms)
+    }
+
     /// The password for `secret`.
     pub fn password(&self, secret: &str) -> String {
         let content = format!("authId={}&timestamp={}", self.access_key_id, self.timestamp);
@@ -148,6 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn freshness_is_a_window_either_side() {
+        let c = parse_username(
+            "c|authMode=aksign,signMethod=hmacsha1,timestamp=1000000,authId=a,consumerGroupId=g|",
+        )
+        .unwrap();
+        assert!(c.is_fresh(1_000_000, 0));
+        assert!(c.is_fresh(1_900_000, 900_000));
+        assert!(c.is_fresh(100_000, 900_000));
+        assert!(!c.is_fresh(1_900_001, 900_000));
+        assert!(!c.is_fresh(99_999, 900_000));
+    }
+
+    #[test]
     fn refusals_say_why() {
         use UsernameError::*;
         let cases: &[(&str, UsernameError)] = &[
@@ -165,6 +199,22 @@ mod tests {
             ("c|authMode=aksign,signMethod=hmacsha1,authId=a,consumerGroupId=g|", Missing("timestamp")),
             ("c|signMethod=hmacsha1|", Missing("authMode")),
             ("c|authMode|", Malformed("authMode".into())),
+            (
+                "c|authMode=aksign,signMethod=hmacsha1,timestamp=abc,authId=a,consumerGroupId=g|",
+                BadTimestamp("abc".into()),
+            ),
+            (
+                "c|authMode=aksign,signMethod=hmacsha1,timestamp=-1,authId=a,consumerGroupId=g|",
+                BadTimestamp("-1".into()),
+            ),
+            (
+                "c|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g,consumerGroupId=h|",
+                Duplicate("consumerGroupId"),
+            ),
+            (
+                "c|authMode=aksign,authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g|",
+                Duplicate("authMode"),
+            ),
         ];
         for (username, want) in cases {
             assert_eq!(parse_username(username).unwrap_err(), *want, "{username}");

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::sasl::{ConsumerSasl, LoginSlot};
 use super::AmqpContext;
 use crate::groups::{Delivery, Membership, Settlement};
+use crate::logsafe::Untrusted;
 use crate::store::StoredMessage;
 
 /// How long closing handshakes may take before the connection is simply dropped.
@@ -38,6 +39,8 @@ pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<AmqpContex
 where
     S: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
+    // Whatever way this function ends, the socket closes with it: fe2o3's engine would keep it.
+    let (stream, _sever) = super::sever::severable(stream);
     let login: LoginSlot = LoginSlot::default();
     let sasl = ConsumerSasl {
         registry: shared.registry.clone(),
@@ -45,6 +48,8 @@ where
         peer,
         login: login.clone(),
         stats: shared.stats.clone(),
+        logs: shared.logs.clone(),
+        timestamp_window: shared.timestamp_window,
     };
     // The idle timeout is deliberately not set: fe2o3's acceptor enforces exactly the value it
     // advertises, and clients heartbeating at that period get dropped (see crates.md 8).
@@ -54,11 +59,15 @@ where
     let mut connection = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "AMQP connection not opened");
+            if let Some(suppressed) = shared.logs.protocol.admit() {
+                tracing::warn!(%peer, error = %Untrusted(&e.to_string()), suppressed, "AMQP connection not opened");
+            }
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, "AMQP connection did not authenticate in time");
+            if let Some(suppressed) = shared.logs.protocol.admit() {
+                tracing::warn!(%peer, suppressed, "AMQP connection did not authenticate in time");
+            }
             return;
         }
     };
@@ -67,13 +76,15 @@ where
         return;
     };
     let client_id = credentials.client_id.clone();
+    // Authenticated, yet chosen freely by the client: escaped in every log line.
+    let shown = Untrusted(&client_id);
     let group_id = credentials.group_id.clone();
 
     let mut session =
         match tokio::time::timeout_at(deadline, SessionAcceptor::new().accept(&mut connection)).await {
             Ok(Ok(s)) => s,
             _ => {
-                tracing::warn!(%peer, %client_id, "AMQP client began no session in time");
+                tracing::warn!(%peer, client_id = %shown, "AMQP client began no session in time");
                 let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
                 return;
             }
@@ -86,7 +97,7 @@ where
             Ok(Some(a)) => a,
             Ok(None) => return,
             Err(_) => {
-                tracing::warn!(%peer, %client_id, "AMQP client attached no receiver link in time");
+                tracing::warn!(%peer, client_id = %shown, "AMQP client attached no receiver link in time");
                 let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
                 return;
             }
@@ -95,7 +106,7 @@ where
             Some(LinkEndpoint::Sender(sender)) => break sender,
             Some(LinkEndpoint::Receiver(receiver)) => {
                 shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, %client_id, "Refused a sender link: consumers only receive");
+                tracing::warn!(%peer, client_id = %shown, "Refused a sender link: consumers only receive");
                 let e = error(AmqpError::NotAllowed, "iotpipe accepts only a receiver link".into());
                 let _ = tokio::time::timeout(CLOSE_WAIT, receiver.close_with_error(e)).await;
             }
@@ -112,19 +123,19 @@ where
         Ok(m) => m,
         Err(e) => {
             shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, %client_id, group = %group_id, error = %e, "Refused a consumer");
+            tracing::warn!(%peer, client_id = %shown, group = %group_id, error = %e, "Refused a consumer");
             let e = error(AmqpError::ResourceLimitExceeded, e.to_string());
             let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
             let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
             return;
         }
     };
-    tracing::info!(%peer, %client_id, group = %group_id, "Consumer online");
+    tracing::info!(%peer, client_id = %shown, group = %group_id, "Consumer online");
 
     let link = super::GaugeGuard::new(&shared.stats.links);
     let reason = deliver(sender, membership, &mut session, &mut connection, &links, &shared).await;
     drop(link);
-    tracing::info!(%peer, %client_id, group = %group_id, %reason, "Consumer offline");
+    tracing::info!(%peer, client_id = %shown, group = %group_id, %reason, "Consumer offline");
     let _ = tokio::time::timeout(CLOSE_WAIT, connection.close()).await;
 }
 

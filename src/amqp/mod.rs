@@ -8,6 +8,7 @@ mod coalesce;
 pub mod config;
 mod connection;
 mod sasl;
+mod sever;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub use connection::amqp_message;
 
 use crate::groups::Groups;
 use crate::listener::{Handler, ListenerError, Serving};
+use crate::logsafe::RateLimit;
 use crate::registry::Registry;
 
 /// AMQP start-up failures.
@@ -34,7 +36,15 @@ use crate::registry::Registry;
 pub enum AmqpError {
     /// A listener could not bind, or its TLS files are unusable.
     #[error("AMQP {0}")]
-    Listener(#[from] ListenerError),
+    Listener(ListenerError),
+}
+
+/// Not `#[from]`: the message holds the listener error already, and a `source` would make
+/// error chains print it twice.
+impl From<ListenerError> for AmqpError {
+    fn from(e: ListenerError) -> Self {
+        AmqpError::Listener(e)
+    }
 }
 
 /// Counters of the AMQP server, for metrics.
@@ -85,12 +95,24 @@ impl Drop for GaugeGuard<'_> {
     }
 }
 
+/// Rate limits of the log lines of refusals anyone can cause without logging in (see
+/// [`crate::logsafe`]).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLogs {
+    /// Refused SASL logins.
+    refused: RateLimit,
+    /// Connections that did not open: protocol errors, no login in time, a second link.
+    protocol: RateLimit,
+}
+
 /// What every consumer connection of the AMQP server shares.
 pub(crate) struct AmqpContext {
     stats: Arc<AmqpStats>,
     registry: Arc<Registry>,
     groups: Arc<Groups>,
     auth_timeout: Duration,
+    logs: Arc<RefusalLogs>,
+    timestamp_window: Duration,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -120,6 +142,8 @@ impl AmqpServer {
             registry,
             groups,
             auth_timeout: Duration::from_secs(config.auth_timeout_secs),
+            logs: Arc::default(),
+            timestamp_window: Duration::from_secs(config.timestamp_window_secs),
             shutdown,
             tasks: TaskTracker::new(),
         });

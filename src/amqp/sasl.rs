@@ -15,6 +15,7 @@ use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
 
 use super::auth::{parse_username, ConsumerCredentials};
 use crate::groups::Groups;
+use crate::logsafe::Untrusted;
 use crate::registry::Registry;
 
 /// The login of a connection, filled by a successful SASL exchange.
@@ -28,12 +29,18 @@ pub struct ConsumerSasl {
     pub(super) peer: SocketAddr,
     pub(super) login: LoginSlot,
     pub(super) stats: Arc<super::AmqpStats>,
+    pub(super) logs: Arc<super::RefusalLogs>,
+    /// How far the signed timestamp may be from now; zero: not checked.
+    pub(super) timestamp_window: std::time::Duration,
 }
 
 impl ConsumerSasl {
     fn check(&self, init: SaslInit) -> Result<ConsumerCredentials, String> {
         if init.mechanism.as_str() != "PLAIN" {
-            return Err(format!("mechanism {} is not supported: use PLAIN", init.mechanism.as_str()));
+            return Err(format!(
+                "mechanism {} is not supported: use PLAIN",
+                Untrusted(init.mechanism.as_str())
+            ));
         }
         let response = init.initial_response.ok_or("PLAIN without an initial response")?.into_vec();
         let mut parts = response.split(|b| *b == 0);
@@ -46,15 +53,30 @@ impl ConsumerSasl {
         let secret = self
             .registry
             .access_key_secret(&credentials.access_key_id)
-            .ok_or_else(|| format!("unknown access key {}", credentials.access_key_id))?;
+            .ok_or_else(|| format!("unknown access key {}", Untrusted(&credentials.access_key_id)))?;
         if !credentials.verify(&secret, password) {
-            return Err(format!("bad signature for access key {}", credentials.access_key_id));
+            return Err(format!("bad signature for access key {}", Untrusted(&credentials.access_key_id)));
+        }
+        let window_ms = self.timestamp_window.as_millis().try_into().unwrap_or(u64::MAX);
+        if window_ms > 0 && !credentials.is_fresh(epoch_ms(), window_ms) {
+            // Checked after the signature: only the key's holder learns the window.
+            return Err(format!(
+                "timestamp {} is more than {} s away from the server's clock",
+                credentials.timestamp,
+                self.timestamp_window.as_secs()
+            ));
         }
         if !self.groups.exists(&credentials.group_id) {
-            return Err(format!("unknown consumer group {}", credentials.group_id));
+            return Err(format!("unknown consumer group {}", Untrusted(&credentials.group_id)));
         }
         Ok(credentials)
     }
+}
+
+/// The server's clock in epoch milliseconds.
+fn epoch_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    since.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 impl SaslAcceptor for ConsumerSasl {
@@ -70,7 +92,9 @@ impl SaslAcceptor for ConsumerSasl {
             }
             Err(reason) => {
                 self.stats.logins_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(peer = %self.peer, %reason, "Refused an AMQP login");
+                if let Some(suppressed) = self.logs.refused.admit() {
+                    tracing::warn!(peer = %self.peer, %reason, suppressed, "Refused an AMQP login");
+                }
                 SaslCode::Auth
             }
         };

@@ -9,6 +9,7 @@ pub mod error;
 mod groups;
 mod rules;
 mod subscriptions;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,7 +68,15 @@ pub struct ApiServer {
 /// HTTP start-up failures: the listener could not bind.
 #[derive(Debug, thiserror::Error)]
 #[error("HTTP {0}")]
-pub struct ApiStartError(#[from] pub ListenerError);
+pub struct ApiStartError(pub ListenerError);
+
+/// Not `#[from]`: the message holds the listener error already, and a `source` would make
+/// error chains print it twice.
+impl From<ListenerError> for ApiStartError {
+    fn from(e: ListenerError) -> Self {
+        ApiStartError(e)
+    }
+}
 
 impl ApiServer {
     /// Binds `config.listen` and serves `state` until `shutdown`.

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::ApiState;
 use crate::catalog::RuleWriteError;
+use crate::logsafe::Untrusted;
 use crate::registry::Registry;
 use crate::rules::dry_run::{self, DryRun, Matched, Sample, Subject, TestError};
 use crate::rules::edit::{self, EditError, RuleSpec};
@@ -311,7 +312,7 @@ fn written(state: &ApiState, rule: &Rule) -> Written {
     let subscriptions = state.subscriptions.list();
     warnings.extend(subscriptions.iter().filter_map(|s| crate::subscriptions::overlap(rule, s)));
     for w in &warnings {
-        tracing::warn!(rule = %rule.name, warning = %w, "Rule saved with a warning");
+        tracing::warn!(rule = %Untrusted(&rule.name), warning = %w, "Rule saved with a warning");
     }
     Written { rule: RuleView::of(rule), warnings }
 }
@@ -339,7 +340,7 @@ pub async fn create(
     let Json(mut body) = body?;
     let name = body.name.take().ok_or_else(|| ApiError::bad_body("missing field `name`"))?;
     let rule = state.catalog.create_rule(body.spec(name)).await?;
-    tracing::info!(rule = %rule.name, "Rule created through the API");
+    tracing::info!(rule = %Untrusted(&rule.name), "Rule created through the API");
     Ok((StatusCode::CREATED, Json(written(&state, &rule))))
 }
 
@@ -359,7 +360,7 @@ pub async fn replace(
     }
     let spec = body.spec(name.clone());
     let rule = state.catalog.replace_rule(name, spec).await?;
-    tracing::info!(rule = %rule.name, "Rule replaced through the API");
+    tracing::info!(rule = %Untrusted(&rule.name), "Rule replaced through the API");
     Ok(Json(written(&state, &rule)))
 }
 
@@ -372,7 +373,7 @@ pub async fn patch(
     let Json(body) = body?;
     let live = state.live_rules.clone();
     let rule = blocking(move || Ok(edit::set_enabled(&live, &name, body.enabled)?)).await?;
-    tracing::info!(rule = %rule.name, enabled = rule.enabled, "Rule enabled or disabled through the API");
+    tracing::info!(rule = %Untrusted(&rule.name), enabled = rule.enabled, "Rule enabled or disabled through the API");
     Ok(Json(RuleView::of(&rule)))
 }
 
@@ -384,7 +385,7 @@ pub async fn delete(
     let live = state.live_rules.clone();
     let removed = name.clone();
     blocking(move || Ok(edit::delete(&live, &removed)?)).await?;
-    tracing::info!(rule = %name, "Rule deleted through the API");
+    tracing::info!(rule = %Untrusted(&name), "Rule deleted through the API");
     Ok(StatusCode::NO_CONTENT)
 }
 

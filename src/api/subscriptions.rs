@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
+use crate::logsafe::Untrusted;
 use crate::subscriptions::{overlaps, MessageType, Subscription, SubscriptionError};
 
 impl From<SubscriptionError> for ApiError {
@@ -48,7 +49,7 @@ fn edited(state: &ApiState, subscription: Subscription) -> Json<Edited> {
     let rules = state.rules.get();
     let warnings = overlaps(rules.rules(), std::slice::from_ref(&subscription));
     for w in &warnings {
-        tracing::warn!(product = %subscription.product_key, warning = %w, "Subscription overlaps a rule");
+        tracing::warn!(product = %Untrusted(&subscription.product_key), warning = %w, "Subscription overlaps a rule");
     }
     Json(Edited { subscription, warnings })
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::app::TokenSource;
 use crate::config::{self, Config};
 use crate::ingress::auth::Credentials;
 use crate::sign::SignMethod;
@@ -32,13 +33,20 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         .thread_name("iotpipe")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, demo))
+    runtime.block_on(serve(config, config_path, demo))
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow::Result<()> {
     // Handlers go in before anything listens, so a signal right after start-up is not fatal.
     let signal = shutdown_signal()?;
-    let app = App::start(&config).await?;
+    let app = match App::start(&config).await {
+        Ok(app) => app,
+        Err(e) => match e.listen_key(&config) {
+            // Where the address came from, as a configuration problem is reported.
+            Some(key) => anyhow::bail!("{}: {key}: {e}", where_written(config_path, key)),
+            None => return Err(e.into()),
+        },
+    };
     say!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
     say!("  MQTT      {}", app.mqtt_addr());
     if let Some(tls) = app.mqtt_tls_addr() {
@@ -50,6 +58,18 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     }
     say!("  HTTP      {}", app.http_addr());
     say!("  data      {}", config.storage.dir.display());
+    // The token goes to stdout once, on the start that made it; never to the log.
+    match app.admin_token_source() {
+        TokenSource::Configured => {}
+        TokenSource::Stored(path) => {
+            say!("  API token in {} ([http] admin_token is not set)", path.display())
+        }
+        TokenSource::Generated(path) => say!(
+            "  API token {} (generated, stored in {}; shown only this once)",
+            app.admin_token(),
+            path.display()
+        ),
+    }
     if demo {
         print_demo_credentials(&config, app.mqtt_addr().port());
     }
@@ -57,6 +77,18 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     tracing::info!("Shutting down");
     app.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
+}
+
+/// `file:line` of `key`, or the file alone when the key is defaulted.
+fn where_written(config_path: Option<&Path>, key: &str) -> String {
+    let Some(path) = config_path else {
+        return "<embedded demo config>".to_string();
+    };
+    let line = std::fs::read_to_string(path).ok().and_then(|text| config::line_of(&text, key));
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => format!("{} (default)", path.display()),
+    }
 }
 
 fn print_demo_credentials(config: &Config, port: u16) {

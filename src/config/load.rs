@@ -94,6 +94,22 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
     }
 }
 
+/// The line of the dotted `key` (`mqtt.listen`) in the configuration `text`, when it is written
+/// there: errors found after loading (a listen address in use) point at it as loading does.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let path = key.split('.').fold(None::<crate::check::Path>, |path, seg| {
+        Some(match path {
+            None => crate::check::key(seg),
+            Some(p) => p.key(seg),
+        })
+    })?;
+    match super::report::find(doc.as_item(), &path) {
+        (Some(span), true) => Some(Lines::new(text).line(span.start)),
+        _ => None,
+    }
+}
+
 /// The problems of a file that must not load.
 #[cfg(test)]
 pub(super) fn problems_in(text: &str) -> Vec<super::Problem> {
@@ -156,6 +172,14 @@ product_key = "a1demo"
 message_types = ["upstream", "status", "lifecycle"]
 consumer_groups = ["DEFAULT_GROUP"]
 "#;
+
+    #[test]
+    fn line_of_finds_a_written_key() {
+        let text = "rules_dir = \"r\"\n[mqtt]\nkeep_alive_min_secs = 1\nlisten = \"127.0.0.1:1\"\n";
+        assert_eq!(line_of(text, "mqtt.listen"), Some(4));
+        assert_eq!(line_of(text, "amqp.listen"), None, "defaulted");
+        assert_eq!(line_of("not toml [", "mqtt.listen"), None);
+    }
 
     #[test]
     fn demo_config_loads() {

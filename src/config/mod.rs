@@ -25,7 +25,7 @@ use crate::ingress::config::MqttConfig;
 use crate::registry::config::{AccessKeyConfig, ProductConfig};
 use crate::store::config::StorageConfig;
 use crate::subscriptions::config::SubscriptionConfig;
-pub use load::{load_file, load_str};
+pub use load::{line_of, load_file, load_str};
 pub use report::{ConfigError, Problem};
 
 /// The embedded configuration used when `serve` runs without `--config`.

@@ -115,12 +115,14 @@ const AMQP: &[Field] = &[
     opt("max_clients_per_group", USIZE),
     opt("max_unsettled_per_client", USIZE),
     opt("auth_timeout_secs", U64),
+    opt("timestamp_window_secs", U64),
     opt("max_consumer_groups", USIZE),
     opt("max_connections", USIZE),
 ];
 
 /// [`crate::api::config::HttpConfig`].
-const HTTP: &[Field] = &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("change-me"))];
+const HTTP: &[Field] =
+    &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("a-long-random-secret"))];
 
 /// [`crate::store::config::StorageConfig`].
 const STORAGE: &[Field] = &[opt("dir", string("data")), opt("rules_dir", string("rules"))];
@@ -449,7 +451,7 @@ consumer_groups = "DEFAULT_GROUP"
             amqp[0].message,
             "unknown key `certificate`; valid keys in [amqp] are: listen, tls_listen, cert, key, \
              ack_timeout_secs, retention_secs, max_clients_per_group, max_unsettled_per_client, \
-             auth_timeout_secs, max_consumer_groups, max_connections"
+             auth_timeout_secs, timestamp_window_secs, max_consumer_groups, max_connections"
         );
         let top = problems_in("mqttt = 1\n");
         assert!(top[0].message.contains("valid top-level keys are: mqtt, amqp, http, storage, rules_dir"));

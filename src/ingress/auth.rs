@@ -4,6 +4,7 @@
 //! username `${deviceName}&${productKey}`, password = hex HMAC over
 //! `clientId${clientId}deviceName${deviceName}productKey${productKey}[timestamp${ts}]`.
 
+use crate::logsafe::Untrusted;
 use crate::sign::{constant_time_eq, SignMethod};
 
 /// What a CONNECT claims, before the signature is checked.
@@ -28,19 +29,19 @@ pub enum CredentialsError {
     #[error("no username: expected \"deviceName&productKey\"")]
     NoUsername,
     /// The username is not `deviceName&productKey`.
-    #[error("username {0:?} is not \"deviceName&productKey\"")]
+    #[error("username {:?} is not \"deviceName&productKey\"", Untrusted(.0))]
     BadUsername(String),
     /// The client id lacks the `|...|` parameter list.
-    #[error("client id {0:?} has no \"|securemode=..,signmethod=..|\" part")]
+    #[error("client id {:?} has no \"|securemode=..,signmethod=..|\" part", Untrusted(.0))]
     NoParameters(String),
     /// The client id before `|` is empty or longer than 64 characters.
-    #[error("client id part {0:?} must be 1 to 64 characters")]
+    #[error("client id part {:?} must be 1 to 64 characters", Untrusted(.0))]
     BadClientId(String),
     /// An unknown `signmethod`.
-    #[error("unsupported signmethod {0:?}: use hmacmd5, hmacsha1 or hmacsha256")]
+    #[error("unsupported signmethod {:?}: use hmacmd5, hmacsha1 or hmacsha256", Untrusted(.0))]
     BadMethod(String),
     /// A parameter without `=`.
-    #[error("malformed client id parameter {0:?}")]
+    #[error("malformed client id parameter {:?}", Untrusted(.0))]
     BadParameter(String),
 }
 

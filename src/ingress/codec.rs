@@ -37,6 +37,9 @@ pub enum Inbound {
     Disconnect,
     /// A packet only a server sends (CONNACK, SUBACK, ...), or AUTH.
     Unexpected(&'static str),
+    /// A packet the codec could read but that breaks a MUST of the spec on its encoding (a topic
+    /// that is not UTF-8): MQTT 5 calls that malformed (0x81), not a protocol error.
+    Malformed(&'static str),
 }
 
 /// The fields of CONNECT the session layer uses.
@@ -349,7 +352,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
                     pkid: p.pkid,
                     topic_alias,
                 }),
-                Err(_) => Inbound::Unexpected("PUBLISH with a topic that is not UTF-8"),
+                Err(_) => Inbound::Malformed("PUBLISH with a topic that is not UTF-8"),
             }
         }
         v5::Packet::PubAck(_) => Inbound::PubAck,

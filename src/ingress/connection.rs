@@ -16,6 +16,7 @@ use super::io::Io;
 use super::session::Session;
 use super::status::{self, OfflineReason};
 use super::{IngressContext, RefusalReason};
+use crate::logsafe::Untrusted;
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::HandoffError;
 
@@ -33,12 +34,16 @@ where
         Ok(Ok(c)) => c,
         Ok(Err(reason)) => {
             shared.stats.refuse(RefusalReason::Malformed);
-            tracing::warn!(%peer, %reason, "Closed a connection before CONNECT");
+            if let Some(suppressed) = shared.logs.malformed.admit() {
+                tracing::warn!(%peer, reason = %Untrusted(&reason), suppressed, "Closed a connection before CONNECT");
+            }
             return;
         }
         Err(_) => {
             shared.stats.refuse(RefusalReason::ConnectTimeout);
-            tracing::debug!(%peer, "Closed a connection that sent no CONNECT in time");
+            if let Some(suppressed) = shared.logs.timeout.admit() {
+                tracing::warn!(%peer, timeout_secs = timeout.as_secs(), suppressed, "Closed a connection that sent no CONNECT in time");
+            }
             return;
         }
     };
@@ -47,7 +52,9 @@ where
         Ok(ok) => ok,
         Err((code, why, reason)) => {
             shared.stats.refuse(why);
-            tracing::warn!(%peer, client_id = %connect.client_id, ?code, %reason, "Refused a device connection");
+            if let Some(suppressed) = shared.logs.refused.admit() {
+                tracing::warn!(%peer, client_id = %Untrusted(&connect.client_id), ?code, reason = %Untrusted(&reason), suppressed, "Refused a device connection");
+            }
             version.write(Outbound::ConnAck { code, max_packet_size: 0 }, &mut io.wbuf);
             let _ = io.flush().await;
             let _ = io.stream.shutdown().await;
@@ -55,7 +62,7 @@ where
         }
     };
     if connect.has_will {
-        tracing::debug!(%peer, client_id = %connect.client_id, "Ignoring the Last Will: the platform sends none");
+        tracing::debug!(%peer, client_id = %Untrusted(&connect.client_id), "Ignoring the Last Will: the platform sends none");
     }
 
     let origin = Arc::new(Origin {
@@ -92,7 +99,7 @@ where
     );
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.stats.connects.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %origin.client_id, %peer, ?version, "Device online");
+    tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, ?version, "Device online");
 
     let mut session = Session::new(
         io,
@@ -109,7 +116,7 @@ where
 
     shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
-    tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %origin.client_id, %peer, %reason, "Device offline");
+    tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, %reason, "Device offline");
     match status_message(&shared, &origin, Some(reason), now_ms(), last_seen_ms).await {
         Ok(m) => {
             if let Err(e) = shared.pipeline.submit(m).await {

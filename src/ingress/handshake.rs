@@ -7,6 +7,7 @@ use super::auth;
 use super::codec::{self, ConnAckCode, ConnectPacket, Inbound, Version};
 use super::io::Io;
 use super::{IngressContext, RefusalReason};
+use crate::logsafe::Untrusted;
 
 pub(super) async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
@@ -59,16 +60,16 @@ pub(super) fn authenticate(
     let credentials = auth::parse(&connect.client_id, connect.username.as_deref())
         .map_err(|e| bad(R::BadCredentials, e.to_string()))?;
     let password = connect.password.as_deref().ok_or_else(|| bad(R::BadCredentials, "no password".into()))?;
-    let device = shared
-        .registry
-        .device(&credentials.product_key, &credentials.device_name)
-        .ok_or_else(|| bad(R::UnknownDevice, format!("unknown device {}", credentials.username())))?;
+    let device =
+        shared.registry.device(&credentials.product_key, &credentials.device_name).ok_or_else(|| {
+            bad(R::UnknownDevice, format!("unknown device {}", Untrusted(&credentials.username())))
+        })?;
     if !credentials.verify(&device.secret, password.as_bytes()) {
-        let message = format!("bad signature for {}", credentials.username());
+        let message = format!("bad signature for {}", Untrusted(&credentials.username()));
         return Err((ConnAckCode::BadCredentials, R::BadSignature, message));
     }
     if !device.enabled {
-        let message = format!("device {} is disabled", credentials.username());
+        let message = format!("device {} is disabled", Untrusted(&credentials.username()));
         return Err((ConnAckCode::NotAuthorized, R::Disabled, message));
     }
     Ok((credentials, connect.keep_alive))

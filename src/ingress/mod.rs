@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::downlink::{Downlink, DownlinkError};
 use crate::listener::{ListenerError, Serving};
+use crate::logsafe::RateLimit;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 
@@ -40,10 +41,18 @@ pub use status::OfflineReason;
 pub enum IngressError {
     /// A listener could not bind, or its TLS files are unusable.
     #[error("MQTT {0}")]
-    Listener(#[from] ListenerError),
+    Listener(ListenerError),
     /// The embedded router did not start.
     #[error(transparent)]
     Downlink(#[from] DownlinkError),
+}
+
+/// Not `#[from]`: the message holds the listener error already, and a `source` would make
+/// error chains print it twice.
+impl From<ListenerError> for IngressError {
+    fn from(e: ListenerError) -> Self {
+        IngressError::Listener(e)
+    }
 }
 
 /// Limits from `[mqtt]`, resolved once.
@@ -189,6 +198,19 @@ pub(crate) struct IngressContext {
     pub shutdown: CancellationToken,
     pub stats: Arc<IngressStats>,
     pub tasks: TaskTracker,
+    /// Log lines of refusals anyone can cause without logging in, one limit per kind.
+    pub logs: RefusalLogs,
+}
+
+/// Rate limits of the refusal log lines (see [`crate::logsafe`]).
+#[derive(Debug, Default)]
+pub(crate) struct RefusalLogs {
+    /// Refused CONNECTs (bad credentials, unknown device, ...).
+    pub refused: RateLimit,
+    /// No CONNECT in time.
+    pub timeout: RateLimit,
+    /// Not MQTT, or a malformed CONNECT.
+    pub malformed: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.
@@ -234,6 +256,7 @@ impl Ingress {
             shutdown,
             stats: Arc::new(IngressStats::default()),
             tasks: TaskTracker::new(),
+            logs: RefusalLogs::default(),
         });
         let serving = Serving {
             name: "mqtt",

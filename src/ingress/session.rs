@@ -20,6 +20,7 @@ use super::io::Io;
 use super::status::OfflineReason;
 use super::IngressContext;
 use crate::downlink::DeviceLink;
+use crate::logsafe::Untrusted;
 use crate::message::alink::{self, Reply};
 use crate::message::{now_ms, thing, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Receipt};
@@ -99,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             _ => (DisconnectCode::MalformedPacket, &stats.protocol_errors),
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, error = %e, "Closing a connection after a bad packet");
+                        tracing::warn!(device = %self.origin.device_name, client_id = %Untrusted(&self.origin.client_id), error = %e, "Closing a connection after a bad packet");
                         return self.close(OfflineReason::ProtocolViolation, Some(code)).await;
                     }
                 }
@@ -232,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if let Some(link) = &mut self.link {
                     for f in &filters {
                         if let Err(e) = link.unsubscribe(f) {
-                            tracing::warn!(device = %self.origin.device_name, filter = %f, error = %e, "Unsubscribe failed");
+                            tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(f), error = %e, "Unsubscribe failed");
                         }
                     }
                 }
@@ -257,12 +258,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.violation(what);
                 Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::ProtocolError)))
             }
+            Inbound::Malformed(what) => {
+                self.violation(what);
+                Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::MalformedPacket)))
+            }
         }
     }
 
     fn violation(&self, what: &str) {
         self.shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(device = %self.origin.device_name, client_id = %self.origin.client_id, packet = what, "Closing a connection after a protocol violation");
+        tracing::warn!(device = %self.origin.device_name, client_id = %Untrusted(&self.origin.client_id), packet = what, "Closing a connection after a protocol violation");
     }
 
     async fn publish(&mut self, p: PublishPacket) -> Result<(), End> {
@@ -277,12 +282,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if p.payload.len() > self.shared.limits.max_payload {
             stats.oversized.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(device = %self.origin.device_name, topic = %p.topic, size = p.payload.len(), limit = self.shared.limits.max_payload, "Refused an oversized payload");
+            tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), size = p.payload.len(), limit = self.shared.limits.max_payload, "Refused an oversized payload");
             return Err(End(OfflineReason::ProtocolViolation, Some(DisconnectCode::PacketTooLarge)));
         }
         if let Err(denied) = self.acl.check_publish(&p.topic) {
             stats.acl_denied.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %self.origin.client_id, topic = %p.topic, reason = %denied, "Refused a publish outside the device's topics");
+            tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), topic = %Untrusted(&p.topic), reason = %denied, "Refused a publish outside the device's topics");
             return match (self.version, p.qos) {
                 (Version::V5, 1) => {
                     self.version.write(
@@ -307,7 +312,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(Ok(platform)) => (Some(platform), alink::post_reply(&p.topic, &p.payload, true)),
             Some(Err(e)) => {
                 stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, topic = %p.topic, error = %e, "Forwarding a thing-model post unconverted");
+                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model post unconverted");
                 (None, alink::post_reply(&p.topic, &p.payload, false))
             }
         };
@@ -338,7 +343,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         for (filter, _qos) in &filters {
             if let Err(denied) = self.acl.check_subscribe(filter) {
                 self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %self.origin.client_id, %filter, reason = %denied, "Refused a subscription outside the device's topics");
+                tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), filter = %Untrusted(filter), reason = %denied, "Refused a subscription outside the device's topics");
                 granted.push(None);
                 continue;
             }
@@ -357,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Downlink messages are delivered with QoS 0, so that is what is granted.
                 Some(Ok(())) => granted.push(Some(0)),
                 Some(Err(e)) => {
-                    tracing::warn!(device = %self.origin.device_name, %filter, error = %e, "Subscribe failed");
+                    tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), error = %e, "Subscribe failed");
                     granted.push(None);
                 }
                 None => granted.push(None),

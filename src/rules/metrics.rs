@@ -19,6 +19,8 @@ pub struct RuleMetrics {
     actions_dropped: AtomicU64,
     error_action_success: AtomicU64,
     error_action_failed: AtomicU64,
+    eval_time_us: AtomicU64,
+    eval_overruns: AtomicU64,
 }
 
 /// A copy of the counters, serialized with EMQX's names.
@@ -57,6 +59,14 @@ pub struct MetricsSnapshot {
     /// Failure records the error action could not take, or that had no error action.
     #[serde(rename = "error_action.failed")]
     pub error_action_failed: u64,
+    /// Microseconds spent evaluating the rule, in all (iotpipe's own): which rule costs the
+    /// message path its time.
+    #[serde(rename = "eval.time_us")]
+    pub eval_time_us: u64,
+    /// Evaluations stopped at the rule time budget (5 ms), each failing the rule for that
+    /// message (iotpipe's own).
+    #[serde(rename = "eval.overruns")]
+    pub eval_overruns: u64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -103,6 +113,15 @@ impl RuleMetrics {
         inc(if ok { &self.error_action_success } else { &self.error_action_failed });
     }
 
+    /// Counts the wall time of one evaluation, and an overrun when it went past `budget`.
+    pub(crate) fn evaluated(&self, took: std::time::Duration, budget: std::time::Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.eval_time_us.fetch_add(us, Ordering::Relaxed);
+        if took > budget {
+            inc(&self.eval_overruns);
+        }
+    }
+
     /// The current values.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -119,6 +138,8 @@ impl RuleMetrics {
             actions_dropped: g(&self.actions_dropped),
             error_action_success: g(&self.error_action_success),
             error_action_failed: g(&self.error_action_failed),
+            eval_time_us: g(&self.eval_time_us),
+            eval_overruns: g(&self.eval_overruns),
         }
     }
 }

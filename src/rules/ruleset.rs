@@ -170,6 +170,21 @@ impl RuleSet {
         keys: &Option<Vec<&str>>,
     ) -> Outcome {
         rule.metrics.matched();
+        let start = std::time::Instant::now();
+        let budget = super::script::RULE_BUDGET;
+        let outcome = super::script::within(start + budget, || self.run_timed(rule, msg, ctx, parsed, keys));
+        rule.metrics.evaluated(start.elapsed(), budget);
+        outcome
+    }
+
+    fn run_timed(
+        &self,
+        rule: &Rule,
+        msg: &Message,
+        ctx: &EvalContext<'_>,
+        parsed: &mut Option<Parsed>,
+        keys: &Option<Vec<&str>>,
+    ) -> Outcome {
         let (topic, payload) = msg.forwarded();
         let null = Value::Null;
         let json = match rule.data_type {
@@ -231,6 +246,33 @@ mod tests {
     fn rule(name: &str, sql: &str) -> Arc<Rule> {
         let text = format!("-- name: {name}\n-- action: amqp G tag=${{dn}}\n{sql}");
         Arc::new(Rule::from_file("t.sql", name, &text, None).unwrap())
+    }
+
+    #[test]
+    fn a_slow_script_is_cut_at_the_rule_budget_and_its_time_counted() {
+        use crate::rules::script::{Script, Scripts, RULE_BUDGET};
+        let script = Script::compile("fn spin(x) { loop { x += 1; } }").unwrap();
+        let mut scripts = Scripts::default();
+        scripts.add(&script);
+        let text = "-- name: slow\n-- action: amqp G\nSELECT spin(t) AS t FROM \"/a1demo/+/user/update\"";
+        let slow = Arc::new(Rule::from_file("slow.sql", "slow", text, Some(&scripts)).unwrap());
+        let set =
+            RuleSet::new(vec![slow, rule("fast", "SELECT t FROM \"/a1demo/+/user/update\"")], HashMap::new());
+        let msg = message("/a1demo/dev1/user/update", br#"{"t":40}"#);
+        let out: Vec<_> = set.evaluate(&msg, &EvalContext::default()).collect();
+        assert_eq!(out.len(), 1, "the fast rule still yields");
+        let slow = set.get("slow").unwrap().metrics.snapshot();
+        assert_eq!(slow.failed_exception, 1);
+        assert!(slow.eval_time_us > 0);
+        let fast = set.get("fast").unwrap().metrics.snapshot();
+        assert_eq!((fast.passed, fast.eval_overruns), (1, 0));
+        // The overrun count itself.
+        let m = crate::rules::metrics::RuleMetrics::default();
+        m.evaluated(RULE_BUDGET / 2, RULE_BUDGET);
+        m.evaluated(RULE_BUDGET * 2, RULE_BUDGET);
+        let s = m.snapshot();
+        assert_eq!((s.eval_overruns, s.eval_time_us), (1, 12_500));
+        assert_eq!(serde_json::to_value(s).unwrap()["eval.overruns"], 1);
     }
 
     #[test]

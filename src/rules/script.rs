@@ -18,8 +18,15 @@ use super::error::EvalError;
 /// Operations a call may take: a few hundred thousand run in about a millisecond; a loop that
 /// runs away is stopped well before it costs the message path noticeable time.
 const MAX_OPERATIONS: u64 = 200_000;
-/// Wall-time budget of one call (also covers slow operations the counter cannot see).
+/// Wall-time budget of one call (also covers slow operations the counter cannot see). Within a
+/// rule evaluation the tighter [`RULE_BUDGET`] applies.
 const TIME_BUDGET: Duration = Duration::from_millis(20);
+/// Wall time one rule may spend on one message, script calls and decoding included. Rules run
+/// on the pipeline's batch path, before the PUBACKs of every device in the batch: a slow script
+/// must not hold the others up for long. 5 ms keeps a rule that overruns on every message of a
+/// device at 100 msgs/s to half the path's time; an overrun fails the rule for that message
+/// (its error action runs) and is counted in `eval.overruns`.
+pub(crate) const RULE_BUDGET: Duration = Duration::from_millis(5);
 /// Largest string a script may build: payloads are at most 256 KiB.
 const MAX_STRING: usize = 256 * 1024;
 /// Largest array or BLOB.
@@ -134,7 +141,8 @@ impl Script {
     }
 
     fn call(&self, name: &str, args: Vec<Dynamic>) -> Result<Dynamic, String> {
-        let prev = DEADLINE.with(|d| d.replace(Some(Instant::now() + TIME_BUDGET)));
+        let own = Instant::now() + TIME_BUDGET;
+        let prev = DEADLINE.with(|d| d.replace(Some(d.get().map_or(own, |outer| outer.min(own)))));
         let mut scope = Scope::new();
         // eval_ast(false): do not re-run the script's top-level statements on every call.
         let r = self.engine.call_fn_with_options::<Dynamic>(
@@ -165,6 +173,15 @@ impl Script {
     pub(crate) fn has_decoder(&self) -> bool {
         self.functions().iter().any(|(n, p)| n == DECODER && *p == 1)
     }
+}
+
+/// Runs `f` with every script call in it sharing `deadline` (each call still has its own
+/// budget, whichever ends first).
+pub(crate) fn within<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    let prev = DEADLINE.with(|d| d.replace(Some(deadline)));
+    let out = f();
+    DEADLINE.with(|d| d.set(prev));
+    out
 }
 
 /// User functions by name (case-insensitive, as SQL function names are).
@@ -283,6 +300,20 @@ mod tests {
             assert!(fns.get(bad).unwrap().call(&[]).is_err(), "{bad}");
         }
         assert!(fns.get("deep").unwrap().call(&[json!(0)]).is_err());
+    }
+
+    #[test]
+    fn calls_share_the_deadline_they_run_within() {
+        let s = Script::compile("fn spin() { loop {} } fn one() { 1 }").unwrap();
+        let mut fns = Scripts::default();
+        fns.add(&s);
+        let past = Instant::now();
+        let started = Instant::now();
+        let e = within(past, || fns.get("spin").unwrap().call(&[])).unwrap_err();
+        assert!(e.to_string().contains("terminated"), "{e}");
+        assert!(started.elapsed() < TIME_BUDGET, "stopped at the outer deadline, not its own budget");
+        // Outside `within`, a call has its own budget again.
+        assert_eq!(fns.get("one").unwrap().call(&[]).unwrap(), json!(1));
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Server {
         Self::start_text(dir, text).await
     }
 
-    async fn start_text(dir: tempfile::TempDir, text: String) -> Self {
+    pub async fn start_text(dir: tempfile::TempDir, text: String) -> Self {
         let config = iotpipe::config::load_str(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
         let app = App::start(&config).await.unwrap();
         let tap = app.tap();
