@@ -197,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // could not receive it: its posts cost the router nothing.
         if let (Ok(()), Some(reply), true) = (&result, reply, self.link.is_some()) {
             if let Err(e) = self.shared.downlink.publish(&reply.topic, reply.payload) {
-                tracing::warn!(device = %self.origin.device_name, topic = %reply.topic, error = %e, "Could not send an Alink reply");
+                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&reply.topic), error = %e, "Could not send an Alink reply");
             }
         }
         match (result, pkid) {
