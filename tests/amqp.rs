@@ -399,3 +399,41 @@ async fn connections_beyond_max_connections_wait_for_a_free_slot() {
     drop(first);
     assert!(answered(&mut second, WAIT).await, "the second one is served once the first closed");
 }
+
+/// `modified` with `undeliverable-here` comes back after the backoff, to the other client.
+#[tokio::test]
+async fn modified_undeliverable_here_goes_to_another_client() {
+    use fe2o3_amqp::types::messaging::Modified;
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let mut a = consumer(amqp, "a", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let data = loop {
+        let d = a.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        a.accept(&d).await;
+    };
+    let mut b = consumer(amqp, "b", DEFAULT_GROUP).await;
+    let modified =
+        Modified { delivery_failed: Some(true), undeliverable_here: Some(true), message_annotations: None };
+    let sent = std::time::Instant::now();
+    a.receiver.modify(&data, modified).await.unwrap();
+    // dev1's offline status may still be on its way to either client.
+    let again = loop {
+        let d = b.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        b.accept(&d).await;
+    };
+    assert!(sent.elapsed() >= Duration::from_millis(900), "after the backoff, not at once");
+    assert_eq!(read(&again), read(&data));
+    b.accept(&again).await;
+    while let Some(d) = a.try_next(Duration::from_millis(300)).await {
+        assert!(!read(&d).topic.ends_with("/user/update"), "not to the client that refused it");
+        a.accept(&d).await;
+    }
+    status_until(&server, DEFAULT_GROUP, "accepted", |s| s.accumulated == 0).await;
+}

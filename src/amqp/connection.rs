@@ -153,8 +153,10 @@ fn settlement(outcome: Result<Outcome, SendError>) -> Settlement {
     match outcome {
         Ok(Outcome::Accepted(_)) => Settlement::Accepted,
         Ok(Outcome::Rejected(_)) => Settlement::Rejected,
-        // Released, modified, or the link went away before an outcome: deliver again.
-        Ok(_) | Err(_) => Settlement::Released,
+        Ok(Outcome::Modified(m)) if m.undeliverable_here == Some(true) => Settlement::Undeliverable,
+        Ok(Outcome::Released(_) | Outcome::Modified(_)) => Settlement::Released,
+        // The link went away before an outcome: deliver again at once.
+        Err(_) => Settlement::Lost,
     }
 }
 
@@ -247,7 +249,7 @@ async fn send(
         }
         Err(e) => {
             tracing::debug!(error = %e, "Send failed");
-            membership.settle(delivery.seq, delivery.generation, Settlement::Released);
+            membership.settle(delivery.seq, delivery.generation, Settlement::Lost);
             Err("link or connection lost")
         }
     }

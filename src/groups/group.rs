@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::rate::RateWindow;
+use super::retry::Retries;
 use super::Settings;
 use crate::message::now_ms;
 use crate::store::{Extent, QueueStore, StoredMessage};
@@ -28,10 +29,19 @@ const FETCH: usize = 256;
 pub enum Settlement {
     /// Done: removed.
     Accepted,
-    /// Put back for another delivery (released, modified, link lost).
+    /// `released`, or `modified` without `undeliverable-here`: delivered again after the
+    /// message's backoff.
     Released,
+    /// `modified` with `undeliverable-here`: delivered again after the backoff, to another
+    /// client when one is online.
+    Undeliverable,
     /// Refused by the consumer: removed and counted, never delivered again.
     Rejected,
+    /// The link or connection went away before an outcome: delivered again at once.
+    Lost,
+    /// Never sent (the client granted no credit in time): delivered again at once, not counted
+    /// as a delivery.
+    Unsent,
 }
 
 /// A message handed to a client.
@@ -100,6 +110,8 @@ struct State {
     /// Seq the next append gets (everything below is committed).
     tail: u64,
     redeliver: BTreeSet<u64>,
+    /// Released messages waiting out their backoff, and every delivered message's history.
+    retries: Retries,
     leased: HashMap<u64, Lease>,
     clients: Vec<Client>,
     next_generation: u64,
@@ -264,7 +276,8 @@ impl Group {
         if !current {
             // The lease ended (ack timeout, clear): the message was put back or dropped. An accept
             // of a message waiting for redelivery still consumes it.
-            if how == Settlement::Accepted && s.redeliver.remove(&seq) {
+            let waiting = s.redeliver.remove(&seq) || s.retries.is_delayed(seq);
+            if how == Settlement::Accepted && waiting {
                 self.remove_locked(&mut s, seq, client);
             }
             return;
@@ -274,12 +287,27 @@ impl Group {
             Settlement::Accepted => self.remove_locked(&mut s, seq, client),
             Settlement::Rejected => {
                 s.count = s.count.saturating_sub(1);
+                s.retries.forget(seq);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 self.store.remove(&self.id, vec![seq]);
             }
-            Settlement::Released => {
+            Settlement::Released | Settlement::Undeliverable => {
+                let avoid = (how == Settlement::Undeliverable).then_some(client);
+                s.retries.released(seq, avoid, Instant::now());
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+                // The dispatcher sleeps until the earliest backoff ends, which may be this one.
+                self.wake.notify_one();
+            }
+            Settlement::Lost => {
                 s.redeliver.insert(seq);
                 self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+                self.wake.notify_one();
+            }
+            Settlement::Unsent => {
+                s.retries.unsent(seq);
+                s.redeliver.insert(seq);
                 drop(s);
                 self.wake.notify_one();
             }
@@ -288,6 +316,7 @@ impl Group {
 
     fn remove_locked(&self, s: &mut State, seq: u64, client: u64) {
         s.count = s.count.saturating_sub(1);
+        s.retries.forget(seq);
         let now = now_ms();
         s.last_consumption_ms = Some(now);
         s.rate.add(now / 1000, 1);
@@ -330,6 +359,7 @@ impl Group {
         // Unsettled deliveries are dropped too; their late outcomes are ignored.
         s.leased.clear();
         s.redeliver.clear();
+        s.retries.clear();
         s.cursor = s.tail;
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
@@ -382,6 +412,7 @@ impl Group {
         }
         for seq in &expired {
             s.redeliver.remove(seq);
+            s.retries.forget(*seq);
         }
         s.count = s.count.saturating_sub(expired.len() as u64);
         self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
@@ -405,9 +436,19 @@ impl Group {
                 }
             };
             if moved == 0 {
+                // Besides a wake (an append, a settlement, a client), the end of the earliest
+                // backoff makes work.
+                let next_due = self.lock().retries.next_due();
+                let backoff_over = async {
+                    match next_due {
+                        Some(due) => tokio::time::sleep_until(due.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = self.wake.notified() => {}
+                    () = backoff_over => {}
                 }
             }
         }
@@ -417,7 +458,10 @@ impl Group {
     fn dispatch_once(&self) -> Result<usize, crate::store::StoreError> {
         // What to read, decided under the lock; the store read happens outside it.
         let (room, redeliver, cursor, tail) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            for seq in s.retries.due(Instant::now()) {
+                s.redeliver.insert(seq);
+            }
             let room: usize = s
                 .clients
                 .iter()
@@ -469,13 +513,19 @@ impl Group {
                 continue;
             };
             let max = self.settings.max_unsettled_per_client;
-            let candidates: Vec<usize> = s
+            let mut candidates: Vec<usize> = s
                 .clients
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.unsettled.load(Ordering::Relaxed) < max)
                 .map(|(i, _)| i)
                 .collect();
+            // After `modified` with `undeliverable-here`, another client if there is one.
+            if let Some(avoid) = s.retries.tries(seq).avoid {
+                if candidates.iter().any(|&i| s.clients[i].id != avoid) {
+                    candidates.retain(|&i| s.clients[i].id != avoid);
+                }
+            }
             if candidates.is_empty() {
                 s.redeliver.insert(seq);
                 continue;
@@ -490,6 +540,7 @@ impl Group {
             match client.tx.try_send(Delivery { seq, generation, message }) {
                 Ok(()) => {
                     s.leased.insert(seq, Lease { client: client_id, generation, deadline });
+                    s.retries.delivered(seq);
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     moved += 1;
                 }

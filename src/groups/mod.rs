@@ -7,6 +7,7 @@ pub mod config;
 mod group;
 pub mod name;
 mod rate;
+mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
