@@ -437,3 +437,40 @@ async fn modified_undeliverable_here_goes_to_another_client() {
     }
     status_until(&server, DEFAULT_GROUP, "accepted", |s| s.accumulated == 0).await;
 }
+
+/// A receiver that grants no credit gets nothing: its neighbour's messages are not held up
+/// (before, about half of them sat leased to the stalled link until the ack timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_credit_receiver_does_not_delay_the_others() {
+    use fe2o3_amqp::link::receiver::CreditMode;
+    use fe2o3_amqp::{Receiver, Session};
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let (u, p) = login("stalled", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let mut connection = open(amqp, &u, &p).await.unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let _stalled = Receiver::builder()
+        .name("no-credit")
+        .source("default")
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    let mut normal = consumer(amqp, "normal", DEFAULT_GROUP).await;
+    status_until(&server, DEFAULT_GROUP, "two clients", |s| s.online_clients.len() == 2).await;
+    let started = std::time::Instant::now();
+    publish_n(server.addr(), "dev1", 20).await;
+    let mut data = HashSet::new();
+    while data.len() < 20 {
+        let d = normal.next().await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            data.insert(r.message_id);
+        }
+        normal.accept(&d).await;
+    }
+    // Publishing takes a moment; the ack timeout (30 s) is what a held message used to wait.
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    status_until(&server, DEFAULT_GROUP, "all accepted", |s| s.accumulated == 0).await;
+}

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,16 @@ struct Client {
     info: ClientInfo,
     tx: mpsc::Sender<Delivery>,
     unsettled: Arc<AtomicUsize>,
+    /// False while the client's link has no credit (as far as its connection knows).
+    ready: Arc<AtomicBool>,
     rate: RateWindow,
+}
+
+impl Client {
+    /// Whether the client can take another delivery now.
+    fn has_room(&self, max_unsettled: usize) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.unsettled.load(Ordering::Relaxed) < max_unsettled
+    }
 }
 
 #[derive(Default)]
@@ -171,6 +180,7 @@ pub struct Membership {
     /// Deliveries for this client.
     pub rx: mpsc::Receiver<Delivery>,
     unsettled: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
 }
 
 fn now_secs() -> u64 {
@@ -228,6 +238,7 @@ impl Group {
         let capacity = self.settings.max_unsettled_per_client;
         let (tx, rx) = mpsc::channel(capacity);
         let unsettled = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(AtomicBool::new(true));
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         {
             let mut s = self.lock();
@@ -247,11 +258,12 @@ impl Group {
                 },
                 tx,
                 unsettled: unsettled.clone(),
+                ready: ready.clone(),
                 rate: RateWindow::default(),
             });
         }
         self.wake.notify_one();
-        Ok(Membership { group: self.clone(), client: id, rx, unsettled })
+        Ok(Membership { group: self.clone(), client: id, rx, unsettled, ready })
     }
 
     fn leave(&self, client: u64) {
@@ -465,6 +477,7 @@ impl Group {
             let room: usize = s
                 .clients
                 .iter()
+                .filter(|c| c.ready.load(Ordering::Relaxed))
                 .map(|c| {
                     self.settings.max_unsettled_per_client.saturating_sub(c.unsettled.load(Ordering::Relaxed))
                 })
@@ -513,13 +526,8 @@ impl Group {
                 continue;
             };
             let max = self.settings.max_unsettled_per_client;
-            let mut candidates: Vec<usize> = s
-                .clients
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.unsettled.load(Ordering::Relaxed) < max)
-                .map(|(i, _)| i)
-                .collect();
+            let mut candidates: Vec<usize> =
+                s.clients.iter().enumerate().filter(|(_, c)| c.has_room(max)).map(|(i, _)| i).collect();
             // After `modified` with `undeliverable-here`, another client if there is one.
             if let Some(avoid) = s.retries.tries(seq).avoid {
                 if candidates.iter().any(|&i| s.clients[i].id != avoid) {
@@ -565,6 +573,23 @@ impl Membership {
         self.unsettled.fetch_sub(1, Ordering::Relaxed);
         self.group.settle(self.client, seq, generation, how);
         self.group.wake.notify_one();
+    }
+
+    /// The client's link has no credit: it gets nothing until [`Self::resume`]. The caller
+    /// gives back what it holds with [`Settlement::Unsent`].
+    pub fn stall(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// The client may have credit again: deliveries resume.
+    pub fn resume(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.group.wake.notify_one();
+    }
+
+    /// Whether the client is stalled.
+    pub fn is_stalled(&self) -> bool {
+        !self.ready.load(Ordering::Relaxed)
     }
 
     /// Drops a delivery without an outcome (stale); frees its room.
