@@ -112,3 +112,41 @@ async fn kill_9_loses_nothing_acknowledged() {
     let missing: Vec<_> = acked.difference(&seen).collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
 }
+
+/// An accept is durable within a bounded time (the store's idle fsync, 100 ms) even when
+/// nothing else is written: drain the group, wait 1 s, `kill -9`, and nothing accepted comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepts_survive_a_kill_9_one_second_after_the_drain() {
+    const N: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("iotpipe.toml");
+    std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
+
+    let (mut server, mqtt, amqp) = start(&config);
+    common::publish_n(mqtt, "dev1", N).await;
+    let mut c = consumer(amqp, "drain", "DEFAULT_GROUP").await;
+    let mut data = 0;
+    // dev1's online and offline status messages come too.
+    let mut offline = false;
+    while data < N || !offline {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            data += 1;
+        }
+        offline |=
+            r.topic.starts_with("/as/mqtt/status/") && String::from_utf8_lossy(&r.body).contains("offline");
+    }
+    // The dispositions are on their way; the last removal's commit happens at once, and its
+    // fsync within 100 ms of the writer going idle. 1 s is the scenario the issue names.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    drop(c);
+
+    let (_server, _, amqp) = start(&config);
+    let mut c = consumer(amqp, "after", "DEFAULT_GROUP").await;
+    let back = c.try_next(std::time::Duration::from_secs(1)).await;
+    assert!(back.is_none(), "an accepted message came back: {:?}", back.map(|d| read(&d)));
+}
