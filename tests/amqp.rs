@@ -474,3 +474,29 @@ async fn a_zero_credit_receiver_does_not_delay_the_others() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     status_until(&server, DEFAULT_GROUP, "all accepted", |s| s.accumulated == 0).await;
 }
+
+/// Deleting a group detaches its consumers with an error that says so.
+#[tokio::test]
+async fn a_deleted_groups_consumer_is_detached_with_an_error() {
+    let server = Server::start().await;
+    let (status, group) =
+        common::api::post(&server, "/consumer-groups", &serde_json::json!({"name": "doomed_group"})).await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_string();
+    let mut c = consumer(server.app.amqp_addr(), "c", &id).await;
+    status_until(&server, &id, "online", |s| s.online_clients.len() == 1).await;
+    let (status, body) = common::api::send(
+        reqwest::Client::new().delete(common::api::url(&server, &format!("/consumer-groups/{id}"))),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let err = tokio::time::timeout(
+        WAIT,
+        c.receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .expect("detached in time")
+    .expect_err("detached");
+    let text = condition_of(&err);
+    assert!(text.contains("NotFound") && text.contains("was deleted"), "{err:?}");
+}

@@ -36,6 +36,9 @@ const CREDIT_WAIT: Duration = Duration::from_millis(100);
 const PROBE_FIRST: Duration = Duration::from_millis(10);
 const PROBE_LONGEST: Duration = Duration::from_secs(1);
 
+/// Why a consumer went offline when its group was deleted.
+const GROUP_DELETED: &str = "group deleted";
+
 type Links = LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>>;
 
 fn error(condition: AmqpError, description: String) -> definitions::Error {
@@ -215,7 +218,8 @@ async fn deliver(
         tokio::select! {
             () = shared.shutdown.cancelled() => break "server shutdown",
             delivery = membership.rx.recv() => {
-                let Some(delivery) = delivery else { break "group closed" };
+                // Only a deletion closes the channel while the membership lives.
+                let Some(delivery) = delivery else { break GROUP_DELETED };
                 match send(&mut sender, &mut membership, delivery, &mut inflight).await {
                     Ok(true) => probe = PROBE_FIRST,
                     Ok(false) => {}
@@ -252,8 +256,14 @@ async fn deliver(
         membership.settle(seq, generation, how);
     }
     drop(inflight);
+    let group = membership.group().id.clone();
     drop(membership);
-    let _ = tokio::time::timeout(CLOSE_WAIT, sender.close()).await;
+    if reason == GROUP_DELETED {
+        let e = error(AmqpError::NotFound, format!("consumer group {group} was deleted"));
+        let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_WAIT, sender.close()).await;
+    }
     reason
 }
 

@@ -432,9 +432,11 @@ impl Group {
         self.store.remove(&self.id, expired);
     }
 
-    /// Stops the group's dispatcher (the group is being deleted).
+    /// Stops the group's dispatcher and ends every membership (the group is being deleted):
+    /// each client's delivery channel closes, and its connection detaches it with an error.
     pub(super) fn stop(&self) {
         self.stop.cancel();
+        self.lock().clients.clear();
     }
 
     /// Moves messages to clients until `stop`.
