@@ -19,7 +19,7 @@ use super::rate::RateWindow;
 use super::retry::Retries;
 use super::Settings;
 use crate::message::now_ms;
-use crate::store::{Extent, QueueStore, StoredMessage};
+use crate::store::{DeadLetter, Extent, QueueStore, StoredMessage};
 
 /// Records one dispatcher read takes from the store.
 const FETCH: usize = 256;
@@ -35,7 +35,7 @@ pub enum Settlement {
     /// `modified` with `undeliverable-here`: delivered again after the backoff, to another
     /// client when one is online.
     Undeliverable,
-    /// Refused by the consumer: removed and counted, never delivered again.
+    /// Refused by the consumer: moved to the group's dead letters.
     Rejected,
     /// The link or connection went away before an outcome: delivered again at once.
     Lost,
@@ -68,8 +68,12 @@ pub struct Counters {
     pub redelivered: AtomicU64,
     /// Dropped after the retention period.
     pub expired: AtomicU64,
-    /// Rejected by a consumer.
+    /// Rejected by a consumer (moved to the dead letters).
     pub rejected: AtomicU64,
+    /// Dead letters moved back to the queue.
+    pub requeued: AtomicU64,
+    /// Dead letters purged or expired.
+    pub purged: AtomicU64,
     /// Dropped by a clear.
     pub cleared: AtomicU64,
 }
@@ -114,6 +118,8 @@ impl Client {
 struct State {
     /// Stored and not yet removed (in flight included).
     count: u64,
+    /// Dead letters.
+    dead: u64,
     /// Lowest seq never handed out.
     cursor: u64,
     /// Seq the next append gets (everything below is committed).
@@ -155,6 +161,8 @@ pub struct Status {
     pub in_flight: u64,
     /// Epoch ms of the last accepted message.
     pub last_consumption_ms: Option<u64>,
+    /// Messages in the group's dead letters.
+    pub dead_letters: u64,
     /// Online clients.
     pub online_clients: Vec<ClientInfo>,
 }
@@ -194,6 +202,7 @@ impl Group {
         store: Arc<dyn QueueStore>,
         settings: Settings,
         extent: Extent,
+        dead: u64,
         stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -202,6 +211,7 @@ impl Group {
             counters: Counters::default(),
             state: Mutex::new(State {
                 count: extent.count,
+                dead,
                 cursor: extent.first.max(1),
                 tail: extent.next.max(1),
                 ..State::default()
@@ -299,9 +309,10 @@ impl Group {
             Settlement::Accepted => self.remove_locked(&mut s, seq, client),
             Settlement::Rejected => {
                 s.count = s.count.saturating_sub(1);
+                s.dead += 1;
                 s.retries.forget(seq);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                self.store.remove(&self.id, vec![seq]);
+                self.store.dead_letter(&self.id, vec![seq]);
             }
             Settlement::Released | Settlement::Undeliverable => {
                 let avoid = (how == Settlement::Undeliverable).then_some(client);
@@ -353,6 +364,7 @@ impl Group {
             accumulated: s.count,
             in_flight: s.leased.len() as u64,
             last_consumption_ms: s.last_consumption_ms,
+            dead_letters: s.dead,
             online_clients: s
                 .clients
                 .iter()
@@ -376,6 +388,81 @@ impl Group {
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Up to `max` dead letters from seq `from` on, with their decoded messages (`None` for a
+    /// corrupt record).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub fn dead_letters(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(DeadLetter, Option<StoredMessage>)>, crate::store::StoreError> {
+        let letters = self.store.read_dead(&self.id, from, max)?;
+        Ok(letters
+            .into_iter()
+            .map(|d| {
+                let m = StoredMessage::decode(&d.record);
+                (d, m)
+            })
+            .collect())
+    }
+
+    /// Moves every dead letter back to the end of the queue; returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn requeue_dead_letters(&self) -> Result<u64, crate::store::StoreError> {
+        let seqs = self.store.requeue_dead(&self.id).await?;
+        let n = seqs.len() as u64;
+        {
+            let mut s = self.lock();
+            s.dead = s.dead.saturating_sub(n);
+        }
+        self.counters.requeued.fetch_add(n, Ordering::Relaxed);
+        self.appended(&seqs);
+        self.counters.appended.fetch_sub(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Drops the dead letters (only those dead-lettered before `before_ms` when given);
+    /// returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn purge_dead_letters(&self, before_ms: Option<u64>) -> Result<u64, crate::store::StoreError> {
+        let n = self.store.purge_dead(&self.id, before_ms).await?;
+        let mut s = self.lock();
+        s.dead = s.dead.saturating_sub(n);
+        self.counters.purged.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Drops dead letters older than the retention period (they are kept as long as messages).
+    pub(super) async fn expire_dead_letters(&self) {
+        if self.lock().dead == 0 {
+            return;
+        }
+        let cutoff = now_ms().saturating_sub(self.settings.retention.as_millis() as u64);
+        let oldest = match self.store.read_dead(&self.id, 0, 1) {
+            Ok(d) => d.first().map(|d| d.dead_since_ms),
+            Err(e) => {
+                tracing::error!(group = %self.id, error = %e, "Reading the dead letters failed");
+                return;
+            }
+        };
+        // Seq order is dead-letter order only roughly; the purge itself checks each one's time.
+        if oldest.is_some_and(|t| t < cutoff) {
+            match self.purge_dead_letters(Some(cutoff)).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(group = %self.id, count = n, "Dead letters expired after the retention period");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(group = %self.id, error = %e, "Expiring dead letters failed"),
+            }
+        }
     }
 
     /// Puts back leases past their deadline and drops messages past retention.

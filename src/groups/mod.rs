@@ -110,6 +110,7 @@ impl Groups {
         db: Arc<Db>,
     ) -> Result<Arc<Self>, StoreError> {
         let extents = store.extents()?;
+        let dead = store.dead_counts()?;
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
                 .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
@@ -131,7 +132,7 @@ impl Groups {
                 continue;
             }
             let extent = extents.get(id.as_str()).copied().unwrap_or_default();
-            this.add(id, name, extent);
+            this.add(id, name, extent, dead.get(id.as_str()).copied().unwrap_or(0));
             if extent.count > 0 {
                 tracing::info!(group = %id, backlog = extent.count, "Consumer group backlog restored");
             }
@@ -146,9 +147,9 @@ impl Groups {
         Ok(this)
     }
 
-    fn add(&self, id: &str, name: &str, extent: Extent) -> Arc<Group> {
+    fn add(&self, id: &str, name: &str, extent: Extent, dead: u64) -> Arc<Group> {
         let stop = self.stop.child_token();
-        let group = Group::new(id, name, self.store.clone(), self.settings, extent, stop.clone());
+        let group = Group::new(id, name, self.store.clone(), self.settings, extent, dead, stop.clone());
         self.tasks.spawn(group.clone().dispatch(stop));
         self.write().insert(id.to_string(), group.clone());
         group
@@ -188,7 +189,7 @@ impl Groups {
         };
         CREATED.put(&self.db, &id, &name.to_string())?;
         tracing::info!(group = %id, %name, "Consumer group created");
-        Ok(self.add(&id, name, Extent::default()))
+        Ok(self.add(&id, name, Extent::default(), 0))
     }
 
     /// Deletes a group created at run time, with its stored messages. The caller checks that no
@@ -210,6 +211,7 @@ impl Groups {
         self.write().remove(id);
         group.stop();
         let removed = self.store.clear(id).await?;
+        self.store.purge_dead(id, None).await?;
         tracing::info!(group = %id, dropped = removed, "Consumer group deleted");
         Ok(())
     }
@@ -277,6 +279,7 @@ impl Groups {
             }
             for group in self.list() {
                 group.sweep();
+                group.expire_dead_letters().await;
             }
         }
     }

@@ -31,6 +31,9 @@ use super::{Db, StoreError};
 use crate::histogram::Histogram;
 
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// Dead letters under their queue key: 8 bytes (epoch ms, little endian) of when the message
+/// was dead-lettered, then the record.
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 /// Commands one commit takes at most; bounds the time a commit holds replies back.
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 /// Answered commands waiting for the writer. Their senders wait beyond it: the pipeline has one
@@ -61,6 +64,17 @@ pub struct Extent {
     pub next: u64,
 }
 
+/// A message moved to its group's dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its seq in the group's queue when it was dead-lettered.
+    pub seq: u64,
+    /// Epoch ms when it was dead-lettered.
+    pub dead_since_ms: u64,
+    /// The encoded message.
+    pub record: Vec<u8>,
+}
+
 /// A durable queue store. The embedded redb implementation is [`RedbQueue`]; a distributed
 /// backend implements the same operations.
 pub trait QueueStore: Send + Sync + 'static {
@@ -68,6 +82,24 @@ pub trait QueueStore: Send + Sync + 'static {
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
     /// Removes settled messages. Durable with the next fsynced commit.
     fn remove(&self, group: &str, seqs: Vec<u64>);
+    /// Moves messages to the group's dead letters. Durable like a removal.
+    fn dead_letter(&self, group: &str, seqs: Vec<u64>);
+    /// Up to `max` dead letters of `group` with seq >= `from`, in seq order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read_dead(&self, group: &str, from: u64, max: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves every dead letter of `group` back to the end of its queue; resolves with their
+    /// new seqs.
+    fn requeue_dead(&self, group: &str) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+    /// Drops the dead letters of `group` (only those dead-lettered before `before_ms` when
+    /// given); resolves with how many.
+    fn purge_dead(&self, group: &str, before_ms: Option<u64>) -> BoxFuture<'static, Result<u64, StoreError>>;
+    /// How many dead letters each group has.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError>;
     /// Removes every message of `group`; resolves with how many were removed.
     fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>>;
     /// Up to `max` records of `group` with seq >= `from`, in seq order.
@@ -113,6 +145,8 @@ enum Command {
     /// Removals or an id block are waiting: commit soon.
     Wake,
     Clear(String, oneshot::Sender<Result<u64, StoreError>>),
+    Requeue(String, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    PurgeDead(String, Option<u64>, oneshot::Sender<Result<u64, StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -125,6 +159,8 @@ pub struct RedbQueue {
     db: Arc<Db>,
     tx: mpsc::Sender<Command>,
     removals: Arc<Removals>,
+    /// Sequence numbers to move to the dead letters, gathered like removals.
+    dead: Arc<Removals>,
     ids: Arc<Ids>,
     stats: Arc<StoreStats>,
 }
@@ -145,15 +181,22 @@ impl RedbQueue {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(StoreStats::default());
         let removals = Arc::new(Removals::default());
+        let dead = Arc::new(Removals::default());
         let wake = tx.clone();
         // A full channel means the writer commits soon anyway.
         let ids =
             Arc::new(Ids::new(ids::reserve_now(&db)?, Box::new(move || drop(wake.try_send(Command::Wake)))));
-        let queue =
-            Self { db: db.clone(), tx, removals: removals.clone(), ids: ids.clone(), stats: stats.clone() };
+        let queue = Self {
+            db: db.clone(),
+            tx,
+            removals: removals.clone(),
+            dead: dead.clone(),
+            ids: ids.clone(),
+            stats: stats.clone(),
+        };
         let next: HashMap<String, u64> =
             queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
-        let writer = Writer { db, next, stats, removals, ids: Arc::downgrade(&ids) };
+        let writer = Writer { db, next, stats, removals, dead, ids: Arc::downgrade(&ids) };
         std::thread::Builder::new()
             .name("iotpipe-store".into())
             .spawn(move || writer.run(rx))
@@ -187,20 +230,61 @@ impl QueueStore for RedbQueue {
     }
 
     fn remove(&self, group: &str, seqs: Vec<u64>) {
-        if seqs.is_empty() {
-            return;
+        self.gather(&self.removals, group, seqs);
+    }
+
+    fn dead_letter(&self, group: &str, seqs: Vec<u64>) {
+        self.gather(&self.dead, group, seqs);
+    }
+
+    fn read_dead(&self, group: &str, from: u64, max: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let db = &self.db;
+        let Some(table) = db.read_table(DEAD)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in table.range((group, from)..=(group, u64::MAX)).map_err(|e| db.err(e))?.take(max) {
+            let (k, v) = entry.map_err(|e| db.err(e))?;
+            let v = v.value();
+            let Some((since, record)) = v.split_first_chunk::<8>() else { continue };
+            out.push(DeadLetter {
+                seq: k.value().1,
+                dead_since_ms: u64::from_le_bytes(*since),
+                record: record.to_vec(),
+            });
         }
-        let mut removals = self.removals.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = removals.is_empty();
-        match removals.get_mut(group) {
-            Some(pending) => pending.extend(seqs),
-            None => drop(removals.insert(Arc::from(group), seqs)),
+        Ok(out)
+    }
+
+    fn requeue_dead(&self, group: &str) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let (tx, group) = (self.tx.clone(), group.to_string());
+        Box::pin(async move {
+            tx.send(Command::Requeue(group, reply)).await.map_err(|_| closed())?;
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn purge_dead(&self, group: &str, before_ms: Option<u64>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let (tx, group) = (self.tx.clone(), group.to_string());
+        Box::pin(async move {
+            tx.send(Command::PurgeDead(group, before_ms, reply)).await.map_err(|_| closed())?;
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let db = &self.db;
+        let Some(table) = db.read_table(DEAD)? else {
+            return Ok(HashMap::new());
+        };
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for entry in table.iter().map_err(|e| db.err(e))? {
+            let (k, _) = entry.map_err(|e| db.err(e))?;
+            *out.entry(k.value().0.to_string()).or_default() += 1;
         }
-        drop(removals);
-        if first {
-            // One wake per commit is enough: the writer takes every pending removal at once.
-            let _ = self.tx.try_send(Command::Wake);
-        }
+        Ok(out)
     }
 
     fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
@@ -262,6 +346,24 @@ impl QueueStore for RedbQueue {
 }
 
 impl RedbQueue {
+    /// Adds `seqs` to what the writer takes in its next commit.
+    fn gather(&self, pending: &Removals, group: &str, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = pending.is_empty();
+        match pending.get_mut(group) {
+            Some(p) => p.extend(seqs),
+            None => drop(pending.insert(Arc::from(group), seqs)),
+        }
+        drop(pending);
+        if first {
+            // One wake per commit is enough: the writer takes everything pending at once.
+            let _ = self.tx.try_send(Command::Wake);
+        }
+    }
+
     fn request(
         &self,
         command: fn(oneshot::Sender<Result<(), StoreError>>) -> Command,
@@ -281,6 +383,7 @@ struct Writer {
     next: HashMap<String, u64>,
     stats: Arc<StoreStats>,
     removals: Arc<Removals>,
+    dead: Arc<Removals>,
     ids: Weak<Ids>,
 }
 
@@ -288,6 +391,7 @@ struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>, Instant),
     Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Requeue(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// The start of a newly reserved id block.
     Ids(Arc<Ids>, u64),
@@ -383,6 +487,7 @@ impl Writer {
                             drop(tx.send(Ok(seqs)));
                         }
                         Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
+                        Reply::Requeue(tx, seqs) => drop(tx.send(Ok(seqs))),
                         Reply::Flush(tx) => drop(tx.send(Ok(()))),
                         Reply::Ids(ids, start) => ids.reserved(Ok(start)),
                     }
@@ -399,6 +504,7 @@ impl Writer {
                     match reply {
                         Reply::Append(tx, ..) => drop(tx.send(Err(err))),
                         Reply::Clear(tx, _) => drop(tx.send(Err(err))),
+                        Reply::Requeue(tx, _) => drop(tx.send(Err(err))),
                         Reply::Flush(tx) => drop(tx.send(Err(err))),
                         Reply::Ids(ids, _) => ids.reserved(Err(e.to_string())),
                     }
@@ -434,6 +540,20 @@ impl Writer {
                     table.remove((&*group, seq)).map_err(|e| db.err(e))?;
                 }
             }
+            let mut dead = tx.open_table(DEAD).map_err(|e| db.err(e))?;
+            let moves = std::mem::take(&mut *self.dead.lock().unwrap_or_else(PoisonError::into_inner));
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .to_le_bytes();
+            for (group, seqs) in moves {
+                for seq in seqs {
+                    let Some(record) = table.remove((&*group, seq)).map_err(|e| db.err(e))? else { continue };
+                    let value = [&since[..], record.value()].concat();
+                    drop(record);
+                    dead.insert((&*group, seq), value.as_slice()).map_err(|e| db.err(e))?;
+                }
+            }
             for command in commands {
                 match command {
                     Command::Append(batch, reply, queued) => {
@@ -460,6 +580,36 @@ impl Writer {
                                 false
                             })
                             .map_err(|e| db.err(e))?;
+                        replies.push(Reply::Clear(reply, removed));
+                    }
+                    Command::Requeue(group, reply) => {
+                        durable = true;
+                        let mut records = Vec::new();
+                        dead.retain_in((group.as_str(), 0)..=(group.as_str(), u64::MAX), |_, v| {
+                            records.push(v.get(8..).unwrap_or_default().to_vec());
+                            false
+                        })
+                        .map_err(|e| db.err(e))?;
+                        let next = self.next.entry(group.clone()).or_insert(1);
+                        let mut seqs = Vec::with_capacity(records.len());
+                        for record in records {
+                            let seq = *next;
+                            *next += 1;
+                            table.insert((group.as_str(), seq), record.as_slice()).map_err(|e| db.err(e))?;
+                            seqs.push(seq);
+                        }
+                        replies.push(Reply::Requeue(reply, seqs));
+                    }
+                    Command::PurgeDead(group, before, reply) => {
+                        durable = true;
+                        let mut removed = 0u64;
+                        dead.retain_in((group.as_str(), 0)..=(group.as_str(), u64::MAX), |_, v| {
+                            let since = v.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+                            let keep = before.is_some_and(|before| since >= before);
+                            removed += u64::from(!keep);
+                            keep
+                        })
+                        .map_err(|e| db.err(e))?;
                         replies.push(Reply::Clear(reply, removed));
                     }
                     Command::Flush(reply) | Command::Close(reply) => {
