@@ -570,3 +570,21 @@ async fn rejected_messages_are_dead_letters_that_can_be_requeued_and_purged() {
     assert_eq!(list["items"], serde_json::json!([]));
     assert_eq!(list["deadLetterCount"], 0);
 }
+
+/// `lastConsumptionTime` survives a restart.
+#[tokio::test]
+async fn last_consumption_time_survives_a_restart() {
+    let server = Server::start().await;
+    let mut c = consumer(server.app.amqp_addr(), "c", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let d = c.next().await;
+    c.accept(&d).await;
+    status_until(&server, DEFAULT_GROUP, "consumed", |s| s.last_consumption_ms.is_some()).await;
+    let before = server.app.groups().get(DEFAULT_GROUP).unwrap().status().last_consumption_ms;
+    c.close().await;
+    let server = server.restart().await;
+    let after = server.app.groups().get(DEFAULT_GROUP).unwrap().status().last_consumption_ms;
+    assert_eq!(after, before);
+    let (_, status) = common::api::get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
+    assert!(status["lastConsumptionTime"].is_u64(), "{status}");
+}

@@ -131,6 +131,8 @@ struct State {
     clients: Vec<Client>,
     next_generation: u64,
     last_consumption_ms: Option<u64>,
+    /// The `last_consumption_ms` last written to the store.
+    persisted_last_consumption_ms: Option<u64>,
     rate: RateWindow,
 }
 
@@ -388,6 +390,22 @@ impl Group {
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Sets the last consumption time stored before a restart.
+    pub(super) fn restore_last_consumption(&self, ms: Option<u64>) {
+        let mut s = self.lock();
+        s.last_consumption_ms = ms;
+        s.persisted_last_consumption_ms = ms;
+    }
+
+    /// The last consumption time when it changed since the last call (to persist it).
+    pub(super) fn last_consumption_to_persist(&self) -> Option<u64> {
+        let mut s = self.lock();
+        let last =
+            s.last_consumption_ms.filter(|_| s.last_consumption_ms != s.persisted_last_consumption_ms)?;
+        s.persisted_last_consumption_ms = Some(last);
+        Some(last)
     }
 
     /// Up to `max` dead letters from seq `from` on, with their decoded messages (`None` for a

@@ -90,6 +90,11 @@ pub struct Groups {
 
 /// Consumer groups created at run time: id -> name.
 const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
+/// Each group's `lastConsumptionTime` (epoch ms), so that it survives a restart.
+const LAST_CONSUMPTION: Collection<u64> = Collection::new("group_last_consumption", Encoding::JsonBytes);
+/// How often changed `lastConsumptionTime`s are written: one small transaction per active group
+/// and period; after a crash the time shown may be this much older than the last accept.
+const PERSIST_LAST_CONSUMPTION: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +116,7 @@ impl Groups {
     ) -> Result<Arc<Self>, StoreError> {
         let extents = store.extents()?;
         let dead = store.dead_counts()?;
+        let last: HashMap<String, u64> = LAST_CONSUMPTION.load(&db)?.into_iter().collect();
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
                 .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
@@ -132,7 +138,8 @@ impl Groups {
                 continue;
             }
             let extent = extents.get(id.as_str()).copied().unwrap_or_default();
-            this.add(id, name, extent, dead.get(id.as_str()).copied().unwrap_or(0));
+            let group = this.add(id, name, extent, dead.get(id.as_str()).copied().unwrap_or(0));
+            group.restore_last_consumption(last.get(id.as_str()).copied());
             if extent.count > 0 {
                 tracing::info!(group = %id, backlog = extent.count, "Consumer group backlog restored");
             }
@@ -208,6 +215,7 @@ impl Groups {
         }
         let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
         CREATED.remove(&self.db, id)?;
+        LAST_CONSUMPTION.remove(&self.db, id)?;
         self.write().remove(id);
         group.stop();
         let removed = self.store.clear(id).await?;
@@ -272,14 +280,30 @@ impl Groups {
     async fn sweep_loop(&self) {
         let mut tick = tokio::time::interval(group::sweep_interval(&self.settings));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut persisted = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if persisted.elapsed() >= PERSIST_LAST_CONSUMPTION {
+                persisted = tokio::time::Instant::now();
+                self.persist_last_consumption();
+            }
             for group in self.list() {
                 group.sweep();
                 group.expire_dead_letters().await;
+            }
+        }
+    }
+
+    /// Writes the `lastConsumptionTime` of every group whose time changed.
+    fn persist_last_consumption(&self) {
+        for group in self.list() {
+            if let Some(ms) = group.last_consumption_to_persist() {
+                if let Err(e) = LAST_CONSUMPTION.put(&self.db, &group.id, &ms) {
+                    tracing::error!(group = %group.id, error = %e, "Storing the last consumption time failed");
+                }
             }
         }
     }
@@ -289,6 +313,7 @@ impl Groups {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.persist_last_consumption();
         if let Err(e) = self.store.close().await {
             tracing::error!(error = %e, "Closing the queue store failed");
         }
