@@ -588,3 +588,47 @@ async fn last_consumption_time_survives_a_restart() {
     let (_, status) = common::api::get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
     assert!(status["lastConsumptionTime"].is_u64(), "{status}");
 }
+
+/// With `maxDeliveryAttempts`, a message delivered that often without an accept goes to the
+/// dead letters instead of coming back.
+#[tokio::test]
+async fn a_message_past_the_groups_delivery_attempts_becomes_a_dead_letter() {
+    use common::api::{get, post, send, url};
+    let server = Server::start().await;
+    let (status, group) = post(
+        &server,
+        "/consumer-groups",
+        &serde_json::json!({"name": "limited_group", "maxDeliveryAttempts": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["maxDeliveryAttempts"], 2);
+    let id = group["id"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        reqwest::Client::new()
+            .put(url(&server, "/subscriptions/a1test"))
+            .json(&serde_json::json!({"messageTypes": ["upstream"], "consumerGroupIds": [id]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    publish_n(server.addr(), "dev1", 1).await;
+    // Two deliveries, each ended by a lost connection (put back at once, no backoff).
+    for attempt in ["first", "second"] {
+        let mut c = consumer(server.app.amqp_addr(), attempt, &id).await;
+        let d = c.next().await;
+        assert!(read(&d).topic.ends_with("/user/update"), "{attempt}");
+        c.connection.close().await.ok();
+    }
+    let mut c = consumer(server.app.amqp_addr(), "third", &id).await;
+    status_until(&server, &id, "dead-lettered", |s| s.dead_letters == 1 && s.accumulated == 0).await;
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none(), "not delivered a third time");
+    let (_, list) = get(&server, &format!("/consumer-groups/{id}/dead-letters")).await;
+    assert_eq!(list["deadLetterCount"], 1, "{list}");
+    let (status, bad) = post(
+        &server,
+        "/consumer-groups",
+        &serde_json::json!({"name": "zero_group", "maxDeliveryAttempts": 0}),
+    )
+    .await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("InvalidOption")), "{bad}");
+}

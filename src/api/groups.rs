@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::ApiState;
 use crate::catalog::DeleteGroupError;
-use crate::groups::Group;
+use crate::groups::{Group, GroupOptions};
 
 /// A consumer group as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -20,11 +20,14 @@ pub struct GroupView {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// Deliveries of a message at most before it goes to the dead letters.
+    #[serde(rename = "maxDeliveryAttempts", skip_serializing_if = "Option::is_none", default)]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 impl GroupView {
     fn of(g: &Group) -> Self {
-        Self { id: g.id.to_string(), name: g.name.clone() }
+        Self { id: g.id.to_string(), name: g.name.clone(), max_delivery_attempts: g.max_delivery_attempts() }
     }
 }
 
@@ -61,6 +64,9 @@ pub struct CreateGroup {
     pub name: String,
     /// The id (1–64 ASCII letters, digits, `_`, `-`); generated when absent.
     pub id: Option<String>,
+    /// Deliveries of a message at most before it goes to the dead letters; absent: no limit.
+    #[serde(rename = "maxDeliveryAttempts")]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 /// `POST /consumer-groups`: creates a group with a generated id.
@@ -69,7 +75,8 @@ pub async fn create(
     body: Result<Json<CreateGroup>, JsonRejection>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let Json(body) = body?;
-    let g = state.groups.create(&body.name, body.id.as_deref())?;
+    let options = GroupOptions { max_delivery_attempts: body.max_delivery_attempts };
+    let g = state.groups.create(&body.name, body.id.as_deref(), options)?;
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 
@@ -124,6 +131,7 @@ pub async fn status(
             "cleared": c.cleared.load(Relaxed),
             "requeued": c.requeued.load(Relaxed),
             "purged": c.purged.load(Relaxed),
+            "exhausted": c.exhausted.load(Relaxed),
         },
     })))
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub struct Counters {
     pub expired: AtomicU64,
     /// Rejected by a consumer (moved to the dead letters).
     pub rejected: AtomicU64,
+    /// Moved to the dead letters after the group's last delivery attempt.
+    pub exhausted: AtomicU64,
     /// Dead letters moved back to the queue.
     pub requeued: AtomicU64,
     /// Dead letters purged or expired.
@@ -149,6 +151,8 @@ pub struct Group {
     store: Arc<dyn QueueStore>,
     settings: Settings,
     next_client: AtomicU64,
+    /// Deliveries of a message at most (0: no limit).
+    max_delivery_attempts: AtomicU32,
     stop: CancellationToken,
 }
 
@@ -222,6 +226,7 @@ impl Group {
             store,
             settings,
             next_client: AtomicU64::new(1),
+            max_delivery_attempts: AtomicU32::new(0),
             stop,
         })
     }
@@ -390,6 +395,15 @@ impl Group {
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Deliveries of a message at most, if limited.
+    pub fn max_delivery_attempts(&self) -> Option<u32> {
+        Some(self.max_delivery_attempts.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    pub(super) fn set_max_delivery_attempts(&self, max: Option<u32>) {
+        self.max_delivery_attempts.store(max.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Sets the last consumption time stored before a restart.
@@ -615,6 +629,23 @@ impl Group {
         // A redelivery candidate may have been settled, expired or cleared meanwhile.
         let mut batch: Vec<(u64, Vec<u8>)> =
             again.into_iter().filter(|(seq, _)| s.redeliver.remove(seq)).collect();
+        // A message delivered as often as the group allows goes to the dead letters instead.
+        if let Some(max) = self.max_delivery_attempts() {
+            let (spent, rest): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|(seq, _)| s.retries.tries(*seq).delivered >= max);
+            batch = rest;
+            if !spent.is_empty() {
+                let seqs: Vec<u64> = spent.into_iter().map(|(seq, _)| seq).collect();
+                for seq in &seqs {
+                    s.retries.forget(*seq);
+                }
+                s.count = s.count.saturating_sub(seqs.len() as u64);
+                s.dead += seqs.len() as u64;
+                self.counters.exhausted.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                tracing::info!(group = %self.id, count = seqs.len(), max, "Messages moved to the dead letters after the last delivery attempt");
+                self.store.dead_letter(&self.id, seqs);
+            }
+        }
         if let Some(fresh) = fresh {
             // Only this task moves the cursor forward; a clear meanwhile moved it past these.
             if s.cursor == cursor {

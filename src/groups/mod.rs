@@ -31,6 +31,9 @@ pub enum GroupsError {
     /// Another group has the name.
     #[error("name: a consumer group named {0:?} exists already")]
     NameTaken(String),
+    /// An option is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
     /// The id breaks the id rule.
     #[error("id: {0}")]
     InvalidId(String),
@@ -90,6 +93,17 @@ pub struct Groups {
 
 /// Consumer groups created at run time: id -> name.
 const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
+/// Options of groups created at run time: id -> options.
+const OPTIONS: Collection<GroupOptions> = Collection::new("consumer_group_options", Encoding::JsonBytes);
+
+/// What a group may set besides its name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupOptions {
+    /// Deliveries of a message at most before it goes to the dead letters (none: no limit).
+    pub max_delivery_attempts: Option<u32>,
+}
+
 /// Each group's `lastConsumptionTime` (epoch ms), so that it survives a restart.
 const LAST_CONSUMPTION: Collection<u64> = Collection::new("group_last_consumption", Encoding::JsonBytes);
 /// How often changed `lastConsumptionTime`s are written: one small transaction per active group
@@ -117,6 +131,10 @@ impl Groups {
         let extents = store.extents()?;
         let dead = store.dead_counts()?;
         let last: HashMap<String, u64> = LAST_CONSUMPTION.load(&db)?.into_iter().collect();
+        let mut options: HashMap<String, GroupOptions> = OPTIONS.load(&db)?.into_iter().collect();
+        for g in declared {
+            options.insert(g.id.clone(), GroupOptions { max_delivery_attempts: g.max_delivery_attempts });
+        }
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
                 .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
@@ -140,6 +158,7 @@ impl Groups {
             let extent = extents.get(id.as_str()).copied().unwrap_or_default();
             let group = this.add(id, name, extent, dead.get(id.as_str()).copied().unwrap_or(0));
             group.restore_last_consumption(last.get(id.as_str()).copied());
+            group.set_max_delivery_attempts(options.get(id.as_str()).and_then(|o| o.max_delivery_attempts));
             if extent.count > 0 {
                 tracing::info!(group = %id, backlog = extent.count, "Consumer group backlog restored");
             }
@@ -168,8 +187,18 @@ impl Groups {
     /// # Errors
     /// A name that breaks the name rule or is taken, a bad or taken id, the group limit, or
     /// storage.
-    pub fn create(&self, name: &str, id: Option<&str>) -> Result<Arc<Group>, GroupsError> {
+    pub fn create(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        options: GroupOptions,
+    ) -> Result<Arc<Group>, GroupsError> {
         name::validate(name).map_err(GroupsError::InvalidName)?;
+        if options.max_delivery_attempts == Some(0) {
+            return Err(GroupsError::InvalidOption(
+                "maxDeliveryAttempts: must be at least 1; leave it out for no limit".into(),
+            ));
+        }
         if let Some(id) = id {
             name::validate_id(id).map_err(GroupsError::InvalidId)?;
         }
@@ -194,9 +223,14 @@ impl Groups {
                 },
             }
         };
+        if options != GroupOptions::default() {
+            OPTIONS.put(&self.db, &id, &options)?;
+        }
         CREATED.put(&self.db, &id, &name.to_string())?;
         tracing::info!(group = %id, %name, "Consumer group created");
-        Ok(self.add(&id, name, Extent::default(), 0))
+        let group = self.add(&id, name, Extent::default(), 0);
+        group.set_max_delivery_attempts(options.max_delivery_attempts);
+        Ok(group)
     }
 
     /// Deletes a group created at run time, with its stored messages. The caller checks that no
@@ -216,6 +250,7 @@ impl Groups {
         let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
         CREATED.remove(&self.db, id)?;
         LAST_CONSUMPTION.remove(&self.db, id)?;
+        OPTIONS.remove(&self.db, id)?;
         self.write().remove(id);
         group.stop();
         let removed = self.store.clear(id).await?;
