@@ -276,7 +276,7 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
     let status: Vec<_> = list.iter().map(|g| (&*g.id, g.status(), &**g)).collect();
     gauge(out, "iotpipe_groups", "Consumer groups.", list.len())?;
     type G = fn(&crate::groups::Status) -> u64;
-    let gauges: [(&str, &str, G); 4] = [
+    let gauges: [(&str, &str, G); 5] = [
         (
             "iotpipe_group_accumulated",
             "Messages stored and not yet accepted, rejected or expired (in flight included).",
@@ -287,6 +287,7 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
             s.consumption_rate_per_minute
         }),
         ("iotpipe_group_online_clients", "AMQP clients online.", |s| s.online_clients.len() as u64),
+        ("iotpipe_group_dead_letters", "Messages in the group's dead letters.", |s| s.dead_letters),
     ];
     for (name, help, get) in gauges {
         labelled(out, (name, help, GAUGE), "group", status.iter().map(|(id, s, _)| (*id, get(s))))?;
@@ -302,7 +303,7 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
         status.iter().filter_map(|(id, s, _)| s.last_consumption_ms.map(|ms| (*id, ms as f64 / 1000.0))),
     )?;
     type C = fn(&crate::groups::Group) -> &AtomicU64;
-    let counters: [(&str, &str, C); 7] = [
+    let counters: [(&str, &str, C); 10] = [
         ("iotpipe_group_appended", "Messages stored for the group.", |g| &g.counters.appended),
         ("iotpipe_group_delivered", "Deliveries to clients (redeliveries included).", |g| {
             &g.counters.delivered
@@ -312,8 +313,19 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
             &g.counters.redelivered
         }),
         ("iotpipe_group_expired", "Messages dropped after the retention period.", |g| &g.counters.expired),
-        ("iotpipe_group_rejected", "Messages rejected by a client.", |g| &g.counters.rejected),
+        ("iotpipe_group_rejected", "Messages rejected by a client (moved to the dead letters).", |g| {
+            &g.counters.rejected
+        }),
         ("iotpipe_group_cleared", "Messages dropped by a clear.", |g| &g.counters.cleared),
+        (
+            "iotpipe_group_exhausted",
+            "Messages moved to the dead letters after the last delivery attempt.",
+            |g| &g.counters.exhausted,
+        ),
+        ("iotpipe_group_dead_letters_requeued", "Dead letters moved back to the queue.", |g| {
+            &g.counters.requeued
+        }),
+        ("iotpipe_group_dead_letters_purged", "Dead letters purged or expired.", |g| &g.counters.purged),
     ];
     for (name, help, get) in counters {
         labelled(out, (name, help, COUNTER), "group", status.iter().map(|(id, _, c)| (*id, load(get(c)))))?;

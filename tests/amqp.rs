@@ -493,3 +493,236 @@ async fn replayed_and_ambiguous_logins_are_refused() {
         u.replace("consumerGroupId=DEFAULT_GROUP|", "consumerGroupId=DEFAULT_GROUP,consumerGroupId=other|");
     assert!(open(amqp, &twice, &p).await.is_err(), "a duplicated consumerGroupId");
 }
+
+/// `modified` with `undeliverable-here` comes back after the backoff, to the other client.
+#[tokio::test]
+async fn modified_undeliverable_here_goes_to_another_client() {
+    use fe2o3_amqp::types::messaging::Modified;
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let mut a = consumer(amqp, "a", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let data = loop {
+        let d = a.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        a.accept(&d).await;
+    };
+    let mut b = consumer(amqp, "b", DEFAULT_GROUP).await;
+    let modified =
+        Modified { delivery_failed: Some(true), undeliverable_here: Some(true), message_annotations: None };
+    let sent = std::time::Instant::now();
+    a.receiver.modify(&data, modified).await.unwrap();
+    // dev1's offline status may still be on its way to either client.
+    let again = loop {
+        let d = b.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        b.accept(&d).await;
+    };
+    assert!(sent.elapsed() >= Duration::from_millis(900), "after the backoff, not at once");
+    assert_eq!(read(&again), read(&data));
+    b.accept(&again).await;
+    while let Some(d) = a.try_next(Duration::from_millis(300)).await {
+        assert!(!read(&d).topic.ends_with("/user/update"), "not to the client that refused it");
+        a.accept(&d).await;
+    }
+    status_until(&server, DEFAULT_GROUP, "accepted", |s| s.accumulated == 0).await;
+}
+
+/// A receiver that grants no credit gets nothing: its neighbour's messages are not held up
+/// (before, about half of them sat leased to the stalled link until the ack timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_credit_receiver_does_not_delay_the_others() {
+    use fe2o3_amqp::link::receiver::CreditMode;
+    use fe2o3_amqp::{Receiver, Session};
+    let server = Server::start().await;
+    let amqp = server.app.amqp_addr();
+    let (u, p) = login("stalled", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let mut connection = open(amqp, &u, &p).await.unwrap();
+    let mut session = Session::begin(&mut connection).await.unwrap();
+    let _stalled = Receiver::builder()
+        .name("no-credit")
+        .source("default")
+        .credit_mode(CreditMode::Manual)
+        .auto_accept(false)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    let mut normal = consumer(amqp, "normal", DEFAULT_GROUP).await;
+    status_until(&server, DEFAULT_GROUP, "two clients", |s| s.online_clients.len() == 2).await;
+    let started = std::time::Instant::now();
+    publish_n(server.addr(), "dev1", 20).await;
+    let mut data = HashSet::new();
+    while data.len() < 20 {
+        let d = normal.next().await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            data.insert(r.message_id);
+        }
+        normal.accept(&d).await;
+    }
+    // Publishing takes a moment; the ack timeout (30 s) is what a held message used to wait.
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    // dev1's offline status is the last message; it too goes to the normal client.
+    let group = server.app.groups().get(DEFAULT_GROUP).unwrap();
+    while group.status().accumulated > 0 {
+        if let Some(d) = normal.try_next(Duration::from_millis(100)).await {
+            normal.accept(&d).await;
+        }
+        assert!(started.elapsed() < WAIT, "left: {:?}", group.status());
+    }
+}
+
+/// Deleting a group detaches its consumers with an error that says so.
+#[tokio::test]
+async fn a_deleted_groups_consumer_is_detached_with_an_error() {
+    let server = Server::start().await;
+    let (status, group) =
+        common::api::post(&server, "/consumer-groups", &serde_json::json!({"name": "doomed_group"})).await;
+    assert_eq!(status, 201, "{group}");
+    let id = group["id"].as_str().unwrap().to_string();
+    let mut c = consumer(server.app.amqp_addr(), "c", &id).await;
+    status_until(&server, &id, "online", |s| s.online_clients.len() == 1).await;
+    let (status, body) = common::api::send(
+        reqwest::Client::new().delete(common::api::url(&server, &format!("/consumer-groups/{id}"))),
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    let err = tokio::time::timeout(
+        WAIT,
+        c.receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .expect("detached in time")
+    .expect_err("detached");
+    let text = condition_of(&err);
+    assert!(text.contains("NotFound") && text.contains("was deleted"), "{err:?}");
+}
+
+/// A rejected message goes to the group's dead letters: counted in the status, listed,
+/// re-queued and consumed; a purge drops what was rejected again.
+#[tokio::test]
+async fn rejected_messages_are_dead_letters_that_can_be_requeued_and_purged() {
+    use common::api::{get, post, send, url};
+    let server = Server::start().await;
+    let mut c = consumer(server.app.amqp_addr(), "c", DEFAULT_GROUP).await;
+    publish_one(server.addr(), "dev1", r#"{"bad":1}"#).await;
+    let data = loop {
+        let d = c.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        c.accept(&d).await;
+    };
+    c.receiver.reject(&data, None).await.unwrap();
+    status_until(&server, DEFAULT_GROUP, "dead-lettered", |s| s.dead_letters == 1).await;
+    let (status, body) = get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["deadLetterCount"], 1, "{body}");
+
+    // Listed once its move is committed (the removal-like move is not answered).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let list = loop {
+        let (status, list) = get(&server, "/consumer-groups/DEFAULT_GROUP/dead-letters").await;
+        assert_eq!(status, 200, "{list}");
+        if list["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not listed: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let item = &list["items"][0];
+    assert_eq!(item["messageId"], read(&data).message_id.as_str(), "{list}");
+    assert_eq!(item["topic"], "/a1test/dev1/user/update");
+    assert_eq!(item["payloadBase64"], "eyJiYWQiOjF9", "base64 of {{\"bad\":1}}");
+    assert!(item["deadLetterTime"].as_u64().unwrap() >= item["generateTime"].as_u64().unwrap());
+    assert!(list["next"].is_null());
+
+    let (status, body) =
+        post(&server, "/consumer-groups/DEFAULT_GROUP/dead-letters/requeue", &serde_json::json!({})).await;
+    assert_eq!((status, body["requeued"].as_u64()), (200, Some(1)), "{body}");
+    let again = loop {
+        let d = c.next().await;
+        if read(&d).topic.ends_with("/user/update") {
+            break d;
+        }
+        c.accept(&d).await; // dev1's offline status
+    };
+    assert_eq!(read(&again).message_id, read(&data).message_id, "the same message, the same messageId");
+    assert_eq!(read(&again).body, br#"{"bad":1}"#);
+    // Rejected again, then purged.
+    c.receiver.reject(&again, None).await.unwrap();
+    status_until(&server, DEFAULT_GROUP, "dead again", |s| s.dead_letters == 1 && s.accumulated == 0).await;
+    let (status, body) =
+        send(reqwest::Client::new().delete(url(&server, "/consumer-groups/DEFAULT_GROUP/dead-letters")))
+            .await;
+    assert_eq!((status, body["purged"].as_u64()), (200, Some(1)), "{body}");
+    let (_, list) = get(&server, "/consumer-groups/DEFAULT_GROUP/dead-letters").await;
+    assert_eq!(list["items"], serde_json::json!([]));
+    assert_eq!(list["deadLetterCount"], 0);
+}
+
+/// `lastConsumptionTime` survives a restart.
+#[tokio::test]
+async fn last_consumption_time_survives_a_restart() {
+    let server = Server::start().await;
+    let mut c = consumer(server.app.amqp_addr(), "c", DEFAULT_GROUP).await;
+    publish_n(server.addr(), "dev1", 1).await;
+    let d = c.next().await;
+    c.accept(&d).await;
+    status_until(&server, DEFAULT_GROUP, "consumed", |s| s.last_consumption_ms.is_some()).await;
+    let before = server.app.groups().get(DEFAULT_GROUP).unwrap().status().last_consumption_ms;
+    c.close().await;
+    let server = server.restart().await;
+    let after = server.app.groups().get(DEFAULT_GROUP).unwrap().status().last_consumption_ms;
+    assert_eq!(after, before);
+    let (_, status) = common::api::get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
+    assert!(status["lastConsumptionTime"].is_u64(), "{status}");
+}
+
+/// With `maxDeliveryAttempts`, a message delivered that often without an accept goes to the
+/// dead letters instead of coming back.
+#[tokio::test]
+async fn a_message_past_the_groups_delivery_attempts_becomes_a_dead_letter() {
+    use common::api::{get, post, send, url};
+    let server = Server::start().await;
+    let (status, group) = post(
+        &server,
+        "/consumer-groups",
+        &serde_json::json!({"name": "limited_group", "maxDeliveryAttempts": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["maxDeliveryAttempts"], 2);
+    let id = group["id"].as_str().unwrap().to_string();
+    let (status, body) = send(
+        reqwest::Client::new()
+            .put(url(&server, "/subscriptions/a1test"))
+            .json(&serde_json::json!({"messageTypes": ["upstream"], "consumerGroupIds": [id]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    publish_n(server.addr(), "dev1", 1).await;
+    // Two deliveries, each ended by a lost connection (put back at once, no backoff).
+    for attempt in ["first", "second"] {
+        let mut c = consumer(server.app.amqp_addr(), attempt, &id).await;
+        let d = c.next().await;
+        assert!(read(&d).topic.ends_with("/user/update"), "{attempt}");
+        c.connection.close().await.ok();
+    }
+    let mut c = consumer(server.app.amqp_addr(), "third", &id).await;
+    status_until(&server, &id, "dead-lettered", |s| s.dead_letters == 1 && s.accumulated == 0).await;
+    assert!(c.try_next(Duration::from_millis(300)).await.is_none(), "not delivered a third time");
+    let (_, list) = get(&server, &format!("/consumer-groups/{id}/dead-letters")).await;
+    assert_eq!(list["deadLetterCount"], 1, "{list}");
+    let (status, bad) = post(
+        &server,
+        "/consumer-groups",
+        &serde_json::json!({"name": "zero_group", "maxDeliveryAttempts": 0}),
+    )
+    .await;
+    assert_eq!((status, bad["code"].as_str()), (400, Some("InvalidOption")), "{bad}");
+}

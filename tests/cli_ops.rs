@@ -469,3 +469,38 @@ async fn alert_rules_are_managed_on_a_running_server() {
     let json = cli(&server, &["alerts", "list", "--json"]).await.json();
     assert_eq!(json, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn groups_dead_letters_are_listed_requeued_and_purged() {
+    let server = Server::start().await;
+    let mut c = consumer(server.app.amqp_addr(), "c", "DEFAULT_GROUP").await;
+    publish_one(server.addr(), "dev1", "{}").await;
+    loop {
+        let d = c.next().await;
+        if common::amqp::read(&d).topic.ends_with("/user/update") {
+            c.receiver.reject(&d, None).await.unwrap();
+            break;
+        }
+        c.accept(&d).await;
+    }
+    let group = server.app.groups().get("DEFAULT_GROUP").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let listed = loop {
+        let out = cli(&server, &["groups", "dead-letters", "list", "DEFAULT_GROUP"]).await;
+        let listed = out.ok().to_string();
+        if rows(&listed).len() == 1 {
+            break listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not listed:\n{listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(listed.contains("/a1test/dev1/user/update"), "{listed}");
+    assert_eq!(group.status().dead_letters, 1);
+    let status = cli(&server, &["groups", "status", "DEFAULT_GROUP"]).await;
+    assert_eq!(field(status.ok(), "dead letters"), "1");
+    let requeued = cli(&server, &["groups", "dead-letters", "requeue", "DEFAULT_GROUP"]).await;
+    assert!(requeued.ok().contains("re-queued 1 dead letter(s)"), "{requeued:?}");
+    assert_eq!(group.status().dead_letters, 0);
+    let purged = cli(&server, &["groups", "dead-letters", "purge", "DEFAULT_GROUP", "--json"]).await.json();
+    assert_eq!(purged["purged"], 0);
+}

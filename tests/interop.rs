@@ -113,3 +113,27 @@ async fn a_paho_device_gets_post_reply_as_the_link_sdk_expects() {
     // Post 2 carried "sys":{"ack":0}; post 3 had no params.
     assert_eq!(got, [("1", 200, "success"), ("3", 460, "request parameter error"), ("4", 200, "success")]);
 }
+
+/// A consumer that releases everything gets each message back after a growing backoff (1 s,
+/// 2 s, ...), not in a loop: over 3 s each message comes at most 3 times (at 0, 1 and 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_qpid_proton_releasing_everything_gets_each_message_a_few_times() {
+    let server = Server::start().await;
+    publish_n(server.addr(), "dev1", 5).await;
+    let mut env = base_env(server.app.amqp_addr().port());
+    env.push(("RELEASE_SECONDS", "3".into()));
+    let received =
+        tokio::task::spawn_blocking(move || run_consumer("python3", &["proton_consumer.py"], &env))
+            .await
+            .unwrap();
+    let mut per_message: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for m in &received {
+        *per_message.entry(m["messageId"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_message.len(), 5, "every message delivered: {per_message:?}");
+    for (id, n) in &per_message {
+        assert!((2..=3).contains(n), "message {id} delivered {n} times in 3 s");
+    }
+    let group = server.app.groups().get("DEFAULT_GROUP").unwrap();
+    assert_eq!(group.status().accumulated, 5, "nothing lost (dev1's status messages were accepted)");
+}

@@ -27,6 +27,18 @@ use crate::store::StoredMessage;
 
 /// How long closing handshakes may take before the connection is simply dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a send may wait for link credit before the client counts as stalled and gives its
+/// deliveries back. fe2o3 has no credit getter, so waiting is how credit shows; a client that
+/// keeps up grants credit well within this, and a stalled one delays a message no longer.
+const CREDIT_WAIT: Duration = Duration::from_millis(100);
+/// A stalled client is tried again (with one message) after this, doubling up to
+/// [`PROBE_LONGEST`]: a client that just ran dry resumes quickly, a zero-credit link costs a
+/// message 100 ms about once a second.
+const PROBE_FIRST: Duration = Duration::from_millis(10);
+const PROBE_LONGEST: Duration = Duration::from_secs(1);
+
+/// Why a consumer went offline when its group was deleted.
+const GROUP_DELETED: &str = "group deleted";
 
 type Links = LinkAcceptor<fn(Source) -> Option<Source>, fn(Target) -> Option<Target>>;
 
@@ -164,8 +176,10 @@ fn settlement(outcome: Result<Outcome, SendError>) -> Settlement {
     match outcome {
         Ok(Outcome::Accepted(_)) => Settlement::Accepted,
         Ok(Outcome::Rejected(_)) => Settlement::Rejected,
-        // Released, modified, or the link went away before an outcome: deliver again.
-        Ok(_) | Err(_) => Settlement::Released,
+        Ok(Outcome::Modified(m)) if m.undeliverable_here == Some(true) => Settlement::Undeliverable,
+        Ok(Outcome::Released(_) | Outcome::Modified(_)) => Settlement::Released,
+        // The link went away before an outcome: deliver again at once.
+        Err(_) => Settlement::Lost,
     }
 }
 
@@ -199,14 +213,33 @@ async fn deliver(
     shared: &AmqpContext,
 ) -> &'static str {
     let mut inflight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut probe = PROBE_FIRST;
+    let mut resume_at: Option<tokio::time::Instant> = None;
     let reason = loop {
+        if membership.is_stalled() && resume_at.is_none() {
+            resume_at = Some(tokio::time::Instant::now() + probe);
+            probe = (probe * 2).min(PROBE_LONGEST);
+        }
+        let resume = async {
+            match resume_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shared.shutdown.cancelled() => break "server shutdown",
             delivery = membership.rx.recv() => {
-                let Some(delivery) = delivery else { break "group closed" };
-                if let Err(reason) = send(&mut sender, &membership, delivery, &mut inflight).await {
-                    break reason;
+                // Only a deletion closes the channel while the membership lives.
+                let Some(delivery) = delivery else { break GROUP_DELETED };
+                match send(&mut sender, &mut membership, delivery, &mut inflight).await {
+                    Ok(true) => probe = PROBE_FIRST,
+                    Ok(false) => {}
+                    Err(reason) => break reason,
                 }
+            }
+            () = resume => {
+                resume_at = None;
+                membership.resume();
             }
             Some((seq, generation, how)) = inflight.next() => membership.settle(seq, generation, how),
             attach = session.next_incoming_attach() => match attach {
@@ -234,31 +267,48 @@ async fn deliver(
         membership.settle(seq, generation, how);
     }
     drop(inflight);
+    let group = membership.group().id.clone();
     drop(membership);
-    let _ = tokio::time::timeout(CLOSE_WAIT, sender.close()).await;
+    if reason == GROUP_DELETED {
+        let e = error(AmqpError::NotFound, format!("consumer group {group} was deleted"));
+        let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_WAIT, sender.close()).await;
+    }
     reason
 }
 
-/// Sends one delivery without waiting for its outcome; the outcome joins `inflight`.
+/// Sends one delivery without waiting for its outcome; the outcome joins `inflight`. `Ok(true)`
+/// when it was sent; `Ok(false)` when it was stale or the link had no credit within
+/// [`CREDIT_WAIT`]: then the client is stalled and everything it holds goes back to the group.
 async fn send(
     sender: &mut Sender,
-    membership: &Membership,
+    membership: &mut Membership,
     delivery: Delivery,
     inflight: &mut FuturesUnordered<Pending>,
-) -> Result<(), &'static str> {
+) -> Result<bool, &'static str> {
     if !membership.is_current(&delivery) {
         membership.skip();
-        return Ok(());
+        return Ok(false);
     }
     let message = amqp_message(&delivery.message);
-    match sender.send_batchable(message).await {
+    // `send_batchable` is cancel-safe: cut short while waiting for credit, nothing was sent.
+    let Ok(sent) = tokio::time::timeout(CREDIT_WAIT, sender.send_batchable(message)).await else {
+        membership.stall();
+        membership.settle(delivery.seq, delivery.generation, Settlement::Unsent);
+        while let Ok(held) = membership.rx.try_recv() {
+            membership.settle(held.seq, held.generation, Settlement::Unsent);
+        }
+        return Ok(false);
+    };
+    match sent {
         Ok(fut) => {
             inflight.push(pending(delivery.seq, delivery.generation, fut));
-            Ok(())
+            Ok(true)
         }
         Err(e) => {
             tracing::debug!(error = %e, "Send failed");
-            membership.settle(delivery.seq, delivery.generation, Settlement::Released);
+            membership.settle(delivery.seq, delivery.generation, Settlement::Lost);
             Err("link or connection lost")
         }
     }

@@ -60,6 +60,7 @@ impl From<crate::groups::GroupsError> for ApiError {
             E::InvalidName(_) => (StatusCode::BAD_REQUEST, "InvalidName"),
             E::NameTaken(_) => (StatusCode::CONFLICT, "NameTaken"),
             E::InvalidId(_) => (StatusCode::BAD_REQUEST, "InvalidId"),
+            E::InvalidOption(_) => (StatusCode::BAD_REQUEST, "InvalidOption"),
             E::IdTaken(_) => (StatusCode::CONFLICT, "IdTaken"),
             E::Limit(_) => (StatusCode::CONFLICT, "LimitExceeded"),
             E::Protected(_) => (StatusCode::CONFLICT, "Protected"),

@@ -1,4 +1,4 @@
-//! `/api/v1/consumer-groups`: list, view, status, clear.
+//! `/api/v1/consumer-groups`: list, view, status, clear, dead letters.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::ApiState;
 use crate::catalog::DeleteGroupError;
-use crate::groups::Group;
+use crate::groups::{Group, GroupOptions};
 
 /// A consumer group as the API shows it.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -20,11 +20,14 @@ pub struct GroupView {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// Deliveries of a message at most before it goes to the dead letters.
+    #[serde(rename = "maxDeliveryAttempts", skip_serializing_if = "Option::is_none", default)]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 impl GroupView {
     fn of(g: &Group) -> Self {
-        Self { id: g.id.to_string(), name: g.name.clone() }
+        Self { id: g.id.to_string(), name: g.name.clone(), max_delivery_attempts: g.max_delivery_attempts() }
     }
 }
 
@@ -61,6 +64,9 @@ pub struct CreateGroup {
     pub name: String,
     /// The id (1–64 ASCII letters, digits, `_`, `-`); generated when absent.
     pub id: Option<String>,
+    /// Deliveries of a message at most before it goes to the dead letters; absent: no limit.
+    #[serde(rename = "maxDeliveryAttempts")]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 /// `POST /consumer-groups`: creates a group with a generated id.
@@ -69,7 +75,8 @@ pub async fn create(
     body: Result<Json<CreateGroup>, JsonRejection>,
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let Json(body) = body?;
-    let g = state.groups.create(&body.name, body.id.as_deref())?;
+    let options = GroupOptions { max_delivery_attempts: body.max_delivery_attempts };
+    let g = state.groups.create(&body.name, body.id.as_deref(), options)?;
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 
@@ -107,6 +114,7 @@ pub async fn status(
         "accumulatedCount": s.accumulated,
         "inFlightCount": s.in_flight,
         "lastConsumptionTime": s.last_consumption_ms,
+        "deadLetterCount": s.dead_letters,
         "onlineClients": s.online_clients.iter().map(|c| serde_json::json!({
             "clientId": c.client_id,
             "clientIpPort": c.peer.to_string(),
@@ -121,6 +129,9 @@ pub async fn status(
             "expired": c.expired.load(Relaxed),
             "rejected": c.rejected.load(Relaxed),
             "cleared": c.cleared.load(Relaxed),
+            "requeued": c.requeued.load(Relaxed),
+            "purged": c.purged.load(Relaxed),
+            "exhausted": c.exhausted.load(Relaxed),
         },
     })))
 }
@@ -134,4 +145,79 @@ pub async fn clear(
     let cleared = g.clear().await.map_err(|e| ApiError::internal(format!("clearing {id} failed: {e}")))?;
     tracing::info!(group = %id, cleared, "Consumer group cleared through the API");
     Ok(Json(serde_json::json!({"id": id, "cleared": cleared})))
+}
+
+/// `?from=&limit=` of the dead-letter list.
+#[derive(Debug, Deserialize)]
+pub struct DeadLetterQuery {
+    /// The first seq to list (the previous page's `next`).
+    pub from: Option<u64>,
+    /// At most this many (default 100, at most 1,000: a page stays a few MB at most).
+    pub limit: Option<usize>,
+}
+
+/// `GET /consumer-groups/{id}/dead-letters`: a page of the dead letters, oldest seq first.
+pub async fn dead_letters(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<DeadLetterQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use base64::Engine as _;
+    let g = find(&state, &id)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = g
+        .dead_letters(q.from.unwrap_or(0), limit + 1)
+        .map_err(|e| ApiError::internal(format!("reading the dead letters of {id} failed: {e}")))?;
+    let next = page.get(limit).map(|(d, _)| d.seq);
+    let items: Vec<serde_json::Value> = page
+        .iter()
+        .take(limit)
+        .map(|(d, m)| {
+            let mut v = serde_json::json!({"seq": d.seq, "deadLetterTime": d.dead_since_ms});
+            if let Some(m) = m {
+                v["messageId"] = m.id.to_string().into();
+                v["topic"] = m.topic.clone().into();
+                v["generateTime"] = m.generate_time_ms.into();
+                v["payloadBase64"] = base64::engine::general_purpose::STANDARD.encode(&m.payload).into();
+                if let Some(tag) = &m.tag {
+                    v["tag"] = tag.clone().into();
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "deadLetterCount": g.status().dead_letters,
+        "items": items,
+        "next": next,
+    })))
+}
+
+/// `POST /consumer-groups/{id}/dead-letters/requeue`: every dead letter back to the queue.
+pub async fn requeue_dead_letters(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let g = find(&state, &id)?;
+    let requeued = g
+        .requeue_dead_letters()
+        .await
+        .map_err(|e| ApiError::internal(format!("re-queueing the dead letters of {id} failed: {e}")))?;
+    tracing::info!(group = %id, requeued, "Dead letters re-queued through the API");
+    Ok(Json(serde_json::json!({"id": id, "requeued": requeued})))
+}
+
+/// `DELETE /consumer-groups/{id}/dead-letters`: drops every dead letter.
+pub async fn purge_dead_letters(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let g = find(&state, &id)?;
+    let purged = g
+        .purge_dead_letters(None)
+        .await
+        .map_err(|e| ApiError::internal(format!("purging the dead letters of {id} failed: {e}")))?;
+    tracing::info!(group = %id, purged, "Dead letters purged through the API");
+    Ok(Json(serde_json::json!({"id": id, "purged": purged})))
 }

@@ -118,6 +118,11 @@ fn router(state: ApiState) -> Router {
         .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
         .route("/consumer-groups/{id}/clear", post(groups::clear))
+        .route(
+            "/consumer-groups/{id}/dead-letters",
+            get(groups::dead_letters).delete(groups::purge_dead_letters),
+        )
+        .route("/consumer-groups/{id}/dead-letters/requeue", post(groups::requeue_dead_letters))
         .route("/subscriptions", get(subscriptions::list).post(subscriptions::create))
         .route(
             "/subscriptions/{pk}",

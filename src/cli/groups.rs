@@ -39,6 +39,35 @@ pub enum GroupsCommand {
         /// Group id.
         id: String,
     },
+    /// A group's dead letters: messages a consumer rejected.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+/// `iotpipe groups dead-letters ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Lists a group's dead letters, oldest first.
+    List {
+        /// Group id.
+        id: String,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Start at this seq (the `next` of the previous page).
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Moves every dead letter back to the group's queue, to be delivered again.
+    Requeue {
+        /// Group id.
+        id: String,
+    },
+    /// Drops every dead letter of the group.
+    Purge {
+        /// Group id.
+        id: String,
+    },
 }
 
 /// Runs a groups command.
@@ -58,6 +87,18 @@ pub fn run(client: &Client, cmd: &GroupsCommand) -> anyhow::Result<()> {
         GroupsCommand::Status { id } => client.get(&["consumer-groups", id, "status"])?,
         GroupsCommand::Clear { id } => client.post(&["consumer-groups", id, "clear"], None)?,
         GroupsCommand::Delete { id } => client.delete(&["consumer-groups", id])?,
+        GroupsCommand::DeadLetters(DeadLettersCommand::List { id, limit, from }) => {
+            let (limit, from) = (limit.to_string(), from.map(|f| f.to_string()));
+            let mut query = vec![("limit", limit.as_str())];
+            query.extend(from.as_deref().map(|f| ("from", f)));
+            client.get_query(&["consumer-groups", id, "dead-letters"], &query)?
+        }
+        GroupsCommand::DeadLetters(DeadLettersCommand::Requeue { id }) => {
+            client.post(&["consumer-groups", id, "dead-letters", "requeue"], None)?
+        }
+        GroupsCommand::DeadLetters(DeadLettersCommand::Purge { id }) => {
+            client.delete(&["consumer-groups", id, "dead-letters"])?
+        }
     };
     if client.json {
         answer.print_json();
@@ -80,6 +121,34 @@ pub fn run(client: &Client, cmd: &GroupsCommand) -> anyhow::Result<()> {
             table::emit(&format!("cleared {} message(s) from consumer group {id}\n", cell(&v["cleared"])));
         }
         GroupsCommand::Delete { id } => table::emit(&format!("deleted consumer group {id}\n")),
+        GroupsCommand::DeadLetters(DeadLettersCommand::List { .. }) => {
+            let mut t = Table::new(&["SEQ", "MESSAGE ID", "TOPIC", "DEAD SINCE", "BYTES"]);
+            let items = v["items"].as_array().map_or(&[][..], Vec::as_slice);
+            for d in items {
+                let bytes = d["payloadBase64"].as_str().map_or(0, |b| b.len() / 4 * 3);
+                t.row(vec![
+                    cell(&d["seq"]),
+                    cell(&d["messageId"]),
+                    cell(&d["topic"]),
+                    time_cell(&d["deadLetterTime"]),
+                    format!("~{bytes}"),
+                ]);
+            }
+            let mut out = t.render();
+            if !v["next"].is_null() {
+                out.push_str(&format!("more: --from {}\n", cell(&v["next"])));
+            }
+            table::emit(&out);
+        }
+        GroupsCommand::DeadLetters(DeadLettersCommand::Requeue { id }) => {
+            table::emit(&format!(
+                "re-queued {} dead letter(s) of consumer group {id}\n",
+                cell(&v["requeued"])
+            ));
+        }
+        GroupsCommand::DeadLetters(DeadLettersCommand::Purge { id }) => {
+            table::emit(&format!("purged {} dead letter(s) of consumer group {id}\n", cell(&v["purged"])));
+        }
     }
     Ok(())
 }
@@ -88,18 +157,29 @@ pub fn run(client: &Client, cmd: &GroupsCommand) -> anyhow::Result<()> {
 fn print_status(id: &str, v: &serde_json::Value) {
     let clients = v["onlineClients"].as_array().map_or(&[][..], Vec::as_slice);
     let c = &v["counters"];
-    let counters = ["appended", "delivered", "acked", "redelivered", "expired", "rejected", "cleared"]
-        .iter()
-        .filter(|k| !c[**k].is_null())
-        .map(|k| format!("{k}={}", cell(&c[*k])))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let counters = [
+        "appended",
+        "delivered",
+        "acked",
+        "redelivered",
+        "expired",
+        "rejected",
+        "cleared",
+        "requeued",
+        "purged",
+    ]
+    .iter()
+    .filter(|k| !c[**k].is_null())
+    .map(|k| format!("{k}={}", cell(&c[*k])))
+    .collect::<Vec<_>>()
+    .join(" ");
     let mut summary = table::fields(&[
         ("group", id.to_string()),
         ("accumulated", cell(&v["accumulatedCount"])),
         ("in flight", cell(&v["inFlightCount"])),
         ("rate", format!("{} msg/min", cell(&v["consumptionRate"]))),
         ("last consumed", time_cell(&v["lastConsumptionTime"])),
+        ("dead letters", cell(&v["deadLetterCount"])),
         ("counters", if counters.is_empty() { "-".into() } else { counters }),
         ("online clients", clients.len().to_string()),
     ]);

@@ -146,7 +146,8 @@ const DEVICE: &[Field] = &[
 ];
 
 /// [`crate::groups::config::ConsumerGroupConfig`].
-const CONSUMER_GROUP: &[Field] = &[req("id", string("g_alerts")), req("name", string("alerts_group"))];
+const CONSUMER_GROUP: &[Field] =
+    &[req("id", string("g_alerts")), req("name", string("alerts_group")), opt("max_delivery_attempts", U32)];
 
 /// [`crate::subscriptions::config::SubscriptionConfig`].
 const SUBSCRIPTION: &[Field] = &[

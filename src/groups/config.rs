@@ -18,6 +18,10 @@ pub struct ConsumerGroupConfig {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// Deliveries of a message at most; after the last one is not accepted the message goes to
+    /// the dead letters instead of coming back. Absent: no limit, as the modelled platform.
+    #[serde(default)]
+    pub max_delivery_attempts: Option<u32>,
 }
 
 /// Every problem of `[[consumer_groups]]`, at paths relative to the array (`[1].id`): ids and
@@ -55,6 +59,12 @@ pub fn check_groups(groups: &[ConsumerGroupConfig]) -> Vec<Problem> {
             })
         };
         problems.extend(name_problem.map(|message| Problem::new(index(g).key("name"), message)));
+        if group.max_delivery_attempts == Some(0) {
+            problems.push(Problem::new(
+                index(g).key("max_delivery_attempts"),
+                "must be at least 1; leave it out for no limit".to_string(),
+            ));
+        }
     }
     problems
 }

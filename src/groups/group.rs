@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,10 @@ use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+mod dead;
+
 use super::rate::RateWindow;
+use super::retry::Retries;
 use super::Settings;
 use crate::message::now_ms;
 use crate::store::{Extent, QueueStore, StoredMessage};
@@ -28,10 +31,19 @@ const FETCH: usize = 256;
 pub enum Settlement {
     /// Done: removed.
     Accepted,
-    /// Put back for another delivery (released, modified, link lost).
+    /// `released`, or `modified` without `undeliverable-here`: delivered again after the
+    /// message's backoff.
     Released,
-    /// Refused by the consumer: removed and counted, never delivered again.
+    /// `modified` with `undeliverable-here`: delivered again after the backoff, to another
+    /// client when one is online.
+    Undeliverable,
+    /// Refused by the consumer: moved to the group's dead letters.
     Rejected,
+    /// The link or connection went away before an outcome: delivered again at once.
+    Lost,
+    /// Never sent (the client granted no credit in time): delivered again at once, not counted
+    /// as a delivery.
+    Unsent,
 }
 
 /// A message handed to a client.
@@ -58,8 +70,14 @@ pub struct Counters {
     pub redelivered: AtomicU64,
     /// Dropped after the retention period.
     pub expired: AtomicU64,
-    /// Rejected by a consumer.
+    /// Rejected by a consumer (moved to the dead letters).
     pub rejected: AtomicU64,
+    /// Moved to the dead letters after the group's last delivery attempt.
+    pub exhausted: AtomicU64,
+    /// Dead letters moved back to the queue.
+    pub requeued: AtomicU64,
+    /// Dead letters purged or expired.
+    pub purged: AtomicU64,
     /// Dropped by a clear.
     pub cleared: AtomicU64,
 }
@@ -88,22 +106,37 @@ struct Client {
     info: ClientInfo,
     tx: mpsc::Sender<Delivery>,
     unsettled: Arc<AtomicUsize>,
+    /// False while the client's link has no credit (as far as its connection knows).
+    ready: Arc<AtomicBool>,
     rate: RateWindow,
+}
+
+impl Client {
+    /// Whether the client can take another delivery now.
+    fn has_room(&self, max_unsettled: usize) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.unsettled.load(Ordering::Relaxed) < max_unsettled
+    }
 }
 
 #[derive(Default)]
 struct State {
     /// Stored and not yet removed (in flight included).
     count: u64,
+    /// Dead letters.
+    dead: u64,
     /// Lowest seq never handed out.
     cursor: u64,
     /// Seq the next append gets (everything below is committed).
     tail: u64,
     redeliver: BTreeSet<u64>,
+    /// Released messages waiting out their backoff, and every delivered message's history.
+    retries: Retries,
     leased: HashMap<u64, Lease>,
     clients: Vec<Client>,
     next_generation: u64,
     last_consumption_ms: Option<u64>,
+    /// The `last_consumption_ms` last written to the store.
+    persisted_last_consumption_ms: Option<u64>,
     rate: RateWindow,
 }
 
@@ -120,6 +153,8 @@ pub struct Group {
     store: Arc<dyn QueueStore>,
     settings: Settings,
     next_client: AtomicU64,
+    /// Deliveries of a message at most (0: no limit).
+    max_delivery_attempts: AtomicU32,
     stop: CancellationToken,
 }
 
@@ -134,6 +169,8 @@ pub struct Status {
     pub in_flight: u64,
     /// Epoch ms of the last accepted message.
     pub last_consumption_ms: Option<u64>,
+    /// Messages in the group's dead letters.
+    pub dead_letters: u64,
     /// Online clients.
     pub online_clients: Vec<ClientInfo>,
 }
@@ -159,6 +196,7 @@ pub struct Membership {
     /// Deliveries for this client.
     pub rx: mpsc::Receiver<Delivery>,
     unsettled: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
 }
 
 fn now_secs() -> u64 {
@@ -172,6 +210,7 @@ impl Group {
         store: Arc<dyn QueueStore>,
         settings: Settings,
         extent: Extent,
+        dead: u64,
         stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -180,6 +219,7 @@ impl Group {
             counters: Counters::default(),
             state: Mutex::new(State {
                 count: extent.count,
+                dead,
                 cursor: extent.first.max(1),
                 tail: extent.next.max(1),
                 ..State::default()
@@ -188,6 +228,7 @@ impl Group {
             store,
             settings,
             next_client: AtomicU64::new(1),
+            max_delivery_attempts: AtomicU32::new(0),
             stop,
         })
     }
@@ -216,6 +257,7 @@ impl Group {
         let capacity = self.settings.max_unsettled_per_client;
         let (tx, rx) = mpsc::channel(capacity);
         let unsettled = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(AtomicBool::new(true));
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         {
             let mut s = self.lock();
@@ -235,11 +277,12 @@ impl Group {
                 },
                 tx,
                 unsettled: unsettled.clone(),
+                ready: ready.clone(),
                 rate: RateWindow::default(),
             });
         }
         self.wake.notify_one();
-        Ok(Membership { group: self.clone(), client: id, rx, unsettled })
+        Ok(Membership { group: self.clone(), client: id, rx, unsettled, ready })
     }
 
     fn leave(&self, client: u64) {
@@ -264,7 +307,8 @@ impl Group {
         if !current {
             // The lease ended (ack timeout, clear): the message was put back or dropped. An accept
             // of a message waiting for redelivery still consumes it.
-            if how == Settlement::Accepted && s.redeliver.remove(&seq) {
+            // (Only an accept may take the message out of the redelivery set.)
+            if how == Settlement::Accepted && (s.redeliver.remove(&seq) || s.retries.is_delayed(seq)) {
                 self.remove_locked(&mut s, seq, client);
             }
             return;
@@ -274,12 +318,28 @@ impl Group {
             Settlement::Accepted => self.remove_locked(&mut s, seq, client),
             Settlement::Rejected => {
                 s.count = s.count.saturating_sub(1);
+                s.dead += 1;
+                s.retries.forget(seq);
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                self.store.remove(&self.id, vec![seq]);
+                self.store.dead_letter(&self.id, vec![seq]);
             }
-            Settlement::Released => {
+            Settlement::Released | Settlement::Undeliverable => {
+                let avoid = (how == Settlement::Undeliverable).then_some(client);
+                s.retries.released(seq, avoid, Instant::now());
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+                // The dispatcher sleeps until the earliest backoff ends, which may be this one.
+                self.wake.notify_one();
+            }
+            Settlement::Lost => {
                 s.redeliver.insert(seq);
                 self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+                self.wake.notify_one();
+            }
+            Settlement::Unsent => {
+                s.retries.unsent(seq);
+                s.redeliver.insert(seq);
                 drop(s);
                 self.wake.notify_one();
             }
@@ -288,6 +348,7 @@ impl Group {
 
     fn remove_locked(&self, s: &mut State, seq: u64, client: u64) {
         s.count = s.count.saturating_sub(1);
+        s.retries.forget(seq);
         let now = now_ms();
         s.last_consumption_ms = Some(now);
         s.rate.add(now / 1000, 1);
@@ -312,6 +373,7 @@ impl Group {
             accumulated: s.count,
             in_flight: s.leased.len() as u64,
             last_consumption_ms: s.last_consumption_ms,
+            dead_letters: s.dead,
             online_clients: s
                 .clients
                 .iter()
@@ -330,10 +392,36 @@ impl Group {
         // Unsettled deliveries are dropped too; their late outcomes are ignored.
         s.leased.clear();
         s.redeliver.clear();
+        s.retries.clear();
         s.cursor = s.tail;
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Deliveries of a message at most, if limited.
+    pub fn max_delivery_attempts(&self) -> Option<u32> {
+        Some(self.max_delivery_attempts.load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
+    pub(super) fn set_max_delivery_attempts(&self, max: Option<u32>) {
+        self.max_delivery_attempts.store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Sets the last consumption time stored before a restart.
+    pub(super) fn restore_last_consumption(&self, ms: Option<u64>) {
+        let mut s = self.lock();
+        s.last_consumption_ms = ms;
+        s.persisted_last_consumption_ms = ms;
+    }
+
+    /// The last consumption time when it changed since the last call (to persist it).
+    pub(super) fn last_consumption_to_persist(&self) -> Option<u64> {
+        let mut s = self.lock();
+        let last =
+            s.last_consumption_ms.filter(|_| s.last_consumption_ms != s.persisted_last_consumption_ms)?;
+        s.persisted_last_consumption_ms = Some(last);
+        Some(last)
     }
 
     /// Puts back leases past their deadline and drops messages past retention.
@@ -382,6 +470,7 @@ impl Group {
         }
         for seq in &expired {
             s.redeliver.remove(seq);
+            s.retries.forget(*seq);
         }
         s.count = s.count.saturating_sub(expired.len() as u64);
         self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
@@ -389,9 +478,11 @@ impl Group {
         self.store.remove(&self.id, expired);
     }
 
-    /// Stops the group's dispatcher (the group is being deleted).
+    /// Stops the group's dispatcher and ends every membership (the group is being deleted):
+    /// each client's delivery channel closes, and its connection detaches it with an error.
     pub(super) fn stop(&self) {
         self.stop.cancel();
+        self.lock().clients.clear();
     }
 
     /// Moves messages to clients until `stop`.
@@ -405,9 +496,19 @@ impl Group {
                 }
             };
             if moved == 0 {
+                // Besides a wake (an append, a settlement, a client), the end of the earliest
+                // backoff makes work.
+                let next_due = self.lock().retries.next_due();
+                let backoff_over = async {
+                    match next_due {
+                        Some(due) => tokio::time::sleep_until(due.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = self.wake.notified() => {}
+                    () = backoff_over => {}
                 }
             }
         }
@@ -417,10 +518,14 @@ impl Group {
     fn dispatch_once(&self) -> Result<usize, crate::store::StoreError> {
         // What to read, decided under the lock; the store read happens outside it.
         let (room, redeliver, cursor, tail) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            for seq in s.retries.due(Instant::now()) {
+                s.redeliver.insert(seq);
+            }
             let room: usize = s
                 .clients
                 .iter()
+                .filter(|c| c.ready.load(Ordering::Relaxed))
                 .map(|c| {
                     self.settings.max_unsettled_per_client.saturating_sub(c.unsettled.load(Ordering::Relaxed))
                 })
@@ -451,6 +556,23 @@ impl Group {
         // A redelivery candidate may have been settled, expired or cleared meanwhile.
         let mut batch: Vec<(u64, Vec<u8>)> =
             again.into_iter().filter(|(seq, _)| s.redeliver.remove(seq)).collect();
+        // A message delivered as often as the group allows goes to the dead letters instead.
+        if let Some(max) = self.max_delivery_attempts() {
+            let (spent, rest): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|(seq, _)| s.retries.tries(*seq).delivered >= max);
+            batch = rest;
+            if !spent.is_empty() {
+                let seqs: Vec<u64> = spent.into_iter().map(|(seq, _)| seq).collect();
+                for seq in &seqs {
+                    s.retries.forget(*seq);
+                }
+                s.count = s.count.saturating_sub(seqs.len() as u64);
+                s.dead += seqs.len() as u64;
+                self.counters.exhausted.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                tracing::info!(group = %self.id, count = seqs.len(), max, "Messages moved to the dead letters after the last delivery attempt");
+                self.store.dead_letter(&self.id, seqs);
+            }
+        }
         if let Some(fresh) = fresh {
             // Only this task moves the cursor forward; a clear meanwhile moved it past these.
             if s.cursor == cursor {
@@ -469,13 +591,14 @@ impl Group {
                 continue;
             };
             let max = self.settings.max_unsettled_per_client;
-            let candidates: Vec<usize> = s
-                .clients
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.unsettled.load(Ordering::Relaxed) < max)
-                .map(|(i, _)| i)
-                .collect();
+            let mut candidates: Vec<usize> =
+                s.clients.iter().enumerate().filter(|(_, c)| c.has_room(max)).map(|(i, _)| i).collect();
+            // After `modified` with `undeliverable-here`, another client if there is one.
+            if let Some(avoid) = s.retries.tries(seq).avoid {
+                if candidates.iter().any(|&i| s.clients[i].id != avoid) {
+                    candidates.retain(|&i| s.clients[i].id != avoid);
+                }
+            }
             if candidates.is_empty() {
                 s.redeliver.insert(seq);
                 continue;
@@ -490,6 +613,7 @@ impl Group {
             match client.tx.try_send(Delivery { seq, generation, message }) {
                 Ok(()) => {
                     s.leased.insert(seq, Lease { client: client_id, generation, deadline });
+                    s.retries.delivered(seq);
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                     moved += 1;
                 }
@@ -514,6 +638,23 @@ impl Membership {
         self.unsettled.fetch_sub(1, Ordering::Relaxed);
         self.group.settle(self.client, seq, generation, how);
         self.group.wake.notify_one();
+    }
+
+    /// The client's link has no credit: it gets nothing until [`Self::resume`]. The caller
+    /// gives back what it holds with [`Settlement::Unsent`].
+    pub fn stall(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// The client may have credit again: deliveries resume.
+    pub fn resume(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.group.wake.notify_one();
+    }
+
+    /// Whether the client is stalled.
+    pub fn is_stalled(&self) -> bool {
+        !self.ready.load(Ordering::Relaxed)
     }
 
     /// Drops a delivery without an outcome (stale); frees its room.

@@ -7,6 +7,7 @@ pub mod config;
 mod group;
 pub mod name;
 mod rate;
+mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,6 +31,9 @@ pub enum GroupsError {
     /// Another group has the name.
     #[error("name: a consumer group named {0:?} exists already")]
     NameTaken(String),
+    /// An option is out of range.
+    #[error("{0}")]
+    InvalidOption(String),
     /// The id breaks the id rule.
     #[error("id: {0}")]
     InvalidId(String),
@@ -89,6 +93,22 @@ pub struct Groups {
 
 /// Consumer groups created at run time: id -> name.
 const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
+/// Options of groups created at run time: id -> options.
+const OPTIONS: Collection<GroupOptions> = Collection::new("consumer_group_options", Encoding::JsonBytes);
+
+/// What a group may set besides its name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupOptions {
+    /// Deliveries of a message at most before it goes to the dead letters (none: no limit).
+    pub max_delivery_attempts: Option<u32>,
+}
+
+/// Each group's `lastConsumptionTime` (epoch ms), so that it survives a restart.
+const LAST_CONSUMPTION: Collection<u64> = Collection::new("group_last_consumption", Encoding::JsonBytes);
+/// How often changed `lastConsumptionTime`s are written: one small transaction per active group
+/// and period; after a crash the time shown may be this much older than the last accept.
+const PERSIST_LAST_CONSUMPTION: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Groups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +129,12 @@ impl Groups {
         db: Arc<Db>,
     ) -> Result<Arc<Self>, StoreError> {
         let extents = store.extents()?;
+        let dead = store.dead_counts()?;
+        let last: HashMap<String, u64> = LAST_CONSUMPTION.load(&db)?.into_iter().collect();
+        let mut options: HashMap<String, GroupOptions> = OPTIONS.load(&db)?.into_iter().collect();
+        for g in declared {
+            options.insert(g.id.clone(), GroupOptions { max_delivery_attempts: g.max_delivery_attempts });
+        }
         let declared: Vec<(String, String)> =
             std::iter::once((DEFAULT_GROUP.to_string(), DEFAULT_GROUP.to_string()))
                 .chain(declared.iter().map(|g| (g.id.clone(), g.name.clone())))
@@ -130,7 +156,9 @@ impl Groups {
                 continue;
             }
             let extent = extents.get(id.as_str()).copied().unwrap_or_default();
-            this.add(id, name, extent);
+            let group = this.add(id, name, extent, dead.get(id.as_str()).copied().unwrap_or(0));
+            group.restore_last_consumption(last.get(id.as_str()).copied());
+            group.set_max_delivery_attempts(options.get(id.as_str()).and_then(|o| o.max_delivery_attempts));
             if extent.count > 0 {
                 tracing::info!(group = %id, backlog = extent.count, "Consumer group backlog restored");
             }
@@ -145,9 +173,9 @@ impl Groups {
         Ok(this)
     }
 
-    fn add(&self, id: &str, name: &str, extent: Extent) -> Arc<Group> {
+    fn add(&self, id: &str, name: &str, extent: Extent, dead: u64) -> Arc<Group> {
         let stop = self.stop.child_token();
-        let group = Group::new(id, name, self.store.clone(), self.settings, extent, stop.clone());
+        let group = Group::new(id, name, self.store.clone(), self.settings, extent, dead, stop.clone());
         self.tasks.spawn(group.clone().dispatch(stop));
         self.write().insert(id.to_string(), group.clone());
         group
@@ -159,8 +187,18 @@ impl Groups {
     /// # Errors
     /// A name that breaks the name rule or is taken, a bad or taken id, the group limit, or
     /// storage.
-    pub fn create(&self, name: &str, id: Option<&str>) -> Result<Arc<Group>, GroupsError> {
+    pub fn create(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        options: GroupOptions,
+    ) -> Result<Arc<Group>, GroupsError> {
         name::validate(name).map_err(GroupsError::InvalidName)?;
+        if options.max_delivery_attempts == Some(0) {
+            return Err(GroupsError::InvalidOption(
+                "maxDeliveryAttempts: must be at least 1; leave it out for no limit".into(),
+            ));
+        }
         if let Some(id) = id {
             name::validate_id(id).map_err(GroupsError::InvalidId)?;
         }
@@ -185,9 +223,14 @@ impl Groups {
                 },
             }
         };
+        if options != GroupOptions::default() {
+            OPTIONS.put(&self.db, &id, &options)?;
+        }
         CREATED.put(&self.db, &id, &name.to_string())?;
         tracing::info!(group = %id, %name, "Consumer group created");
-        Ok(self.add(&id, name, Extent::default()))
+        let group = self.add(&id, name, Extent::default(), 0);
+        group.set_max_delivery_attempts(options.max_delivery_attempts);
+        Ok(group)
     }
 
     /// Deletes a group created at run time, with its stored messages. The caller checks that no
@@ -206,9 +249,12 @@ impl Groups {
         }
         let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
         CREATED.remove(&self.db, id)?;
+        LAST_CONSUMPTION.remove(&self.db, id)?;
+        OPTIONS.remove(&self.db, id)?;
         self.write().remove(id);
         group.stop();
         let removed = self.store.clear(id).await?;
+        self.store.purge_dead(id, None).await?;
         tracing::info!(group = %id, dropped = removed, "Consumer group deleted");
         Ok(())
     }
@@ -269,13 +315,30 @@ impl Groups {
     async fn sweep_loop(&self) {
         let mut tick = tokio::time::interval(group::sweep_interval(&self.settings));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut persisted = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if persisted.elapsed() >= PERSIST_LAST_CONSUMPTION {
+                persisted = tokio::time::Instant::now();
+                self.persist_last_consumption();
+            }
             for group in self.list() {
                 group.sweep();
+                group.expire_dead_letters().await;
+            }
+        }
+    }
+
+    /// Writes the `lastConsumptionTime` of every group whose time changed.
+    fn persist_last_consumption(&self) {
+        for group in self.list() {
+            if let Some(ms) = group.last_consumption_to_persist() {
+                if let Err(e) = LAST_CONSUMPTION.put(&self.db, &group.id, &ms) {
+                    tracing::error!(group = %group.id, error = %e, "Storing the last consumption time failed");
+                }
             }
         }
     }
@@ -285,6 +348,7 @@ impl Groups {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        self.persist_last_consumption();
         if let Err(e) = self.store.close().await {
             tracing::error!(error = %e, "Closing the queue store failed");
         }

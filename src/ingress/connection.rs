@@ -93,6 +93,18 @@ where
         return;
     }
 
+    let presence = crate::registry::Presence {
+        product_key: origin.product_key.clone(),
+        device_name: origin.device_name.clone(),
+        client_id: origin.client_id.clone(),
+        peer: Some(peer.to_string()),
+        online_since_ms: connected_ms,
+    };
+    if let Err(e) = shared.registry.record_online(&presence) {
+        // The device is served anyway; only a crash would then miss its offline status.
+        tracing::error!(device = %origin.device_name, error = %e, "Recording the device online failed");
+    }
+
     version.write(
         Outbound::ConnAck { code: ConnAckCode::Accepted, max_packet_size: shared.limits.max_packet_u32() },
         &mut io.wbuf,
@@ -118,11 +130,16 @@ where
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, %reason, "Device offline");
     match status_message(&shared, &origin, Some(reason), now_ms(), last_seen_ms).await {
-        Ok(m) => {
-            if let Err(e) = shared.pipeline.submit(m).await {
-                tracing::error!(device = %origin.device_name, error = %e, "Failed to store an offline status");
+        Ok(m) => match shared.pipeline.submit(m).await {
+            Ok(()) => {
+                if let Err(e) = shared.registry.record_offline(&origin.product_key, &origin.device_name) {
+                    tracing::error!(device = %origin.device_name, error = %e, "Recording the device offline failed");
+                }
             }
-        }
+            Err(e) => {
+                tracing::error!(device = %origin.device_name, error = %e, "Failed to store an offline status")
+            }
+        },
         Err(e) => {
             tracing::error!(device = %origin.device_name, error = %e, "Failed to store an offline status")
         }

@@ -14,6 +14,7 @@ mod connection;
 mod handshake;
 mod io;
 mod listener;
+mod restart;
 mod session;
 pub mod sessions;
 pub mod status;
@@ -245,6 +246,8 @@ impl Ingress {
         downlink: Arc<Downlink>,
         shutdown: CancellationToken,
     ) -> Result<Self, IngressError> {
+        // Before anyone can connect: the offline status of devices online at a crash.
+        restart::announce_offline(&registry, &pipeline).await;
         let bound = config.listener().bind().await?;
         let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
         let shared = Arc::new(IngressContext {

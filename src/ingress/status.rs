@@ -27,6 +27,9 @@ pub enum OfflineReason {
     ServerShutdown,
     /// The pipeline could not store a message of the device.
     ServerError,
+    /// The device was online when the server stopped without a shutdown (a crash, `kill -9`):
+    /// announced at the next start.
+    ServerRestart,
 }
 
 impl OfflineReason {
@@ -41,6 +44,7 @@ impl OfflineReason {
             OfflineReason::ProtocolViolation => 6,
             OfflineReason::ServerShutdown => 7,
             OfflineReason::ServerError => 8,
+            OfflineReason::ServerRestart => 9,
         }
     }
 
@@ -55,6 +59,7 @@ impl OfflineReason {
             OfflineReason::ProtocolViolation => "protocol_violation",
             OfflineReason::ServerShutdown => "server_shutdown",
             OfflineReason::ServerError => "server_error",
+            OfflineReason::ServerRestart => "server_restart",
         }
     }
 }

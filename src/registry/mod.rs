@@ -8,9 +8,12 @@
 pub mod config;
 pub mod names;
 mod persist;
+mod presence;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+
+pub use presence::Presence;
 
 use crate::store::{Db, StoreError};
 pub use config::{AccessKeyConfig, ProductConfig};

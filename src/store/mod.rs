@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use collection::{Collection, Encoding};
 pub use ids::Ids;
-pub use queue::{Append, Extent, QueueStore, RedbQueue, StoreStats};
+pub use queue::{Append, DeadLetter, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
 
 /// redb's page cache. Queues are read near their head and written at their tail, so a modest

@@ -7,7 +7,9 @@
 //! The embedded backend funnels every write through one thread that commits many operations
 //! per transaction (group commit): appends and clears with an fsync before they are reported
 //! done, removals (acknowledgements) without one. A removal becomes durable with the next
-//! fsynced commit; a crash before that delivers the message again, which at-least-once allows.
+//! fsynced commit, and at the latest [`IDLE_SYNC`] after the writer goes idle: a writer that
+//! has nothing else to do commits with an fsync then. A crash before that delivers the message
+//! again, which at-least-once allows.
 //!
 //! Memory is bounded on the way in: commands that are answered (appends, clears, flushes) pass
 //! a bounded channel and their senders wait while it is full; removals are not commands but
@@ -29,11 +31,18 @@ use super::{Db, StoreError};
 use crate::histogram::Histogram;
 
 const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// Dead letters under their queue key: 8 bytes (epoch ms, little endian) of when the message
+/// was dead-lettered, then the record.
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters");
 /// Commands one commit takes at most; bounds the time a commit holds replies back.
 const MAX_COMMANDS_PER_COMMIT: usize = 4096;
 /// Answered commands waiting for the writer. Their senders wait beyond it: the pipeline has one
 /// append in flight, the forwarding retries at most their own bound, the API a few clears.
 const CHANNEL: usize = 1024;
+/// How long removals may stay without an fsync once the writer has nothing else to do: the
+/// bound on how long an accept can be lost to a crash when nothing else is written. Under load
+/// the next append's fsync makes them durable sooner.
+pub const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One record to append.
 #[derive(Debug, Clone)]
@@ -55,6 +64,17 @@ pub struct Extent {
     pub next: u64,
 }
 
+/// A message moved to its group's dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its seq in the group's queue when it was dead-lettered.
+    pub seq: u64,
+    /// Epoch ms when it was dead-lettered.
+    pub dead_since_ms: u64,
+    /// The encoded message.
+    pub record: Vec<u8>,
+}
+
 /// A durable queue store. The embedded redb implementation is [`RedbQueue`]; a distributed
 /// backend implements the same operations.
 pub trait QueueStore: Send + Sync + 'static {
@@ -62,6 +82,24 @@ pub trait QueueStore: Send + Sync + 'static {
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
     /// Removes settled messages. Durable with the next fsynced commit.
     fn remove(&self, group: &str, seqs: Vec<u64>);
+    /// Moves messages to the group's dead letters. Durable like a removal.
+    fn dead_letter(&self, group: &str, seqs: Vec<u64>);
+    /// Up to `max` dead letters of `group` with seq >= `from`, in seq order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read_dead(&self, group: &str, from: u64, max: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves every dead letter of `group` back to the end of its queue; resolves with their
+    /// new seqs.
+    fn requeue_dead(&self, group: &str) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+    /// Drops the dead letters of `group` (only those dead-lettered before `before_ms` when
+    /// given); resolves with how many.
+    fn purge_dead(&self, group: &str, before_ms: Option<u64>) -> BoxFuture<'static, Result<u64, StoreError>>;
+    /// How many dead letters each group has.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError>;
     /// Removes every message of `group`; resolves with how many were removed.
     fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>>;
     /// Up to `max` records of `group` with seq >= `from`, in seq order.
@@ -107,6 +145,8 @@ enum Command {
     /// Removals or an id block are waiting: commit soon.
     Wake,
     Clear(String, oneshot::Sender<Result<u64, StoreError>>),
+    Requeue(String, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    PurgeDead(String, Option<u64>, oneshot::Sender<Result<u64, StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -119,6 +159,8 @@ pub struct RedbQueue {
     db: Arc<Db>,
     tx: mpsc::Sender<Command>,
     removals: Arc<Removals>,
+    /// Sequence numbers to move to the dead letters, gathered like removals.
+    dead: Arc<Removals>,
     ids: Arc<Ids>,
     stats: Arc<StoreStats>,
 }
@@ -139,15 +181,22 @@ impl RedbQueue {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(StoreStats::default());
         let removals = Arc::new(Removals::default());
+        let dead = Arc::new(Removals::default());
         let wake = tx.clone();
         // A full channel means the writer commits soon anyway.
         let ids =
             Arc::new(Ids::new(ids::reserve_now(&db)?, Box::new(move || drop(wake.try_send(Command::Wake)))));
-        let queue =
-            Self { db: db.clone(), tx, removals: removals.clone(), ids: ids.clone(), stats: stats.clone() };
+        let queue = Self {
+            db: db.clone(),
+            tx,
+            removals: removals.clone(),
+            dead: dead.clone(),
+            ids: ids.clone(),
+            stats: stats.clone(),
+        };
         let next: HashMap<String, u64> =
             queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
-        let writer = Writer { db, next, stats, removals, ids: Arc::downgrade(&ids) };
+        let writer = Writer { db, next, stats, removals, dead, ids: Arc::downgrade(&ids) };
         std::thread::Builder::new()
             .name("iotpipe-store".into())
             .spawn(move || writer.run(rx))
@@ -181,20 +230,61 @@ impl QueueStore for RedbQueue {
     }
 
     fn remove(&self, group: &str, seqs: Vec<u64>) {
-        if seqs.is_empty() {
-            return;
+        self.gather(&self.removals, group, seqs);
+    }
+
+    fn dead_letter(&self, group: &str, seqs: Vec<u64>) {
+        self.gather(&self.dead, group, seqs);
+    }
+
+    fn read_dead(&self, group: &str, from: u64, max: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let db = &self.db;
+        let Some(table) = db.read_table(DEAD)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in table.range((group, from)..=(group, u64::MAX)).map_err(|e| db.err(e))?.take(max) {
+            let (k, v) = entry.map_err(|e| db.err(e))?;
+            let v = v.value();
+            let Some((since, record)) = v.split_first_chunk::<8>() else { continue };
+            out.push(DeadLetter {
+                seq: k.value().1,
+                dead_since_ms: u64::from_le_bytes(*since),
+                record: record.to_vec(),
+            });
         }
-        let mut removals = self.removals.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = removals.is_empty();
-        match removals.get_mut(group) {
-            Some(pending) => pending.extend(seqs),
-            None => drop(removals.insert(Arc::from(group), seqs)),
+        Ok(out)
+    }
+
+    fn requeue_dead(&self, group: &str) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let (tx, group) = (self.tx.clone(), group.to_string());
+        Box::pin(async move {
+            tx.send(Command::Requeue(group, reply)).await.map_err(|_| closed())?;
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn purge_dead(&self, group: &str, before_ms: Option<u64>) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let (tx, group) = (self.tx.clone(), group.to_string());
+        Box::pin(async move {
+            tx.send(Command::PurgeDead(group, before_ms, reply)).await.map_err(|_| closed())?;
+            rx.await.unwrap_or_else(|_| Err(closed()))
+        })
+    }
+
+    fn dead_counts(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let db = &self.db;
+        let Some(table) = db.read_table(DEAD)? else {
+            return Ok(HashMap::new());
+        };
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for entry in table.iter().map_err(|e| db.err(e))? {
+            let (k, _) = entry.map_err(|e| db.err(e))?;
+            *out.entry(k.value().0.to_string()).or_default() += 1;
         }
-        drop(removals);
-        if first {
-            // One wake per commit is enough: the writer takes every pending removal at once.
-            let _ = self.tx.try_send(Command::Wake);
-        }
+        Ok(out)
     }
 
     fn clear(&self, group: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
@@ -256,6 +346,24 @@ impl QueueStore for RedbQueue {
 }
 
 impl RedbQueue {
+    /// Adds `seqs` to what the writer takes in its next commit.
+    fn gather(&self, pending: &Removals, group: &str, seqs: Vec<u64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = pending.is_empty();
+        match pending.get_mut(group) {
+            Some(p) => p.extend(seqs),
+            None => drop(pending.insert(Arc::from(group), seqs)),
+        }
+        drop(pending);
+        if first {
+            // One wake per commit is enough: the writer takes everything pending at once.
+            let _ = self.tx.try_send(Command::Wake);
+        }
+    }
+
     fn request(
         &self,
         command: fn(oneshot::Sender<Result<(), StoreError>>) -> Command,
@@ -275,6 +383,7 @@ struct Writer {
     next: HashMap<String, u64>,
     stats: Arc<StoreStats>,
     removals: Arc<Removals>,
+    dead: Arc<Removals>,
     ids: Weak<Ids>,
 }
 
@@ -282,6 +391,7 @@ struct Writer {
 enum Reply {
     Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>, Instant),
     Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
+    Requeue(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// The start of a newly reserved id block.
     Ids(Arc<Ids>, u64),
@@ -291,7 +401,32 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut commands = Vec::new();
         let mut close = None;
-        while let Some(first) = rx.blocking_recv() {
+        // Only for the idle timer of `next`; the writer thread runs nothing else on it.
+        let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::error!(error = %e, "No timer for the queue writer: removals become durable with the next append only");
+                None
+            }
+        };
+        // Whether the last commit left removals without an fsync.
+        let mut unsynced = false;
+        loop {
+            let first = match (&timer, unsynced) {
+                (Some(timer), true) => {
+                    // The timeout is made inside the runtime, whose timer it needs.
+                    match timer.block_on(async { tokio::time::timeout(IDLE_SYNC, rx.recv()).await }) {
+                        Ok(command) => command,
+                        Err(_) => {
+                            // Idle with removals not yet durable: an empty commit with fsync.
+                            let (reply, _rx) = oneshot::channel();
+                            Some(Command::Flush(reply))
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(first) = first else { break };
             commands.push(first);
             while commands.len() < MAX_COMMANDS_PER_COMMIT {
                 match rx.try_recv() {
@@ -311,7 +446,9 @@ impl Writer {
                 drop(rest);
                 break;
             }
-            self.commit(&mut commands);
+            if let Some(durable) = self.commit(&mut commands) {
+                unsynced = !durable;
+            }
         }
         if close.is_none() {
             // Last handle gone: make the removals since the last fsync durable.
@@ -332,7 +469,8 @@ impl Writer {
         tracing::debug!("Queue writer stopped");
     }
 
-    fn commit(&mut self, commands: &mut Vec<Command>) {
+    /// Commits `commands`; returns whether the commit was fsynced, or `None` when it failed.
+    fn commit(&mut self, commands: &mut Vec<Command>) -> Option<bool> {
         let next_before = self.next.clone();
         let mut replies = Vec::with_capacity(commands.len());
         let started = Instant::now();
@@ -349,10 +487,12 @@ impl Writer {
                             drop(tx.send(Ok(seqs)));
                         }
                         Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
+                        Reply::Requeue(tx, seqs) => drop(tx.send(Ok(seqs))),
                         Reply::Flush(tx) => drop(tx.send(Ok(()))),
                         Reply::Ids(ids, start) => ids.reserved(Ok(start)),
                     }
                 }
+                Some(durable)
             }
             Err(e) => {
                 // Nothing of this transaction is stored: sequence numbers are reused.
@@ -364,10 +504,12 @@ impl Writer {
                     match reply {
                         Reply::Append(tx, ..) => drop(tx.send(Err(err))),
                         Reply::Clear(tx, _) => drop(tx.send(Err(err))),
+                        Reply::Requeue(tx, _) => drop(tx.send(Err(err))),
                         Reply::Flush(tx) => drop(tx.send(Err(err))),
                         Reply::Ids(ids, _) => ids.reserved(Err(e.to_string())),
                     }
                 }
+                None
             }
         }
     }
@@ -398,6 +540,20 @@ impl Writer {
                     table.remove((&*group, seq)).map_err(|e| db.err(e))?;
                 }
             }
+            let mut dead = tx.open_table(DEAD).map_err(|e| db.err(e))?;
+            let moves = std::mem::take(&mut *self.dead.lock().unwrap_or_else(PoisonError::into_inner));
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .to_le_bytes();
+            for (group, seqs) in moves {
+                for seq in seqs {
+                    let Some(record) = table.remove((&*group, seq)).map_err(|e| db.err(e))? else { continue };
+                    let value = [&since[..], record.value()].concat();
+                    drop(record);
+                    dead.insert((&*group, seq), value.as_slice()).map_err(|e| db.err(e))?;
+                }
+            }
             for command in commands {
                 match command {
                     Command::Append(batch, reply, queued) => {
@@ -424,6 +580,36 @@ impl Writer {
                                 false
                             })
                             .map_err(|e| db.err(e))?;
+                        replies.push(Reply::Clear(reply, removed));
+                    }
+                    Command::Requeue(group, reply) => {
+                        durable = true;
+                        let mut records = Vec::new();
+                        dead.retain_in((group.as_str(), 0)..=(group.as_str(), u64::MAX), |_, v| {
+                            records.push(v.get(8..).unwrap_or_default().to_vec());
+                            false
+                        })
+                        .map_err(|e| db.err(e))?;
+                        let next = self.next.entry(group.clone()).or_insert(1);
+                        let mut seqs = Vec::with_capacity(records.len());
+                        for record in records {
+                            let seq = *next;
+                            *next += 1;
+                            table.insert((group.as_str(), seq), record.as_slice()).map_err(|e| db.err(e))?;
+                            seqs.push(seq);
+                        }
+                        replies.push(Reply::Requeue(reply, seqs));
+                    }
+                    Command::PurgeDead(group, before, reply) => {
+                        durable = true;
+                        let mut removed = 0u64;
+                        dead.retain_in((group.as_str(), 0)..=(group.as_str(), u64::MAX), |_, v| {
+                            let since = v.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+                            let keep = before.is_some_and(|before| since >= before);
+                            removed += u64::from(!keep);
+                            keep
+                        })
+                        .map_err(|e| db.err(e))?;
                         replies.push(Reply::Clear(reply, removed));
                     }
                     Command::Flush(reply) | Command::Close(reply) => {
@@ -505,5 +691,20 @@ mod tests {
         assert_eq!(extents.get("g1"), Some(&Extent { count: 2, first: 2, next: 4 }));
         assert!(!extents.contains_key("g2"));
         assert_eq!(q.append(vec![append("g1", "d")]).await.unwrap(), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn removals_are_fsynced_once_the_writer_is_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = RedbQueue::open(Db::open(dir.path()).unwrap()).unwrap();
+        q.append(vec![append("g1", "a")]).await.unwrap();
+        let fsyncs = q.stats().commit_fsync.snapshot().count;
+        q.remove("g1", vec![1]);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while q.stats().commit_fsync.snapshot().count == fsyncs {
+            assert!(Instant::now() < deadline, "no fsync after the removal");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(q.stats().commit_nosync.snapshot().count, 1);
     }
 }

@@ -1,8 +1,10 @@
 """A consumer written the way the modelled platform's Python sample is (python-qpid-proton,
 MessagingHandler, manual accept), signing its own login.
 
-Env: HOST PORT ACCESS_KEY_ID ACCESS_KEY_SECRET GROUP COUNT TOPIC_SUFFIX
+Env: HOST PORT ACCESS_KEY_ID ACCESS_KEY_SECRET GROUP COUNT TOPIC_SUFFIX [RELEASE_SECONDS]
 Prints one JSON line per data message; exits 0 after COUNT of them, 1 on error or timeout.
+With RELEASE_SECONDS it releases every data message instead, prints one line per delivery,
+and exits 0 after that many seconds.
 """
 import base64
 import hashlib
@@ -36,6 +38,7 @@ class Consumer(MessagingHandler):
         self.want = int(env["COUNT"])
         self.got = 0
         self.failed = None
+        self.release_for = float(env.get("RELEASE_SECONDS", "0"))
 
     def on_start(self, event):
         url = "amqp://%s:%s" % (env["HOST"], env["PORT"])
@@ -44,17 +47,22 @@ class Consumer(MessagingHandler):
             sasl_enabled=True, allow_insecure_mechs=True, reconnect=False,
         )
         event.container.create_receiver(conn)
-        event.container.schedule(30, self)
+        event.container.schedule(self.release_for or 30, self)
 
     def on_timer_task(self, event):
-        self.failed = "timeout after %d messages" % self.got
+        if not self.release_for:
+            self.failed = "timeout after %d messages" % self.got
         event.container.stop()
 
     def on_message(self, event):
         msg = event.message
         props = msg.properties or {}
-        self.accept(event.delivery)
-        if not props.get("topic", "").endswith(env["TOPIC_SUFFIX"]):
+        data = props.get("topic", "").endswith(env["TOPIC_SUFFIX"])
+        if self.release_for and data:
+            self.release(event.delivery, delivered=False)
+        else:
+            self.accept(event.delivery)
+        if not data:
             return
         body = msg.body
         if isinstance(body, memoryview):
@@ -70,7 +78,7 @@ class Consumer(MessagingHandler):
             line["tag"] = props["tag"]
         print(json.dumps(line), flush=True)
         self.got += 1
-        if self.got == self.want:
+        if self.got == self.want and not self.release_for:
             event.connection.close()
             event.container.stop()
 
@@ -85,6 +93,6 @@ class Consumer(MessagingHandler):
 
 handler = Consumer()
 Container(handler).run()
-if handler.failed or handler.got != handler.want:
+if handler.failed or (handler.got != handler.want and not handler.release_for):
     print(handler.failed or "got %d of %d" % (handler.got, handler.want), file=sys.stderr)
     sys.exit(1)
