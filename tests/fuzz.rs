@@ -1,0 +1,557 @@
+//! Fuzz targets on stable Rust: each target feeds generated and mutated inputs to one parser or
+//! server surface for a time budget and checks that nothing panics or hangs.
+//!
+//! The budget per target is `IOTPIPE_FUZZ_SECONDS` (default 2, so `cargo test` stays fast);
+//! `scripts/fuzz.sh SECONDS` runs every target longer in release mode. The generator is a
+//! deterministic xorshift (seeded, so a failure replays) that builds inputs from seeds by byte
+//! flips, insertions, deletions, splices and interesting values, plus fully random inputs. Each
+//! target prints `fuzz target NAME: N executions, C crashes` and then fails if C > 0.
+//!
+//! An input that crashes a target becomes a `regression_*` test at the end of this file (none has
+//! been found so far: see docs/security.md, "Fuzzing").
+
+mod common;
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::{creds, publish_one, Server, PK};
+use iotpipe::amqp::auth::parse_username;
+use iotpipe::ingress::codec::{detect, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The time budget of each target.
+fn budget() -> Duration {
+    let secs = std::env::var("IOTPIPE_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0);
+    Duration::from_secs_f64(secs.max(0.1))
+}
+
+/// A seed per run is fixed unless `IOTPIPE_FUZZ_SEED` is set, so a CI failure replays.
+fn seed(salt: u64) -> u64 {
+    let base = std::env::var("IOTPIPE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0x9E37_79B9_7F4A_7C15);
+    (base ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D)) | 1
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max + 1);
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+const INTERESTING: &[u8] =
+    &[0x00, 0x01, 0x7F, 0x80, 0xFF, 0xFE, 0x10, 0x20, 0x30, 0x32, 0x82, 0xC0, 0xE0, 0x04, 0x05];
+
+/// A few byte-level mutations of `seed`.
+fn mutate(r: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut s = seed.to_vec();
+    for _ in 0..1 + r.below(6) {
+        let at = r.below(s.len() + 1);
+        match r.below(7) {
+            0 if !s.is_empty() => {
+                let i = at.min(s.len() - 1);
+                s[i] ^= 1 << r.below(8);
+            }
+            1 => s.insert(at, r.next() as u8),
+            2 if at < s.len() => {
+                let end = (at + 1 + r.below(8)).min(s.len());
+                s.drain(at..end);
+            }
+            3 if !s.is_empty() => {
+                let i = at.min(s.len() - 1);
+                s[i] = INTERESTING[r.below(INTERESTING.len())];
+            }
+            4 => {
+                // Splice a copy of a slice of the input elsewhere (duplicated fields, packets).
+                let a = r.below(s.len() + 1);
+                let b = (a + r.below(16)).min(s.len());
+                let piece = s[a..b].to_vec();
+                let at = r.below(s.len() + 1);
+                s.splice(at..at, piece);
+            }
+            5 => s.truncate(at),
+            _ => {
+                let extra = r.bytes(8);
+                s.splice(at..at, extra);
+            }
+        }
+    }
+    s
+}
+
+thread_local! {
+    /// Set while a target runs an input under `catch_unwind`, so the hook below does not count
+    /// the panic twice.
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Panics anywhere else in the process: the server's tasks and threads.
+static SERVER_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn install_panic_counter() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(Cell::get) {
+                SERVER_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+/// Runs `one` on generated inputs until the budget is spent; counts panics and slow inputs.
+fn run_target<T: std::fmt::Debug>(name: &str, mut gen: impl FnMut(&mut Rng) -> T, mut one: impl FnMut(&T)) {
+    install_panic_counter();
+    let mut r = Rng(seed(name.len() as u64 ^ name.as_bytes()[0] as u64));
+    let start = Instant::now();
+    let (mut execs, mut crashes) = (0u64, 0u64);
+    let mut first: Option<String> = None;
+    while start.elapsed() < budget() {
+        let input = gen(&mut r);
+        let t = Instant::now();
+        CATCHING.with(|c| c.set(true));
+        let result = catch_unwind(AssertUnwindSafe(|| one(&input)));
+        CATCHING.with(|c| c.set(false));
+        // A parser that spends a second on one small input is a hang in waiting.
+        let slow = t.elapsed() > Duration::from_secs(1);
+        if result.is_err() || slow {
+            crashes += 1;
+            first.get_or_insert_with(|| format!("{input:?} (slow: {slow})"));
+        }
+        execs += 1;
+    }
+    println!("fuzz target {name}: {execs} executions, {crashes} crashes");
+    assert!(execs > 0);
+    assert_eq!(crashes, 0, "{name}: first failing input: {}", first.unwrap_or_default());
+}
+
+// ---- MQTT codec ---------------------------------------------------------------------------
+
+/// Valid packet streams of both versions, written by rumqttc's encoders.
+fn codec_seeds() -> Vec<(Version, Vec<u8>)> {
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
+    let mut seeds = Vec::new();
+
+    let mut b = BytesMut::new();
+    let mut c = v4::Connect::new("client-1");
+    c.set_login("dev1&a1test", "password");
+    v4::Packet::Connect(c).write(&mut b, 1 << 20).unwrap();
+    let mut p = v4::Publish::new("/a1test/dev1/user/update", rumqttc::QoS::AtLeastOnce, "{\"t\":1}");
+    p.pkid = 1;
+    v4::Packet::Publish(p).write(&mut b, 1 << 20).unwrap();
+    let mut sub = v4::Subscribe::new("/a1test/dev1/user/#", rumqttc::QoS::AtLeastOnce);
+    sub.pkid = 2;
+    v4::Packet::Subscribe(sub).write(&mut b, 1 << 20).unwrap();
+    v4::Packet::PingReq.write(&mut b, 1 << 20).unwrap();
+    v4::Packet::PubAck(v4::PubAck::new(7)).write(&mut b, 1 << 20).unwrap();
+    v4::Packet::Disconnect.write(&mut b, 1 << 20).unwrap();
+    seeds.push((Version::V311, b.to_vec()));
+
+    let mut b = BytesMut::new();
+    let c = v5::Connect { keep_alive: 60, client_id: "client-5".into(), clean_start: true, properties: None };
+    let login = v5::Login { username: "dev1&a1test".into(), password: "password".into() };
+    v5::Packet::Connect(c, None, Some(login)).write(&mut b, None).unwrap();
+    let props = v5::PublishProperties {
+        topic_alias: Some(3),
+        user_properties: vec![("k".into(), "v".into())],
+        ..Default::default()
+    };
+    let mut p = v5::Publish::new(
+        "/a1test/dev1/user/update",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        "{}",
+        Some(props),
+    );
+    p.pkid = 9;
+    v5::Packet::Publish(p).write(&mut b, None).unwrap();
+    v5::Packet::PingReq(v5::PingReq).write(&mut b, None).unwrap();
+    v5::Packet::Disconnect(v5::Disconnect::new(v5::DisconnectReasonCode::NormalDisconnection))
+        .write(&mut b, None)
+        .unwrap();
+    seeds.push((Version::V5, b.to_vec()));
+    seeds
+}
+
+/// Reads a byte stream the way a connection does: detect the version, then packets until the
+/// buffer runs dry or an error.
+fn read_stream(version: Option<Version>, bytes: &[u8]) {
+    let version = match detect(bytes) {
+        Ok(Some(v)) => v,
+        Ok(None) | Err(_) => match version {
+            Some(v) => v,
+            None => return,
+        },
+    };
+    let mut buf = BytesMut::from(bytes);
+    for _ in 0..1000 {
+        let before = buf.len();
+        match version.read(&mut buf, 4096) {
+            Ok(Some(_)) if buf.len() < before => {}
+            // A packet read must consume bytes; a read that returns one without progress would
+            // spin a connection forever.
+            Ok(Some(p)) => panic!("read {p:?} without consuming bytes"),
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn fuzz_mqtt_codec() {
+    let seeds = codec_seeds();
+    run_target(
+        "mqtt_codec",
+        |r| {
+            let (v, s) = &seeds[r.below(seeds.len())];
+            match r.below(4) {
+                0 => (Some(*v), r.bytes(64)),
+                _ => (Some(*v), mutate(r, s)),
+            }
+        },
+        |(v, bytes)| {
+            read_stream(None, bytes);
+            read_stream(*v, bytes);
+        },
+    );
+}
+
+// ---- AMQP SASL username -----------------------------------------------------------------
+
+#[test]
+fn fuzz_amqp_username() {
+    let seeds = [
+        "c1|authMode=aksign,signMethod=hmacsha1,timestamp=1700000000000,authId=LTAItest,consumerGroupId=DEFAULT_GROUP|",
+        "c1|authMode=aksign,signMethod=hmacsha256,timestamp=1,authId=a,consumerGroupId=g,iotInstanceId=i|",
+        "é|authMode=aksign,signMethod=hmacmd5,timestamp=0,authId=,consumerGroupId=,|",
+    ];
+    run_target(
+        "amqp_username",
+        |r| {
+            let bytes = if r.below(4) == 0 {
+                r.bytes(64)
+            } else {
+                {
+                    let i = r.below(seeds.len());
+                    mutate(r, seeds[i].as_bytes())
+                }
+            };
+            String::from_utf8_lossy(&bytes).into_owned()
+        },
+        |s| {
+            if let Ok(c) = parse_username(s) {
+                // What parses must render back to a username that parses the same way.
+                let again = parse_username(&c.username()).expect("a rendered username parses");
+                assert_eq!(again.client_id, c.client_id);
+                assert_eq!(again.group_id, c.group_id);
+                let _ = c.password("secret");
+                let _ = c.verify("secret", b"x");
+            }
+        },
+    );
+}
+
+// ---- config loader ----------------------------------------------------------------------
+
+/// Config keys, values and punctuation the mutator splices in at char boundaries.
+const CONFIG_TOKENS: &[&str] = &[
+    "[[products]]\n",
+    "[[products.devices]]\n",
+    "[mqtt]\n",
+    "[amqp]\n",
+    "[http]\n",
+    "[storage]\n",
+    "[[rules]]\n",
+    "[[subscriptions]]\n",
+    "[[access_keys]]\n",
+    "[[consumer_groups]]\n",
+    "listen = \"127.0.0.1:0\"\n",
+    "key = \"a1demo\"\n",
+    "name = \"dev1\"\n",
+    "secret = \"\"\n",
+    "max_connections = 0\n",
+    "max_payload_bytes = 18446744073709551615\n",
+    "keep_alive_min_secs = -1\n",
+    "= ",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\n",
+    "#",
+    "=",
+    "1e400",
+    "-0",
+    "0x",
+    "\u{0}",
+    "é",
+    "\\u0000",
+];
+
+fn mutate_text(r: &mut Rng, seed: &str) -> String {
+    let mut s = seed.to_string();
+    for _ in 0..1 + r.below(5) {
+        let mut at = r.below(s.len() + 1);
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        match r.below(4) {
+            0 => s.insert_str(at, CONFIG_TOKENS[r.below(CONFIG_TOKENS.len())]),
+            1 => {
+                let mut end = (at + 1 + r.below(40)).min(s.len());
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.replace_range(at..end, "");
+            }
+            2 => {
+                // Duplicate a line: repeated keys and tables.
+                let line = s.lines().nth(r.below(s.lines().count().max(1))).unwrap_or("").to_string();
+                s.insert_str(at, &format!("\n{line}\n"));
+            }
+            _ => {
+                let bytes = r.bytes(6);
+                s.insert_str(at, &String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn fuzz_config_loader() {
+    let example = include_str!("../fixtures/iotpipe.example.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let harness = common::config_text(dir.path(), "", "");
+    let seeds = [example.to_string(), harness];
+    run_target(
+        "config_loader",
+        |r| {
+            let i = r.below(seeds.len());
+            mutate_text(r, &seeds[i])
+        },
+        |text| {
+            if let Err(e) = iotpipe::config::load_str(text, "fuzz.toml") {
+                let _ = e.to_string();
+            }
+        },
+    );
+}
+
+// ---- MQTT session layer over TCP --------------------------------------------------------
+
+/// Opens a raw connection, writes `bytes` in one or a few pieces, reads what comes back for a
+/// moment and drops the socket.
+async fn feed(addr: std::net::SocketAddr, bytes: &[u8], pieces: usize) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(addr).await?;
+    let chunk = bytes.len().div_ceil(pieces.max(1)).max(1);
+    for part in bytes.chunks(chunk) {
+        s.write_all(part).await?;
+    }
+    let mut sink = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_millis(200), s.read(&mut sink)).await.unwrap_or(Ok(0))?;
+    // A CONNACK with return/reason code 0: the input got past authentication into a session.
+    Ok(n >= 4 && sink[0] == 0x20 && sink[3] == 0)
+}
+
+/// A valid authenticated CONNECT of either version, and the packets that follow it.
+fn session_seeds() -> Vec<(Vec<u8>, Vec<u8>)> {
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
+    let c = creds("dev2");
+    let mut out = Vec::new();
+    let mut b = BytesMut::new();
+    let mut connect = v4::Connect::new(c.client_id.clone());
+    connect.set_login(c.username.clone(), c.password.clone());
+    v4::Packet::Connect(connect).write(&mut b, 1 << 20).unwrap();
+    let head = b.split().to_vec();
+    let topic = format!("/{PK}/dev2/user/update");
+    let mut p = v4::Publish::new(&topic, rumqttc::QoS::AtLeastOnce, "{\"t\":1}");
+    p.pkid = 1;
+    v4::Packet::Publish(p).write(&mut b, 1 << 20).unwrap();
+    let mut sub = v4::Subscribe::new(format!("/{PK}/dev2/user/get"), rumqttc::QoS::AtLeastOnce);
+    sub.pkid = 2;
+    v4::Packet::Subscribe(sub).write(&mut b, 1 << 20).unwrap();
+    v4::Packet::PingReq.write(&mut b, 1 << 20).unwrap();
+    out.push((head, b.to_vec()));
+
+    let mut b = BytesMut::new();
+    let connect =
+        v5::Connect { keep_alive: 60, client_id: c.client_id.clone(), clean_start: true, properties: None };
+    let login = v5::Login { username: c.username.clone(), password: c.password.clone() };
+    v5::Packet::Connect(connect, None, Some(login)).write(&mut b, None).unwrap();
+    let head = b.split().to_vec();
+    let props = v5::PublishProperties { topic_alias: Some(1), ..Default::default() };
+    let mut p = v5::Publish::new(&topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, "{}", Some(props));
+    p.pkid = 1;
+    v5::Packet::Publish(p).write(&mut b, None).unwrap();
+    v5::Packet::PingReq(v5::PingReq).write(&mut b, None).unwrap();
+    out.push((head, b.to_vec()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_mqtt_sessions() {
+    install_panic_counter();
+    let server = Server::start_with("connect_timeout_secs = 1", "").await;
+    let addr = server.addr();
+    let seeds = Arc::new(session_seeds());
+    let start = Instant::now();
+    let budget = budget();
+    // Eight connections at a time: enough to overlap sessions of the same client id, few enough
+    // for two shared cores.
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let seeds = seeds.clone();
+        workers.push(tokio::spawn(async move {
+            let mut r = Rng(seed(0x5E55 + w));
+            let (mut execs, mut sessions) = (0u64, 0u64);
+            while start.elapsed() < budget {
+                let (head, tail) = &seeds[r.below(seeds.len())];
+                // Most inputs keep the CONNECT intact so the session layer behind it is
+                // reached; the rest mutate the whole stream or are random bytes.
+                let bytes = match r.below(10) {
+                    0 | 1 => r.bytes(128),
+                    2..=4 => mutate(&mut r, &[head.as_slice(), tail.as_slice()].concat()),
+                    _ => [head.clone(), mutate(&mut r, tail)].concat(),
+                };
+                let pieces = 1 + r.below(3);
+                // Refused connections are fine; a hang is not.
+                let accepted = tokio::time::timeout(Duration::from_secs(5), feed(addr, &bytes, pieces))
+                    .await
+                    .unwrap_or_else(|_| panic!("connection hung on {bytes:?}"))
+                    .unwrap_or(false);
+                execs += 1;
+                sessions += u64::from(accepted);
+            }
+            (execs, sessions)
+        }));
+    }
+    let (mut execs, mut sessions) = (0, 0);
+    for w in workers {
+        let (e, s) = w.await.unwrap();
+        execs += e;
+        sessions += s;
+    }
+    // The mutator must get inputs past the CONNECT into a session, not only refusals.
+    assert!(sessions * 5 > execs, "only {sessions} of {execs} inputs opened a session");
+    // The server is alive: a normal device connects and gets its PUBACK.
+    tokio::time::timeout(Duration::from_secs(15), publish_one(addr, "dev1", "{\"alive\":true}"))
+        .await
+        .expect("a normal device could not publish after the fuzzing");
+    let crashes = SERVER_PANICS.load(Ordering::SeqCst);
+    println!(
+        "fuzz target mqtt_sessions: {execs} executions ({sessions} opened a session), {crashes} crashes"
+    );
+    assert_eq!(crashes, 0, "the server panicked while fed fuzzed MQTT streams");
+}
+
+// ---- HTTP API bodies --------------------------------------------------------------------
+
+const API_SEEDS: &[(&str, &str, &str)] = &[
+    ("POST", "/consumer-groups", r#"{"name":"fuzzgroup"}"#),
+    ("POST", "/products/a1test/devices", r#"{"deviceName":"newdev","deviceSecret":"k-secret"}"#),
+    ("PATCH", "/products/a1test/devices/dev3", r#"{"enabled":true}"#),
+    (
+        "POST",
+        "/subscriptions",
+        r#"{"productKey":"a1test","messageTypes":["upstream","status"],"consumerGroupIds":["DEFAULT_GROUP"]}"#,
+    ),
+    (
+        "POST",
+        "/rules",
+        r#"{"name":"fz","sql":"SELECT t FROM \"/a1test/+/user/update\" WHERE t > 1","dataType":"JSON","actions":[{"type":"republish","topic":"/a1test/dev1/user/get"}]}"#,
+    ),
+    (
+        "POST",
+        "/rules/test",
+        r#"{"sql":"SELECT t * 2 AS d FROM \"/a1test/+/user/update\"","topic":"/a1test/dev1/user/update","payload":{"t":3}}"#,
+    ),
+    (
+        "POST",
+        "/alert-rules",
+        r#"{"name":"backlog","metric":"group_backlog","group":"DEFAULT_GROUP","threshold":10,"forSecs":60,"notify":[{"type":"log"}]}"#,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_api_bodies() {
+    install_panic_counter();
+    let server = Server::start().await;
+    let base = format!("http://{}/api/v1", server.app.http_addr());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let mut r = Rng(seed(0xA91));
+    let start = Instant::now();
+    let budget = budget();
+    let (mut execs, mut crashes, mut accepted) = (0u64, 0u64, 0u64);
+    let mut first = None;
+    while start.elapsed() < budget {
+        let (method, path, body) = API_SEEDS[r.below(API_SEEDS.len())];
+        let body = if r.below(6) == 0 { r.bytes(64) } else { mutate(&mut r, body.as_bytes()) };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth("test-token")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        execs += 1;
+        let bad = match resp {
+            Err(e) => Some(format!("no answer: {e}")),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                accepted += u64::from((200..300).contains(&status));
+                let text = resp.text().await.unwrap_or_default();
+                let json = text.is_empty() || serde_json::from_str::<serde_json::Value>(&text).is_ok();
+                if status >= 500 || !(200..500).contains(&status) || !json {
+                    Some(format!("{status} {text}"))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(why) = bad {
+            crashes += 1;
+            first.get_or_insert_with(|| {
+                format!("{method} {path} {:?}: {why}", String::from_utf8_lossy(&body))
+            });
+        }
+    }
+    let (status, _) = common::api::get(&server, "/products").await;
+    assert_eq!(status, 200, "the API no longer answers");
+    let panics = SERVER_PANICS.load(Ordering::SeqCst) as u64;
+    println!(
+        "fuzz target api_bodies: {execs} executions ({accepted} accepted), {} crashes",
+        crashes + panics
+    );
+    assert_eq!(crashes, 0, "first bad answer: {}", first.unwrap_or_default());
+    assert_eq!(panics, 0, "the server panicked while fed fuzzed API bodies");
+}
