@@ -11,6 +11,8 @@
 //! been found so far: see docs/security.md, "Fuzzing").
 
 mod common;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -22,14 +24,9 @@ use bytes::BytesMut;
 use common::{creds, publish_one, Server, PK};
 use iotpipe::amqp::auth::parse_username;
 use iotpipe::ingress::codec::{detect, Version};
+use rng::{budget, Rng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The time budget of each target.
-fn budget() -> Duration {
-    let secs = std::env::var("IOTPIPE_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0);
-    Duration::from_secs_f64(secs.max(0.1))
-}
 
 /// A seed per run is fixed unless `IOTPIPE_FUZZ_SEED` is set, so a CI failure replays.
 fn seed(salt: u64) -> u64 {
@@ -38,28 +35,6 @@ fn seed(salt: u64) -> u64 {
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0x9E37_79B9_7F4A_7C15);
     (base ^ salt.wrapping_mul(0x2545_F491_4F6C_DD1D)) | 1
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = self.below(max + 1);
-        (0..n).map(|_| self.next() as u8).collect()
-    }
 }
 
 const INTERESTING: &[u8] =

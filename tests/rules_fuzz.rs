@@ -9,23 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use iotpipe::message::{Kind, Message, Origin};
 use iotpipe::rules::{DataType, EvalContext, Rule, RuleSet};
+use rng::Rng;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
 
 const FIELDS: &[&str] =
     &["a", "b", "t", "s", "arr[0]", "a.b", "\"a[1].v\"", "\".a[0]\"", "\"$.x\"", "items.p.value", "nope"];
