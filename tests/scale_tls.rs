@@ -20,18 +20,14 @@ async fn a_thousand_devices_connect_at_once() {
     let mut tasks = Vec::new();
     for i in 0..N {
         tasks.push(tokio::spawn(async move {
-            let c = iotpipe::ingress::auth::Credentials {
-                client_id: format!("c{i}"),
-                product_key: format!("p{i}"),
-                device_name: format!("many{i:04}"),
-                method: iotpipe::sign::SignMethod::HmacSha1,
-                timestamp: None,
-            };
-            let creds = Creds {
-                client_id: c.mqtt_client_id(),
-                username: c.username(),
-                password: c.password(&format!("s{i}")),
-            };
+            let creds = sign_as(
+                &format!("c{i}"),
+                &format!("p{i}"),
+                &format!("many{i:04}"),
+                &format!("s{i}"),
+                iotpipe::sign::SignMethod::HmacSha1,
+                None,
+            );
             connect_v4(v4_options(addr, &creds)).await.unwrap_or_else(|e| panic!("device {i}: {e}"))
         }));
     }
@@ -110,18 +106,14 @@ async fn two_thousand_subscribed_devices_each_get_their_subscription() {
         let limit = limit.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await.unwrap();
-            let c = iotpipe::ingress::auth::Credentials {
-                client_id: format!("c{i}"),
-                product_key: "a1many".into(),
-                device_name: format!("dev{i:05}"),
-                method: iotpipe::sign::SignMethod::HmacSha1,
-                timestamp: None,
-            };
-            let creds = Creds {
-                client_id: c.mqtt_client_id(),
-                username: c.username(),
-                password: c.password(&format!("s{i}")),
-            };
+            let creds = sign_as(
+                &format!("c{i}"),
+                "a1many",
+                &format!("dev{i:05}"),
+                &format!("s{i}"),
+                iotpipe::sign::SignMethod::HmacSha1,
+                None,
+            );
             let (mut stream, code) = raw_connect(addr, &creds, 300).await;
             assert_eq!(code, 0, "device {i} connects");
             let topic = format!("/a1many/dev{i:05}/user/get");

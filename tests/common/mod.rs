@@ -155,9 +155,21 @@ pub struct Creds {
 }
 
 pub fn sign(device: &str, secret: &str, method: SignMethod, timestamp: Option<&str>) -> Creds {
+    sign_as(&format!("{device}-cid"), PK, device, secret, method, timestamp)
+}
+
+/// The MQTT login of any device: client id, product, device, secret.
+pub fn sign_as(
+    client_id: &str,
+    product: &str,
+    device: &str,
+    secret: &str,
+    method: SignMethod,
+    timestamp: Option<&str>,
+) -> Creds {
     let c = Credentials {
-        client_id: format!("{device}-cid"),
-        product_key: PK.into(),
+        client_id: client_id.into(),
+        product_key: product.into(),
         device_name: device.into(),
         method,
         timestamp: timestamp.map(str::to_string),
