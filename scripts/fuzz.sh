@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (tests/fuzz.rs and tests/rules_fuzz.rs) for SECONDS each, in release
-# mode, one after the other, and prints per target the executions and crashes found.
-#   scripts/fuzz.sh 60                      # one minute per target
+# Runs every fuzz target (tests/fuzz.rs and tests/rules_fuzz.rs) in release mode, one after the
+# other, SECONDS in all shared evenly between the six targets, and prints per target the
+# executions and crashes found.
+#   scripts/fuzz.sh 360                       # one minute per target
+#   scripts/fuzz.sh 3600                      # the long run: ten minutes per target
 #   IOTPIPE_FUZZ_SEED=42 scripts/fuzz.sh 600  # another seed
 # A crash fails its target with the first failing input in the output; it then becomes a
 # regression test at the end of tests/fuzz.rs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:?usage: scripts/fuzz.sh SECONDS}"
+total="${1:?usage: scripts/fuzz.sh SECONDS (in all, shared by the six targets)}"
+seconds=$(( total / 6 ))
+[ "$seconds" -ge 1 ] || seconds=1
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
