@@ -24,11 +24,21 @@ pub struct DeviceView {
     tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_secret: Option<String>,
+    /// Connected now.
+    online: bool,
+    /// `ip:port` of the last session since the server started.
+    ip_address: Option<String>,
+    /// Epoch ms of the last connection since the server started.
+    last_online_time: Option<u64>,
 }
 
 impl DeviceView {
-    fn of(d: Device, with_secret: bool) -> Self {
+    fn of(d: Device, with_secret: bool, state: &ApiState) -> Self {
+        let seen = state.devices.registry().seen(&d.product_key, &d.name);
         Self {
+            online: seen.as_ref().is_some_and(|s| s.online),
+            ip_address: seen.as_ref().and_then(|s| s.peer.clone()),
+            last_online_time: seen.map(|s| s.last_online_time),
             product_key: d.product_key,
             device_name: d.name,
             enabled: d.enabled,
@@ -72,7 +82,7 @@ pub async fn list(
     if state.devices.registry().product(&pk).is_none() {
         return Err(ApiError::not_found(format!("product {pk} does not exist")));
     }
-    Ok(Json(state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false)).collect()))
+    Ok(Json(state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state)).collect()))
 }
 
 /// `GET /products/{pk}/devices/{dn}`.
@@ -85,7 +95,7 @@ pub async fn get(
         .registry()
         .device(&pk, &dn)
         .ok_or_else(|| ApiError::not_found(format!("device {dn} of product {pk} does not exist")))?;
-    Ok(Json(DeviceView::of(Device::clone(&d), false)))
+    Ok(Json(DeviceView::of(Device::clone(&d), false, &state)))
 }
 
 /// `POST /products/{pk}/devices` body.
@@ -121,7 +131,7 @@ pub async fn create(
             .map_err(|message| ApiError::bad_body(format!("deviceSecret: {message}")))?;
     }
     let device = state.devices.create(&pk, &body.device_name, body.device_secret, body.tags).await?;
-    Ok((StatusCode::CREATED, Json(DeviceView::of(device, true))))
+    Ok((StatusCode::CREATED, Json(DeviceView::of(device, true, &state))))
 }
 
 /// `PATCH /products/{pk}/devices/{dn}` body.
@@ -140,7 +150,7 @@ pub async fn patch(
 ) -> Result<Json<DeviceView>, ApiError> {
     let Json(body) = body?;
     let device = state.devices.set_enabled(&pk, &dn, body.enabled).await?;
-    Ok(Json(DeviceView::of(device, false)))
+    Ok(Json(DeviceView::of(device, false, &state)))
 }
 
 /// `DELETE /products/{pk}/devices/{dn}`: deletes and disconnects the device.

@@ -88,6 +88,8 @@ impl Inner {
 pub struct Registry {
     inner: RwLock<Inner>,
     db: Arc<Db>,
+    /// Each device's last session since this process started (online or not).
+    seen: presence::SeenMap,
 }
 
 impl Registry {
@@ -123,7 +125,7 @@ impl Registry {
                 None => drop(inner.remove(&product_key, &name)),
             }
         }
-        Ok(Self { inner: RwLock::new(inner), db })
+        Ok(Self { inner: RwLock::new(inner), db, seen: presence::SeenMap::default() })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
