@@ -26,6 +26,8 @@ pub struct DeviceView {
     device_secret: Option<String>,
     /// Connected now.
     online: bool,
+    /// The last session's MQTT client id.
+    client_id: Option<String>,
     /// `ip:port` of the last session since the server started.
     ip_address: Option<String>,
     /// Epoch ms of the last connection since the server started.
@@ -37,6 +39,7 @@ impl DeviceView {
         let seen = state.devices.registry().seen(&d.product_key, &d.name);
         Self {
             online: seen.as_ref().is_some_and(|s| s.online),
+            client_id: seen.as_ref().map(|s| s.client_id.clone()),
             ip_address: seen.as_ref().and_then(|s| s.peer.clone()),
             last_online_time: seen.map(|s| s.last_online_time),
             product_key: d.product_key,

@@ -34,6 +34,8 @@ pub struct Presence {
 pub struct Seen {
     /// Connected now.
     pub online: bool,
+    /// The last session's MQTT client id (without the signing parameters).
+    pub client_id: String,
     /// Where the last session connected from (`ip:port`).
     pub peer: Option<String>,
     /// Epoch ms of the last connection.
@@ -63,6 +65,7 @@ impl Registry {
     pub fn record_online(&self, presence: &Presence) -> Result<(), StoreError> {
         let seen = Seen {
             online: true,
+            client_id: presence.client_id.clone(),
             peer: presence.peer.clone(),
             last_online_time: presence.online_since_ms,
         };

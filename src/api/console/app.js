@@ -618,17 +618,17 @@ async function deviceList(pk) {
   const body = h('tbody');
   page('Devices', h('div', { class: 'toolbar' }, field('Product', select),
     h('button', { type: 'button', class: 'primary', onclick: () => createDevice(pk) }, 'Create Device')),
-  h('table', {}, h('thead', {}, h('tr', {}, ['Device name', 'State', 'IP address', 'Last online', 'Enabled', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), body));
+  h('table', {}, h('thead', {}, h('tr', {}, ['Device name', 'State', 'Client ID', 'IP address', 'Last online', 'Enabled', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))), body));
   body.replaceChildren(...devices.map((d) => h('tr', {}, h('td', {}, d.deviceName),
     h('td', {}, h('span', { class: d.online ? 'state online' : 'state' }, d.online ? 'Online' : 'Offline')),
-    h('td', {}, d.ipAddress || '—'), h('td', {}, time(d.lastOnlineTime)),
+    h('td', {}, d.clientId || '—'), h('td', {}, d.ipAddress || '—'), h('td', {}, time(d.lastOnlineTime)),
     h('td', {}, h('input', { type: 'checkbox', role: 'switch', checked: d.enabled, 'aria-label': `Enable ${d.deviceName}`, onchange: async (e) => {
       try { await api('PATCH', `/products/${enc(pk)}/devices/${enc(d.deviceName)}`, { enabled: e.target.checked }); toast(`${d.deviceName} ${e.target.checked ? 'enabled' : 'disabled'}.`); } catch (err) { e.target.checked = !e.target.checked; toast(err.message); }
     } })),
     h('td', { class: 'actions' }, h('button', { type: 'button', class: 'link danger', onclick: async () => {
       if (await confirmDialog('Delete device', `Delete ${d.deviceName}? It is disconnected and can no longer sign in.`, () => api('DELETE', `/products/${enc(pk)}/devices/${enc(d.deviceName)}`))) await render();
     } }, 'Delete')))));
-  if (!devices.length) body.append(h('tr', {}, h('td', { colspan: 6 }, 'No device yet.')));
+  if (!devices.length) body.append(h('tr', {}, h('td', { colspan: 7 }, 'No device yet.')));
 }
 
 function createDevice(pk) {

@@ -35,6 +35,8 @@ pub fn routes() -> Router<ApiState> {
         .route("/console/login", get(login_page).post(sign_in))
         .route("/console/logout", post(sign_out))
         .route("/console/assets/{file}", get(asset))
+        // Browsers ask for it unprompted; nothing to show.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(axum::middleware::map_response(secure_headers))
 }
 
