@@ -19,8 +19,12 @@ fn base(server: &Server) -> String {
 
 /// Signs in; the session cookie (`name=value`) and the page shell's CSRF token.
 async fn sign_in(server: &Server) -> (String, String) {
-    let resp =
-        client().post(format!("{}/console/login", base(server))).form(&[("token", "test-token")]).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/console/login", base(server)))
+        .form(&[("token", "test-token")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()[LOCATION], "/console/");
     let set = resp.headers()[SET_COOKIE].to_str().unwrap().to_string();
@@ -38,7 +42,8 @@ async fn sign_in(server: &Server) -> (String, String) {
         .text()
         .await
         .unwrap();
-    let csrf = shell.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let csrf =
+        shell.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     assert_eq!(csrf.len(), 64);
     (cookie, csrf)
 }
@@ -49,7 +54,10 @@ async fn the_console_needs_the_admin_token_and_never_echoes_it() {
     let root = client().get(format!("{}/", base(&server))).send().await.unwrap();
     assert_eq!((root.status().as_u16(), root.headers()[LOCATION].to_str().unwrap()), (303, "/console/"));
     let shell = client().get(format!("{}/console/", base(&server))).send().await.unwrap();
-    assert_eq!((shell.status().as_u16(), shell.headers()[LOCATION].to_str().unwrap()), (303, "/console/login"));
+    assert_eq!(
+        (shell.status().as_u16(), shell.headers()[LOCATION].to_str().unwrap()),
+        (303, "/console/login")
+    );
 
     let login = client().get(format!("{}/console/login", base(&server))).send().await.unwrap();
     assert_eq!(login.status(), 200);
@@ -91,7 +99,8 @@ async fn changes_made_with_the_session_cookie_need_the_csrf_token() {
     let forged = client().post(&url).header(COOKIE, &cookie).json(&body).send().await.unwrap();
     assert_eq!(forged.status(), 403);
     assert_eq!(forged.json::<Value>().await.unwrap()["code"], "CsrfTokenMismatch");
-    let wrong = client().post(&url).header(COOKIE, &cookie).header("x-csrf-token", "0".repeat(64)).json(&body);
+    let wrong =
+        client().post(&url).header(COOKIE, &cookie).header("x-csrf-token", "0".repeat(64)).json(&body);
     assert_eq!(wrong.send().await.unwrap().status(), 403);
     let made = client().post(&url).header(COOKIE, &cookie).header("x-csrf-token", &csrf).json(&body);
     assert_eq!(made.send().await.unwrap().status(), 201);
@@ -100,13 +109,16 @@ async fn changes_made_with_the_session_cookie_need_the_csrf_token() {
 
     // Sign-out needs the token too, then the cookie is worth nothing.
     let logout = format!("{}/console/logout", base(&server));
-    let refused = client().post(&logout).header(COOKIE, &cookie).form(&[("csrf", "nope")]).send().await.unwrap();
+    let refused =
+        client().post(&logout).header(COOKIE, &cookie).form(&[("csrf", "nope")]).send().await.unwrap();
     assert_eq!(refused.status(), 403);
-    let out = client().post(&logout).header(COOKIE, &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    let out =
+        client().post(&logout).header(COOKIE, &cookie).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(out.status(), 303);
     assert!(out.headers()[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(client().get(&url).header(COOKIE, &cookie).send().await.unwrap().status(), 401);
-    let shell = client().get(format!("{}/console/", base(&server))).header(COOKIE, &cookie).send().await.unwrap();
+    let shell =
+        client().get(format!("{}/console/", base(&server))).header(COOKIE, &cookie).send().await.unwrap();
     assert_eq!(shell.status(), 303);
 }
 
@@ -120,7 +132,10 @@ async fn assets_are_served_from_the_binary_and_unknown_ones_are_not() {
     assert!(!text.contains("innerHTML"), "the console never parses server text as HTML");
     // The one address in the script is SVG's namespace name, which is never fetched.
     let text = text.replace("'http://www.w3.org/2000/svg'", "");
-    assert!(!text.contains("http://") && !text.contains("https://"), "the console loads nothing from elsewhere");
+    assert!(
+        !text.contains("http://") && !text.contains("https://"),
+        "the console loads nothing from elsewhere"
+    );
     let missing = client().get(format!("{}/console/assets/..%2fmod.rs", base(&server))).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }

@@ -56,7 +56,10 @@ fn start(config: &std::path::Path) -> (Running, [SocketAddr; 3]) {
 }
 
 #[test]
-#[cfg_attr(debug_assertions, ignore = "runs against the release binary: cargo test --release --test console_browser")]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "runs against the release binary: cargo test --release --test console_browser"
+)]
 fn the_console_works_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("iotpipe.toml");

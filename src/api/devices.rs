@@ -85,7 +85,9 @@ pub async fn list(
     if state.devices.registry().product(&pk).is_none() {
         return Err(ApiError::not_found(format!("product {pk} does not exist")));
     }
-    Ok(Json(state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state)).collect()))
+    Ok(Json(
+        state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state)).collect(),
+    ))
 }
 
 /// `GET /products/{pk}/devices/{dn}`.

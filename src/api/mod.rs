@@ -190,11 +190,12 @@ async fn require_token(
         }
         return Ok(next.run(request).await);
     }
-    let Some((_, csrf)) = state.sessions.from_headers(headers) else {
+    let Some((_, csrf)) = state.sessions.of_request(headers) else {
         return Err(ApiError::unauthorized());
     };
     let safe = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-    if !safe && !session::csrf_matches(headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()), &csrf) {
+    if !safe && !session::csrf_matches(headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()), &csrf)
+    {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "CsrfTokenMismatch",

@@ -79,7 +79,7 @@ impl Sessions {
     }
 
     /// The live session the request's cookie names: its id and CSRF token.
-    pub fn from_headers(&self, headers: &HeaderMap) -> Option<(String, String)> {
+    pub fn of_request(&self, headers: &HeaderMap) -> Option<(String, String)> {
         let id = cookie(headers, COOKIE)?;
         let csrf = self.csrf(id)?;
         Some((id.to_string(), csrf))
@@ -133,12 +133,12 @@ mod tests {
         let (id, csrf) = sessions.create();
         let mut headers = HeaderMap::new();
         headers.insert(axum::http::header::COOKIE, format!("other=1; {COOKIE}={id}").parse().unwrap());
-        assert_eq!(sessions.from_headers(&headers), Some((id.clone(), csrf.clone())));
+        assert_eq!(sessions.of_request(&headers), Some((id.clone(), csrf.clone())));
         assert!(csrf_matches(Some(&csrf), &csrf));
         assert!(!csrf_matches(Some("x"), &csrf));
         assert!(!csrf_matches(None, &csrf));
         sessions.remove(&id);
-        assert_eq!(sessions.from_headers(&headers), None);
+        assert_eq!(sessions.of_request(&headers), None);
     }
 
     #[test]

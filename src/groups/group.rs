@@ -401,8 +401,7 @@ impl Group {
 
     /// The last hour's samples, oldest first, ending with one taken now.
     pub fn history(&self) -> Vec<Sample> {
-        let mut samples =
-            self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).samples();
+        let mut samples = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).samples();
         samples.push(self.sample());
         samples
     }

@@ -60,7 +60,7 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// `GET /console/`: the page shell with the session's CSRF token, or the sign-in page.
 async fn shell(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    match state.sessions.from_headers(&headers) {
+    match state.sessions.of_request(&headers) {
         // The token is 64 hex digits: nothing to escape.
         Some((_, csrf)) => html(StatusCode::OK, SHELL.replace("{{csrf}}", &csrf)),
         None => see_other("/console/login"),
@@ -69,7 +69,7 @@ async fn shell(State(state): State<ApiState>, headers: HeaderMap) -> Response {
 
 /// `GET /console/login`.
 async fn login_page(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    if state.sessions.from_headers(&headers).is_some() {
+    if state.sessions.of_request(&headers).is_some() {
         return see_other("/console/");
     }
     html(StatusCode::OK, LOGIN.replace("{{error}}", ""))
@@ -106,7 +106,7 @@ struct SignOut {
 
 /// `POST /console/logout` `csrf=...`: ends the session.
 async fn sign_out(State(state): State<ApiState>, headers: HeaderMap, Form(form): Form<SignOut>) -> Response {
-    if let Some((id, csrf)) = state.sessions.from_headers(&headers) {
+    if let Some((id, csrf)) = state.sessions.of_request(&headers) {
         if !session::csrf_matches(Some(&form.csrf), &csrf) {
             return (StatusCode::FORBIDDEN, "sign-out needs the session's CSRF token").into_response();
         }
