@@ -134,6 +134,8 @@ pub fn parse_select(sql: &str) -> Result<Box<Select>, CompileError> {
     }
     let text = rewrite_backslash_quotes(sql);
     let dialect = GenericDialect {};
+    // Before the parser: its error for `WHERE t > AND x` is at `x`, after it read AND as a field.
+    strict(&dialect, &text)?;
     let mut statements = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(&text)
@@ -149,7 +151,6 @@ pub fn parse_select(sql: &str) -> Result<Box<Select>, CompileError> {
         return Err(CompileError::at(line, col, "a rule holds exactly one SQL statement")
             .hint("remove the ';' and what follows, or put the second statement in its own file"));
     }
-    strict(&dialect, &text)?;
     let stmt = statements.remove(0);
     // Spans of whole statements are computed by walking the tree, which recurses as deep as the
     // expression is long; the first token's position is cheap and as useful.
@@ -184,12 +185,13 @@ pub fn parse_select(sql: &str) -> Result<Box<Select>, CompileError> {
 
 /// What GenericDialect accepts and the platform's SQL does not: a comma before FROM
 /// (`SELECT a, FROM ...`), and an operator keyword where a value belongs (`WHERE t > AND`, which
-/// GenericDialect reads as a field named `AND`, so the rule silently never matches).
+/// GenericDialect reads as a field named `AND`, so the rule silently never matches). `*` is left
+/// out: `SELECT * FROM` is the wildcard.
 fn strict(dialect: &GenericDialect, text: &str) -> Result<(), CompileError> {
     use sqlparser::keywords::Keyword;
     use sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(dialect, text).tokenize_with_location() else {
-        return Ok(()); // the parser accepted it; nothing more to say
+        return Ok(()); // the parser reports the tokenizer's error
     };
     let mut previous: Option<&sqlparser::tokenizer::TokenWithSpan> = None;
     for t in tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))) {
@@ -220,7 +222,6 @@ fn strict(dialect: &GenericDialect, text: &str) -> Result<(), CompileError> {
                     | Token::GtEq
                     | Token::Plus
                     | Token::Minus
-                    | Token::Mul
                     | Token::Div
                     | Token::Mod
             );
@@ -233,7 +234,7 @@ fn strict(dialect: &GenericDialect, text: &str) -> Result<(), CompileError> {
                     format!("a value is missing after '{}': found the keyword {}", p.token, t.token),
                 )
                 .hint(format!(
-                    "write a value after '{}'; a field named {} goes in backquotes",
+                    "write a value after '{}'; a field named {} goes in double quotes",
                     p.token, t.token
                 )));
             }
@@ -400,8 +401,9 @@ mod tests {
         assert_eq!((e.line, e.col), (2, 21), "{}", e.message);
         assert!(e.message.contains("keyword AND"), "{}", e.message);
         // A field named like a keyword, quoted, and the comma inside a function are fine.
-        assert!(parse_select("SELECT a FROM \"t\" WHERE b > `and`").is_ok());
+        assert!(parse_select("SELECT a FROM \"t\" WHERE b > \"and\"").is_ok());
         assert!(parse_select("SELECT concat(a, b) AS c, d FROM \"t\" WHERE x > 1 AND y < 2").is_ok());
+        assert!(parse_select("SELECT * FROM \"t\" WHERE x * 2 > 1").is_ok());
     }
 
     #[test]
