@@ -3,6 +3,7 @@
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
 mod alerts;
+mod commands;
 pub mod config;
 mod devices;
 pub mod error;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
+use crate::commands::DeviceCommands;
 use crate::devices::DeviceAdmin;
 use crate::groups::Groups;
 use crate::listener::ListenerError;
@@ -51,6 +53,8 @@ pub struct ApiState {
     pub live_rules: Arc<LiveRules>,
     /// Device lifecycle.
     pub devices: DeviceAdmin,
+    /// Cloud-to-device calls (publish, broadcast, RRPC, thing-model calls).
+    pub commands: Arc<dyn DeviceCommands>,
     /// The bearer token of `/api/v1`.
     pub token: Arc<str>,
     /// Alert rules.
@@ -144,6 +148,12 @@ fn router(state: ApiState) -> Router {
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
+        .route("/products/{pk}/broadcast", post(commands::broadcast))
+        .route("/products/{pk}/devices/{dn}/messages", post(commands::publish))
+        .route("/products/{pk}/devices/{dn}/messages/{id}", get(commands::message))
+        .route("/products/{pk}/devices/{dn}/rrpc", post(commands::rrpc))
+        .route("/products/{pk}/devices/{dn}/properties", post(commands::set_properties))
+        .route("/products/{pk}/devices/{dn}/services/{identifier}", post(commands::invoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

@@ -102,6 +102,7 @@ const MQTT: &[Field] = &[
     opt("max_connections", USIZE),
     opt("max_inflight", USIZE),
     opt("connect_timeout_secs", U64),
+    opt("downlink_retry_secs", U64),
 ];
 
 /// [`crate::amqp::config::AmqpConfig`].

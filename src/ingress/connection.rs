@@ -120,7 +120,7 @@ where
         origin.clone(),
         registration.id,
         keep_alive,
-        registration.kicked,
+        (registration.kicked, registration.mailbox),
     );
     let reason = session.run().await;
     let last_seen_ms = session.last_seen_ms;

@@ -1,5 +1,6 @@
 //! An accepted device's session: the packet loop (publish, subscribe, ping, disconnect), PUBACKs
-//! in order once each message is stored, downlink notifications, keep-alive and the way out.
+//! in order once each message is stored, downlink notifications, cloud-to-device messages from
+//! the mailbox (QoS 1 retried until acknowledged), keep-alive and the way out.
 //!
 //! The loop reads packets only while the connection has fewer than `max_inflight` messages
 //! waiting for the pipeline, so a slow pipeline slows the device through TCP instead of
@@ -10,13 +11,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
 use super::io::Io;
+use super::mailbox::{self, CallKind, Delivery, DeliveryState, MAX_UNACKED};
 use super::status::OfflineReason;
 use super::IngressContext;
 use crate::downlink::DeviceLink;
@@ -28,6 +32,17 @@ use crate::pipeline::{HandoffError, Receipt};
 /// How long a closing session waits for its in-flight messages before giving up on their PUBACKs
 /// (the messages themselves are already queued and will be stored).
 const DRAIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Subscriptions one session keeps: the platform allows a device 100 topic subscriptions, and
+/// each is matched against every cloud-to-device message to the device.
+const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// A QoS 1 cloud-to-device message written and not yet acknowledged.
+struct Unacked {
+    pkid: u16,
+    delivery: Delivery,
+    sent_at: Instant,
+}
 
 /// A device's session after its CONNACK.
 pub(super) struct Session<S> {
@@ -44,6 +59,14 @@ pub(super) struct Session<S> {
     keep_alive: Duration,
     pub(super) last_seen_ms: u64,
     kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+    /// Cloud-to-device messages for this device.
+    mailbox: mpsc::Receiver<Delivery>,
+    /// The granted filters and their QoS, for the mailbox's messages (the router keeps its own).
+    subscriptions: Vec<(String, u8)>,
+    /// QoS 1 mailbox messages written, oldest (first sent or last resent) first.
+    unacked: std::collections::VecDeque<Unacked>,
+    /// The packet id of the last QoS 1 message written.
+    last_pkid: u16,
 }
 
 /// How a packet handler ends the session.
@@ -51,7 +74,8 @@ struct End(OfflineReason, Option<DisconnectCode>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The session of `origin` on `io`, registered as number `registration`; `kicked` says when
-    /// the device is disconnected by the platform or taken over.
+    /// the device is disconnected by the platform or taken over, `mailbox` brings its
+    /// cloud-to-device messages.
     pub(super) fn new(
         io: Io<S>,
         version: Version,
@@ -59,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         origin: Arc<Origin>,
         registration: u64,
         keep_alive_secs: u16,
-        kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+        (kicked, mailbox): (tokio::sync::watch::Receiver<Option<OfflineReason>>, mpsc::Receiver<Delivery>),
     ) -> Self {
         Self {
             io,
@@ -74,6 +98,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             keep_alive: Duration::from_millis(u64::from(keep_alive_secs) * 1500),
             last_seen_ms: now_ms(),
             kicked,
+            mailbox,
+            subscriptions: Vec::new(),
+            unacked: std::collections::VecDeque::new(),
+            last_pkid: 0,
         }
     }
 
@@ -113,6 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
 
             let reading = self.inflight.len() < max_inflight;
+            let taking_mail = self.unacked.len() < MAX_UNACKED;
+            // MQTT 5 forbids resending on a live connection [MQTT-4.4.0-1]; 3.1.1 allows it.
+            let retry_at = match (self.version, self.unacked.front()) {
+                (Version::V311, Some(u)) => Some(u.sent_at + self.shared.limits.downlink_retry),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -141,6 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 },
                 notification = next_downlink(&mut self.link) => self.downlink(notification).await,
+                Some(delivery) = self.mailbox.recv(), if taking_mail => self.deliver(delivery),
+                () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => self.resend_due(),
                 () = &mut deadline => {
                     return self.close(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
                 }
@@ -230,6 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
+                self.subscriptions.retain(|(s, _)| !filters.contains(s));
                 if let Some(link) = &mut self.link {
                     for f in &filters {
                         if let Err(e) = link.unsubscribe(f) {
@@ -244,7 +281,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.version.write(Outbound::PingResp, &mut self.io.wbuf);
                 Ok(())
             }
-            Inbound::PubAck => Ok(()),
+            Inbound::PubAck(pkid) => {
+                if let Some(at) = self.unacked.iter().position(|u| u.pkid == pkid) {
+                    if let Some(u) = self.unacked.remove(at) {
+                        u.delivery.tracker.set(DeliveryState::Acknowledged);
+                    }
+                }
+                Ok(())
+            }
             Inbound::Disconnect => Err(End(OfflineReason::ClientDisconnect, None)),
             Inbound::QoS2Flow => {
                 self.violation("QoS 2 is not supported");
@@ -302,6 +346,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (Version::V311, _) => Err(End(OfflineReason::ProtocolViolation, None)),
             };
         }
+        if let Some(id) = self.acl.rrpc_response(&p.topic) {
+            // An answer to a waiting RRPC call, never an upstream message (docs/downlink.md).
+            let calls = &self.shared.calls;
+            if !calls.complete(
+                CallKind::Rrpc,
+                &self.origin.product_key,
+                &self.origin.device_name,
+                id,
+                p.payload,
+            ) {
+                tracing::info!(device = %self.origin.device_name, product = %self.origin.product_key, topic = %Untrusted(&p.topic), "Dropped an RRPC response no call waits for (late or unknown)");
+            }
+            if p.qos == 1 {
+                self.version
+                    .write(Outbound::PubAck { pkid: p.pkid, code: PubAckCode::Success }, &mut self.io.wbuf);
+            }
+            return Ok(());
+        }
+        if self.shared.calls.services_waiting() && self.acl.is_service_reply(&p.topic) {
+            self.service_reply(&p.payload);
+        }
         let received_at_ms = now_ms();
         let id = match self.shared.pipeline.next_id().await {
             Ok(id) => id,
@@ -340,7 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
         let mut granted = Vec::with_capacity(filters.len());
-        for (filter, _qos) in &filters {
+        for (filter, requested) in &filters {
             if let Err(denied) = self.acl.check_subscribe(filter) {
                 self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), filter = %Untrusted(filter), reason = %denied, "Refused a subscription outside the device's topics");
@@ -357,10 +422,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
+            let known = self.subscriptions.iter().position(|(s, _)| s == filter);
+            if known.is_none() && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), limit = MAX_SUBSCRIPTIONS, "Refused a subscription beyond the limit");
+                granted.push(None);
+                continue;
+            }
             let result = self.link.as_mut().map(|l| l.subscribe(filter));
             match result {
-                // Downlink messages are delivered with QoS 0, so that is what is granted.
-                Some(Ok(())) => granted.push(Some(0)),
+                // Router messages (rule republish, Alink replies, broadcasts) go out with QoS 0;
+                // cloud-to-device messages with up to the QoS granted here, at most 1.
+                Some(Ok(())) => {
+                    let qos = (*requested).min(1);
+                    match known {
+                        Some(at) => self.subscriptions[at].1 = qos,
+                        None => self.subscriptions.push((filter.clone(), qos)),
+                    }
+                    granted.push(Some(qos));
+                }
                 Some(Err(e)) => {
                     tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), error = %e, "Subscribe failed");
                     granted.push(None);
@@ -375,7 +454,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match notification {
             Some(Notification::Forward(f)) => {
                 self.version.write(
-                    Outbound::Publish { topic: &f.publish.topic, payload: f.publish.payload },
+                    Outbound::Publish {
+                        topic: &f.publish.topic,
+                        payload: f.publish.payload,
+                        qos: 0,
+                        pkid: 0,
+                        dup: false,
+                    },
                     &mut self.io.wbuf,
                 );
             }
@@ -390,6 +475,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 tracing::warn!(device = %self.origin.device_name, "The router closed the device's link");
                 self.link = None;
             }
+        }
+    }
+}
+
+impl<S> Session<S> {
+    /// Writes a mailbox message with the QoS of the device's best matching subscription, or
+    /// drops it when none matches.
+    fn deliver(&mut self, delivery: Delivery) {
+        let granted = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| mailbox::matches(f, &delivery.topic))
+            .map(|(_, q)| *q)
+            .max();
+        let Some(granted) = granted else {
+            delivery.tracker.set(DeliveryState::NotSubscribed);
+            return;
+        };
+        let qos = delivery.qos.min(granted);
+        if qos == 0 {
+            self.version.write(
+                Outbound::Publish {
+                    topic: delivery.topic.as_bytes(),
+                    payload: delivery.payload.clone(),
+                    qos: 0,
+                    pkid: 0,
+                    dup: false,
+                },
+                &mut self.io.wbuf,
+            );
+            delivery.tracker.set(DeliveryState::Sent);
+            return;
+        }
+        let pkid = self.next_pkid();
+        self.version.write(
+            Outbound::Publish {
+                topic: delivery.topic.as_bytes(),
+                payload: delivery.payload.clone(),
+                qos: 1,
+                pkid,
+                dup: false,
+            },
+            &mut self.io.wbuf,
+        );
+        delivery.tracker.set(DeliveryState::Sent);
+        self.unacked.push_back(Unacked { pkid, delivery, sent_at: Instant::now() });
+    }
+
+    /// Sends again, with DUP, every QoS 1 message whose PUBACK is overdue (MQTT 3.1.1).
+    fn resend_due(&mut self) {
+        let now = Instant::now();
+        let retry = self.shared.limits.downlink_retry;
+        while self.unacked.front().is_some_and(|u| u.sent_at + retry <= now) {
+            let Some(mut u) = self.unacked.pop_front() else { break };
+            self.version.write(
+                Outbound::Publish {
+                    topic: u.delivery.topic.as_bytes(),
+                    payload: u.delivery.payload.clone(),
+                    qos: 1,
+                    pkid: u.pkid,
+                    dup: true,
+                },
+                &mut self.io.wbuf,
+            );
+            u.sent_at = now;
+            self.unacked.push_back(u);
+        }
+    }
+
+    /// A packet id no unacknowledged message uses (at most [`MAX_UNACKED`] are).
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self.unacked.iter().any(|u| u.pkid == self.last_pkid) {
+                return self.last_pkid;
+            }
+        }
+    }
+
+    /// Hands a thing-model reply to the call waiting for it, matched by its Alink `id`.
+    fn service_reply(&self, payload: &Bytes) {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let id = match &body["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return,
+        };
+        let (pk, dn) = (&self.origin.product_key, &self.origin.device_name);
+        self.shared.calls.complete(CallKind::Service, pk, dn, &id, payload.clone());
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// Whatever the device did not get or acknowledge is reported lost: iotpipe keeps no state
+    /// for an offline device (clean sessions only, docs/downlink.md).
+    fn drop(&mut self) {
+        for u in self.unacked.drain(..) {
+            u.delivery.tracker.set(DeliveryState::DeviceOffline);
+        }
+        self.mailbox.close();
+        while let Ok(d) = self.mailbox.try_recv() {
+            d.tracker.set(DeliveryState::DeviceOffline);
         }
     }
 }
