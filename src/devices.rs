@@ -58,11 +58,12 @@ impl DeviceAdmin {
         let device = Device {
             product_key: product_key.to_string(),
             name: name.to_string(),
+            iot_id: String::new(),
             secret: secret.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
             enabled: true,
             tags,
         };
-        self.registry.add_device(device.clone())?;
+        let device = self.registry.add_device(device)?;
         self.announce(&device, "create").await?;
         Ok(device)
     }
@@ -100,6 +101,7 @@ impl DeviceAdmin {
         let now = now_ms();
         let mut body = json!({
             "action": action,
+            "iotId": device.iot_id,
             "productKey": device.product_key,
             "deviceName": device.name,
             "messageCreateTime": now,
@@ -117,6 +119,8 @@ impl DeviceAdmin {
             origin: Arc::new(Origin {
                 product_key: device.product_key.clone(),
                 device_name: device.name.clone(),
+                iot_id: device.iot_id.clone(),
+                device_type: self.registry.category(&device.product_key).unwrap_or_default(),
                 client_id: String::new(),
                 peer: None,
             }),

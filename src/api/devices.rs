@@ -20,6 +20,7 @@ use crate::registry::{Device, RegistryError};
 pub struct DeviceView {
     product_key: String,
     device_name: String,
+    iot_id: String,
     enabled: bool,
     tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,6 +32,7 @@ impl DeviceView {
         Self {
             product_key: d.product_key,
             device_name: d.name,
+            iot_id: d.iot_id,
             enabled: d.enabled,
             tags: d.tags,
             device_secret: with_secret.then_some(d.secret),
@@ -59,7 +61,7 @@ pub async fn products(State(state): State<ApiState>) -> Json<serde_json::Value> 
         .registry()
         .products()
         .into_iter()
-        .map(|p| serde_json::json!({"productKey": p.key, "name": p.name}))
+        .map(|p| serde_json::json!({"productKey": p.key, "name": p.name, "category": p.category}))
         .collect();
     Json(serde_json::Value::Array(list))
 }
