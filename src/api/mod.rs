@@ -18,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -144,6 +144,7 @@ fn router(state: ApiState) -> Router {
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
+        .route("/products/{pk}/devices/{dn}/tags", put(devices::put_tags).patch(devices::patch_tags))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))

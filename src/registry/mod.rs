@@ -64,6 +64,9 @@ pub enum RegistryError {
     /// The device exists already.
     #[error("device {1:?} of product {0:?} exists already")]
     DeviceExists(String, String),
+    /// Tags that break the rules.
+    #[error("tags: {0}")]
+    InvalidTags(String),
     /// Persisting the change failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -226,16 +229,16 @@ impl Registry {
         Ok(device)
     }
 
-    /// Replaces a device's tags and persists the change; returns the tags before and the device
-    /// after.
+    /// Changes a device's tags with `edit`, checks the result ([`names::check_tags`]) and
+    /// persists it; returns the tags before and the device after.
     ///
     /// # Errors
-    /// Unknown device or a storage failure.
-    pub fn set_tags(
+    /// Unknown device, tags that break the rules (nothing changes), or a storage failure.
+    pub fn update_tags(
         &self,
         product_key: &str,
         name: &str,
-        tags: BTreeMap<String, String>,
+        edit: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Result<(BTreeMap<String, String>, Device), RegistryError> {
         let mut inner = self.write();
         let key = (product_key.to_string(), name.to_string());
@@ -244,9 +247,13 @@ impl Registry {
                 .get(product_key, name)
                 .ok_or_else(|| RegistryError::NoDevice(key.0.clone(), key.1.clone()))?,
         );
-        let before = std::mem::replace(&mut device.tags, tags);
-        persist::put(&self.db, &key, Some(&device))?;
-        inner.insert(device.clone());
+        let before = device.tags.clone();
+        edit(&mut device.tags);
+        names::check_tags(device.tags.iter()).map_err(RegistryError::InvalidTags)?;
+        if device.tags != before {
+            persist::put(&self.db, &key, Some(&device))?;
+            inner.insert(device.clone());
+        }
         Ok((before, device))
     }
 
@@ -337,8 +344,12 @@ mod tests {
                 Err(RegistryError::DeviceExists(..))
             ));
             let (before, _) =
-                r.set_tags("a1demo", "dev1", BTreeMap::from([("room".into(), "lab".into())])).unwrap();
+                r.update_tags("a1demo", "dev1", |t| drop(t.insert("room".into(), "lab".into()))).unwrap();
             assert!(before.is_empty());
+            assert!(matches!(
+                r.update_tags("a1demo", "dev1", |t| drop(t.insert(String::new(), "x".into()))),
+                Err(RegistryError::InvalidTags(_))
+            ));
             let id = |dn: &str| r.device("a1demo", dn).unwrap().iot_id.clone();
             (id("dev1"), id("dev3"))
         };
