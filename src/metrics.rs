@@ -255,7 +255,13 @@ fn pipeline(out: Out<'_, '_>, p: &Stats) -> fmt::Result {
         out,
         ("iotpipe_pipeline_messages", "Messages durably stored, by kind.", COUNTER),
         "kind",
-        [("upstream", load(&p.upstream)), ("status", load(&p.status)), ("lifecycle", load(&p.lifecycle))],
+        [
+            ("upstream", load(&p.upstream)),
+            ("status", load(&p.status)),
+            ("lifecycle", load(&p.lifecycle)),
+            ("thing_history", load(&p.thing_history)),
+            ("tag_change", load(&p.tag_change)),
+        ],
     )?;
     counter(
         out,

@@ -19,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -148,6 +148,7 @@ fn router(state: ApiState) -> Router {
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
+        .route("/products/{pk}/devices/{dn}/tags", put(devices::put_tags).patch(devices::patch_tags))
         .route("/products/{pk}/broadcast", post(commands::broadcast))
         .route("/products/{pk}/devices/{dn}/messages", post(commands::publish))
         .route("/products/{pk}/devices/{dn}/messages/{id}", get(commands::message))

@@ -135,6 +135,7 @@ const ACCESS_KEY: &[Field] = &[req("id", string("LTAIdemo")), req("secret", stri
 const PRODUCT: &[Field] = &[
     req("key", string("a1demo")),
     opt("name", string("Demo thermometer")),
+    opt("category", string("Ammeter")),
     opt("devices", Kind::Tables(DEVICE)),
 ];
 

@@ -26,7 +26,7 @@ use super::IngressContext;
 use crate::downlink::DeviceLink;
 use crate::logsafe::Untrusted;
 use crate::message::alink::{self, Reply};
-use crate::message::{now_ms, thing, Kind, Message, Origin};
+use crate::message::{now_ms, thing, Kind, Message, Origin, Platform};
 use crate::pipeline::{HandoffError, Receipt};
 
 /// How long a closing session waits for its in-flight messages before giving up on their PUBACKs
@@ -372,35 +372,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(id) => id,
             Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e), None),
         };
-        let (platform, reply) = match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
-            None => (None, None),
-            Some(Ok(platform)) => (Some(platform), alink::post_reply(&p.topic, &p.payload, true)),
+        let (kind, mut platforms, reply) = match thing::convert(
+            &self.origin,
+            &p.topic,
+            &p.payload,
+            received_at_ms,
+        ) {
+            None => (Kind::Upstream, Vec::new(), None),
+            Some(Ok(c)) => (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true)),
             Some(Err(e)) => {
                 stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model post unconverted");
-                (None, alink::post_reply(&p.topic, &p.payload, false))
+                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
+                (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
             }
         };
+        if platforms.is_empty() {
+            // Unconverted thing-model messages keep their bytes but take the forwarding topic,
+            // so that every thing-model message is seen under one spelling (without `/sys`).
+            if let Some(topic) = thing::forwarding_topic(&self.origin, &p.topic) {
+                platforms.push(Platform { topic: topic.to_string(), payload: p.payload.clone() });
+            }
+        }
         stats.publishes.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        let message = Message {
-            id,
-            kind: Kind::Upstream,
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            origin: self.origin.clone(),
-            received_at_ms,
-            platform,
-        };
         let pkid = (p.qos == 1).then_some(p.pkid);
-        match self.shared.pipeline.enqueue(message).await {
-            Ok(receipt) => {
-                self.inflight.push_back((pkid, receipt, reply));
-                Ok(())
+        // A message converted into several platform messages (a batch or history post) is
+        // stored as that many messages; the PUBACK and the Alink reply go with the last, so
+        // they are sent once all are stored (receipts are answered in order).
+        let count = platforms.len().max(1);
+        let mut platforms = platforms.into_iter();
+        let (mut topic, payload) = (Some(p.topic), p.payload);
+        for part in 0..count {
+            let id = match part {
+                0 => id,
+                _ => match self.shared.pipeline.next_id().await {
+                    Ok(id) => id,
+                    Err(e) => return self.acknowledge(pkid, Err(e), None),
+                },
+            };
+            let topic = if part + 1 == count { topic.take() } else { topic.clone() };
+            let message = Message {
+                id,
+                kind,
+                topic: topic.unwrap_or_default(),
+                payload: payload.clone(),
+                qos: p.qos,
+                origin: self.origin.clone(),
+                received_at_ms,
+                platform: platforms.next(),
+            };
+            match self.shared.pipeline.enqueue(message).await {
+                Ok(receipt) => self.inflight.push_back((None, receipt, None)),
+                Err(e) => return self.acknowledge(pkid, Err(e), None),
             }
-            Err(e) => self.acknowledge(pkid, Err(e), None),
         }
+        if let Some(back) = self.inflight.back_mut() {
+            (back.0, back.2) = (pkid, reply);
+        }
+        Ok(())
     }
 
     async fn subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
