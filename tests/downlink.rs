@@ -460,3 +460,72 @@ async fn property_set_and_service_invoke_reach_the_device_and_its_reply_comes_ba
     );
     other.stop().await;
 }
+
+/// A business server's loop: set a property and invoke a service through the API; the paho
+/// device replies; a python-qpid-proton consumer of the subscribed group gets both replies in
+/// the platform's downlink-reply form, matched by the request ids the API answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thing_call_replies_reach_a_proton_consumer_as_downlink_replies() {
+    let mut server = Server::start().await;
+    let dev = Paho::start(
+        &server,
+        PK,
+        "dev1",
+        &creds("dev1"),
+        "/sys/a1test/dev1/thing/service/#:0",
+        &[("ANSWER", "1")],
+    )
+    .await;
+    let set = post_ok(&server, &path("dev1", "/properties"), json!({"items": {"LightSwitch": 1}})).await;
+    let invoke = post_ok(&server, &path("dev1", "/services/reboot"), json!({"args": {"delay": 5}})).await;
+    for suffix in ["/thing/service/property/set_reply", "/thing/service/reboot_reply"] {
+        server.next_where(suffix, |m| m.kind == Kind::Upstream && m.topic.ends_with(suffix)).await;
+    }
+    dev.stop().await;
+
+    let env = [
+        ("HOST", "127.0.0.1".to_string()),
+        ("PORT", server.app.amqp_addr().port().to_string()),
+        ("ACCESS_KEY_ID", common::amqp::ACCESS_KEY.0.to_string()),
+        ("ACCESS_KEY_SECRET", common::amqp::ACCESS_KEY.1.to_string()),
+        ("GROUP", "DEFAULT_GROUP".to_string()),
+        ("COUNT", "2".to_string()),
+        ("TOPIC_SUFFIX", "/thing/downlink/reply/message".to_string()),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("proton_consumer.py")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+            .output()
+            .expect("python3 could not run: scripts/test-deps.sh installs python-qpid-proton")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replies: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let m: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(m["topic"], "/a1test/dev1/thing/downlink/reply/message");
+            serde_json::from_str(m["body"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let find = |request_id: &Value| {
+        replies
+            .iter()
+            .find(|r| &r["requestId"] == request_id)
+            .unwrap_or_else(|| panic!("no reply {request_id}: {replies:?}"))
+    };
+    let r = find(&set["requestId"]);
+    assert_eq!(
+        (&r["topic"], &r["code"], &r["productKey"], &r["deviceName"]),
+        (&json!("/sys/a1test/dev1/thing/service/property/set"), &json!(200), &json!(PK), &json!("dev1"))
+    );
+    assert!(r["iotId"].is_string() && r["gmtCreate"].is_u64(), "{r}");
+    let r = find(&invoke["requestId"]);
+    assert_eq!(
+        (&r["topic"], &r["code"], &r["data"]),
+        (&json!("/sys/a1test/dev1/thing/service/reboot"), &json!(200), &json!({"echo": {"delay": 5}}))
+    );
+}
