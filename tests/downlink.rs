@@ -273,7 +273,10 @@ async fn refusals_are_clear_api_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_every_subscribed_device_of_the_product_and_no_other() {
     let server = Server::start_with("", OTHER).await;
-    let mut d1 = Paho::start(&server, PK, "dev1", &creds("dev1"), "/broadcast/a1test/#:0", &[]).await;
+    // Several filters in one SUBSCRIBE: the router wakes the link once for several SUBACKs,
+    // which once made the session drop its router link (and every later broadcast).
+    let filters = "/broadcast/a1test/#:0;/a1test/dev1/user/#:0;/sys/a1test/dev1/thing/service/#:0";
+    let mut d1 = Paho::start(&server, PK, "dev1", &creds("dev1"), filters, &[]).await;
     let mut d2 = Paho::start(&server, PK, "dev2", &creds("dev2"), "/broadcast/a1test/news:1", &[]).await;
     let mut d3 = Paho::start(&server, PK, "dev3", &creds("dev3"), "/a1test/dev3/user/get:0", &[]).await;
     let ocreds =
@@ -528,4 +531,99 @@ async fn thing_call_replies_reach_a_proton_consumer_as_downlink_replies() {
         (&r["topic"], &r["code"], &r["data"]),
         (&json!("/sys/a1test/dev1/thing/service/reboot"), &json!(200), &json!({"echo": {"delay": 5}}))
     );
+}
+
+/// `iotpipe devices ...` with `--server`/`--token`: (exit code, stdout, stderr).
+async fn cli(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let http = format!("http://{}", server.app.http_addr());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iotpipe"))
+        .arg("devices")
+        .args(args)
+        .args(["--server", &http, "--token", "test-token"])
+        .env_remove("IOTPIPE_SERVER")
+        .env_remove("IOTPIPE_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.expect("the CLI hung").unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The value of `key` in a fields view (`key  value` lines).
+fn field(view: &str, key: &str) -> String {
+    view.lines()
+        .find_map(|l| {
+            l.strip_prefix(key).filter(|rest| rest.starts_with(' ')).map(|rest| rest.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {view}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_publishes_broadcasts_calls_and_reports() {
+    let server = Server::start().await;
+    let filters =
+        "/a1test/dev1/user/#:1;/sys/a1test/dev1/rrpc/request/+:0;/sys/a1test/dev1/thing/service/#:0;\
+                   /broadcast/a1test/#:0";
+    let mut dev = Paho::start(&server, PK, "dev1", &creds("dev1"), filters, &[("ANSWER", "1")]).await;
+
+    let (code, out, err) = cli(
+        &server,
+        &["publish", PK, "dev1", "/a1test/dev1/user/get", "--payload", "on", "--qos", "1", "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["messageId"].as_str().unwrap().to_string();
+    let m = dev.next_message().await;
+    assert_eq!((&m["payload"], &m["qos"]), (&json!("on"), &json!(1)));
+    state_becomes(&server, "dev1", &json!(id), "acknowledged").await;
+    let (code, out, _) = cli(&server, &["message", PK, "dev1", &id]).await;
+    assert_eq!((code, field(&out, "state")), (Some(0), "acknowledged".to_string()), "{out}");
+
+    let (code, out, err) =
+        cli(&server, &["broadcast", PK, "/broadcast/a1test/all", "--payload-base64", &b64(b"hi all")]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(field(&out, "messageId").parse::<u64>().is_ok(), "{out}");
+    assert_eq!(dev.next_message().await["payload"], "hi all");
+
+    let (code, out, err) =
+        cli(&server, &["rrpc", PK, "dev1", "--payload", "ping", "--timeout-ms", "5000"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (field(&out, "rrpcCode"), field(&out, "payload")),
+        ("SUCCESS".into(), "pong:ping".into()),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(
+        &server,
+        &["set-property", PK, "dev1", "LightSwitch=1", "Label=lamp", "--wait-ms", "5000", "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&v["replyCode"], &v["reply"]["data"]["echo"]),
+        (&json!("SUCCESS"), &json!({"LightSwitch": 1, "Label": "lamp"}))
+    );
+
+    let (code, out, err) = cli(&server, &["invoke", PK, "dev1", "reboot", "--args", r#"{"delay":5}"#]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!field(&out, "requestId").is_empty(), "{out}");
+    // (after the RRPC request and the property set it answered)
+    while dev.next_message().await["topic"] != "/sys/a1test/dev1/thing/service/reboot" {}
+
+    // Refusals are one line that names the server's code.
+    let (code, _, err) =
+        cli(&server, &["publish", PK, "dev3", "/a1test/dev3/user/get", "--payload", "x"]).await;
+    assert_eq!((code, err.lines().count()), (Some(1), 1), "{err}");
+    assert!(err.starts_with("error: ") && err.contains("DeviceOffline"), "{err}");
+    let (code, _, err) = cli(&server, &["invoke", PK, "dev1", "reboot", "--args", "[1]"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--args"), "{err}");
+    let (code, _, _) = cli(&server, &["publish", PK, "dev1", "/a1test/dev1/user/get"]).await;
+    assert_eq!(code, Some(2), "a payload is required");
+    dev.stop().await;
 }

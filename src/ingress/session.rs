@@ -620,10 +620,21 @@ async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt, Option<Reply>)>) -
     }
 }
 
-/// The next router notification; pending forever without a link.
+/// The next router notification (`None` when the router closed the link); pending forever
+/// without a link.
+///
+/// rumqttd's `LinkRx::next` answers `Ok(None)` for a wake-up whose notifications an earlier
+/// call already collected (several SUBACKs or forwards signalled at once): that is not a closed
+/// link, so it waits for the next wake-up.
 async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Notification> {
     match link {
-        Some(link) => link.rx.next().await.ok().flatten(),
+        Some(link) => loop {
+            match link.rx.next().await {
+                Ok(Some(notification)) => return Some(notification),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        },
         None => std::future::pending().await,
     }
 }
