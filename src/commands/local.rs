@@ -73,7 +73,7 @@ impl LocalCommands {
             }
             Err(Undeliverable::Offline) => Err(CommandError::DeviceOffline(pk.to_string(), dn.to_string())),
             Err(Undeliverable::Full) => {
-                tracing::warn!(device = %dn, product = %pk, "Refused a downlink message: the device's mailbox is full");
+                tracing::warn!(device = %Untrusted(dn), product = %Untrusted(pk), "Refused a downlink message: the device's mailbox is full");
                 Err(CommandError::TooManyInFlight(pk.to_string(), dn.to_string()))
             }
         }
@@ -91,7 +91,7 @@ impl LocalCommands {
 
     fn expect(&self, kind: CallKind, pk: &str, dn: &str, id: &str) -> Result<Waiting, CommandError> {
         self.sessions.calls().expect(kind, pk, dn, id).map_err(|CallsFull::Full| {
-            tracing::warn!(device = %dn, product = %pk, "Refused a call: too many calls wait for device answers");
+            tracing::warn!(device = %Untrusted(dn), product = %Untrusted(pk), "Refused a call: too many calls wait for device answers");
             CommandError::TooManyCalls
         })
     }

@@ -222,6 +222,8 @@ pub(crate) struct RefusalLogs {
     pub timeout: RateLimit,
     /// Not MQTT, or a malformed CONNECT.
     pub malformed: RateLimit,
+    /// RRPC answers no call waits for (late or unknown): a device can send any number.
+    pub unanswered: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.

@@ -348,15 +348,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if let Some(id) = self.acl.rrpc_response(&p.topic) {
             // An answer to a waiting RRPC call, never an upstream message (docs/downlink.md).
-            let calls = &self.shared.calls;
-            if !calls.complete(
-                CallKind::Rrpc,
-                &self.origin.product_key,
-                &self.origin.device_name,
-                id,
-                p.payload,
-            ) {
-                tracing::info!(device = %self.origin.device_name, product = %self.origin.product_key, topic = %Untrusted(&p.topic), "Dropped an RRPC response no call waits for (late or unknown)");
+            let (pk, dn) = (&self.origin.product_key, &self.origin.device_name);
+            if !self.shared.calls.complete(CallKind::Rrpc, pk, dn, id, p.payload) {
+                if let Some(suppressed) = self.shared.logs.unanswered.admit() {
+                    tracing::info!(device = %dn, product = %pk, topic = %Untrusted(&p.topic), suppressed, "Dropped an RRPC response no call waits for (late or unknown)");
+                }
             }
             if p.qos == 1 {
                 self.version
