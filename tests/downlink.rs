@@ -627,3 +627,47 @@ async fn the_cli_publishes_broadcasts_calls_and_reports() {
     assert_eq!(code, Some(2), "a payload is required");
     dev.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_5_device_gets_qos_1_and_acknowledges_it() {
+    let server = Server::start().await;
+    let mut dev =
+        Paho::start(&server, PK, "dev2", &creds("dev2"), "/a1test/dev2/user/get:1", &[("PROTOCOL", "5")])
+            .await;
+    assert_eq!(dev.granted, [1]);
+    let v = post_ok(
+        &server,
+        &path("dev2", "/messages"),
+        json!({"topic": "/a1test/dev2/user/get", "payload": "v5", "qos": 1}),
+    )
+    .await;
+    let m = dev.next_message().await;
+    assert_eq!((&m["payload"], &m["qos"]), (&json!("v5"), &json!(1)));
+    state_becomes(&server, "dev2", &v["messageId"], "acknowledged").await;
+    dev.stop().await;
+}
+
+/// A device that stops acknowledging holds at most 16 unacknowledged messages in its session
+/// and 32 in its mailbox; the next publish is refused with a clear error, not queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_does_not_acknowledge_has_a_bounded_backlog() {
+    let server = Server::start().await;
+    // Acknowledges only retransmissions, which come after the default 10 s: none in this test.
+    let dev =
+        Paho::start(&server, PK, "dev1", &creds("dev1"), "/a1test/dev1/user/get:1", &[("MANUAL_ACK", "1")])
+            .await;
+    let body = json!({"topic": "/a1test/dev1/user/get", "payload": "x", "qos": 1});
+    let mut accepted = 0;
+    let refusal = loop {
+        let (status, v) = api::post(&server, &path("dev1", "/messages"), &body).await;
+        match status {
+            200 => accepted += 1,
+            _ => break (status, v),
+        }
+        assert!(accepted <= 16 + 32, "more than the bound was accepted");
+    };
+    assert!(accepted >= 32, "only {accepted} accepted");
+    assert_eq!((refusal.0, refusal.1["code"].as_str()), (429, Some("TooManyInFlight")), "{}", refusal.1);
+    assert!(refusal.1["message"].as_str().unwrap().contains("32 downlink messages waiting"), "{}", refusal.1);
+    dev.stop().await;
+}

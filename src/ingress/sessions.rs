@@ -143,4 +143,31 @@ mod tests {
         s.remove("p", "d", new.id);
         assert!(s.is_empty());
     }
+
+    #[test]
+    fn the_mailbox_is_bounded_and_refuses_offline_devices() {
+        use super::super::mailbox::{DownlinkCounters, Tracker};
+        use std::sync::Arc;
+        let s = Sessions::default();
+        let counters = Arc::new(DownlinkCounters::default());
+        let mail = |c: &Arc<DownlinkCounters>| Delivery {
+            topic: "/p/d/user/get".into(),
+            payload: bytes::Bytes::new(),
+            qos: 1,
+            tracker: Tracker::new(1, c.clone()),
+        };
+        assert_eq!(s.deliver("p", "d", mail(&counters)), Err(Undeliverable::Offline));
+        let reg = s.register("p", "d");
+        for _ in 0..MAILBOX {
+            s.deliver("p", "d", mail(&counters)).unwrap();
+        }
+        assert_eq!(s.deliver("p", "d", mail(&counters)), Err(Undeliverable::Full));
+        drop(reg);
+        assert_eq!(
+            s.deliver("p", "d", mail(&counters)),
+            Err(Undeliverable::Offline),
+            "a session on its way out"
+        );
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 3);
+    }
 }
