@@ -35,6 +35,8 @@ fn message(pk: &str) -> Message {
         origin: Arc::new(Origin {
             product_key: pk.into(),
             device_name: "dev1".into(),
+            iot_id: String::new(),
+            device_type: String::new(),
             client_id: "dev1".into(),
             peer: None,
         }),

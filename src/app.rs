@@ -14,6 +14,7 @@ pub use crate::api::token::TokenSource;
 use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
+use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
@@ -153,6 +154,8 @@ impl App {
         let amqp =
             AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
         let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone());
+        let commands: Arc<dyn DeviceCommands> =
+            Arc::new(LocalCommands::new(registry.clone(), ingress.sessions(), pipeline.clone()));
         let metrics = Arc::new(Metrics::new(Sources {
             ingress: ingress.stats().clone(),
             amqp: amqp.stats().clone(),
@@ -171,6 +174,7 @@ impl App {
             rules: rules.clone(),
             live_rules,
             devices: devices.clone(),
+            commands,
             token: token.as_str().into(),
             alerts: alerts.clone(),
             metrics,

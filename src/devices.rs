@@ -1,6 +1,7 @@
 //! Device administration: create, delete, enable, disable, each announced as the platform's
-//! lifecycle message on `/${productKey}/${deviceName}/thing/lifecycle` and stored durably before the
-//! operation is reported done.
+//! lifecycle message on `/${productKey}/${deviceName}/thing/lifecycle`, and tag edits, announced
+//! as tag-change messages on `/${productKey}/${deviceName}/thing/deviceinfo/update`; each stored
+//! durably before the operation is reported done.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +23,15 @@ pub enum DeviceAdminError {
     /// The change is made but its lifecycle message could not be stored.
     #[error("the change is made but its lifecycle message was not stored: {0}")]
     Announce(#[from] HandoffError),
+}
+
+/// A change of a device's tags.
+#[derive(Debug, Clone)]
+pub enum TagEdit {
+    /// The device's tags become exactly these.
+    Replace(BTreeMap<String, String>),
+    /// Each key is set to its value, or removed when the value is `None`; others stay.
+    Merge(BTreeMap<String, Option<String>>),
 }
 
 /// Device administration, shared by the API and the app.
@@ -58,11 +68,12 @@ impl DeviceAdmin {
         let device = Device {
             product_key: product_key.to_string(),
             name: name.to_string(),
+            iot_id: String::new(),
             secret: secret.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
             enabled: true,
             tags,
         };
-        self.registry.add_device(device.clone())?;
+        let device = self.registry.add_device(device)?;
         self.announce(&device, "create").await?;
         Ok(device)
     }
@@ -96,10 +107,67 @@ impl DeviceAdmin {
         Ok(())
     }
 
+    /// Changes a device's tags: `Replace` sets them all, `Merge` sets the given keys and removes
+    /// those given `None`. Announces what changed: one `UPDATE` tag-change message with the
+    /// tags set or changed, one `DELETE` with the tags removed; nothing when nothing changed.
+    ///
+    /// # Errors
+    /// Unknown device, tags that break the rules, storage.
+    pub async fn edit_tags(
+        &self,
+        product_key: &str,
+        name: &str,
+        edit: TagEdit,
+    ) -> Result<Device, DeviceAdminError> {
+        let (before, device) = self.registry.update_tags(product_key, name, |tags| match edit {
+            TagEdit::Replace(all) => *tags = all,
+            TagEdit::Merge(changes) => {
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => drop(tags.insert(k, v)),
+                        None => drop(tags.remove(&k)),
+                    }
+                }
+            }
+        })?;
+        let updated: Vec<(&String, &String)> =
+            device.tags.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect();
+        let deleted: Vec<&String> = before.keys().filter(|k| !device.tags.contains_key(*k)).collect();
+        if !updated.is_empty() {
+            let items: Vec<_> = updated.iter().map(|(k, v)| json!({"attrKey": k, "attrValue": v})).collect();
+            self.announce_tags(&device, "UPDATE", items).await?;
+        }
+        if !deleted.is_empty() {
+            let items: Vec<_> = deleted.iter().map(|k| json!({"attrKey": k})).collect();
+            self.announce_tags(&device, "DELETE", items).await?;
+        }
+        Ok(device)
+    }
+
+    async fn announce_tags(
+        &self,
+        device: &Device,
+        action: &str,
+        items: Vec<serde_json::Value>,
+    ) -> Result<(), HandoffError> {
+        let now = now_ms();
+        let body = json!({
+            "action": action,
+            "iotId": device.iot_id,
+            "productKey": device.product_key,
+            "deviceName": device.name,
+            "items": items,
+            "messageCreateTime": now,
+        });
+        let topic = format!("/{}/{}/thing/deviceinfo/update", device.product_key, device.name);
+        self.submit(device, Kind::TagChange, topic, body, now).await
+    }
+
     async fn announce(&self, device: &Device, action: &str) -> Result<(), HandoffError> {
         let now = now_ms();
         let mut body = json!({
             "action": action,
+            "iotId": device.iot_id,
             "productKey": device.product_key,
             "deviceName": device.name,
             "messageCreateTime": now,
@@ -108,15 +176,30 @@ impl DeviceAdmin {
             // The platform sends the secret once, in the create message.
             body["deviceSecret"] = json!(device.secret);
         }
+        let topic = format!("/{}/{}/thing/lifecycle", device.product_key, device.name);
+        self.submit(device, Kind::Lifecycle, topic, body, now).await
+    }
+
+    /// Stores a message the platform makes about `device`.
+    async fn submit(
+        &self,
+        device: &Device,
+        kind: Kind,
+        topic: String,
+        body: serde_json::Value,
+        now: u64,
+    ) -> Result<(), HandoffError> {
         let message = Message {
             id: self.pipeline.next_id().await?,
-            kind: Kind::Lifecycle,
-            topic: format!("/{}/{}/thing/lifecycle", device.product_key, device.name),
+            kind,
+            topic,
             payload: Bytes::from(body.to_string()),
             qos: 1,
             origin: Arc::new(Origin {
                 product_key: device.product_key.clone(),
                 device_name: device.name.clone(),
+                iot_id: device.iot_id.clone(),
+                device_type: self.registry.category(&device.product_key).unwrap_or_default(),
                 client_id: String::new(),
                 peer: None,
             }),

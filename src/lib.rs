@@ -12,6 +12,8 @@
 //! - [`bench`]: `iotpipe bench`, the load tool (devices, consumers, scenarios, reports).
 //! - [`catalog`]: who uses which consumer group; group deletion serialised with rule and
 //!   subscription writes.
+//! - [`commands`]: cloud to device: publish, broadcast, RRPC, property set, service invoke,
+//!   behind the one interface a cluster can route.
 //! - [`check`]: the problems a component's configuration check returns (a leaf).
 //! - [`config`]: the TOML file: the top-level struct naming each component's section, loading,
 //!   the schema pass, references between sections, every problem at once with file:line. Each
@@ -44,6 +46,7 @@ pub mod bench;
 pub(crate) mod catalog;
 pub(crate) mod check;
 pub mod cli;
+pub(crate) mod commands;
 pub mod config;
 pub(crate) mod devices;
 pub(crate) mod downlink;

@@ -228,7 +228,26 @@ fn ingress(out: Out<'_, '_>, i: &IngressStats) -> fmt::Result {
         "iotpipe_ingress_bad_thing_payloads",
         "Thing-model posts forwarded unconverted because they were not Alink JSON.",
         load(&i.bad_thing_payloads),
-    )
+    )?;
+    downlink(out, i)
+}
+
+/// `iotpipe_downlink_messages_total{product, result}`: cloud-to-device messages per product.
+fn downlink(out: Out<'_, '_>, i: &IngressStats) -> fmt::Result {
+    let mut family = out.encode_descriptor(
+        "iotpipe_downlink_messages",
+        "Cloud-to-device messages by product and result: sent (written to the device), acked \
+         (QoS 1 PUBACK received), failed (refused or lost: offline, mailbox full, not subscribed).",
+        None,
+        COUNTER,
+    )?;
+    for (product, c) in i.downlink.snapshot() {
+        for (result, value) in [("sent", &c.sent), ("acked", &c.acked), ("failed", &c.failed)] {
+            let labels = [("product", product.as_str()), ("result", result)];
+            ConstCounter::new(load(value)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 fn pipeline(out: Out<'_, '_>, p: &Stats) -> fmt::Result {
@@ -236,7 +255,13 @@ fn pipeline(out: Out<'_, '_>, p: &Stats) -> fmt::Result {
         out,
         ("iotpipe_pipeline_messages", "Messages durably stored, by kind.", COUNTER),
         "kind",
-        [("upstream", load(&p.upstream)), ("status", load(&p.status)), ("lifecycle", load(&p.lifecycle))],
+        [
+            ("upstream", load(&p.upstream)),
+            ("status", load(&p.status)),
+            ("lifecycle", load(&p.lifecycle)),
+            ("thing_history", load(&p.thing_history)),
+            ("tag_change", load(&p.tag_change)),
+        ],
     )?;
     counter(
         out,

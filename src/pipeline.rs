@@ -61,6 +61,10 @@ pub struct Stats {
     pub status: AtomicU64,
     /// Lifecycle messages stored.
     pub lifecycle: AtomicU64,
+    /// Thing-model history messages stored.
+    pub thing_history: AtomicU64,
+    /// Tag-change messages stored.
+    pub tag_change: AtomicU64,
     /// Copies stored for consumer groups (a message for three groups counts three).
     pub group_copies: AtomicU64,
 }
@@ -230,6 +234,8 @@ async fn run(
                     Kind::Upstream => &stats.upstream,
                     Kind::Status => &stats.status,
                     Kind::Lifecycle => &stats.lifecycle,
+                    Kind::ThingHistory => &stats.thing_history,
+                    Kind::TagChange => &stats.tag_change,
                 };
                 by_kind.fetch_add(1, Ordering::Relaxed);
                 if tap.receiver_count() > 0 {

@@ -91,9 +91,14 @@ async fn a_malformed_body_gets_an_error_reply() {
         reply,
         json!({"code":460,"data":{},"id":"7","message":"request parameter error","method":"thing.event.property.post","version":"1.0"})
     );
-    // Still stored and forwarded as sent, unconverted.
+    // Still stored and forwarded as sent, unconverted, under the forwarding topic (no `/sys`)
+    // as every thing-model message.
     let m = server.next_upstream().await;
-    assert!(m.platform.is_none());
+    let (topic, payload) = m.forwarded();
+    assert_eq!(
+        (topic, &payload[..]),
+        ("/a1test/dev1/thing/event/property/post", &br#"{"id":"7","version":"1.0"}"#[..])
+    );
 
     client.publish(POST, QoS::AtLeastOnce, false, "not json").await.unwrap();
     let (_, reply) = next_reply(&mut ev).await;

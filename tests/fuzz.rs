@@ -470,6 +470,15 @@ const API_SEEDS: &[(&str, &str, &str)] = &[
     ("PATCH", "/products/a1test/devices/dev3", r#"{"enabled":true}"#),
     (
         "POST",
+        "/products/a1test/devices/dev1/messages",
+        r#"{"topic":"/a1test/dev1/user/get","payload":"on","qos":1}"#,
+    ),
+    ("POST", "/products/a1test/broadcast", r#"{"topic":"/broadcast/a1test/news","payloadBase64":"aGk="}"#),
+    ("POST", "/products/a1test/devices/dev1/rrpc", r#"{"payload":"ping","timeoutMs":1000}"#),
+    ("POST", "/products/a1test/devices/dev1/properties", r#"{"items":{"LightSwitch":1},"waitMs":1000}"#),
+    ("POST", "/products/a1test/devices/dev1/services/reboot", r#"{"args":{"delay":5}}"#),
+    (
+        "POST",
         "/subscriptions",
         r#"{"productKey":"a1test","messageTypes":["upstream","status"],"consumerGroupIds":["DEFAULT_GROUP"]}"#,
     ),

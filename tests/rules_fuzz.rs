@@ -170,6 +170,8 @@ fn message(payload: Bytes) -> Message {
         origin: Arc::new(Origin {
             product_key: "a1demo".into(),
             device_name: "dev1".into(),
+            iot_id: String::new(),
+            device_type: String::new(),
             client_id: String::new(),
             peer: None,
         }),

@@ -101,14 +101,26 @@ fn run(case: &Case) -> Result<(), String> {
     let origin = Arc::new(Origin {
         product_key: pk.to_string(),
         device_name: case.device_name.clone().unwrap_or_else(|| dn.to_string()),
+        iot_id: "4z819VQHk6VSLmmBJfrf00107e".into(),
+        device_type: "CustomCategory".into(),
         client_id: "c1".into(),
         peer: Some("192.0.2.1:40000".parse().map_err(|_| "addr")?),
     });
-    let platform =
-        iotpipe::message::thing::convert(&origin, &topic, &payload, RECEIVED_AT_MS).and_then(Result::ok);
+    // As the ingress makes it: the first platform message of a conversion, else (a thing-model
+    // topic that is not converted) the device's bytes under the forwarding topic.
+    use iotpipe::message::{thing, Platform};
+    let (kind, platform) =
+        match thing::convert(&origin, &topic, &payload, RECEIVED_AT_MS).and_then(Result::ok) {
+            Some(c) => (c.kind, c.messages.into_iter().next()),
+            None => (
+                Kind::Upstream,
+                thing::forwarding_topic(&origin, &topic)
+                    .map(|t| Platform { topic: t.to_string(), payload: payload.clone() }),
+            ),
+        };
     let msg = Message {
         id: 7,
-        kind: Kind::Upstream,
+        kind,
         topic: topic.clone(),
         payload,
         qos: 1,

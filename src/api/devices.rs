@@ -1,4 +1,4 @@
-//! `/api/v1/products` and their devices: list, view, create, enable/disable, delete.
+//! `/api/v1/products` and their devices: list, view, create, enable/disable, delete, tags.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::devices::DeviceAdminError;
+use crate::devices::{DeviceAdminError, TagEdit};
 use crate::registry::names::{check_device_name, check_device_secret};
 use crate::registry::{Device, RegistryError};
 
@@ -20,6 +20,7 @@ use crate::registry::{Device, RegistryError};
 pub struct DeviceView {
     product_key: String,
     device_name: String,
+    iot_id: String,
     enabled: bool,
     tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +45,7 @@ impl DeviceView {
             last_online_time: seen.map(|s| s.last_online_time),
             product_key: d.product_key,
             device_name: d.name,
+            iot_id: d.iot_id,
             enabled: d.enabled,
             tags: d.tags,
             device_secret: with_secret.then_some(d.secret),
@@ -60,6 +62,9 @@ impl From<DeviceAdminError> for ApiError {
             DeviceAdminError::Registry(RegistryError::DeviceExists(..)) => {
                 ApiError::new(StatusCode::CONFLICT, "DeviceExists", e.to_string())
             }
+            DeviceAdminError::Registry(RegistryError::InvalidTags(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "InvalidTags", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }
@@ -72,7 +77,7 @@ pub async fn products(State(state): State<ApiState>) -> Json<serde_json::Value> 
         .registry()
         .products()
         .into_iter()
-        .map(|p| serde_json::json!({"productKey": p.key, "name": p.name}))
+        .map(|p| serde_json::json!({"productKey": p.key, "name": p.name, "category": p.category}))
         .collect();
     Json(serde_json::Value::Array(list))
 }
@@ -165,4 +170,44 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.devices.delete(&pk, &dn).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /products/{pk}/devices/{dn}/tags` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutTags {
+    /// The device's tags from now on.
+    tags: BTreeMap<String, String>,
+}
+
+/// `PATCH /products/{pk}/devices/{dn}/tags` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTags {
+    /// Tags to set; a `null` value removes the tag.
+    tags: BTreeMap<String, Option<String>>,
+}
+
+/// `PUT /products/{pk}/devices/{dn}/tags` `{"tags": {..}}`: replaces the device's tags; each
+/// change is announced as a tag-change message.
+pub async fn put_tags(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+    body: Result<Json<PutTags>, JsonRejection>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let Json(body) = body?;
+    let device = state.devices.edit_tags(&pk, &dn, TagEdit::Replace(body.tags)).await?;
+    Ok(Json(DeviceView::of(device, false, &state)))
+}
+
+/// `PATCH /products/{pk}/devices/{dn}/tags` `{"tags": {"k": "v", "gone": null}}`: sets and
+/// removes the given tags, keeps the others; each change is announced as a tag-change message.
+pub async fn patch_tags(
+    State(state): State<ApiState>,
+    Path((pk, dn)): Path<(String, String)>,
+    body: Result<Json<PatchTags>, JsonRejection>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let Json(body) = body?;
+    let device = state.devices.edit_tags(&pk, &dn, TagEdit::Merge(body.tags)).await?;
+    Ok(Json(DeviceView::of(device, false, &state)))
 }

@@ -3,6 +3,7 @@
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
 mod alerts;
+mod commands;
 pub mod config;
 mod console;
 mod devices;
@@ -20,12 +21,13 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
+use crate::commands::DeviceCommands;
 use crate::devices::DeviceAdmin;
 use crate::groups::Groups;
 use crate::listener::ListenerError;
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub live_rules: Arc<LiveRules>,
     /// Device lifecycle.
     pub devices: DeviceAdmin,
+    /// Cloud-to-device calls (publish, broadcast, RRPC, thing-model calls).
+    pub commands: Arc<dyn DeviceCommands>,
     /// The bearer token of `/api/v1`.
     pub token: Arc<str>,
     /// Alert rules.
@@ -149,6 +153,13 @@ fn router(state: ApiState) -> Router {
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))
+        .route("/products/{pk}/devices/{dn}/tags", put(devices::put_tags).patch(devices::patch_tags))
+        .route("/products/{pk}/broadcast", post(commands::broadcast))
+        .route("/products/{pk}/devices/{dn}/messages", post(commands::publish))
+        .route("/products/{pk}/devices/{dn}/messages/{id}", get(commands::message))
+        .route("/products/{pk}/devices/{dn}/rrpc", post(commands::rrpc))
+        .route("/products/{pk}/devices/{dn}/properties", post(commands::set_properties))
+        .route("/products/{pk}/devices/{dn}/services/{identifier}", post(commands::invoke))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(console::routes())

@@ -6,6 +6,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::client::Client;
+use super::downlink::{self, DownlinkCommand};
 use super::table::{self, cell, Table};
 
 /// `iotpipe devices ...`.
@@ -59,6 +60,8 @@ pub enum DevicesCommand {
         /// deviceName.
         device_name: String,
     },
+    #[command(flatten)]
+    Downlink(DownlinkCommand),
 }
 
 /// Runs a devices command.
@@ -68,6 +71,7 @@ pub enum DevicesCommand {
 pub fn run(client: &Client, cmd: &DevicesCommand) -> anyhow::Result<()> {
     use DevicesCommand as C;
     let answer = match cmd {
+        C::Downlink(d) => return downlink::run(client, d.clone()),
         C::Products => client.get(&["products"])?,
         C::List { product_key } => client.get(&["products", product_key, "devices"])?,
         C::Show { product_key, device_name } => {
@@ -122,6 +126,7 @@ pub fn run(client: &Client, cmd: &DevicesCommand) -> anyhow::Result<()> {
         C::Delete { product_key, device_name } => {
             table::emit(&format!("deleted device {product_key}/{device_name}\n"))
         }
+        C::Downlink(_) => {}
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod amqp_sign;
 mod bench;
 mod client;
 mod devices;
+mod downlink;
 mod groups;
 mod rules;
 mod rules_api;

@@ -102,6 +102,7 @@ const MQTT: &[Field] = &[
     opt("max_connections", USIZE),
     opt("max_inflight", USIZE),
     opt("connect_timeout_secs", U64),
+    opt("downlink_retry_secs", U64),
 ];
 
 /// [`crate::amqp::config::AmqpConfig`].
@@ -134,6 +135,7 @@ const ACCESS_KEY: &[Field] = &[req("id", string("LTAIdemo")), req("secret", stri
 const PRODUCT: &[Field] = &[
     req("key", string("a1demo")),
     opt("name", string("Demo thermometer")),
+    opt("category", string("Ammeter")),
     opt("devices", Kind::Tables(DEVICE)),
 ];
 

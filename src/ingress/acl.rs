@@ -2,7 +2,10 @@
 //!
 //! Own topics are `/${productKey}/${deviceName}/user/...` (custom) and
 //! `/sys/${productKey}/${deviceName}/thing/...` (thing model). Publishing needs a concrete
-//! topic below one of those prefixes; subscribing may use `+` and `#` only below them.
+//! topic below one of those prefixes or below the device's RRPC response prefix
+//! `/sys/${pk}/${dn}/rrpc/response/`; subscribing may use `+` and `#` only below the own
+//! prefixes, the device's RRPC request prefix `/sys/${pk}/${dn}/rrpc/request/` and its product's
+//! broadcast prefix `/broadcast/${pk}/` (docs/downlink.md).
 
 /// Why a topic or filter was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +25,14 @@ impl std::fmt::Display for Denied {
     }
 }
 
-/// The two own prefixes of one device, built once per connection.
+/// The prefixes of one device, built once per connection.
 #[derive(Debug, Clone)]
 pub struct Acl {
     custom: String,
     thing: String,
+    rrpc_request: String,
+    rrpc_response: String,
+    broadcast: String,
 }
 
 impl Acl {
@@ -35,6 +41,9 @@ impl Acl {
         Self {
             custom: format!("/{product_key}/{device_name}/user/"),
             thing: format!("/sys/{product_key}/{device_name}/thing/"),
+            rrpc_request: format!("/sys/{product_key}/{device_name}/rrpc/request/"),
+            rrpc_response: format!("/sys/{product_key}/{device_name}/rrpc/response/"),
+            broadcast: format!("/broadcast/{product_key}/"),
         }
     }
 
@@ -42,17 +51,33 @@ impl Acl {
         topic.strip_prefix(self.custom.as_str()).or_else(|| topic.strip_prefix(self.thing.as_str()))
     }
 
-    /// May the device publish to `topic`? Runs on every PUBLISH: two prefix compares and a
-    /// byte scan, no allocation.
+    /// May the device publish to `topic`? Runs on every PUBLISH: up to three prefix compares
+    /// and a byte scan, no allocation.
     pub fn check_publish(&self, topic: &str) -> Result<(), Denied> {
-        let rest = self.rest(topic).ok_or(Denied::NotOwn)?;
-        if rest.is_empty() || rest.bytes().any(|b| b == b'+' || b == b'#' || b == 0) {
-            return Err(Denied::Invalid);
-        }
-        if rest.split('/').any(str::is_empty) {
-            return Err(Denied::Invalid);
-        }
-        Ok(())
+        let rest = self
+            .rest(topic)
+            .or_else(|| topic.strip_prefix(self.rrpc_response.as_str()))
+            .ok_or(Denied::NotOwn)?;
+        concrete(rest)
+    }
+
+    /// Is `topic` one of the device's own custom topics (`/${pk}/${dn}/user/...`, no wildcard),
+    /// the only topics a business server may publish to one device?
+    pub fn check_custom_topic(&self, topic: &str) -> Result<(), Denied> {
+        concrete(topic.strip_prefix(self.custom.as_str()).ok_or(Denied::NotOwn)?)
+    }
+
+    /// The message id of an RRPC response topic `/sys/${pk}/${dn}/rrpc/response/${id}` of this
+    /// device; `None` for any other topic.
+    pub fn rrpc_response<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic.strip_prefix(self.rrpc_response.as_str())
+    }
+
+    /// Is `topic` a reply to a thing-model call (`.../thing/service/..._reply`)?
+    pub fn is_service_reply(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(self.thing.as_str())
+            .is_some_and(|rest| rest.starts_with("service/") && rest.ends_with("_reply"))
     }
 
     /// May the device subscribe to `filter`?
@@ -60,7 +85,11 @@ impl Acl {
         if filter.starts_with("$share/") || filter.starts_with("$queue/") {
             return Err(Denied::NotOwn);
         }
-        let rest = self.rest(filter).ok_or(Denied::NotOwn)?;
+        let rest = self
+            .rest(filter)
+            .or_else(|| filter.strip_prefix(self.rrpc_request.as_str()))
+            .or_else(|| filter.strip_prefix(self.broadcast.as_str()))
+            .ok_or(Denied::NotOwn)?;
         if rest.is_empty() {
             return Err(Denied::Invalid);
         }
@@ -78,6 +107,17 @@ impl Acl {
         }
         Ok(())
     }
+}
+
+/// The rest of a topic name below a prefix: non-empty levels, no wildcard, no NUL.
+fn concrete(rest: &str) -> Result<(), Denied> {
+    if rest.is_empty() || rest.bytes().any(|b| b == b'+' || b == b'#' || b == 0) {
+        return Err(Denied::Invalid);
+    }
+    if rest.split('/').any(str::is_empty) {
+        return Err(Denied::Invalid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -101,10 +141,29 @@ mod tests {
             ("/a1demo/dev1/user/a//b", Err(Denied::Invalid)),
             ("/a1demo/dev1/user/+", Err(Denied::Invalid)),
             ("/a1demo/dev1/user/#", Err(Denied::Invalid)),
+            // RRPC: a device answers only its own requests, and never asks.
+            ("/sys/a1demo/dev1/rrpc/response/123", Ok(())),
+            ("/sys/a1demo/dev2/rrpc/response/123", Err(Denied::NotOwn)),
+            ("/sys/a1demo/dev1/rrpc/request/123", Err(Denied::NotOwn)),
+            ("/sys/a1demo/dev1/rrpc/response/", Err(Denied::Invalid)),
+            // Broadcasts come from the platform only.
+            ("/broadcast/a1demo/x", Err(Denied::NotOwn)),
         ];
         for (topic, want) in table {
             assert_eq!(acl.check_publish(topic), want, "{topic}");
         }
+        assert_eq!(acl.rrpc_response("/sys/a1demo/dev1/rrpc/response/77"), Some("77"));
+        assert_eq!(acl.rrpc_response("/sys/a1demo/dev2/rrpc/response/77"), None);
+        assert!(acl.is_service_reply("/sys/a1demo/dev1/thing/service/property/set_reply"));
+        assert!(acl.is_service_reply("/sys/a1demo/dev1/thing/service/reboot_reply"));
+        assert!(!acl.is_service_reply("/sys/a1demo/dev1/thing/event/property/post"));
+        assert!(!acl.is_service_reply("/sys/a1demo/dev2/thing/service/reboot_reply"));
+        assert_eq!(acl.check_custom_topic("/a1demo/dev1/user/get"), Ok(()));
+        assert_eq!(
+            acl.check_custom_topic("/sys/a1demo/dev1/thing/service/property/set"),
+            Err(Denied::NotOwn)
+        );
+        assert_eq!(acl.check_custom_topic("/a1demo/dev1/user/+"), Err(Denied::Invalid));
     }
 
     #[test]
@@ -126,6 +185,13 @@ mod tests {
             ("$share/g//a1demo/dev1/user/get", Err(Denied::NotOwn)),
             ("/a1demo/dev1/user/#/x", Err(Denied::Invalid)),
             ("/a1demo/dev1/user/a+", Err(Denied::Invalid)),
+            ("/sys/a1demo/dev1/rrpc/request/+", Ok(())),
+            ("/sys/a1demo/dev2/rrpc/request/+", Err(Denied::NotOwn)),
+            ("/sys/a1demo/dev1/rrpc/response/+", Err(Denied::NotOwn)),
+            ("/broadcast/a1demo/#", Ok(())),
+            ("/broadcast/a1demo/news", Ok(())),
+            ("/broadcast/a1other/#", Err(Denied::NotOwn)),
+            ("/broadcast/#", Err(Denied::NotOwn)),
         ];
         for (filter, want) in table {
             assert_eq!(acl.check_subscribe(filter), want, "{filter}");

@@ -23,8 +23,8 @@ pub enum Inbound {
     Connect(ConnectPacket),
     /// PUBLISH.
     Publish(PublishPacket),
-    /// PUBACK of a QoS 1 downlink.
-    PubAck,
+    /// PUBACK of a QoS 1 downlink, with its packet id.
+    PubAck(u16),
     /// PUBREC, PUBREL or PUBCOMP: QoS 2 flow, which iotpipe refuses.
     QoS2Flow,
     /// SUBSCRIBE: packet id and (filter, requested QoS) pairs.
@@ -164,8 +164,9 @@ pub enum Outbound<'a> {
     UnsubAck { pkid: u16, count: usize },
     /// PINGRESP.
     PingResp,
-    /// A QoS 0 PUBLISH to the device.
-    Publish { topic: &'a [u8], payload: Bytes },
+    /// A PUBLISH to the device: QoS 0 (`pkid` 0), or QoS 1 with its packet id and, on a
+    /// retransmission, the DUP flag.
+    Publish { topic: &'a [u8], payload: Bytes, qos: u8, pkid: u16, dup: bool },
     /// DISCONNECT (MQTT 5).
     Disconnect(DisconnectCode),
 }
@@ -317,7 +318,7 @@ fn from_v4(p: v4::Packet) -> Inbound {
             pkid: p.pkid,
             topic_alias: false,
         }),
-        v4::Packet::PubAck(_) => Inbound::PubAck,
+        v4::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
         v4::Packet::PubRec(_) | v4::Packet::PubRel(_) | v4::Packet::PubComp(_) => Inbound::QoS2Flow,
         v4::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
@@ -355,7 +356,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
                 Err(_) => Inbound::Malformed("PUBLISH with a topic that is not UTF-8"),
             }
         }
-        v5::Packet::PubAck(_) => Inbound::PubAck,
+        v5::Packet::PubAck(a) => Inbound::PubAck(a.pkid),
         v5::Packet::PubRec(_) | v5::Packet::PubRel(_) | v5::Packet::PubComp(_) => Inbound::QoS2Flow,
         v5::Packet::Subscribe(s) => Inbound::Subscribe {
             pkid: s.pkid,
@@ -399,11 +400,12 @@ fn to_v4(p: Outbound<'_>) -> Option<v4::Packet> {
         }),
         Outbound::UnsubAck { pkid, .. } => v4::Packet::UnsubAck(v4::UnsubAck { pkid }),
         Outbound::PingResp => v4::Packet::PingResp,
-        Outbound::Publish { topic, payload } => v4::Packet::Publish(v4::Publish::from_bytes(
-            String::from_utf8_lossy(topic),
-            QoS::AtMostOnce,
-            payload,
-        )),
+        Outbound::Publish { topic, payload, qos, pkid, dup } => {
+            let mut p = v4::Publish::from_bytes(String::from_utf8_lossy(topic), qos_from(qos), payload);
+            p.pkid = pkid;
+            p.dup = dup;
+            v4::Packet::Publish(p)
+        }
         Outbound::Disconnect(_) => return None,
     })
 }
@@ -468,12 +470,12 @@ fn to_v5(p: Outbound<'_>) -> Option<v5::Packet> {
             properties: None,
         }),
         Outbound::PingResp => v5::Packet::PingResp(v5::PingResp),
-        Outbound::Publish { topic, payload } => v5::Packet::Publish(v5::Publish {
-            dup: false,
-            qos: QoS5::AtMostOnce,
+        Outbound::Publish { topic, payload, qos, pkid, dup } => v5::Packet::Publish(v5::Publish {
+            dup,
+            qos: qos5_from(qos),
             retain: false,
             topic: Bytes::copy_from_slice(topic),
-            pkid: 0,
+            pkid,
             payload,
             properties: None,
         }),

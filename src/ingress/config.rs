@@ -48,6 +48,10 @@ pub struct MqttConfig {
     /// Seconds a new connection has to send its CONNECT.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// Seconds an MQTT 3.1.1 session waits for the PUBACK of a QoS 1 cloud-to-device message
+    /// before sending it again with the DUP flag (MQTT 5 forbids resending on a live connection).
+    #[serde(default = "default_downlink_retry")]
+    pub downlink_retry_secs: u64,
 }
 
 impl Default for MqttConfig {
@@ -63,6 +67,7 @@ impl Default for MqttConfig {
             max_connections: default_max_connections(),
             max_inflight: default_max_inflight(),
             connect_timeout_secs: default_connect_timeout(),
+            downlink_retry_secs: default_downlink_retry(),
         }
     }
 }
@@ -89,6 +94,9 @@ fn default_max_connections() -> usize {
 /// bounding what one connection can hold in memory to 64 × max payload.
 fn default_max_inflight() -> usize {
     64
+}
+fn default_downlink_retry() -> u64 {
+    10
 }
 fn default_connect_timeout() -> u64 {
     10
@@ -135,6 +143,12 @@ impl MqttConfig {
             problems.push(Problem::new(
                 key("max_inflight"),
                 format!("{} is out of range; expected 1 to {MAX_INFLIGHT}", self.max_inflight),
+            ));
+        }
+        if !(1..=3_600).contains(&self.downlink_retry_secs) {
+            problems.push(Problem::new(
+                key("downlink_retry_secs"),
+                format!("{} is out of range; expected 1 to 3600", self.downlink_retry_secs),
             ));
         }
         if self.max_connections == 0 {

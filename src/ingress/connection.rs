@@ -48,7 +48,7 @@ where
         }
     };
 
-    let (credentials, keep_alive) = match authenticate(&connect, &shared) {
+    let (credentials, device, keep_alive) = match authenticate(&connect, &shared) {
         Ok(ok) => ok,
         Err((code, why, reason)) => {
             shared.stats.refuse(why);
@@ -66,11 +66,14 @@ where
     }
 
     let origin = Arc::new(Origin {
+        device_type: shared.registry.category(&credentials.product_key).unwrap_or_default(),
         product_key: credentials.product_key,
         device_name: credentials.device_name,
+        iot_id: device.iot_id.clone(),
         client_id: credentials.client_id,
         peer: Some(peer),
     });
+    drop(device);
     let registration = shared.sessions.register(&origin.product_key, &origin.device_name);
     if let Some(previous) = &registration.replaced {
         tracing::info!(device = %origin.device_name, product = %origin.product_key, "Taking over the device's previous connection");
@@ -96,6 +99,7 @@ where
     let presence = crate::registry::Presence {
         product_key: origin.product_key.clone(),
         device_name: origin.device_name.clone(),
+        iot_id: origin.iot_id.clone(),
         client_id: origin.client_id.clone(),
         peer: Some(peer.to_string()),
         online_since_ms: connected_ms,
@@ -120,7 +124,7 @@ where
         origin.clone(),
         registration.id,
         keep_alive,
-        registration.kicked,
+        (registration.kicked, registration.mailbox),
     );
     let reason = session.run().await;
     let last_seen_ms = session.last_seen_ms;

@@ -43,7 +43,7 @@ pub(super) type Refusal = (ConnAckCode, RefusalReason, String);
 pub(super) fn authenticate(
     connect: &ConnectPacket,
     shared: &IngressContext,
-) -> Result<(auth::Credentials, u16), Refusal> {
+) -> Result<(auth::Credentials, std::sync::Arc<crate::registry::Device>, u16), Refusal> {
     use RefusalReason as R;
     let limits = &shared.limits;
     if !(limits.keep_alive_min..=limits.keep_alive_max).contains(&connect.keep_alive) {
@@ -72,5 +72,5 @@ pub(super) fn authenticate(
         let message = format!("device {} is disabled", Untrusted(&credentials.username()));
         return Err((ConnAckCode::NotAuthorized, R::Disabled, message));
     }
-    Ok((credentials, connect.keep_alive))
+    Ok((credentials, device, connect.keep_alive))
 }

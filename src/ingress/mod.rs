@@ -14,6 +14,7 @@ mod connection;
 mod handshake;
 mod io;
 mod listener;
+pub mod mailbox;
 mod restart;
 mod session;
 pub mod sessions;
@@ -32,6 +33,7 @@ use crate::listener::{ListenerError, Serving};
 use crate::logsafe::RateLimit;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use mailbox::{Calls, Delivery, Undeliverable};
 
 pub use config::MqttConfig;
 pub use sessions::Sessions;
@@ -66,6 +68,9 @@ pub(crate) struct Limits {
     pub keep_alive_max: u16,
     pub max_inflight: usize,
     pub connect_timeout_secs: u64,
+    /// How long an MQTT 3.1.1 session waits for the PUBACK of a QoS 1 downlink before sending
+    /// it again.
+    pub downlink_retry: Duration,
 }
 
 impl Limits {
@@ -77,6 +82,7 @@ impl Limits {
             keep_alive_max: c.keep_alive_max_secs,
             max_inflight: c.max_inflight,
             connect_timeout_secs: c.connect_timeout_secs,
+            downlink_retry: Duration::from_secs(c.downlink_retry_secs),
         }
     }
 
@@ -108,6 +114,8 @@ pub struct IngressStats {
     pub protocol_errors: AtomicU64,
     /// Thing-model posts forwarded unconverted because their JSON was not Alink JSON.
     pub bad_thing_payloads: AtomicU64,
+    /// Cloud-to-device messages per product.
+    pub downlink: mailbox::DownlinkStats,
 }
 
 /// Why a connection was refused at or before CONNECT, one counter per reason.
@@ -201,6 +209,8 @@ pub(crate) struct IngressContext {
     pub tasks: TaskTracker,
     /// Log lines of refusals anyone can cause without logging in, one limit per kind.
     pub logs: RefusalLogs,
+    /// Calls waiting for a device's answer (RRPC, thing-model services).
+    pub calls: Arc<Calls>,
 }
 
 /// Rate limits of the refusal log lines (see [`crate::logsafe`]).
@@ -212,6 +222,8 @@ pub(crate) struct RefusalLogs {
     pub timeout: RateLimit,
     /// Not MQTT, or a malformed CONNECT.
     pub malformed: RateLimit,
+    /// RRPC answers no call waits for (late or unknown): a device can send any number.
+    pub unanswered: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.
@@ -224,6 +236,42 @@ impl SessionsHandle {
         if let Some(done) = self.0.sessions.kick(product_key, device_name, reason) {
             done.cancelled().await;
         }
+    }
+
+    /// Whether the device is online.
+    pub fn is_online(&self, product_key: &str, device_name: &str) -> bool {
+        self.0.sessions.is_online(product_key, device_name)
+    }
+
+    /// Hands a cloud-to-device message to the device's session.
+    ///
+    /// # Errors
+    /// The device is offline or its mailbox is full.
+    pub fn deliver(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        delivery: Delivery,
+    ) -> Result<(), Undeliverable> {
+        self.0.sessions.deliver(product_key, device_name, delivery)
+    }
+
+    /// Publishes a QoS 0 message through the router to every device subscribed to `topic`.
+    ///
+    /// # Errors
+    /// When the router is busy.
+    pub fn broadcast(&self, topic: &str, payload: bytes::Bytes) -> Result<(), DownlinkError> {
+        self.0.downlink.publish(topic, payload)
+    }
+
+    /// The calls waiting for device answers.
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.0.calls
+    }
+
+    /// The downlink counters of product `product_key`.
+    pub fn downlink_counters(&self, product_key: &str) -> Arc<mailbox::DownlinkCounters> {
+        self.0.stats.downlink.product(product_key)
     }
 }
 
@@ -260,6 +308,7 @@ impl Ingress {
             stats: Arc::new(IngressStats::default()),
             tasks: TaskTracker::new(),
             logs: RefusalLogs::default(),
+            calls: Arc::new(Calls::default()),
         });
         let serving = Serving {
             name: "mqtt",

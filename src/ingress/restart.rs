@@ -42,6 +42,8 @@ async fn offline_message(presence: &Presence, pipeline: &Pipeline) -> Option<Mes
     let origin = Arc::new(Origin {
         product_key: presence.product_key.clone(),
         device_name: presence.device_name.clone(),
+        iot_id: presence.iot_id.clone(),
+        device_type: String::new(),
         client_id: presence.client_id.clone(),
         peer: presence.peer.as_deref().and_then(|p| p.parse().ok()),
     });

@@ -1,5 +1,6 @@
 //! An accepted device's session: the packet loop (publish, subscribe, ping, disconnect), PUBACKs
-//! in order once each message is stored, downlink notifications, keep-alive and the way out.
+//! in order once each message is stored, downlink notifications, cloud-to-device messages from
+//! the mailbox (QoS 1 retried until acknowledged), keep-alive and the way out.
 //!
 //! The loop reads packets only while the connection has fewer than `max_inflight` messages
 //! waiting for the pipeline, so a slow pipeline slows the device through TCP instead of
@@ -10,24 +11,38 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
 use super::io::Io;
+use super::mailbox::{self, CallKind, Delivery, DeliveryState, MAX_UNACKED};
 use super::status::OfflineReason;
 use super::IngressContext;
 use crate::downlink::DeviceLink;
 use crate::logsafe::Untrusted;
 use crate::message::alink::{self, Reply};
-use crate::message::{now_ms, thing, Kind, Message, Origin};
+use crate::message::{now_ms, thing, Kind, Message, Origin, Platform};
 use crate::pipeline::{HandoffError, Receipt};
 
 /// How long a closing session waits for its in-flight messages before giving up on their PUBACKs
 /// (the messages themselves are already queued and will be stored).
 const DRAIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Subscriptions one session keeps: the platform allows a device 100 topic subscriptions, and
+/// each is matched against every cloud-to-device message to the device.
+const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// A QoS 1 cloud-to-device message written and not yet acknowledged.
+struct Unacked {
+    pkid: u16,
+    delivery: Delivery,
+    sent_at: Instant,
+}
 
 /// A device's session after its CONNACK.
 pub(super) struct Session<S> {
@@ -44,6 +59,14 @@ pub(super) struct Session<S> {
     keep_alive: Duration,
     pub(super) last_seen_ms: u64,
     kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+    /// Cloud-to-device messages for this device.
+    mailbox: mpsc::Receiver<Delivery>,
+    /// The granted filters and their QoS, for the mailbox's messages (the router keeps its own).
+    subscriptions: Vec<(String, u8)>,
+    /// QoS 1 mailbox messages written, oldest (first sent or last resent) first.
+    unacked: std::collections::VecDeque<Unacked>,
+    /// The packet id of the last QoS 1 message written.
+    last_pkid: u16,
 }
 
 /// How a packet handler ends the session.
@@ -51,7 +74,8 @@ struct End(OfflineReason, Option<DisconnectCode>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The session of `origin` on `io`, registered as number `registration`; `kicked` says when
-    /// the device is disconnected by the platform or taken over.
+    /// the device is disconnected by the platform or taken over, `mailbox` brings its
+    /// cloud-to-device messages.
     pub(super) fn new(
         io: Io<S>,
         version: Version,
@@ -59,7 +83,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         origin: Arc<Origin>,
         registration: u64,
         keep_alive_secs: u16,
-        kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
+        (kicked, mailbox): (tokio::sync::watch::Receiver<Option<OfflineReason>>, mpsc::Receiver<Delivery>),
     ) -> Self {
         Self {
             io,
@@ -74,6 +98,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             keep_alive: Duration::from_millis(u64::from(keep_alive_secs) * 1500),
             last_seen_ms: now_ms(),
             kicked,
+            mailbox,
+            subscriptions: Vec::new(),
+            unacked: std::collections::VecDeque::new(),
+            last_pkid: 0,
         }
     }
 
@@ -113,6 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
 
             let reading = self.inflight.len() < max_inflight;
+            let taking_mail = self.unacked.len() < MAX_UNACKED;
+            // MQTT 5 forbids resending on a live connection [MQTT-4.4.0-1]; 3.1.1 allows it.
+            let retry_at = match (self.version, self.unacked.front()) {
+                (Version::V311, Some(u)) => Some(u.sent_at + self.shared.limits.downlink_retry),
+                _ => None,
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -141,6 +175,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 },
                 notification = next_downlink(&mut self.link) => self.downlink(notification).await,
+                Some(delivery) = self.mailbox.recv(), if taking_mail => self.deliver(delivery),
+                () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => self.resend_due(),
                 () = &mut deadline => {
                     return self.close(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
                 }
@@ -230,6 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Inbound::Unsubscribe { pkid, filters } => {
+                self.subscriptions.retain(|(s, _)| !filters.contains(s));
                 if let Some(link) = &mut self.link {
                     for f in &filters {
                         if let Err(e) = link.unsubscribe(f) {
@@ -244,7 +281,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.version.write(Outbound::PingResp, &mut self.io.wbuf);
                 Ok(())
             }
-            Inbound::PubAck => Ok(()),
+            Inbound::PubAck(pkid) => {
+                if let Some(at) = self.unacked.iter().position(|u| u.pkid == pkid) {
+                    if let Some(u) = self.unacked.remove(at) {
+                        u.delivery.tracker.set(DeliveryState::Acknowledged);
+                    }
+                }
+                Ok(())
+            }
             Inbound::Disconnect => Err(End(OfflineReason::ClientDisconnect, None)),
             Inbound::QoS2Flow => {
                 self.violation("QoS 2 is not supported");
@@ -302,45 +346,91 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 (Version::V311, _) => Err(End(OfflineReason::ProtocolViolation, None)),
             };
         }
+        if let Some(id) = self.acl.rrpc_response(&p.topic) {
+            // An answer to a waiting RRPC call, never an upstream message (docs/downlink.md).
+            let (pk, dn) = (&self.origin.product_key, &self.origin.device_name);
+            if !self.shared.calls.complete(CallKind::Rrpc, pk, dn, id, p.payload) {
+                if let Some(suppressed) = self.shared.logs.unanswered.admit() {
+                    tracing::info!(device = %dn, product = %pk, topic = %Untrusted(&p.topic), suppressed, "Dropped an RRPC response no call waits for (late or unknown)");
+                }
+            }
+            if p.qos == 1 {
+                self.version
+                    .write(Outbound::PubAck { pkid: p.pkid, code: PubAckCode::Success }, &mut self.io.wbuf);
+            }
+            return Ok(());
+        }
+        if self.shared.calls.services_waiting() && self.acl.is_service_reply(&p.topic) {
+            self.service_reply(&p.payload);
+        }
         let received_at_ms = now_ms();
         let id = match self.shared.pipeline.next_id().await {
             Ok(id) => id,
             Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e), None),
         };
-        let (platform, reply) = match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
-            None => (None, None),
-            Some(Ok(platform)) => (Some(platform), alink::post_reply(&p.topic, &p.payload, true)),
+        let (kind, mut platforms, reply) = match thing::convert(
+            &self.origin,
+            &p.topic,
+            &p.payload,
+            received_at_ms,
+        ) {
+            None => (Kind::Upstream, Vec::new(), None),
+            Some(Ok(c)) => (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true)),
             Some(Err(e)) => {
                 stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model post unconverted");
-                (None, alink::post_reply(&p.topic, &p.payload, false))
+                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
+                (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
             }
         };
+        if platforms.is_empty() {
+            // Unconverted thing-model messages keep their bytes but take the forwarding topic,
+            // so that every thing-model message is seen under one spelling (without `/sys`).
+            if let Some(topic) = thing::forwarding_topic(&self.origin, &p.topic) {
+                platforms.push(Platform { topic: topic.to_string(), payload: p.payload.clone() });
+            }
+        }
         stats.publishes.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        let message = Message {
-            id,
-            kind: Kind::Upstream,
-            topic: p.topic,
-            payload: p.payload,
-            qos: p.qos,
-            origin: self.origin.clone(),
-            received_at_ms,
-            platform,
-        };
         let pkid = (p.qos == 1).then_some(p.pkid);
-        match self.shared.pipeline.enqueue(message).await {
-            Ok(receipt) => {
-                self.inflight.push_back((pkid, receipt, reply));
-                Ok(())
+        // A message converted into several platform messages (a batch or history post) is
+        // stored as that many messages; the PUBACK and the Alink reply go with the last, so
+        // they are sent once all are stored (receipts are answered in order).
+        let count = platforms.len().max(1);
+        let mut platforms = platforms.into_iter();
+        let (mut topic, payload) = (Some(p.topic), p.payload);
+        for part in 0..count {
+            let id = match part {
+                0 => id,
+                _ => match self.shared.pipeline.next_id().await {
+                    Ok(id) => id,
+                    Err(e) => return self.acknowledge(pkid, Err(e), None),
+                },
+            };
+            let topic = if part + 1 == count { topic.take() } else { topic.clone() };
+            let message = Message {
+                id,
+                kind,
+                topic: topic.unwrap_or_default(),
+                payload: payload.clone(),
+                qos: p.qos,
+                origin: self.origin.clone(),
+                received_at_ms,
+                platform: platforms.next(),
+            };
+            match self.shared.pipeline.enqueue(message).await {
+                Ok(receipt) => self.inflight.push_back((None, receipt, None)),
+                Err(e) => return self.acknowledge(pkid, Err(e), None),
             }
-            Err(e) => self.acknowledge(pkid, Err(e), None),
         }
+        if let Some(back) = self.inflight.back_mut() {
+            (back.0, back.2) = (pkid, reply);
+        }
+        Ok(())
     }
 
     async fn subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) {
         let mut granted = Vec::with_capacity(filters.len());
-        for (filter, _qos) in &filters {
+        for (filter, requested) in &filters {
             if let Err(denied) = self.acl.check_subscribe(filter) {
                 self.shared.stats.acl_denied.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(device = %self.origin.device_name, product = %self.origin.product_key, client_id = %Untrusted(&self.origin.client_id), filter = %Untrusted(filter), reason = %denied, "Refused a subscription outside the device's topics");
@@ -357,10 +447,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
             }
+            let known = self.subscriptions.iter().position(|(s, _)| s == filter);
+            if known.is_none() && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), limit = MAX_SUBSCRIPTIONS, "Refused a subscription beyond the limit");
+                granted.push(None);
+                continue;
+            }
             let result = self.link.as_mut().map(|l| l.subscribe(filter));
             match result {
-                // Downlink messages are delivered with QoS 0, so that is what is granted.
-                Some(Ok(())) => granted.push(Some(0)),
+                // Router messages (rule republish, Alink replies, broadcasts) go out with QoS 0;
+                // cloud-to-device messages with up to the QoS granted here, at most 1.
+                Some(Ok(())) => {
+                    let qos = (*requested).min(1);
+                    match known {
+                        Some(at) => self.subscriptions[at].1 = qos,
+                        None => self.subscriptions.push((filter.clone(), qos)),
+                    }
+                    granted.push(Some(qos));
+                }
                 Some(Err(e)) => {
                     tracing::warn!(device = %self.origin.device_name, filter = %Untrusted(filter), error = %e, "Subscribe failed");
                     granted.push(None);
@@ -375,7 +479,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match notification {
             Some(Notification::Forward(f)) => {
                 self.version.write(
-                    Outbound::Publish { topic: &f.publish.topic, payload: f.publish.payload },
+                    Outbound::Publish {
+                        topic: &f.publish.topic,
+                        payload: f.publish.payload,
+                        qos: 0,
+                        pkid: 0,
+                        dup: false,
+                    },
                     &mut self.io.wbuf,
                 );
             }
@@ -394,6 +504,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+impl<S> Session<S> {
+    /// Writes a mailbox message with the QoS of the device's best matching subscription, or
+    /// drops it when none matches.
+    fn deliver(&mut self, delivery: Delivery) {
+        let granted = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| mailbox::matches(f, &delivery.topic))
+            .map(|(_, q)| *q)
+            .max();
+        let Some(granted) = granted else {
+            delivery.tracker.set(DeliveryState::NotSubscribed);
+            return;
+        };
+        let qos = delivery.qos.min(granted);
+        if qos == 0 {
+            self.version.write(
+                Outbound::Publish {
+                    topic: delivery.topic.as_bytes(),
+                    payload: delivery.payload.clone(),
+                    qos: 0,
+                    pkid: 0,
+                    dup: false,
+                },
+                &mut self.io.wbuf,
+            );
+            delivery.tracker.set(DeliveryState::Sent);
+            return;
+        }
+        let pkid = self.next_pkid();
+        self.version.write(
+            Outbound::Publish {
+                topic: delivery.topic.as_bytes(),
+                payload: delivery.payload.clone(),
+                qos: 1,
+                pkid,
+                dup: false,
+            },
+            &mut self.io.wbuf,
+        );
+        delivery.tracker.set(DeliveryState::Sent);
+        self.unacked.push_back(Unacked { pkid, delivery, sent_at: Instant::now() });
+    }
+
+    /// Sends again, with DUP, every QoS 1 message whose PUBACK is overdue (MQTT 3.1.1).
+    fn resend_due(&mut self) {
+        let now = Instant::now();
+        let retry = self.shared.limits.downlink_retry;
+        while self.unacked.front().is_some_and(|u| u.sent_at + retry <= now) {
+            let Some(mut u) = self.unacked.pop_front() else { break };
+            self.version.write(
+                Outbound::Publish {
+                    topic: u.delivery.topic.as_bytes(),
+                    payload: u.delivery.payload.clone(),
+                    qos: 1,
+                    pkid: u.pkid,
+                    dup: true,
+                },
+                &mut self.io.wbuf,
+            );
+            u.sent_at = now;
+            self.unacked.push_back(u);
+        }
+    }
+
+    /// A packet id no unacknowledged message uses (at most [`MAX_UNACKED`] are).
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self.unacked.iter().any(|u| u.pkid == self.last_pkid) {
+                return self.last_pkid;
+            }
+        }
+    }
+
+    /// Hands a thing-model reply to the call waiting for it, matched by its Alink `id`.
+    fn service_reply(&self, payload: &Bytes) {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return;
+        };
+        let id = match &body["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return,
+        };
+        let (pk, dn) = (&self.origin.product_key, &self.origin.device_name);
+        self.shared.calls.complete(CallKind::Service, pk, dn, &id, payload.clone());
+    }
+}
+
+impl<S> Drop for Session<S> {
+    /// Whatever the device did not get or acknowledge is reported lost: iotpipe keeps no state
+    /// for an offline device (clean sessions only, docs/downlink.md).
+    fn drop(&mut self) {
+        for u in self.unacked.drain(..) {
+            u.delivery.tracker.set(DeliveryState::DeviceOffline);
+        }
+        self.mailbox.close();
+        while let Ok(d) = self.mailbox.try_recv() {
+            d.tracker.set(DeliveryState::DeviceOffline);
+        }
+    }
+}
+
 /// The oldest in-flight receipt's outcome; pending forever when none is in flight.
 async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt, Option<Reply>)>) -> Result<(), HandoffError> {
     match inflight.front_mut() {
@@ -402,10 +616,21 @@ async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt, Option<Reply>)>) -
     }
 }
 
-/// The next router notification; pending forever without a link.
+/// The next router notification (`None` when the router closed the link); pending forever
+/// without a link.
+///
+/// rumqttd's `LinkRx::next` answers `Ok(None)` for a wake-up whose notifications an earlier
+/// call already collected (several SUBACKs or forwards signalled at once): that is not a closed
+/// link, so it waits for the next wake-up.
 async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Notification> {
     match link {
-        Some(link) => link.rx.next().await.ok().flatten(),
+        Some(link) => loop {
+            match link.rx.next().await {
+                Ok(Some(notification)) => return Some(notification),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        },
         None => std::future::pending().await,
     }
 }

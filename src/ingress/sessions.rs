@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::mailbox::{Delivery, DeliveryState, Undeliverable, MAILBOX};
 use super::status::OfflineReason;
 
 type Key = (String, String);
@@ -15,6 +16,7 @@ struct Entry {
     id: u64,
     kick: watch::Sender<Option<OfflineReason>>,
     done: CancellationToken,
+    mailbox: mpsc::Sender<Delivery>,
 }
 
 /// The session table.
@@ -34,6 +36,8 @@ pub struct Registration {
     pub done: CancellationToken,
     /// The session this one replaced: wait for it before announcing online.
     pub replaced: Option<CancellationToken>,
+    /// Cloud-to-device messages for this session.
+    pub mailbox: mpsc::Receiver<Delivery>,
 }
 
 impl Sessions {
@@ -46,13 +50,39 @@ impl Sessions {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (kick, kicked) = watch::channel(None);
         let done = CancellationToken::new();
-        let entry = Entry { id, kick, done: done.clone() };
+        let (mail, mailbox) = mpsc::channel(MAILBOX);
+        let entry = Entry { id, kick, done: done.clone(), mailbox: mail };
         let previous = self.lock().insert((product_key.to_string(), device_name.to_string()), entry);
         let replaced = previous.map(|p| {
             let _ = p.kick.send(Some(OfflineReason::TakenOver));
             p.done
         });
-        Registration { id, kicked, done, replaced }
+        Registration { id, kicked, done, replaced, mailbox }
+    }
+
+    /// Puts `delivery` in the device's mailbox; its tracker says what becomes of it.
+    ///
+    /// # Errors
+    /// `Offline` without a session (or one on its way out), `Full` when its mailbox is full;
+    /// the tracker then says `deviceOffline` and counts the message as failed.
+    pub fn deliver(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        delivery: Delivery,
+    ) -> Result<(), Undeliverable> {
+        let map = self.lock();
+        let refused = match map.get(&(product_key.to_string(), device_name.to_string())) {
+            None => (Undeliverable::Offline, delivery),
+            Some(entry) => match entry.mailbox.try_send(delivery) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(d)) => (Undeliverable::Full, d),
+                Err(mpsc::error::TrySendError::Closed(d)) => (Undeliverable::Offline, d),
+            },
+        };
+        drop(map);
+        refused.1.tracker.set(DeliveryState::DeviceOffline);
+        Err(refused.0)
     }
 
     /// Removes session `id` of the device, unless a newer one has replaced it.
@@ -112,5 +142,32 @@ mod tests {
         assert_eq!(*new.kicked.borrow(), Some(OfflineReason::DeviceDisabled));
         s.remove("p", "d", new.id);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_mailbox_is_bounded_and_refuses_offline_devices() {
+        use super::super::mailbox::{DownlinkCounters, Tracker};
+        use std::sync::Arc;
+        let s = Sessions::default();
+        let counters = Arc::new(DownlinkCounters::default());
+        let mail = |c: &Arc<DownlinkCounters>| Delivery {
+            topic: "/p/d/user/get".into(),
+            payload: bytes::Bytes::new(),
+            qos: 1,
+            tracker: Tracker::new(1, c.clone()),
+        };
+        assert_eq!(s.deliver("p", "d", mail(&counters)), Err(Undeliverable::Offline));
+        let reg = s.register("p", "d");
+        for _ in 0..MAILBOX {
+            s.deliver("p", "d", mail(&counters)).unwrap();
+        }
+        assert_eq!(s.deliver("p", "d", mail(&counters)), Err(Undeliverable::Full));
+        drop(reg);
+        assert_eq!(
+            s.deliver("p", "d", mail(&counters)),
+            Err(Undeliverable::Offline),
+            "a session on its way out"
+        );
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 3);
     }
 }

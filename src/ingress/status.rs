@@ -74,6 +74,7 @@ impl std::fmt::Display for OfflineReason {
 #[serde(rename_all = "camelCase")]
 struct Status<'a> {
     status: &'static str,
+    iot_id: &'a str,
     product_key: &'a str,
     device_name: &'a str,
     client_id: &'a str,
@@ -103,6 +104,7 @@ pub fn payload(
 ) -> Vec<u8> {
     let status = Status {
         status: if offline.is_some() { "offline" } else { "online" },
+        iot_id: &origin.iot_id,
         product_key: &origin.product_key,
         device_name: &origin.device_name,
         client_id: &origin.client_id,
@@ -141,6 +143,8 @@ mod tests {
         let origin = Origin {
             product_key: "a1demo".into(),
             device_name: "dev1".into(),
+            iot_id: "id1".into(),
+            device_type: String::new(),
             client_id: "c1".into(),
             peer: Some("192.0.2.1:5000".parse().unwrap()),
         };
@@ -148,6 +152,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["status"], "offline");
         assert_eq!(v["productKey"], "a1demo");
+        assert_eq!(v["iotId"], "id1");
         assert_eq!(v["deviceName"], "dev1");
         assert_eq!(v["utcTime"], "2018-08-31T07:32:28.205Z");
         assert_eq!(v["utcLastTime"], "2018-08-31T07:32:28.195Z");

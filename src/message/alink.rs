@@ -1,7 +1,9 @@
 //! Alink replies to a device's thing-model posts, as the platform sends them.
 //!
-//! A property post (`/sys/${pk}/${dn}/thing/event/property/post`) or an event post
-//! (`.../thing/event/${identifier}/post`) is answered on the same topic with `_reply` appended:
+//! A property post (`/sys/${pk}/${dn}/thing/event/property/post`), an event post
+//! (`.../thing/event/${identifier}/post`), a batch post (`.../thing/event/property/batch/post`)
+//! or a history post (`.../thing/event/property/history/post`) is answered on the same topic
+//! with `_reply` appended:
 //! `{"code":200,"data":{},"id":"<request id>","message":"success","method":"thing.event.property.post","version":"1.0"}`.
 //! A body that is not valid Alink JSON gets code 460 ("request parameter error", the platform's
 //! code for empty or malformed parameters). A request carrying `"sys":{"ack":0}` asked for no
@@ -62,13 +64,19 @@ pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
     Some(Reply { topic: format!("{topic}_reply"), payload: Bytes::from(body.to_string()) })
 }
 
-/// `thing.event.${identifier}.post` for `/sys/${pk}/${dn}/thing/event/${identifier}/post`.
+/// `thing.event.${identifier}.post` for `/sys/${pk}/${dn}/thing/event/${identifier}/post`,
+/// `thing.event.property.batch.post` and `thing.event.property.history.post` for the batch and
+/// history posts.
 fn post_method(topic: &str) -> Option<String> {
     let mut levels = topic.strip_prefix("/sys/")?.split('/');
     let (_pk, _dn) = (levels.next()?, levels.next()?);
-    match (levels.next()?, levels.next()?, levels.next()?, levels.next()?, levels.next()) {
-        ("thing", "event", identifier, "post", None) if !identifier.is_empty() => {
+    let rest: [Option<&str>; 6] = std::array::from_fn(|_| levels.next());
+    match rest {
+        [Some("thing"), Some("event"), Some(identifier), Some("post"), None, _] if !identifier.is_empty() => {
             Some(format!("thing.event.{identifier}.post"))
+        }
+        [Some("thing"), Some("event"), Some("property"), Some(kind @ ("batch" | "history")), Some("post"), None] => {
+            Some(format!("thing.event.property.{kind}.post"))
         }
         _ => None,
     }
@@ -122,10 +130,21 @@ mod tests {
     }
 
     #[test]
+    fn batch_and_history_posts_are_answered() {
+        for kind in ["batch", "history"] {
+            let topic = format!("/sys/a1demo/dev1/thing/event/property/{kind}/post");
+            let r = post_reply(&topic, br#"{"id":"3","params":{}}"#, true).unwrap();
+            assert_eq!(r.topic, format!("{topic}_reply"));
+            assert_eq!(body(&r)["method"], format!("thing.event.property.{kind}.post"));
+        }
+    }
+
+    #[test]
     fn other_topics_get_none() {
         for topic in [
             "/a1demo/dev1/user/update",
-            "/sys/a1demo/dev1/thing/event/property/history/post",
+            "/sys/a1demo/dev1/thing/event/alarm/history/post",
+            "/sys/a1demo/dev1/thing/service/property/set_reply",
             "/sys/a1demo/dev1/thing/event/property/post_reply",
             "/sys/a1demo/dev1/thing/service/property/set",
             "/sys/a1demo/dev1/thing/event//post",

@@ -17,6 +17,10 @@ pub struct Origin {
     pub product_key: String,
     /// deviceName.
     pub device_name: String,
+    /// The device's `iotId` (empty where no device is known, such as a rule's dry run).
+    pub iot_id: String,
+    /// The product's category, sent as `deviceType` in thing-model messages.
+    pub device_type: String,
     /// The device's own client id (the part of the MQTT client id before `|`); empty for
     /// messages the platform makes itself, such as lifecycle events from the API.
     pub client_id: String,
@@ -33,6 +37,11 @@ pub enum Kind {
     Status,
     /// Device created, deleted, enabled, disabled (`/${pk}/${dn}/thing/lifecycle`).
     Lifecycle,
+    /// Thing-model history posts (`/${pk}/${dn}/thing/event/property/history/post`,
+    /// `/${pk}/${dn}/thing/event/${identifier}/history/post`).
+    ThingHistory,
+    /// A device's tags changed (`/${pk}/${dn}/thing/deviceinfo/update`).
+    TagChange,
 }
 
 /// One message inside iotpipe.
@@ -52,17 +61,17 @@ pub struct Message {
     pub origin: Arc<Origin>,
     /// When iotpipe received it, epoch milliseconds.
     pub received_at_ms: u64,
-    /// Thing-model messages in the platform's forwarding format, for rules and subscriptions.
+    /// Thing-model messages as the platform forwards them, for rules and subscriptions.
     pub platform: Option<Platform>,
 }
 
 /// A thing-model message as the platform forwards it: the topic without `/sys` and the
-/// converted JSON body.
+/// converted JSON body (the device's bytes when the message could not be converted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Platform {
     /// Forwarding topic, e.g. `/a1demo/dev1/thing/event/property/post`.
     pub topic: String,
-    /// Converted JSON.
+    /// Converted JSON, or the device's bytes when they could not be converted.
     pub payload: Bytes,
 }
 

@@ -1,17 +1,36 @@
-//! Thing-model (Alink JSON) posts turned into the platform's forwarding format.
+//! Thing-model (Alink JSON) messages turned into the platform's forwarding format.
 //!
-//! `/sys/${pk}/${dn}/thing/event/property/post` with
-//! `{"id":"1","version":"1.0","params":{"t":{"value":23.6,"time":1524448722000},"h":40}}`
-//! becomes, on `/${pk}/${dn}/thing/event/property/post`,
-//! `{"requestId":"1","productKey":..,"deviceName":..,"gmtCreate":..,"items":{"t":{"value":23.6,"time":1524448722000},"h":{"value":40,"time":<receive time>}}}`.
-//! Event posts (`.../thing/event/${identifier}/post`) become the platform's event format.
+//! A device publishes on `/sys/${pk}/${dn}/thing/...`; rules and subscriptions see the topic
+//! without `/sys` and, for the kinds below, a converted body (docs/consumer-groups.md lists the
+//! shapes):
+//!
+//! | device topic (`/sys/${pk}/${dn}/...`) | forwarding topic (`/${pk}/${dn}/...`) | module |
+//! |---|---|---|
+//! | `thing/event/property/post` | the same | [`post`] |
+//! | `thing/event/${identifier}/post` | the same | [`post`] |
+//! | `thing/event/property/batch/post` | `thing/property/batch/post` and `thing/event/batch/post` | [`batch`] |
+//! | `thing/event/property/history/post` | `thing/event/property/history/post`, `thing/event/${identifier}/history/post` | [`batch`] |
+//! | `thing/service/property/set_reply`, `thing/service/${identifier}_reply` | `thing/downlink/reply/message` | [`reply`] |
+//!
+//! Each payload is parsed once; the converted bodies are written straight from the parsed
+//! value. One device message may become several platform messages (a batch with properties and
+//! events, a history post with many entries), at most [`MAX_CONVERTED`].
+
+pub mod batch;
+pub mod post;
+pub mod reply;
 
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 
-use crate::message::{Origin, Platform};
+use crate::message::{Kind, Origin, Platform};
 
-/// Why a thing-model post could not be converted (the raw message is still forwarded).
+/// Platform messages one device message may become: bounds the work and the memory one
+/// publish can cause (a history post of many small entries).
+pub const MAX_CONVERTED: usize = 200;
+
+/// Why a thing-model message could not be converted (the raw message is still forwarded).
 #[derive(Debug, thiserror::Error)]
 pub enum ThingError {
     /// Not JSON.
@@ -20,139 +39,200 @@ pub enum ThingError {
     /// No `params` object.
     #[error("no \"params\" object")]
     NoParams,
+    /// `params` of the wrong shape for the method.
+    #[error("\"params\" is not as {0} expects: {1}")]
+    BadParams(&'static str, &'static str),
+    /// A history entry names another device.
+    #[error("a history entry names device {0:?}; a device may only report its own history")]
+    ForeignIdentity(String),
+    /// More platform messages than [`MAX_CONVERTED`].
+    #[error("the message would become {0} platform messages; at most {MAX_CONVERTED} are allowed")]
+    TooMany(usize),
+    /// A reply without a numeric `code`.
+    #[error("a reply needs a numeric \"code\"")]
+    NoCode,
 }
 
-/// Converts a thing-model post of `origin` on `topic`. `None` for topics that need no
-/// conversion; `Some(Err)` when the payload is not valid Alink JSON.
+/// What a device message becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    /// The subscription type of every message here.
+    pub kind: Kind,
+    /// The platform messages, in order; never empty.
+    pub messages: Vec<Platform>,
+}
+
+impl Converted {
+    fn one(kind: Kind, message: Platform) -> Self {
+        Self { kind, messages: vec![message] }
+    }
+}
+
+/// The forwarding topic of a device's thing-model topic (`/sys/${pk}/${dn}/thing/...` without
+/// `/sys`); `None` for other topics. Every thing-model message carries this topic, converted or
+/// not, so consumers and rules see one spelling.
+pub fn forwarding_topic<'t>(origin: &Origin, topic: &'t str) -> Option<&'t str> {
+    thing_tail(origin, topic)?;
+    Some(&topic["/sys".len()..])
+}
+
+/// What follows `/sys/${pk}/${dn}/thing/` in `topic`, when `topic` is the sender's own.
+fn thing_tail<'t>(origin: &Origin, topic: &'t str) -> Option<&'t str> {
+    topic
+        .strip_prefix("/sys/")?
+        .strip_prefix(origin.product_key.as_str())?
+        .strip_prefix('/')?
+        .strip_prefix(origin.device_name.as_str())?
+        .strip_prefix("/thing/")
+}
+
+/// Converts a thing-model message of `origin` on `topic`. `None` for topics that need no
+/// conversion; `Some(Err)` when the payload is not valid Alink JSON for its topic.
 pub fn convert(
     origin: &Origin,
     topic: &str,
     payload: &[u8],
     received_ms: u64,
-) -> Option<Result<Platform, ThingError>> {
-    let rest = topic.strip_prefix("/sys/")?;
-    let forwarding_topic = &topic["/sys".len()..];
-    let tail = rest
-        .strip_prefix(origin.product_key.as_str())?
-        .strip_prefix('/')?
-        .strip_prefix(origin.device_name.as_str())?
-        .strip_prefix("/thing/event/")?;
-    let identifier = tail.strip_suffix("/post")?;
-    if identifier.contains('/') {
-        return None;
-    }
-    let result = parse(payload).map(|(request_id, params)| {
-        let body = if identifier == "property" {
-            property_post(origin, request_id, params, received_ms)
-        } else {
-            event_post(origin, identifier, request_id, params, received_ms)
+) -> Option<Result<Converted, ThingError>> {
+    let tail = thing_tail(origin, topic)?;
+    let forwarding = &topic["/sys".len()..];
+    if let Some(rest) = tail.strip_prefix("event/") {
+        return match rest {
+            "property/batch/post" => Some(batch::batch_post(origin, payload, received_ms)),
+            "property/history/post" => Some(batch::history_post(origin, payload, received_ms)),
+            _ => {
+                let identifier = rest.strip_suffix("/post").filter(|i| !i.is_empty() && !i.contains('/'))?;
+                Some(
+                    post::post(origin, forwarding, identifier, payload, received_ms)
+                        .map(|p| Converted::one(Kind::Upstream, p)),
+                )
+            }
         };
-        Platform {
-            topic: forwarding_topic.to_string(),
-            payload: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        }
-    });
-    Some(result)
+    }
+    if let Some(rest) = tail.strip_prefix("service/") {
+        return reply::request_of(rest).map(|_| {
+            reply::DeviceReply::parse(topic, payload)
+                .map(|r| Converted::one(Kind::Upstream, r.platform(origin, received_ms)))
+        });
+    }
+    None
 }
 
-fn parse(payload: &[u8]) -> Result<(Value, Map<String, Value>), ThingError> {
-    let mut v: Value = serde_json::from_slice(payload)?;
-    let request_id = v.get_mut("id").map(Value::take).unwrap_or(Value::Null);
-    match v.get_mut("params").map(Value::take) {
-        Some(Value::Object(params)) => Ok((request_id, params)),
-        _ => Err(ThingError::NoParams),
+/// The JSON of a converted body. Serialising a value of our own types into memory fails only
+/// on a map with non-string keys, which they do not have.
+fn to_bytes(body: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// `{}`: the platform's `checkFailedData` when nothing failed a check. iotpipe holds no TSL, so
+/// nothing is checked and it is always empty.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Empty {}
+
+/// A `time` field: the device's, when it sent a number, else the receive time.
+#[derive(Debug, Clone, Copy)]
+enum Time<'a> {
+    Device(&'a Value),
+    Received(u64),
+}
+
+impl<'a> Time<'a> {
+    fn of(given: Option<&'a Value>, received_ms: u64) -> Self {
+        match given {
+            Some(t) if t.is_number() => Time::Device(t),
+            _ => Time::Received(received_ms),
+        }
     }
 }
 
-fn property_post(origin: &Origin, request_id: Value, params: Map<String, Value>, now: u64) -> Value {
-    let items: Map<String, Value> = params
-        .into_iter()
-        .map(|(name, v)| {
-            // Devices send {"value":..,"time":..}; SDK samples also send bare values.
-            let item = match v {
-                Value::Object(mut o) if o.contains_key("value") => {
-                    let time = o.remove("time").filter(Value::is_number).unwrap_or_else(|| now.into());
-                    json!({"value": o.remove("value").unwrap_or(Value::Null), "time": time})
-                }
-                bare => json!({"value": bare, "time": now}),
-            };
-            (name, item)
-        })
-        .collect();
-    json!({
-        "requestId": request_id,
-        "productKey": origin.product_key,
-        "deviceName": origin.device_name,
-        "gmtCreate": now,
-        "items": items,
-    })
+impl Serialize for Time<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Time::Device(v) => v.serialize(s),
+            Time::Received(ms) => s.serialize_u64(*ms),
+        }
+    }
 }
 
-fn event_post(
-    origin: &Origin,
-    identifier: &str,
-    request_id: Value,
-    mut params: Map<String, Value>,
-    now: u64,
-) -> Value {
-    let time = params.remove("time").filter(Value::is_number).unwrap_or_else(|| now.into());
-    let value = params.remove("value").unwrap_or(Value::Object(params));
-    json!({
-        "identifier": identifier,
-        "requestId": request_id,
-        "productKey": origin.product_key,
-        "deviceName": origin.device_name,
-        "gmtCreate": now,
-        "value": value,
-        "time": time,
-    })
+/// `{"value": .., "time": ..}` of a property or event: the device sends that shape; SDK samples
+/// also send bare values, which get the receive time.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Item<'a> {
+    value: &'a Value,
+    time: Time<'a>,
+}
+
+impl<'a> Item<'a> {
+    fn of(v: &'a Value, received_ms: u64) -> Self {
+        match v.as_object() {
+            Some(o) if o.contains_key("value") => {
+                Item { value: &o["value"], time: Time::of(o.get("time"), received_ms) }
+            }
+            _ => Item { value: v, time: Time::Received(received_ms) },
+        }
+    }
+}
+
+/// The request `id` and `params` of an Alink body, parsed once.
+struct Alink {
+    id: Value,
+    params: Value,
+}
+
+impl Alink {
+    fn parse(payload: &[u8]) -> Result<Self, ThingError> {
+        let mut v: Value = serde_json::from_slice(payload)?;
+        let id = v.get_mut("id").map(Value::take).unwrap_or(Value::Null);
+        let params = v.get_mut("params").map(Value::take).unwrap_or(Value::Null);
+        Ok(Self { id, params })
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn origin() -> Origin {
-        Origin { product_key: "a1demo".into(), device_name: "dev1".into(), client_id: "c".into(), peer: None }
+    pub(crate) fn origin() -> Origin {
+        Origin {
+            product_key: "a1demo".into(),
+            device_name: "dev1".into(),
+            iot_id: "iot1".into(),
+            device_type: "Ammeter".into(),
+            client_id: "c".into(),
+            peer: None,
+        }
     }
 
-    #[test]
-    fn property_post_becomes_items() {
-        let payload = br#"{"id":"123","version":"1.0","params":{"Power":{"value":"on","time":1524448722000},"WF":23.6},"method":"thing.event.property.post"}"#;
-        let p =
-            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", payload, 99).unwrap().unwrap();
-        assert_eq!(p.topic, "/a1demo/dev1/thing/event/property/post");
-        let v: Value = serde_json::from_slice(&p.payload).unwrap();
-        assert_eq!(v["items"]["Power"], json!({"value":"on","time":1524448722000u64}));
-        assert_eq!(v["items"]["WF"], json!({"value":23.6,"time":99}));
-        assert_eq!(v["productKey"], "a1demo");
-        assert_eq!(v["deviceName"], "dev1");
-        assert_eq!(v["gmtCreate"], 99);
-        assert_eq!(v["requestId"], "123");
-    }
-
-    #[test]
-    fn event_post_keeps_identifier_and_value() {
-        let payload = br#"{"id":"7","params":{"value":{"code":1},"time":5}}"#;
-        let p = convert(&origin(), "/sys/a1demo/dev1/thing/event/alarm/post", payload, 9).unwrap().unwrap();
-        let v: Value = serde_json::from_slice(&p.payload).unwrap();
-        assert_eq!(
-            (v["identifier"].as_str(), &v["value"], &v["time"]),
-            (Some("alarm"), &json!({"code":1}), &json!(5))
-        );
+    pub(crate) fn json(p: &Platform) -> Value {
+        serde_json::from_slice(&p.payload).unwrap()
     }
 
     #[test]
     fn other_topics_and_bad_payloads() {
-        assert!(convert(&origin(), "/a1demo/dev1/user/update", b"{}", 0).is_none());
-        assert!(convert(&origin(), "/sys/a1demo/dev1/thing/model/up_raw", b"\x01", 0).is_none());
+        let o = origin();
+        assert!(convert(&o, "/a1demo/dev1/user/update", b"{}", 0).is_none());
+        assert!(convert(&o, "/sys/a1demo/dev1/thing/model/up_raw", b"\x01", 0).is_none());
+        assert!(convert(&o, "/sys/a1demo/dev2/thing/event/property/post", b"{}", 0).is_none());
+        assert!(convert(&o, "/sys/a1demo/dev1/thing/event//post", b"{}", 0).is_none());
+        assert!(convert(&o, "/sys/a1demo/dev1/thing/service/property/set", b"{}", 0).is_none());
         assert!(matches!(
-            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", b"not json", 0),
+            convert(&o, "/sys/a1demo/dev1/thing/event/property/post", b"not json", 0),
             Some(Err(ThingError::NotJson(_)))
         ));
         assert!(matches!(
-            convert(&origin(), "/sys/a1demo/dev1/thing/event/property/post", b"{\"id\":\"1\"}", 0),
+            convert(&o, "/sys/a1demo/dev1/thing/event/property/post", b"{\"id\":\"1\"}", 0),
             Some(Err(ThingError::NoParams))
         ));
+    }
+
+    #[test]
+    fn forwarding_topics_drop_sys_for_thing_topics_only() {
+        let o = origin();
+        assert_eq!(
+            forwarding_topic(&o, "/sys/a1demo/dev1/thing/model/up_raw"),
+            Some("/a1demo/dev1/thing/model/up_raw")
+        );
+        assert_eq!(forwarding_topic(&o, "/a1demo/dev1/user/update"), None);
+        assert_eq!(forwarding_topic(&o, "/sys/a1demo/dev1/rrpc/response/1"), None);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::names::{check_device_name, check_device_secret, check_product_key};
+use super::names::{check_category, check_device_name, check_device_secret, check_product_key, check_tags};
 use crate::check::{index, key, within, Problem, Seen};
 
 /// `[[access_keys]]`: what AMQP consumers sign with.
@@ -27,6 +27,10 @@ pub struct ProductConfig {
     /// Display name.
     #[serde(default)]
     pub name: String,
+    /// The product's category, sent as `deviceType` in thing-model messages; absent:
+    /// [`super::DEFAULT_CATEGORY`].
+    #[serde(default)]
+    pub category: Option<String>,
     /// Devices of this product.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
@@ -86,6 +90,9 @@ pub fn check_products(products: &[ProductConfig]) -> Vec<Problem> {
             }),
         };
         problems.extend(key_problem.map(|message| Problem::new(index(p).key("key"), message)));
+        if let Some(Err(message)) = product.category.as_deref().map(check_category) {
+            problems.push(Problem::new(index(p).key("category"), message));
+        }
         problems.extend(within(&index(p).key("devices"), product.check_devices(p)));
     }
     problems
@@ -127,6 +134,8 @@ impl DeviceConfig {
         }
         if self.tags.contains_key("") {
             problems.push(Problem::new(key("tags").key(""), "tag keys must not be empty"));
+        } else if let Err(message) = check_tags(self.tags.iter()) {
+            problems.push(Problem::new(key("tags"), message));
         }
         problems
     }

@@ -6,6 +6,7 @@
 //! file defines stays deleted.
 
 pub mod config;
+mod iot_ids;
 pub mod names;
 mod persist;
 mod presence;
@@ -18,6 +19,9 @@ pub use presence::Presence;
 use crate::store::{Db, StoreError};
 pub use config::{AccessKeyConfig, ProductConfig};
 
+/// The category of a product that names none: the platform's category of custom products.
+pub const DEFAULT_CATEGORY: &str = "CustomCategory";
+
 /// A device as the ingress sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -25,6 +29,10 @@ pub struct Device {
     pub product_key: String,
     /// deviceName.
     pub name: String,
+    /// The platform's id of the device: given by the registry when the device first appears,
+    /// stored, and stable for as long as the device exists (see `iot_ids.rs`). Empty in a
+    /// device handed to [`Registry::add_device`], which gives it one.
+    pub iot_id: String,
     /// deviceSecret.
     pub secret: String,
     /// Disabled devices are refused at CONNECT and disconnected when disabled.
@@ -40,6 +48,8 @@ pub struct Product {
     pub key: String,
     /// Display name.
     pub name: String,
+    /// The category, sent as `deviceType` ([`DEFAULT_CATEGORY`] when the file names none).
+    pub category: String,
 }
 
 /// Registry failures.
@@ -54,6 +64,9 @@ pub enum RegistryError {
     /// The device exists already.
     #[error("device {1:?} of product {0:?} exists already")]
     DeviceExists(String, String),
+    /// Tags that break the rules.
+    #[error("tags: {0}")]
+    InvalidTags(String),
     /// Persisting the change failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -105,11 +118,15 @@ impl Registry {
     ) -> Result<Self, RegistryError> {
         let mut inner = Inner::default();
         for p in products {
-            inner.products.insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone() });
+            let category = p.category.clone().unwrap_or_else(|| DEFAULT_CATEGORY.to_string());
+            inner
+                .products
+                .insert(p.key.clone(), Product { key: p.key.clone(), name: p.name.clone(), category });
             for d in &p.devices {
                 inner.insert(Device {
                     product_key: p.key.clone(),
                     name: d.name.clone(),
+                    iot_id: String::new(),
                     secret: d.secret.clone(),
                     enabled: d.enabled,
                     tags: d.tags.clone(),
@@ -125,6 +142,7 @@ impl Registry {
                 None => drop(inner.remove(&product_key, &name)),
             }
         }
+        assign_iot_ids(&mut inner, &db)?;
         Ok(Self { inner: RwLock::new(inner), db, seen: presence::SeenMap::default() })
     }
 
@@ -139,6 +157,11 @@ impl Registry {
     /// The device, if it exists.
     pub fn device(&self, product_key: &str, device_name: &str) -> Option<Arc<Device>> {
         self.read().get(product_key, device_name).cloned()
+    }
+
+    /// The category of a product (its `deviceType`), if the product exists.
+    pub fn category(&self, product_key: &str) -> Option<String> {
+        self.read().products.get(product_key).map(|p| p.category.clone())
     }
 
     /// The product, if it exists.
@@ -168,11 +191,11 @@ impl Registry {
         self.read().access_keys.get(id).cloned()
     }
 
-    /// Adds a device and persists it.
+    /// Adds a device with a new iotId and persists both; returns the device as added.
     ///
     /// # Errors
     /// Unknown product, an existing device, or a storage failure.
-    pub fn add_device(&self, device: Device) -> Result<(), RegistryError> {
+    pub fn add_device(&self, mut device: Device) -> Result<Device, RegistryError> {
         let mut inner = self.write();
         if !inner.products.contains_key(&device.product_key) {
             return Err(RegistryError::NoProduct(device.product_key));
@@ -181,9 +204,11 @@ impl Registry {
             return Err(RegistryError::DeviceExists(device.product_key, device.name));
         }
         let key = (device.product_key.clone(), device.name.clone());
+        device.iot_id = iot_ids::generate();
+        iot_ids::put(&self.db, &key.0, &key.1, &device.iot_id)?;
         persist::put(&self.db, &key, Some(&device))?;
-        inner.insert(device);
-        Ok(())
+        inner.insert(device.clone());
+        Ok(device)
     }
 
     /// Enables or disables a device and persists the change; returns the device.
@@ -206,6 +231,34 @@ impl Registry {
         Ok(device)
     }
 
+    /// Changes a device's tags with `edit`, checks the result ([`names::check_tags`]) and
+    /// persists it; returns the tags before and the device after.
+    ///
+    /// # Errors
+    /// Unknown device, tags that break the rules (nothing changes), or a storage failure.
+    pub fn update_tags(
+        &self,
+        product_key: &str,
+        name: &str,
+        edit: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<(BTreeMap<String, String>, Device), RegistryError> {
+        let mut inner = self.write();
+        let key = (product_key.to_string(), name.to_string());
+        let mut device = Device::clone(
+            inner
+                .get(product_key, name)
+                .ok_or_else(|| RegistryError::NoDevice(key.0.clone(), key.1.clone()))?,
+        );
+        let before = device.tags.clone();
+        edit(&mut device.tags);
+        names::check_tags(device.tags.iter()).map_err(RegistryError::InvalidTags)?;
+        if device.tags != before {
+            persist::put(&self.db, &key, Some(&device))?;
+            inner.insert(device.clone());
+        }
+        Ok((before, device))
+    }
+
     /// Deletes a device and persists a tombstone; returns the deleted device.
     ///
     /// # Errors
@@ -217,9 +270,36 @@ impl Registry {
             return Err(RegistryError::NoDevice(key.0, key.1));
         }
         persist::put(&self.db, &key, None)?;
+        if let Err(e) = iot_ids::remove(&self.db, product_key, name) {
+            // The tombstone is stored; the stale id is never read, and is replaced if the
+            // name is created again.
+            tracing::error!(device = %name, product = %product_key, error = %e, "Forgetting a deleted device's iotId failed");
+        }
         let removed = inner.remove(product_key, name).ok_or(RegistryError::NoDevice(key.0, key.1))?;
         Ok(Arc::unwrap_or_clone(removed))
     }
+}
+
+/// Gives every device its stored iotId, and a new one (stored in one transaction) to each
+/// device that has none yet: configured devices on their first start.
+fn assign_iot_ids(inner: &mut Inner, db: &Db) -> Result<(), StoreError> {
+    let stored = iot_ids::load(db)?;
+    let mut new: Vec<(String, String)> = Vec::new();
+    for product in inner.devices.values_mut() {
+        for device in product.values_mut() {
+            let key = iot_ids::key(&device.product_key, &device.name);
+            let id = match stored.get(&key) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = iot_ids::generate();
+                    new.push((key, id.clone()));
+                    id
+                }
+            };
+            Arc::make_mut(device).iot_id = id;
+        }
+    }
+    iot_ids::put_all(db, &new)
 }
 
 #[cfg(test)]
@@ -237,6 +317,7 @@ mod tests {
         let products = [ProductConfig {
             key: "a1demo".into(),
             name: "Demo".into(),
+            category: None,
             devices: vec![device("dev1"), device("dev2")],
         }];
         let access_keys = [AccessKeyConfig { id: "LTAIdemo".into(), secret: "demo-secret".into() }];
@@ -246,7 +327,7 @@ mod tests {
     #[test]
     fn runtime_changes_survive_a_restart_and_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        {
+        let ids = {
             let r = load(Db::open(dir.path()).unwrap());
             assert!(r.device("a1demo", "dev1").unwrap().enabled);
             r.set_enabled("a1demo", "dev1", false).unwrap();
@@ -254,6 +335,7 @@ mod tests {
             r.add_device(Device {
                 product_key: "a1demo".into(),
                 name: "dev3".into(),
+                iot_id: String::new(),
                 secret: "s3".into(),
                 enabled: true,
                 tags: BTreeMap::new(),
@@ -263,8 +345,22 @@ mod tests {
                 r.add_device(Device::clone(&r.device("a1demo", "dev3").unwrap())),
                 Err(RegistryError::DeviceExists(..))
             ));
-        }
+            let (before, _) =
+                r.update_tags("a1demo", "dev1", |t| drop(t.insert("room".into(), "lab".into()))).unwrap();
+            assert!(before.is_empty());
+            assert!(matches!(
+                r.update_tags("a1demo", "dev1", |t| drop(t.insert(String::new(), "x".into()))),
+                Err(RegistryError::InvalidTags(_))
+            ));
+            let id = |dn: &str| r.device("a1demo", dn).unwrap().iot_id.clone();
+            (id("dev1"), id("dev3"))
+        };
+        assert_eq!(ids.0.len(), 26);
+        assert_ne!(ids.0, ids.1);
         let r = load(Db::open(dir.path()).unwrap());
+        let id = |dn: &str| r.device("a1demo", dn).unwrap().iot_id.clone();
+        assert_eq!((id("dev1"), id("dev3")), ids, "iotIds survive a restart, configured devices' too");
+        assert_eq!(r.device("a1demo", "dev1").unwrap().tags.get("room").map(String::as_str), Some("lab"));
         assert!(!r.device("a1demo", "dev1").unwrap().enabled);
         assert!(r.device("a1demo", "dev2").is_none());
         assert_eq!(r.device("a1demo", "dev3").unwrap().secret, "s3");

@@ -33,6 +33,8 @@ pub(super) fn load(db: &Db) -> Result<Vec<(Key, Option<Device>)>, StoreError> {
         let device = (!record.deleted).then(|| Device {
             product_key: key.0.clone(),
             name: key.1.clone(),
+            // Given by the registry from its own table once every record is read.
+            iot_id: String::new(),
             secret: record.secret,
             enabled: record.enabled,
             tags: record.tags,

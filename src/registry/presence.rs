@@ -20,6 +20,9 @@ pub struct Presence {
     pub product_key: String,
     /// Device name.
     pub device_name: String,
+    /// The device's iotId (empty in records written before iotIds existed).
+    #[serde(default)]
+    pub iot_id: String,
     /// MQTT client id (without the signing parameters).
     pub client_id: String,
     /// Where it connected from (`ip:port`).

@@ -59,13 +59,30 @@ impl Sample {
         let origin = std::sync::Arc::new(Origin {
             product_key,
             device_name,
+            iot_id: String::new(),
+            device_type: String::new(),
             client_id: self.client_id.clone().unwrap_or_default(),
             peer: None,
         });
         let received_at_ms = crate::message::now_ms();
-        let platform = crate::message::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
+        // A sample that becomes several platform messages (a batch or history post) is tried as
+        // the first of them.
+        let converted = crate::message::thing::convert(&origin, &self.topic, &self.payload, received_at_ms)
             .and_then(Result::ok);
-        let kind = if self.topic.starts_with("/as/mqtt/status/") { Kind::Status } else { Kind::Upstream };
+        let (kind, platform) = match converted {
+            Some(c) => (Some(c.kind), c.messages.into_iter().next()),
+            None => (
+                None,
+                crate::message::thing::forwarding_topic(&origin, &self.topic).map(|topic| {
+                    crate::message::Platform { topic: topic.to_string(), payload: self.payload.clone() }
+                }),
+            ),
+        };
+        let kind = kind.unwrap_or(if self.topic.starts_with("/as/mqtt/status/") {
+            Kind::Status
+        } else {
+            Kind::Upstream
+        });
         Message {
             id: 1,
             kind,

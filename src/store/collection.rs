@@ -78,6 +78,50 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         }
     }
 
+    /// Stores every `(key, record)` of `records` in one transaction (one commit for many
+    /// records, e.g. at start-up).
+    ///
+    /// # Errors
+    /// Storage failures; a record that does not encode.
+    pub fn put_many(&self, db: &Db, records: &[(String, T)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut encoded = Vec::with_capacity(records.len());
+        for (key, record) in records {
+            let encode =
+                |e: serde_json::Error| StoreError::Encode { table: self.table, key: key.clone(), source: e };
+            let text = match self.encoding {
+                Encoding::JsonBytes | Encoding::JsonText => serde_json::to_string(record).map_err(encode)?,
+                Encoding::Text => match serde_json::to_value(record).map_err(encode)? {
+                    serde_json::Value::String(text) => text,
+                    _ => {
+                        return Err(encode(serde::ser::Error::custom(
+                            "a text record must serialise as a string",
+                        )))
+                    }
+                },
+            };
+            encoded.push((key.as_str(), text));
+        }
+        let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+        match self.encoding {
+            Encoding::JsonBytes => {
+                let mut table = tx.open_table(self.bytes()).map_err(|e| db.err(e))?;
+                for (key, text) in &encoded {
+                    drop(table.insert(*key, text.as_bytes()).map_err(|e| db.err(e))?);
+                }
+            }
+            Encoding::JsonText | Encoding::Text => {
+                let mut table = tx.open_table(self.text()).map_err(|e| db.err(e))?;
+                for (key, text) in &encoded {
+                    drop(table.insert(*key, text.as_str()).map_err(|e| db.err(e))?);
+                }
+            }
+        }
+        tx.commit().map_err(|e| db.err(e))
+    }
+
     /// Forgets the record under `key` (nothing happens when there is none).
     ///
     /// # Errors
@@ -170,11 +214,18 @@ mod tests {
         names.put(&db, "g2", &"Group two".to_string()).unwrap();
         names.remove(&db, "g2").unwrap();
         names.remove(&db, "absent").unwrap();
+        names.put_many(&db, &[("g3".into(), "Three".into()), ("g4".into(), "Four".into())]).unwrap();
+        names.remove(&db, "g4").unwrap();
+        bytes.put_many(&db, &[("c".into(), Thing { n: 5 })]).unwrap();
+        bytes.remove(&db, "c").unwrap();
 
         let loaded: BTreeMap<_, _> = bytes.load(&db).unwrap().into_iter().collect();
         assert_eq!(loaded, BTreeMap::from([("a".into(), Thing { n: 3 }), ("b".into(), Thing { n: 2 })]));
         assert_eq!(text.load(&db).unwrap(), [("x".into(), None), ("y".into(), Some(Thing { n: 4 }))]);
-        assert_eq!(names.load(&db).unwrap(), [("g1".to_string(), "Group one".to_string())]);
+        assert_eq!(
+            names.load(&db).unwrap(),
+            [("g1".to_string(), "Group one".to_string()), ("g3".to_string(), "Three".to_string())]
+        );
     }
 
     /// The layouts the tables had before this helper: a data directory from then loads the same.

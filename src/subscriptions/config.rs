@@ -17,13 +17,25 @@ pub enum MessageType {
     Status,
     /// Device create/delete/enable/disable.
     Lifecycle,
+    /// Thing-model history posts (the platform's `ThingHistoryFlag`).
+    #[serde(rename = "thing_history")]
+    ThingHistory,
+    /// Device tag changes (the platform's `DeviceTagFlag`).
+    #[serde(rename = "tag_change")]
+    TagChange,
 }
 
 impl MessageType {
     /// Every message type, in the order messages list them.
-    pub const ALL: [MessageType; 3] = [MessageType::Upstream, MessageType::Status, MessageType::Lifecycle];
+    pub const ALL: [MessageType; 5] = [
+        MessageType::Upstream,
+        MessageType::Status,
+        MessageType::Lifecycle,
+        MessageType::ThingHistory,
+        MessageType::TagChange,
+    ];
     /// The written names of [`Self::ALL`].
-    pub const NAMES: [&'static str; 3] = ["upstream", "status", "lifecycle"];
+    pub const NAMES: [&'static str; 5] = ["upstream", "status", "lifecycle", "thing_history", "tag_change"];
 
     /// The written name, as the file and the API spell it.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +43,8 @@ impl MessageType {
             MessageType::Upstream => Self::NAMES[0],
             MessageType::Status => Self::NAMES[1],
             MessageType::Lifecycle => Self::NAMES[2],
+            MessageType::ThingHistory => Self::NAMES[3],
+            MessageType::TagChange => Self::NAMES[4],
         }
     }
 }
@@ -42,6 +56,8 @@ impl From<Kind> for MessageType {
             Kind::Upstream => MessageType::Upstream,
             Kind::Status => MessageType::Status,
             Kind::Lifecycle => MessageType::Lifecycle,
+            Kind::ThingHistory => MessageType::ThingHistory,
+            Kind::TagChange => MessageType::TagChange,
         }
     }
 }
@@ -79,7 +95,7 @@ pub fn check_subscriptions(subscriptions: &[SubscriptionConfig]) -> Vec<Problem>
     problems
 }
 
-/// The list rules of a subscription, for the file and the API alike: 1 to 3 distinct message
+/// The list rules of a subscription, for the file and the API alike: 1 to 5 distinct message
 /// types, 1 to [`MAX_GROUPS_PER_SUBSCRIPTION`] distinct groups. Paths name the file's keys,
 /// `message_types` and `consumer_groups` ([`api_field`] renames them).
 pub(crate) fn check_lists(types: &[MessageType], groups: &[String]) -> Vec<Problem> {

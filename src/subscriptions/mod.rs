@@ -280,6 +280,11 @@ fn type_filters(product: &str, t: MessageType) -> Vec<Vec<&str>> {
         }
         MessageType::Status => vec![vec!["", "as", "mqtt", "status", product, "+"]],
         MessageType::Lifecycle => vec![vec!["", product, "+", "thing", "lifecycle"]],
+        MessageType::ThingHistory => vec![
+            vec!["", product, "+", "thing", "event", "property", "history", "post"],
+            vec!["", product, "+", "thing", "event", "+", "history", "post"],
+        ],
+        MessageType::TagChange => vec![vec!["", product, "+", "thing", "deviceinfo", "update"]],
     }
 }
 

@@ -26,3 +26,13 @@ pub async fn get(server: &Server, path: &str) -> (u16, Value) {
 pub async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     send(reqwest::Client::new().post(url(server, path)).json(body)).await
 }
+
+/// `PUT /api/v1{path}` with a JSON body.
+pub async fn put(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    send(reqwest::Client::new().put(url(server, path)).json(body)).await
+}
+
+/// `PATCH /api/v1{path}` with a JSON body.
+pub async fn patch(server: &Server, path: &str, body: &Value) -> (u16, Value) {
+    send(reqwest::Client::new().patch(url(server, path)).json(body)).await
+}

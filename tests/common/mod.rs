@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod api;
+pub mod paho;
 
 use std::net::SocketAddr;
 use std::path::Path;

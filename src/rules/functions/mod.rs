@@ -211,6 +211,8 @@ pub(crate) mod testing {
             origin: Arc::new(Origin {
                 product_key: "a1demo".into(),
                 device_name: "dev1".into(),
+                iot_id: "iot1".into(),
+                device_type: "CustomCategory".into(),
                 client_id: "c1".into(),
                 peer: Some("192.0.2.1:5000".parse().unwrap()),
             }),
