@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod api;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
