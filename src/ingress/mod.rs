@@ -212,6 +212,9 @@ pub(crate) struct RefusalLogs {
     pub timeout: RateLimit,
     /// Not MQTT, or a malformed CONNECT.
     pub malformed: RateLimit,
+    /// Messages and statuses that could not be stored (a full disk fails every device's
+    /// publishes and connects at once; the store's own line says why).
+    pub not_stored: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.
