@@ -5,50 +5,10 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::amqp::{consumer, read};
+use common::process::start;
 use rumqttc::{Event, Outgoing, Packet, QoS};
-
-const BIN: &str = env!("CARGO_BIN_EXE_iotpipe");
-
-/// The server process; killed when dropped, so a failing test leaves no server behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(config: &Path) -> (Running, SocketAddr, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut mqtt, mut amqp) = (None, None);
-    while mqtt.is_none() || amqp.is_none() {
-        let line = lines.next().expect("serve exited before listening").unwrap();
-        if let Some(a) = line.trim().strip_prefix("MQTT ") {
-            mqtt = Some(a.trim().parse().unwrap());
-        }
-        if let Some(a) = line.trim().strip_prefix("AMQP ") {
-            amqp = Some(a.trim().parse().unwrap());
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running(child), mqtt.unwrap(), amqp.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged() {
@@ -57,7 +17,8 @@ async fn kill_9_loses_nothing_acknowledged() {
     let config = dir.path().join("iotpipe.toml");
     std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
 
-    let (mut server, mqtt, _) = start(&config);
+    let mut server = start(&config, None);
+    let mqtt = server.mqtt;
     let (client, mut ev) =
         common::connect_v4(common::v4_options(mqtt, &common::creds("dev1"))).await.unwrap();
     let publisher = tokio::spawn(async move {
@@ -85,7 +46,7 @@ async fn kill_9_loses_nothing_acknowledged() {
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 acked.insert(body_of_pkid[&ack.pkid]);
                 if acked.len() >= KILL_AFTER && !killed {
-                    server.0.kill().unwrap(); // SIGKILL, with publishes still in flight
+                    server.child.kill().unwrap(); // SIGKILL, with publishes still in flight
                     killed = true;
                 }
             }
@@ -94,11 +55,12 @@ async fn kill_9_loses_nothing_acknowledged() {
             Err(e) => panic!("device failed before the kill: {e}"),
         }
     }
-    server.0.wait().unwrap();
+    server.child.wait().unwrap();
     publisher.abort();
     assert!(sent > acked.len(), "the kill must hit publishes in flight ({sent} sent, {} acked)", acked.len());
 
-    let (_server, _, amqp) = start(&config);
+    let server = start(&config, None);
+    let amqp = server.amqp;
     let mut c = consumer(amqp, "recovery", "DEFAULT_GROUP").await;
     let mut seen: HashSet<usize> = HashSet::new();
     while !acked.is_subset(&seen) {
@@ -122,7 +84,8 @@ async fn accepts_survive_a_kill_9_one_second_after_the_drain() {
     let config = dir.path().join("iotpipe.toml");
     std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
 
-    let (mut server, mqtt, amqp) = start(&config);
+    let mut server = start(&config, None);
+    let (mqtt, amqp) = (server.mqtt, server.amqp);
     common::publish_n(mqtt, "dev1", N).await;
     let mut c = consumer(amqp, "drain", "DEFAULT_GROUP").await;
     let mut data = 0;
@@ -141,11 +104,12 @@ async fn accepts_survive_a_kill_9_one_second_after_the_drain() {
     // The dispositions are on their way; the last removal's commit happens at once, and its
     // fsync within 100 ms of the writer going idle. 1 s is the scenario the issue names.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     drop(c);
 
-    let (_server, _, amqp) = start(&config);
+    let server = start(&config, None);
+    let amqp = server.amqp;
     let mut c = consumer(amqp, "after", "DEFAULT_GROUP").await;
     let back = c.try_next(std::time::Duration::from_secs(1)).await;
     assert!(back.is_none(), "an accepted message came back: {:?}", back.map(|d| read(&d)));
@@ -159,7 +123,8 @@ async fn devices_online_at_a_crash_get_their_offline_status_first() {
     let config = dir.path().join("iotpipe.toml");
     std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
 
-    let (mut server, mqtt, amqp) = start(&config);
+    let mut server = start(&config, None);
+    let (mqtt, amqp) = (server.mqtt, server.amqp);
     let (_client, mut ev) =
         common::connect_v4(common::v4_options(mqtt, &common::creds("dev1"))).await.unwrap();
     let device = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
@@ -171,12 +136,13 @@ async fn devices_online_at_a_crash_get_their_offline_status_first() {
     // The crash comes after the accept is durable (within 100 ms of the writer going idle), so
     // the old online status does not come back.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     drop(c);
     device.abort();
 
-    let (_server, mqtt, amqp) = start(&config);
+    let server = start(&config, None);
+    let (mqtt, amqp) = (server.mqtt, server.amqp);
     let (_client, mut ev) =
         common::connect_v4(common::v4_options(mqtt, &common::creds("dev1"))).await.unwrap();
     let device = tokio::spawn(async move { while ev.poll().await.is_ok() {} });

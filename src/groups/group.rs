@@ -472,6 +472,8 @@ impl Group {
         let cutoff = now_ms().saturating_sub(self.settings.retention.as_millis() as u64);
         let records = match self.store.read_from(&self.id, 0, FETCH) {
             Ok(r) => r,
+            // The store's writer logs why (a full disk) and when it is usable again.
+            Err(crate::store::StoreError::Unavailable { .. }) => return,
             Err(e) => {
                 tracing::error!(group = %self.id, error = %e, "Reading the queue head failed");
                 return;
@@ -514,6 +516,9 @@ impl Group {
         loop {
             let moved = match self.dispatch_once() {
                 Ok(n) => n,
+                // The store's writer logs why (a full disk); the next wake after it is usable
+                // again moves the messages.
+                Err(crate::store::StoreError::Unavailable { .. }) => 0,
                 Err(e) => {
                     tracing::error!(group = %self.id, error = %e, "Reading the queue failed");
                     0

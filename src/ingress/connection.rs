@@ -88,7 +88,9 @@ where
     };
     if let Err(e) = stored {
         shared.stats.refuse(RefusalReason::Unavailable);
-        tracing::error!(device = %origin.device_name, error = %e, "Refused a device: its online status could not be stored");
+        if let Some(suppressed) = shared.logs.not_stored.admit() {
+            tracing::error!(device = %origin.device_name, error = %e, suppressed, "Refused a device: its online status could not be stored");
+        }
         version.write(Outbound::ConnAck { code: ConnAckCode::Unavailable, max_packet_size: 0 }, &mut io.wbuf);
         let _ = io.flush().await;
         shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
@@ -141,11 +143,15 @@ where
                 }
             }
             Err(e) => {
-                tracing::error!(device = %origin.device_name, error = %e, "Failed to store an offline status")
+                if let Some(suppressed) = shared.logs.not_stored.admit() {
+                    tracing::error!(device = %origin.device_name, error = %e, suppressed, "Failed to store an offline status")
+                }
             }
         },
         Err(e) => {
-            tracing::error!(device = %origin.device_name, error = %e, "Failed to store an offline status")
+            if let Some(suppressed) = shared.logs.not_stored.admit() {
+                tracing::error!(device = %origin.device_name, error = %e, suppressed, "Failed to store an offline status")
+            }
         }
     }
     registration.done.cancel();

@@ -224,6 +224,9 @@ pub(crate) struct RefusalLogs {
     pub malformed: RateLimit,
     /// RRPC answers no call waits for (late or unknown): a device can send any number.
     pub unanswered: RateLimit,
+    /// Messages and statuses that could not be stored (a full disk fails every device's
+    /// publishes and connects at once; the store's own line says why).
+    pub not_stored: RateLimit,
 }
 
 /// A cloneable handle that disconnects devices.

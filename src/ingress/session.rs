@@ -243,7 +243,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             (Ok(()), None) => Ok(()),
             (Err(e), pkid) => {
-                tracing::error!(device = %self.origin.device_name, error = %e, "A message could not be stored");
+                if let Some(suppressed) = self.shared.logs.not_stored.admit() {
+                    tracing::error!(device = %self.origin.device_name, error = %e, suppressed, "A message could not be stored: not acknowledged");
+                }
                 match (self.version, pkid) {
                     (Version::V5, Some(pkid)) => {
                         self.version.write(

@@ -171,7 +171,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
         key: &str,
         value: Option<V::SelfType<'_>>,
     ) -> Result<(), StoreError> {
-        let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+        let tx = db.redb()?.begin_write().map_err(|e| db.err(e))?;
         {
             let mut table = tx.open_table(def).map_err(|e| db.err(e))?;
             match value {
@@ -233,7 +233,7 @@ mod tests {
     fn reads_tables_written_the_old_way() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let tx = db.redb().begin_write().unwrap();
+        let tx = db.redb().unwrap().begin_write().unwrap();
         {
             let mut t = tx.open_table(TableDefinition::<&str, &str>::new("t_names")).unwrap();
             t.insert("g1", "Group one").unwrap();

@@ -141,7 +141,7 @@ pub(super) fn reserve(db: &Db, tx: &WriteTransaction) -> Result<u64, StoreError>
 
 /// Reserves a block in a commit of its own (start-up, before the writer thread runs).
 pub(super) fn reserve_now(db: &Db) -> Result<u64, StoreError> {
-    let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+    let tx = db.redb()?.begin_write().map_err(|e| db.err(e))?;
     let start = reserve(db, &tx)?;
     tx.commit().map_err(|e| db.err(e))?;
     Ok(start)

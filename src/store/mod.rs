@@ -11,7 +11,8 @@ mod queue;
 mod record;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 pub use collection::{Collection, Encoding};
 pub use ids::Ids;
@@ -50,6 +51,13 @@ pub enum StoreError {
     /// A commit failed; nothing of it is stored.
     #[error("commit failed: {0}")]
     Commit(String),
+    /// The database is being reopened after a write failed (e.g. the disk is full); nothing
+    /// can be read or written until that succeeds.
+    #[error("{path} is unavailable until it can be reopened after a failed write")]
+    Unavailable {
+        /// Database file.
+        path: PathBuf,
+    },
     /// A record could not be encoded for its table; nothing is stored.
     #[error("cannot encode record {key} of table {table}: {source}")]
     Encode {
@@ -71,9 +79,14 @@ pub enum StoreError {
 }
 
 /// The open database.
+///
+/// After a failed write (a full disk, an I/O error) redb refuses every later operation with
+/// `PreviousIo` until the database is closed and opened again, so the handle can be swapped:
+/// [`Db::reopen`] does that, and the queue writer calls it whenever a commit fails, until it
+/// succeeds (once space is freed).
 pub struct Db {
     path: PathBuf,
-    db: redb::Database,
+    db: RwLock<Option<Arc<redb::Database>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -81,6 +94,10 @@ impl std::fmt::Debug for Db {
         f.debug_struct("Db").field("path", &self.path).finish()
     }
 }
+
+/// How long a reopen waits for the old handle's last reader to finish: readers hold it for one
+/// short read (a few pages), so this is generous.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Opens (or creates) the database in `dir`.
@@ -90,11 +107,8 @@ impl Db {
     pub fn open(dir: &Path) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
         let path = dir.join(DB_FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
-        Ok(Arc::new(Self { path, db }))
+        let db = open_file(&path)?;
+        Ok(Arc::new(Self { path, db: RwLock::new(Some(Arc::new(db))) }))
     }
 
     /// The database file.
@@ -103,8 +117,59 @@ impl Db {
     }
 
     /// The redb handle.
-    pub fn redb(&self) -> &redb::Database {
-        &self.db
+    ///
+    /// # Errors
+    /// `Unavailable` while a reopen has not succeeded.
+    pub fn redb(&self) -> Result<Arc<redb::Database>, StoreError> {
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or_else(|| StoreError::Unavailable { path: self.path.clone() })
+    }
+
+    /// Closes the database and opens it again, which clears redb's failed state after a write
+    /// error. Until it succeeds every operation fails with `Unavailable`; call it again later
+    /// (it fails while the disk has no room for redb's recovery, for instance).
+    ///
+    /// # Errors
+    /// When the file cannot be opened again.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let old = self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(old) = old {
+            // Readers clone the handle for one read; the file lock goes with the last clone.
+            let deadline = Instant::now() + REOPEN_WAIT;
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(still) => {
+                        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(still);
+                        return Err(StoreError::Unavailable { path: self.path.clone() });
+                    }
+                }
+            }
+        }
+        // A read transaction begun on the old handle just before it was taken may still hold
+        // the file for a moment.
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let db = loop {
+            match open_file(&self.path) {
+                Ok(db) => break db,
+                Err(StoreError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. })
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+        Ok(())
     }
 
     /// A snapshot of table `def` for reading, or `None` when nothing was ever written to it.
@@ -116,7 +181,7 @@ impl Db {
         def: redb::TableDefinition<K, V>,
     ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
         use redb::ReadableDatabase;
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.redb()?.begin_read().map_err(|e| self.err(e))?;
         match tx.open_table(def) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -128,4 +193,11 @@ impl Db {
     pub fn err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::Io { path: self.path.clone(), source: Box::new(e.into()) }
     }
+}
+
+fn open_file(path: &Path) -> Result<redb::Database, StoreError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })
 }

@@ -196,7 +196,16 @@ impl RedbQueue {
         };
         let next: HashMap<String, u64> =
             queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
-        let writer = Writer { db, next, stats, removals, dead, ids: Arc::downgrade(&ids) };
+        let writer = Writer {
+            db,
+            next,
+            stats,
+            removals,
+            dead,
+            ids: Arc::downgrade(&ids),
+            broken: None,
+            last_log: None,
+        };
         std::thread::Builder::new()
             .name("iotpipe-store".into())
             .spawn(move || writer.run(rx))
@@ -385,6 +394,38 @@ struct Writer {
     removals: Arc<Removals>,
     dead: Arc<Removals>,
     ids: Weak<Ids>,
+    /// Since when commits fail, and when to try reopening the database next.
+    broken: Option<Broken>,
+    /// When the last commit failure was logged.
+    last_log: Option<Instant>,
+}
+
+/// The writer's state while commits fail (a full disk, an I/O error).
+struct Broken {
+    since: Instant,
+    next_reopen: Instant,
+    /// Commits that failed or were refused since `since`.
+    failures: u64,
+    /// Failures not yet reported in a log line.
+    unlogged: u64,
+}
+
+/// How often a writer whose commits fail tries to reopen the database: each try may run redb's
+/// recovery over the whole file, and a full disk is not freed in milliseconds.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most one log line per this period while commits keep failing, with the count of those
+/// left out: a full disk must not also flood the log (which is often on the same disk).
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sequence numbers taken from [`Removals`] for one commit.
+type Taken = HashMap<Arc<str>, Vec<u64>>;
+
+/// Puts sequence numbers of a failed commit back, for the next one.
+fn give_back(pending: &Removals, taken: Taken) {
+    let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+    for (group, seqs) in taken {
+        pending.entry(group).or_default().extend(seqs);
+    }
 }
 
 /// How to answer one command once its commit is known.
@@ -470,13 +511,33 @@ impl Writer {
     }
 
     /// Commits `commands`; returns whether the commit was fsynced, or `None` when it failed.
+    ///
+    /// A failed commit stores nothing: its appends and clears are answered with the error (so
+    /// no PUBACK is sent), its removals are kept for the next commit. redb refuses everything
+    /// after a failed write until the database is reopened, so the writer reopens it, at most
+    /// once per [`REOPEN_EVERY`], refusing commits meanwhile; once the disk has room again the
+    /// reopen and the commits succeed.
     fn commit(&mut self, commands: &mut Vec<Command>) -> Option<bool> {
+        if let Err(e) = self.recover() {
+            self.fail(commands, &e);
+            return None;
+        }
         let next_before = self.next.clone();
         let mut replies = Vec::with_capacity(commands.len());
         let started = Instant::now();
-        let result = self.apply(commands.drain(..), &mut replies);
+        let removals = std::mem::take(&mut *self.removals.lock().unwrap_or_else(PoisonError::into_inner));
+        let dead = std::mem::take(&mut *self.dead.lock().unwrap_or_else(PoisonError::into_inner));
+        let result = self.apply(commands.drain(..), &removals, &dead, &mut replies);
         match result {
             Ok(durable) => {
+                if let Some(broken) = self.broken.take() {
+                    self.last_log = None;
+                    tracing::warn!(
+                        failures = broken.failures,
+                        seconds = broken.since.elapsed().as_secs_f64(),
+                        "The queue store is writable again; publishes are acknowledged again"
+                    );
+                }
                 let done = Instant::now();
                 let commit = if durable { &self.stats.commit_fsync } else { &self.stats.commit_nosync };
                 commit.observe(done - started);
@@ -495,21 +556,81 @@ impl Writer {
                 Some(durable)
             }
             Err(e) => {
-                // Nothing of this transaction is stored: sequence numbers are reused.
+                // Nothing of this transaction is stored: sequence numbers are reused, removals
+                // and dead-letter moves wait for the next commit.
                 self.next = next_before;
-                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "Queue commit failed");
-                for reply in replies {
-                    let err = StoreError::Commit(e.to_string());
-                    match reply {
-                        Reply::Append(tx, ..) => drop(tx.send(Err(err))),
-                        Reply::Clear(tx, _) => drop(tx.send(Err(err))),
-                        Reply::Requeue(tx, _) => drop(tx.send(Err(err))),
-                        Reply::Flush(tx) => drop(tx.send(Err(err))),
-                        Reply::Ids(ids, _) => ids.reserved(Err(e.to_string())),
-                    }
-                }
+                give_back(&self.removals, removals);
+                give_back(&self.dead, dead);
+                let now = Instant::now();
+                self.broken.get_or_insert(Broken { since: now, next_reopen: now, failures: 0, unlogged: 0 });
+                self.fail_replies(replies, &e);
                 None
+            }
+        }
+    }
+
+    /// Reopens the database when commits failed and it is time to try; `Err` while it cannot
+    /// be used (not yet time, or the reopen failed).
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let Some(broken) = &mut self.broken else { return Ok(()) };
+        let now = Instant::now();
+        if now < broken.next_reopen {
+            return Err(StoreError::Unavailable { path: self.db.path().to_path_buf() });
+        }
+        broken.next_reopen = now + REOPEN_EVERY;
+        // Reopened is not yet writable: the commit that follows tells (see `commit`).
+        self.db.reopen()
+    }
+
+    /// Answers every command with `e` without a commit.
+    fn fail(&mut self, commands: &mut Vec<Command>, e: &StoreError) {
+        let mut replies = Vec::new();
+        for command in commands.drain(..) {
+            match command {
+                Command::Append(_, reply, queued) => replies.push(Reply::Append(reply, Vec::new(), queued)),
+                Command::Clear(_, reply) | Command::PurgeDead(_, _, reply) => {
+                    replies.push(Reply::Clear(reply, 0))
+                }
+                Command::Requeue(_, reply) => replies.push(Reply::Requeue(reply, Vec::new())),
+                Command::Flush(reply) | Command::Close(reply) => replies.push(Reply::Flush(reply)),
+                Command::Wake => {}
+            }
+        }
+        if let Some(ids) = self.ids.upgrade().filter(|ids| ids.wants_block()) {
+            ids.reserved(Err(e.to_string()));
+        }
+        self.fail_replies(replies, e);
+    }
+
+    /// Answers `replies` with the failure `e`, counts it and logs it (rate-limited).
+    fn fail_replies(&mut self, replies: Vec<Reply>, e: &StoreError) {
+        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+        let refused = replies.iter().filter(|r| matches!(r, Reply::Append(..))).count();
+        if let Some(broken) = &mut self.broken {
+            broken.failures += 1;
+            broken.unlogged += 1;
+            let now = Instant::now();
+            if self.last_log.is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_EVERY) {
+                let suppressed = broken.unlogged - 1;
+                broken.unlogged = 0;
+                self.last_log = Some(now);
+                tracing::error!(
+                    error = %e,
+                    refused_appends = refused,
+                    suppressed,
+                    failing_for_secs = broken.since.elapsed().as_secs(),
+                    "Queue commit failed: nothing of it is stored, publishes are not acknowledged until the store can be written again (is the disk full?)"
+                );
+            }
+        }
+        for reply in replies {
+            let err = StoreError::Commit(e.to_string());
+            match reply {
+                Reply::Append(tx, ..) => drop(tx.send(Err(err))),
+                Reply::Clear(tx, _) => drop(tx.send(Err(err))),
+                Reply::Requeue(tx, _) => drop(tx.send(Err(err))),
+                Reply::Flush(tx) => drop(tx.send(Err(err))),
+                Reply::Ids(ids, _) => ids.reserved(Err(e.to_string())),
             }
         }
     }
@@ -517,10 +638,12 @@ impl Writer {
     fn apply(
         &mut self,
         commands: impl Iterator<Item = Command>,
+        removals: &Taken,
+        moves: &Taken,
         replies: &mut Vec<Reply>,
     ) -> Result<bool, StoreError> {
         let db = self.db.clone();
-        let mut tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+        let mut tx = db.redb()?.begin_write().map_err(|e| db.err(e))?;
         let mut durable = false;
         if let Some(ids) = self.ids.upgrade().filter(|ids| ids.wants_block()) {
             durable = true;
@@ -534,24 +657,24 @@ impl Writer {
         }
         {
             let mut table = tx.open_table(QUEUE).map_err(|e| db.err(e))?;
-            let removals = std::mem::take(&mut *self.removals.lock().unwrap_or_else(PoisonError::into_inner));
             for (group, seqs) in removals {
-                for seq in seqs {
-                    table.remove((&*group, seq)).map_err(|e| db.err(e))?;
+                for &seq in seqs {
+                    table.remove((&**group, seq)).map_err(|e| db.err(e))?;
                 }
             }
             let mut dead = tx.open_table(DEAD).map_err(|e| db.err(e))?;
-            let moves = std::mem::take(&mut *self.dead.lock().unwrap_or_else(PoisonError::into_inner));
             let since = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
                 .to_le_bytes();
             for (group, seqs) in moves {
-                for seq in seqs {
-                    let Some(record) = table.remove((&*group, seq)).map_err(|e| db.err(e))? else { continue };
+                for &seq in seqs {
+                    let Some(record) = table.remove((&**group, seq)).map_err(|e| db.err(e))? else {
+                        continue;
+                    };
                     let value = [&since[..], record.value()].concat();
                     drop(record);
-                    dead.insert((&*group, seq), value.as_slice()).map_err(|e| db.err(e))?;
+                    dead.insert((&**group, seq), value.as_slice()).map_err(|e| db.err(e))?;
                 }
             }
             for command in commands {

@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod api;
 pub mod paho;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
