@@ -8,52 +8,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use iotpipe::sign::SignMethod;
 
-const BIN: &str = env!("CARGO_BIN_EXE_iotpipe");
 const TOKEN: &str = "console-browser-token";
 const PK: &str = "a1console";
 const DEVICE: (&str, &str) = ("sensor01", "sensor-secret-01");
 const EVIL: (&str, &str) = ("evil01", "evil-secret-0001");
 const EVIL_CLIENT_ID: &str = "<script>window.__pwned=1</script>";
-
-/// The server process; killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `iotpipe serve`; its MQTT, AMQP and HTTP addresses from the start-up lines.
-fn start(config: &std::path::Path) -> (Running, [SocketAddr; 3]) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut found: [Option<SocketAddr>; 3] = [None; 3];
-    while found.iter().any(Option::is_none) {
-        let line = lines.next().expect("serve exited before listening").unwrap();
-        for (i, prefix) in ["MQTT ", "AMQP ", "HTTP "].iter().enumerate() {
-            if let Some(a) = line.trim().strip_prefix(prefix) {
-                found[i] = Some(a.trim().parse().unwrap());
-            }
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    (Running(child), found.map(Option::unwrap))
-}
 
 #[test]
 #[cfg_attr(
@@ -98,7 +61,8 @@ secret = "{}"
         ),
     )
     .unwrap();
-    let (_server, [mqtt, amqp, http]) = start(&config);
+    let server = common::process::start(&config, None);
+    let (mqtt, amqp, http) = (server.mqtt, server.amqp, server.http);
     let device = common::sign_as("sensor01-cid", PK, DEVICE.0, DEVICE.1, SignMethod::HmacSha256, None);
     let evil = common::sign_as(EVIL_CLIENT_ID, PK, EVIL.0, EVIL.1, SignMethod::HmacSha256, None);
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
