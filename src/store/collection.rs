@@ -104,7 +104,7 @@ impl<T: Serialize + DeserializeOwned> Collection<T> {
             };
             encoded.push((key.as_str(), text));
         }
-        let tx = db.redb().begin_write().map_err(|e| db.err(e))?;
+        let tx = db.redb()?.begin_write().map_err(|e| db.err(e))?;
         match self.encoding {
             Encoding::JsonBytes => {
                 let mut table = tx.open_table(self.bytes()).map_err(|e| db.err(e))?;
