@@ -11,6 +11,7 @@
 //! | `thing/event/property/batch/post` | `thing/property/batch/post` and `thing/event/batch/post` | [`batch`] |
 //! | `thing/event/property/history/post` | `thing/event/property/history/post`, `thing/event/${identifier}/history/post` | [`batch`] |
 //! | `thing/service/property/set_reply`, `thing/service/${identifier}_reply` | `thing/downlink/reply/message` | [`reply`] |
+//! | `thing/deviceinfo/update`, `thing/deviceinfo/delete` (tag reports, applied by the ingress) | `thing/deviceinfo/update` (tag change) | [`tags`] |
 //!
 //! Each payload is parsed once; the converted bodies are written straight from the parsed
 //! value. One device message may become several platform messages (a batch with properties and
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod post;
 pub mod reply;
+pub mod tags;
 
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
