@@ -62,11 +62,13 @@ pub struct Converted {
     pub kind: Kind,
     /// The platform messages, in order; never empty.
     pub messages: Vec<Platform>,
+    /// A device's reply to a cloud call, parsed, for whoever waits for it.
+    pub reply: Option<reply::DeviceReply>,
 }
 
 impl Converted {
     fn one(kind: Kind, message: Platform) -> Self {
-        Self { kind, messages: vec![message] }
+        Self { kind, messages: vec![message], reply: None }
     }
 }
 
@@ -113,8 +115,11 @@ pub fn convert(
     }
     if let Some(rest) = tail.strip_prefix("service/") {
         return reply::request_of(rest).map(|_| {
-            reply::DeviceReply::parse(topic, payload)
-                .map(|r| Converted::one(Kind::Upstream, r.platform(origin, received_ms)))
+            reply::DeviceReply::parse(topic, payload).map(|r| Converted {
+                kind: Kind::Upstream,
+                messages: vec![r.platform(origin, received_ms)],
+                reply: Some(r),
+            })
         });
     }
     None
