@@ -308,6 +308,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e), None),
         };
         let pkid = (p.qos == 1).then_some(p.pkid);
+        stats.publishes.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         let (kind, mut platforms, reply) = match thing::tags::report_op(&self.origin, &p.topic) {
             Some(op) => {
                 match super::tags::apply(&self.shared, &self.origin, op, &p.topic, &p.payload, received_at_ms)
@@ -339,8 +341,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 platforms.push(Platform { topic: topic.to_string(), payload: p.payload.clone() });
             }
         }
-        stats.publishes.fetch_add(1, Ordering::Relaxed);
-        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
         // A message converted into several platform messages (a batch or history post) is
         // stored as that many messages; the PUBACK and the Alink reply go with the last, so
         // they are sent once all are stored (receipts are answered in order).
