@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the third-party clients the tests drive (Debian/Ubuntu, as root or with sudo):
 # mosquitto_pub (MQTT), rhea (Node.js AMQP 1.0, into tests/interop), python-qpid-proton,
-# paho-mqtt (a device for the Alink reply test).
+# paho-mqtt (a device for the Alink reply test), Debian's chromium and playwright-core (the
+# console's browser tests).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ sudo=""
 need_apt=()
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
@@ -18,4 +20,4 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 python3 -c 'import proton' 2>/dev/null || python3 -m pip install -q python-qpid-proton==0.40.0
 python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q paho-mqtt==2.1.0
-[ -d tests/interop/node_modules/rhea ] || (cd tests/interop && npm install --no-audit --no-fund --no-package-lock --silent)
+[ -d tests/interop/node_modules/rhea ] && [ -d tests/interop/node_modules/playwright-core ] || (cd tests/interop && npm install --no-audit --no-fund --no-package-lock --silent)

@@ -174,6 +174,7 @@ impl App {
             token: token.as_str().into(),
             alerts: alerts.clone(),
             metrics,
+            sessions: Arc::default(),
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         tracing::info!(

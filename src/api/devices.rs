@@ -25,11 +25,24 @@ pub struct DeviceView {
     tags: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     device_secret: Option<String>,
+    /// Connected now.
+    online: bool,
+    /// The last session's MQTT client id.
+    client_id: Option<String>,
+    /// `ip:port` of the last session since the server started.
+    ip_address: Option<String>,
+    /// Epoch ms of the last connection since the server started.
+    last_online_time: Option<u64>,
 }
 
 impl DeviceView {
-    fn of(d: Device, with_secret: bool) -> Self {
+    fn of(d: Device, with_secret: bool, state: &ApiState) -> Self {
+        let seen = state.devices.registry().seen(&d.product_key, &d.name);
         Self {
+            online: seen.as_ref().is_some_and(|s| s.online),
+            client_id: seen.as_ref().map(|s| s.client_id.clone()),
+            ip_address: seen.as_ref().and_then(|s| s.peer.clone()),
+            last_online_time: seen.map(|s| s.last_online_time),
             product_key: d.product_key,
             device_name: d.name,
             iot_id: d.iot_id,
@@ -77,7 +90,9 @@ pub async fn list(
     if state.devices.registry().product(&pk).is_none() {
         return Err(ApiError::not_found(format!("product {pk} does not exist")));
     }
-    Ok(Json(state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false)).collect()))
+    Ok(Json(
+        state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state)).collect(),
+    ))
 }
 
 /// `GET /products/{pk}/devices/{dn}`.
@@ -90,7 +105,7 @@ pub async fn get(
         .registry()
         .device(&pk, &dn)
         .ok_or_else(|| ApiError::not_found(format!("device {dn} of product {pk} does not exist")))?;
-    Ok(Json(DeviceView::of(Device::clone(&d), false)))
+    Ok(Json(DeviceView::of(Device::clone(&d), false, &state)))
 }
 
 /// `POST /products/{pk}/devices` body.
@@ -126,7 +141,7 @@ pub async fn create(
             .map_err(|message| ApiError::bad_body(format!("deviceSecret: {message}")))?;
     }
     let device = state.devices.create(&pk, &body.device_name, body.device_secret, body.tags).await?;
-    Ok((StatusCode::CREATED, Json(DeviceView::of(device, true))))
+    Ok((StatusCode::CREATED, Json(DeviceView::of(device, true, &state))))
 }
 
 /// `PATCH /products/{pk}/devices/{dn}` body.
@@ -145,7 +160,7 @@ pub async fn patch(
 ) -> Result<Json<DeviceView>, ApiError> {
     let Json(body) = body?;
     let device = state.devices.set_enabled(&pk, &dn, body.enabled).await?;
-    Ok(Json(DeviceView::of(device, false)))
+    Ok(Json(DeviceView::of(device, false, &state)))
 }
 
 /// `DELETE /products/{pk}/devices/{dn}`: deletes and disconnects the device.
@@ -182,7 +197,7 @@ pub async fn put_tags(
 ) -> Result<Json<DeviceView>, ApiError> {
     let Json(body) = body?;
     let device = state.devices.edit_tags(&pk, &dn, TagEdit::Replace(body.tags)).await?;
-    Ok(Json(DeviceView::of(device, false)))
+    Ok(Json(DeviceView::of(device, false, &state)))
 }
 
 /// `PATCH /products/{pk}/devices/{dn}/tags` `{"tags": {"k": "v", "gone": null}}`: sets and
@@ -194,5 +209,5 @@ pub async fn patch_tags(
 ) -> Result<Json<DeviceView>, ApiError> {
     let Json(body) = body?;
     let device = state.devices.edit_tags(&pk, &dn, TagEdit::Merge(body.tags)).await?;
-    Ok(Json(DeviceView::of(device, false)))
+    Ok(Json(DeviceView::of(device, false, &state)))
 }

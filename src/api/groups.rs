@@ -100,6 +100,19 @@ pub async fn get(State(state): State<ApiState>, Path(id): Path<String>) -> Resul
     Ok(Json(GroupView::of(&*find(&state, &id)?)))
 }
 
+/// `GET /consumer-groups/{id}/history`: the last hour of accumulated count and consumption rate,
+/// one sample every ten seconds, oldest first, the last one taken now (the console's charts).
+pub async fn history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let g = find(&state, &id)?;
+    Ok(Json(serde_json::json!({
+        "intervalSeconds": crate::groups::history::INTERVAL.as_secs(),
+        "samples": g.history(),
+    })))
+}
+
 /// `GET /consumer-groups/{id}/status`, in the contract's field names plus iotpipe's counters.
 pub async fn status(
     State(state): State<ApiState>,

@@ -4,10 +4,12 @@
 
 mod alerts;
 pub mod config;
+mod console;
 mod devices;
 pub mod error;
 mod groups;
 mod rules;
+pub mod session;
 mod subscriptions;
 pub mod token;
 
@@ -57,6 +59,8 @@ pub struct ApiState {
     pub alerts: Arc<crate::alerts::Alerts>,
     /// What `/metrics` serves.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Console sessions (signed in with the admin token).
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// The running HTTP server.
@@ -117,6 +121,7 @@ fn router(state: ApiState) -> Router {
         .route("/consumer-groups", get(groups::list).post(groups::create))
         .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
+        .route("/consumer-groups/{id}/history", get(groups::history))
         .route("/consumer-groups/{id}/clear", post(groups::clear))
         .route(
             "/consumer-groups/{id}/dead-letters",
@@ -147,6 +152,7 @@ fn router(state: ApiState) -> Router {
         .route("/products/{pk}/devices/{dn}/tags", put(devices::put_tags).patch(devices::patch_tags))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .merge(console::routes())
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
@@ -169,20 +175,33 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// Requires `Authorization: Bearer <admin_token>` (compared in constant time).
+/// Requires `Authorization: Bearer <admin_token>` (compared in constant time), or a console
+/// session's cookie; a change (any method but GET and HEAD) made with the cookie must also carry
+/// the session's CSRF token in `X-CSRF-Token`.
 async fn require_token(
     State(state): State<ApiState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+    let headers = request.headers();
+    if let Some(given) = headers.get(AUTHORIZATION) {
+        let given = given.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+            return Err(ApiError::unauthorized());
+        }
+        return Ok(next.run(request).await);
+    }
+    let Some((_, csrf)) = state.sessions.of_request(headers) else {
         return Err(ApiError::unauthorized());
+    };
+    let safe = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if !safe && !session::csrf_matches(headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok()), &csrf)
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "CsrfTokenMismatch",
+            "a change made with the console's session cookie needs the session's X-CSRF-Token header",
+        ));
     }
     Ok(next.run(request).await)
 }

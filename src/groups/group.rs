@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod dead;
 
+use super::history::{History, Sample};
 use super::rate::RateWindow;
 use super::retry::Retries;
 use super::Settings;
@@ -155,6 +156,8 @@ pub struct Group {
     next_client: AtomicU64,
     /// Deliveries of a message at most (0: no limit).
     max_delivery_attempts: AtomicU32,
+    /// The last hour of status samples (the console's charts).
+    history: Mutex<History>,
     stop: CancellationToken,
 }
 
@@ -229,6 +232,7 @@ impl Group {
             settings,
             next_client: AtomicU64::new(1),
             max_delivery_attempts: AtomicU32::new(0),
+            history: Mutex::new(History::default()),
             stop,
         })
     }
@@ -380,6 +384,26 @@ impl Group {
                 .map(|c| ClientInfo { rate_per_minute: c.rate.per_minute(now), ..c.info.clone() })
                 .collect(),
         }
+    }
+
+    /// The status now, as a history sample.
+    fn sample(&self) -> Sample {
+        let now = now_ms();
+        let s = self.lock();
+        Sample { time: now, accumulated_count: s.count, consumption_rate: s.rate.per_minute(now / 1000) }
+    }
+
+    /// Adds the status now to the history.
+    pub(super) fn sample_history(&self) {
+        let sample = self.sample();
+        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sample);
+    }
+
+    /// The last hour's samples, oldest first, ending with one taken now.
+    pub fn history(&self) -> Vec<Sample> {
+        let mut samples = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner).samples();
+        samples.push(self.sample());
+        samples
     }
 
     /// Drops every stored message of the group; returns how many.

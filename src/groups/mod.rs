@@ -5,6 +5,7 @@
 
 pub mod config;
 mod group;
+pub mod history;
 pub mod name;
 mod rate;
 mod retry;
@@ -170,6 +171,8 @@ impl Groups {
         }
         let sweeper = this.clone();
         this.tasks.spawn(async move { sweeper.sweep_loop().await });
+        let sampler = this.clone();
+        this.tasks.spawn(async move { sampler.history_loop().await });
         Ok(this)
     }
 
@@ -328,6 +331,21 @@ impl Groups {
             for group in self.list() {
                 group.sweep();
                 group.expire_dead_letters().await;
+            }
+        }
+    }
+
+    /// Samples every group's status into its history every [`history::INTERVAL`].
+    async fn history_loop(&self) {
+        let mut tick = tokio::time::interval(history::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for group in self.list() {
+                group.sample_history();
             }
         }
     }

@@ -101,6 +101,8 @@ impl Inner {
 pub struct Registry {
     inner: RwLock<Inner>,
     db: Arc<Db>,
+    /// Each device's last session since this process started (online or not).
+    seen: presence::SeenMap,
 }
 
 impl Registry {
@@ -141,7 +143,7 @@ impl Registry {
             }
         }
         assign_iot_ids(&mut inner, &db)?;
-        Ok(Self { inner: RwLock::new(inner), db })
+        Ok(Self { inner: RwLock::new(inner), db, seen: presence::SeenMap::default() })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {

@@ -134,6 +134,8 @@ pub fn parse_select(sql: &str) -> Result<Box<Select>, CompileError> {
     }
     let text = rewrite_backslash_quotes(sql);
     let dialect = GenericDialect {};
+    // Before the parser: its error for `WHERE t > AND x` is at `x`, after it read AND as a field.
+    strict(&dialect, &text)?;
     let mut statements = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(&text)
@@ -179,6 +181,67 @@ pub fn parse_select(sql: &str) -> Result<Box<Select>, CompileError> {
             "only a plain SELECT is allowed (no UNION, VALUES or subqueries)",
         )),
     }
+}
+
+/// What GenericDialect accepts and the platform's SQL does not: a comma before FROM
+/// (`SELECT a, FROM ...`), and an operator keyword where a value belongs (`WHERE t > AND`, which
+/// GenericDialect reads as a field named `AND`, so the rule silently never matches). `*` is left
+/// out: `SELECT * FROM` is the wildcard.
+fn strict(dialect: &GenericDialect, text: &str) -> Result<(), CompileError> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(dialect, text).tokenize_with_location() else {
+        return Ok(()); // the parser reports the tokenizer's error
+    };
+    let mut previous: Option<&sqlparser::tokenizer::TokenWithSpan> = None;
+    for t in tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))) {
+        let keyword = match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.keyword),
+            _ => None,
+        };
+        if let Some(p) = previous {
+            let at =
+                |span: &sqlparser::tokenizer::TokenWithSpan| (span.span.start.line, span.span.start.column);
+            if p.token == Token::Comma && keyword == Some(Keyword::FROM) {
+                let (line, col) = at(p);
+                return Err(CompileError::at(
+                    line,
+                    col,
+                    "a comma before FROM: the field list ends without a field",
+                )
+                .hint("remove the ',' or write the missing field"));
+            }
+            let operator = matches!(
+                p.token,
+                Token::Eq
+                    | Token::DoubleEq
+                    | Token::Neq
+                    | Token::Lt
+                    | Token::Gt
+                    | Token::LtEq
+                    | Token::GtEq
+                    | Token::Plus
+                    | Token::Minus
+                    | Token::Div
+                    | Token::Mod
+            );
+            let misplaced = [Keyword::AND, Keyword::OR, Keyword::FROM, Keyword::WHERE, Keyword::SELECT];
+            if operator && keyword.is_some_and(|k| misplaced.contains(&k)) {
+                let (line, col) = at(t);
+                return Err(CompileError::at(
+                    line,
+                    col,
+                    format!("a value is missing after '{}': found the keyword {}", p.token, t.token),
+                )
+                .hint(format!(
+                    "write a value after '{}'; a field named {} goes in double quotes",
+                    p.token, t.token
+                )));
+            }
+        }
+        previous = Some(t);
+    }
+    Ok(())
 }
 
 /// Line and column of the first character at or after `from` that is not blank or a comment.
@@ -328,6 +391,19 @@ mod tests {
         assert!(out.contains("'yyyy-MM-dd''T''HH'"));
         assert!(out.ends_with(r"-- it\'s"));
         assert!(parse_select(sql).is_ok());
+    }
+
+    #[test]
+    fn what_generic_sql_allows_and_the_platform_does_not_is_refused() {
+        let e = parse_select("SELECT a AS t,\nFROM \"/a/+/user/update\"").unwrap_err();
+        assert_eq!((e.line, e.col, e.message.contains("comma before FROM")), (1, 14, true), "{}", e.message);
+        let e = parse_select("SELECT a FROM \"t\"\nWHERE temperature > AND").unwrap_err();
+        assert_eq!((e.line, e.col), (2, 21), "{}", e.message);
+        assert!(e.message.contains("keyword AND"), "{}", e.message);
+        // A field named like a keyword, quoted, and the comma inside a function are fine.
+        assert!(parse_select("SELECT a FROM \"t\" WHERE b > \"and\"").is_ok());
+        assert!(parse_select("SELECT concat(a, b) AS c, d FROM \"t\" WHERE x > 1 AND y < 2").is_ok());
+        assert!(parse_select("SELECT * FROM \"t\" WHERE x * 2 > 1").is_ok());
     }
 
     #[test]

@@ -201,6 +201,9 @@ pub async fn connect_v4(
     options: rumqttc::MqttOptions,
 ) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), rumqttc::ConnectionError> {
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    // rumqttc gives up on the TCP connect and CONNACK after 5 s; a thousand devices connecting at
+    // once on two loaded cores can take longer than that without anything being wrong.
+    eventloop.network_options.set_connection_timeout(WAIT.as_secs());
     loop {
         let event = tokio::time::timeout(WAIT, eventloop.poll()).await.expect("no CONNACK in time")?;
         if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = event {
