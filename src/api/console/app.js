@@ -5,7 +5,7 @@
 
 const CSRF = document.querySelector('meta[name="csrf-token"]').content;
 const main = document.getElementById('main');
-const MESSAGE_TYPES = ['upstream', 'status', 'lifecycle'];
+const MESSAGE_TYPES = ['upstream', 'status', 'lifecycle', 'thing_history', 'tag_change'];
 let timers = [];
 
 // ---- DOM and API helpers -------------------------------------------------------------------
