@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::ingress::{OfflineReason, SessionsHandle};
+use crate::message::thing::tags::{self, Subject};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Pipeline};
 use crate::registry::{Device, Registry, RegistryError};
@@ -130,37 +131,14 @@ impl DeviceAdmin {
                 }
             }
         })?;
-        let updated: Vec<(&String, &String)> =
-            device.tags.iter().filter(|(k, v)| before.get(*k) != Some(*v)).collect();
-        let deleted: Vec<&String> = before.keys().filter(|k| !device.tags.contains_key(*k)).collect();
-        if !updated.is_empty() {
-            let items: Vec<_> = updated.iter().map(|(k, v)| json!({"attrKey": k, "attrValue": v})).collect();
-            self.announce_tags(&device, "UPDATE", items).await?;
-        }
-        if !deleted.is_empty() {
-            let items: Vec<_> = deleted.iter().map(|k| json!({"attrKey": k})).collect();
-            self.announce_tags(&device, "DELETE", items).await?;
+        let now = now_ms();
+        let subject =
+            Subject { iot_id: &device.iot_id, product_key: &device.product_key, device_name: &device.name };
+        for body in tags::change_bodies(subject, &before, &device.tags, now) {
+            let topic = tags::topic(&device.product_key, &device.name);
+            self.submit(&device, Kind::TagChange, topic, body, now).await?;
         }
         Ok(device)
-    }
-
-    async fn announce_tags(
-        &self,
-        device: &Device,
-        action: &str,
-        items: Vec<serde_json::Value>,
-    ) -> Result<(), HandoffError> {
-        let now = now_ms();
-        let body = json!({
-            "action": action,
-            "iotId": device.iot_id,
-            "productKey": device.product_key,
-            "deviceName": device.name,
-            "items": items,
-            "messageCreateTime": now,
-        });
-        let topic = format!("/{}/{}/thing/deviceinfo/update", device.product_key, device.name);
-        self.submit(device, Kind::TagChange, topic, body, now).await
     }
 
     async fn announce(&self, device: &Device, action: &str) -> Result<(), HandoffError> {
@@ -177,7 +155,7 @@ impl DeviceAdmin {
             body["deviceSecret"] = json!(device.secret);
         }
         let topic = format!("/{}/{}/thing/lifecycle", device.product_key, device.name);
-        self.submit(device, Kind::Lifecycle, topic, body, now).await
+        self.submit(device, Kind::Lifecycle, topic, Bytes::from(body.to_string()), now).await
     }
 
     /// Stores a message the platform makes about `device`.
@@ -186,14 +164,14 @@ impl DeviceAdmin {
         device: &Device,
         kind: Kind,
         topic: String,
-        body: serde_json::Value,
+        payload: Bytes,
         now: u64,
     ) -> Result<(), HandoffError> {
         let message = Message {
             id: self.pipeline.next_id().await?,
             kind,
             topic,
-            payload: Bytes::from(body.to_string()),
+            payload,
             qos: 1,
             origin: Arc::new(Origin {
                 product_key: device.product_key.clone(),

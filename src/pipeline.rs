@@ -98,6 +98,14 @@ impl Future for Receipt {
 }
 
 impl Receipt {
+    /// A receipt already resolved with `result`: for a publish that stores nothing but must
+    /// be answered in its turn.
+    pub fn ready(result: Result<(), HandoffError>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(result);
+        Self(rx)
+    }
+
     /// The outcome if it is already known.
     pub fn try_result(&mut self) -> Option<Result<(), HandoffError>> {
         match self.0.try_recv() {

@@ -263,3 +263,74 @@ async fn iot_ids_are_stable_across_restarts_and_in_every_message_kind() {
     assert_ne!(again["iotId"], json!(made1));
     group.close().await;
 }
+
+#[tokio::test]
+async fn a_device_reports_its_tags_and_each_change_is_a_tag_change_message() {
+    let server = Server::start().await;
+    subscribe(&server, &["upstream", "tag_change"]).await;
+    let mut group = consumer(server.app.amqp_addr(), "c1", "DEFAULT_GROUP").await;
+    let (client, mut ev) = device(&server).await;
+    client.subscribe("/sys/a1test/dev1/thing/deviceinfo/+", QoS::AtMostOnce).await.unwrap();
+    until_v4(&mut ev, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+
+    let update = "/sys/a1test/dev1/thing/deviceinfo/update";
+    client
+        .publish(
+            update,
+            QoS::AtLeastOnce,
+            false,
+            r#"{"id":"11","version":"1.0","params":[{"attrKey":"vendor","attrValue":"acme"}],"method":"thing.deviceinfo.update"}"#,
+        )
+        .await
+        .unwrap();
+    let (topic, body) = next_publish(&mut ev).await;
+    assert_eq!(topic, "/sys/a1test/dev1/thing/deviceinfo/update_reply");
+    assert_eq!(
+        (&body["code"], &body["id"], &body["method"]),
+        (&json!(200), &json!("11"), &json!("thing.deviceinfo.update"))
+    );
+    let (r, change) = next_on(&mut group, "/a1test/dev1/thing/deviceinfo/update").await;
+    assert_eq!(
+        (&change["action"], &change["items"]),
+        (&json!("UPDATE"), &json!([{"attrKey": "vendor", "attrValue": "acme"}]))
+    );
+    assert_eq!(change["iotId"], json!(iot_id(&server, "dev1").await));
+    assert!(!r.body.is_empty());
+    let (_, view) = common::api::get(&server, "/products/a1test/devices/dev1").await;
+    assert_eq!(view["tags"], json!({"vendor": "acme"}));
+
+    client
+        .publish(
+            "/sys/a1test/dev1/thing/deviceinfo/delete",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"id":"12","params":[{"attrKey":"vendor"}]}"#,
+        )
+        .await
+        .unwrap();
+    let (_, body) = next_publish(&mut ev).await;
+    assert_eq!((&body["code"], &body["method"]), (&json!(200), &json!("thing.deviceinfo.delete")));
+    let (_, change) = next_on(&mut group, "/a1test/dev1/thing/deviceinfo/update").await;
+    assert_eq!((&change["action"], &change["items"]), (&json!("DELETE"), &json!([{"attrKey": "vendor"}])));
+
+    // A bad report changes nothing, is answered 460 and forwarded as sent.
+    client
+        .publish(update, QoS::AtLeastOnce, false, r#"{"id":"13","params":[{"attrKey":""}]}"#)
+        .await
+        .unwrap();
+    let (_, body) = next_publish(&mut ev).await;
+    assert_eq!((&body["code"], &body["id"]), (&json!(460), &json!("13")));
+    let (r, _) = next_on(&mut group, "/a1test/dev1/thing/deviceinfo/update").await;
+    assert_eq!(r.body, br#"{"id":"13","params":[{"attrKey":""}]}"#);
+    let (_, view) = common::api::get(&server, "/products/a1test/devices/dev1").await;
+    assert_eq!(view["tags"], json!({}));
+    group.close().await;
+}
+
+/// The next publish to the device: topic and JSON body.
+async fn next_publish(ev: &mut rumqttc::EventLoop) -> (String, Value) {
+    let Packet::Publish(p) = until_v4(ev, "a publish", |p| matches!(p, Packet::Publish(_))).await else {
+        unreachable!()
+    };
+    (p.topic, serde_json::from_slice(&p.payload).unwrap())
+}

@@ -215,7 +215,10 @@ async fn usage_errors_exit_2() {
 async fn devices_are_created_disabled_listed_and_deleted() {
     let server = Server::start().await;
     let products = cli(&server, &["devices", "products"]).await;
-    assert!(rows(products.ok()).contains(&vec!["a1test", "Test", "product"]), "{products:?}");
+    assert!(
+        rows(products.ok()).contains(&vec!["a1test", "Test", "product", "CustomCategory"]),
+        "{products:?}"
+    );
 
     let created = cli(&server, &["devices", "create", "a1test", "cli-dev1", "--tag", "room=lab"]).await;
     let secret = field(created.ok(), "deviceSecret");
@@ -231,8 +234,10 @@ async fn devices_are_created_disabled_listed_and_deleted() {
     assert_eq!(disabled.ok(), "disabled device a1test/cli-dev1\n");
     let list = cli(&server, &["devices", "list", "a1test"]).await;
     let listed = rows(list.ok());
-    assert!(listed.contains(&vec!["cli-dev1", "false", "room=lab"]), "{list:?}");
-    assert!(listed.contains(&vec!["cli-dev2", "true", "-"]), "{list:?}");
+    let iot_id = field(&created.stdout, "iotId");
+    assert_eq!(iot_id.len(), 26, "{created:?}");
+    assert!(listed.contains(&vec!["cli-dev1", iot_id, "false", "room=lab"]), "{list:?}");
+    assert!(listed.iter().any(|r| r[0] == "cli-dev2" && r[2..] == ["true", "-"]), "{list:?}");
     assert!(!list.stdout.contains(secret) && !list.stdout.contains("my-secret"));
     let json = cli(&server, &["devices", "list", "a1test", "--json"]).await.json();
     assert!(json.as_array().unwrap().iter().any(|d| d["deviceName"] == "cli-dev1" && d["enabled"] == false));
@@ -240,6 +245,18 @@ async fn devices_are_created_disabled_listed_and_deleted() {
     let shown = cli(&server, &["devices", "enable", "a1test", "cli-dev1"]).await;
     assert_eq!(shown.ok(), "enabled device a1test/cli-dev1\n");
     assert_eq!(field(cli(&server, &["devices", "show", "a1test", "cli-dev1"]).await.ok(), "enabled"), "true");
+
+    let tagged =
+        cli(&server, &["devices", "tags", "a1test", "cli-dev1", "--set", "floor=2", "--remove", "room"])
+            .await;
+    assert_eq!(field(tagged.ok(), "tags"), "floor=2", "{tagged:?}");
+    let replaced =
+        cli(&server, &["devices", "tags", "a1test", "cli-dev1", "--set", "a=b", "--replace", "--json"])
+            .await
+            .json();
+    assert_eq!(replaced["tags"], serde_json::json!({"a": "b"}));
+    let bad = cli(&server, &["devices", "tags", "a1test", "cli-dev1", "--set", "novalue"]).await;
+    assert!(bad.failed().contains("write key=value"), "{bad:?}");
 
     assert!(cli(&server, &["devices", "delete", "a1test", "cli-dev2"]).await.ok().starts_with("deleted"));
     let gone = cli(&server, &["devices", "show", "a1test", "cli-dev2"]).await;

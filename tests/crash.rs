@@ -192,5 +192,9 @@ async fn devices_online_at_a_crash_get_their_offline_status_first() {
     assert_eq!(statuses[0]["offlineReason"], "server_restart");
     assert_eq!(statuses[0]["deviceName"], "dev1");
     assert_eq!(statuses[1]["status"], "online", "{statuses:?}");
+    // The device keeps its iotId across the crash, in the announced offline status too.
+    let iot_id = body["iotId"].as_str().expect("iotId");
+    assert!(!iot_id.is_empty());
+    assert_eq!((&statuses[0]["iotId"], &statuses[1]["iotId"]), (&body["iotId"], &body["iotId"]));
     device.abort();
 }

@@ -215,6 +215,76 @@ fn fuzz_mqtt_codec() {
     );
 }
 
+// ---- Thing-model bodies ------------------------------------------------------------------
+
+/// Device topics and Alink bodies of every kind the ingress converts.
+const THING_SEEDS: &[(&str, &str)] = &[
+    (
+        "/sys/a1test/dev1/thing/event/property/post",
+        r#"{"id":"1","version":"1.0","params":{"t":{"value":23.6,"time":1524448722000},"h":40},"method":"thing.event.property.post"}"#,
+    ),
+    ("/sys/a1test/dev1/thing/event/alarm/post", r#"{"id":"2","params":{"value":{"code":1},"time":5}}"#),
+    (
+        "/sys/a1test/dev1/thing/event/property/batch/post",
+        r#"{"id":"3","params":{"properties":{"t":[{"value":1,"time":1},2]},"events":{"e":[{"value":{"c":1},"time":3}]}}}"#,
+    ),
+    (
+        "/sys/a1test/dev1/thing/event/property/history/post",
+        r#"{"id":"4","params":[{"identity":{"productKey":"a1test","deviceName":"dev1"},"properties":[{"t":{"value":1,"time":1}}],"events":[{"e":{"value":{},"time":2}}]}]}"#,
+    ),
+    ("/sys/a1test/dev1/thing/service/property/set_reply", r#"{"id":"5","code":200,"data":{}}"#),
+    (
+        "/sys/a1test/dev1/thing/service/reboot_reply",
+        r#"{"id":"6","code":"460","message":"m","data":{"o":1}}"#,
+    ),
+    ("/sys/a1test/dev1/thing/deviceinfo/update", r#"{"id":"7","params":[{"attrKey":"k","attrValue":"v"}]}"#),
+    ("/sys/a1test/dev1/thing/deviceinfo/delete", r#"{"id":"8","params":[{"attrKey":"k"}]}"#),
+];
+
+#[test]
+fn fuzz_thing_bodies() {
+    use iotpipe::message::thing::{self, tags};
+    let origin = iotpipe::message::Origin {
+        product_key: PK.into(),
+        device_name: "dev1".into(),
+        iot_id: "iot1".into(),
+        device_type: "CustomCategory".into(),
+        client_id: "c".into(),
+        peer: None,
+    };
+    run_target(
+        "thing_bodies",
+        |r| {
+            let (topic, body) = THING_SEEDS[r.below(THING_SEEDS.len())];
+            let bytes = match r.below(4) {
+                0 => r.bytes(64),
+                1 => mutate(r, body.as_bytes()),
+                _ => {
+                    let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+                    for _ in 0..1 + r.below(3) {
+                        mutate_json(r, &mut v);
+                    }
+                    v.to_string().into_bytes()
+                }
+            };
+            (topic, bytes)
+        },
+        |(topic, bytes)| {
+            if let Some(Ok(c)) = thing::convert(&origin, topic, bytes, 1) {
+                assert!(!c.messages.is_empty() && c.messages.len() <= thing::MAX_CONVERTED);
+                for m in &c.messages {
+                    serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .expect("converted bodies are JSON");
+                }
+            }
+            if let Some(op) = tags::report_op(&origin, topic) {
+                let _ = tags::parse_report(op, bytes);
+            }
+            let _ = iotpipe::message::alink::post_reply(topic, bytes, true);
+        },
+    );
+}
+
 // ---- AMQP SASL username -----------------------------------------------------------------
 
 #[test]
@@ -454,6 +524,8 @@ const API_SEEDS: &[(&str, &str, &str)] = &[
     ("POST", "/consumer-groups", r#"{"name":"fuzzgroup"}"#),
     ("POST", "/products/a1test/devices", r#"{"deviceName":"newdev","deviceSecret":"k-secret"}"#),
     ("PATCH", "/products/a1test/devices/dev3", r#"{"enabled":true}"#),
+    ("PUT", "/products/a1test/devices/dev3/tags", r#"{"tags":{"room":"lab","floor":"2"}}"#),
+    ("PATCH", "/products/a1test/devices/dev3/tags", r#"{"tags":{"room":"hall","floor":null}}"#),
     (
         "POST",
         "/products/a1test/devices/dev1/messages",

@@ -137,3 +137,47 @@ async fn python_qpid_proton_releasing_everything_gets_each_message_a_few_times()
     let group = server.app.groups().get("DEFAULT_GROUP").unwrap();
     assert_eq!(group.status().accumulated, 5, "nothing lost (dev1's status messages were accepted)");
 }
+
+/// A property-set reply from a device reaches a python-qpid-proton consumer (the platform's
+/// sample) as the platform's downlink reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_qpid_proton_reads_a_property_set_reply_as_the_platform_downlink_reply() {
+    let server = Server::start().await;
+    let (client, mut ev) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
+    let body = r#"{"id":"2001","code":200,"data":{},"version":"1.0"}"#;
+    client
+        .publish("/sys/a1test/dev1/thing/service/property/set_reply", rumqttc::QoS::AtLeastOnce, false, body)
+        .await
+        .unwrap();
+    until_v4(&mut ev, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
+    let mut env = base_env(server.app.amqp_addr().port());
+    env.retain(|(k, _)| *k != "COUNT" && *k != "TOPIC_SUFFIX");
+    env.push(("COUNT", "1".into()));
+    env.push(("TOPIC_SUFFIX", "/thing/downlink/reply/message".into()));
+    let received =
+        tokio::task::spawn_blocking(move || run_consumer("python3", &["proton_consumer.py"], &env))
+            .await
+            .unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["topic"], "/a1test/dev1/thing/downlink/reply/message");
+    let reply: serde_json::Value = serde_json::from_str(received[0]["body"].as_str().unwrap()).unwrap();
+    let iot_id = server.app.registry().device(PK, "dev1").unwrap().iot_id.clone();
+    assert_eq!(
+        (
+            &reply["iotId"],
+            &reply["requestId"],
+            &reply["code"],
+            &reply["message"],
+            &reply["topic"],
+            &reply["data"]
+        ),
+        (
+            &serde_json::json!(iot_id),
+            &serde_json::json!("2001"),
+            &serde_json::json!(200),
+            &serde_json::json!("success"),
+            &serde_json::json!("/sys/a1test/dev1/thing/service/property/set"),
+            &serde_json::json!({})
+        )
+    );
+}

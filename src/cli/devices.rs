@@ -60,6 +60,22 @@ pub enum DevicesCommand {
         /// deviceName.
         device_name: String,
     },
+    /// Edits a device's tags; each change is announced as a tag-change message.
+    Tags {
+        /// productKey.
+        product_key: String,
+        /// deviceName.
+        device_name: String,
+        /// A tag to set, as key=value; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A tag to remove; repeatable.
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+        /// The device's tags become exactly the --set ones (the others are removed).
+        #[arg(long, conflicts_with = "remove")]
+        replace: bool,
+    },
     #[command(flatten)]
     Downlink(DownlinkCommand),
 }
@@ -92,6 +108,18 @@ pub fn run(client: &Client, cmd: &DevicesCommand) -> anyhow::Result<()> {
         C::Delete { product_key, device_name } => {
             client.delete(&["products", product_key, "devices", device_name])?
         }
+        C::Tags { product_key, device_name, set, remove, replace } => {
+            let path = ["products", product_key, "devices", device_name, "tags"];
+            let set = parse_tags(set)?;
+            if *replace {
+                client.put(&path, &json!({ "tags": set }))?
+            } else {
+                let mut tags: BTreeMap<&str, Option<&str>> =
+                    set.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                tags.extend(remove.iter().map(|k| (k.as_str(), None)));
+                client.patch(&path, &json!({ "tags": tags }))?
+            }
+        }
     };
     if client.json {
         answer.print_json();
@@ -99,16 +127,16 @@ pub fn run(client: &Client, cmd: &DevicesCommand) -> anyhow::Result<()> {
     }
     match cmd {
         C::Products => {
-            let mut t = Table::new(&["PRODUCT KEY", "NAME"]);
+            let mut t = Table::new(&["PRODUCT KEY", "NAME", "CATEGORY"]);
             for p in answer.items() {
-                t.row(vec![cell(&p["productKey"]), cell(&p["name"])]);
+                t.row(vec![cell(&p["productKey"]), cell(&p["name"]), cell(&p["category"])]);
             }
             t.print();
         }
         C::List { .. } => {
-            let mut t = Table::new(&["DEVICE NAME", "ENABLED", "TAGS"]);
+            let mut t = Table::new(&["DEVICE NAME", "IOT ID", "ENABLED", "TAGS"]);
             for d in answer.items() {
-                t.row(vec![cell(&d["deviceName"]), cell(&d["enabled"]), cell(&d["tags"])]);
+                t.row(vec![cell(&d["deviceName"]), cell(&d["iotId"]), cell(&d["enabled"]), cell(&d["tags"])]);
             }
             t.print();
         }
@@ -126,6 +154,7 @@ pub fn run(client: &Client, cmd: &DevicesCommand) -> anyhow::Result<()> {
         C::Delete { product_key, device_name } => {
             table::emit(&format!("deleted device {product_key}/{device_name}\n"))
         }
+        C::Tags { .. } => print_device(&answer.value),
         C::Downlink(_) => {}
     }
     Ok(())
@@ -135,6 +164,7 @@ fn print_device(v: &Value) {
     let mut pairs = vec![
         ("productKey", cell(&v["productKey"])),
         ("deviceName", cell(&v["deviceName"])),
+        ("iotId", cell(&v["iotId"])),
         ("enabled", cell(&v["enabled"])),
         ("tags", cell(&v["tags"])),
     ];

@@ -21,7 +21,7 @@ pub enum SubscriptionsCommand {
     Create {
         /// productKey.
         product_key: String,
-        /// Message types, comma-separated: upstream, status, lifecycle.
+        /// Message types, comma-separated: upstream, status, lifecycle, thing_history, tag_change.
         #[arg(long, value_delimiter = ',', required = true)]
         types: Vec<String>,
         /// Consumer group ids, comma-separated.
@@ -51,7 +51,7 @@ pub enum SubscriptionsCommand {
 pub struct UpdateArgs {
     /// productKey.
     product_key: String,
-    /// Message types, comma-separated: upstream, status, lifecycle.
+    /// Message types, comma-separated: upstream, status, lifecycle, thing_history, tag_change.
     #[arg(long, value_delimiter = ',')]
     types: Option<Vec<String>>,
     /// Consumer group ids, comma-separated.

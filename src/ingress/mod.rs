@@ -19,6 +19,7 @@ mod restart;
 mod session;
 pub mod sessions;
 pub mod status;
+mod tags;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -21,7 +21,13 @@ pub(super) async fn announce_offline(registry: &Registry, pipeline: &Pipeline) {
             return;
         }
     };
-    for presence in online {
+    for mut presence in online {
+        if presence.iot_id.is_empty() {
+            // Recorded before iotIds existed: the registry knows it, unless the device is gone.
+            if let Some(d) = registry.device(&presence.product_key, &presence.device_name) {
+                presence.iot_id.clone_from(&d.iot_id);
+            }
+        }
         let device = presence.device_name.clone();
         let Some(message) = offline_message(&presence, pipeline).await else { return };
         match pipeline.submit(message).await {

@@ -379,20 +379,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(id) => id,
             Err(e) => return self.acknowledge(Some(p.pkid).filter(|_| p.qos == 1), Err(e), None),
         };
-        let (kind, mut platforms, reply) = match thing::convert(
-            &self.origin,
-            &p.topic,
-            &p.payload,
-            received_at_ms,
-        ) {
-            None => (Kind::Upstream, Vec::new(), None),
-            Some(Ok(c)) => (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true)),
-            Some(Err(e)) => {
-                stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
-                (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
+        let pkid = (p.qos == 1).then_some(p.pkid);
+        stats.publishes.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        let (kind, mut platforms, reply) = match thing::tags::report_op(&self.origin, &p.topic) {
+            Some(op) => {
+                match super::tags::apply(&self.shared, &self.origin, op, &p.topic, &p.payload, received_at_ms)
+                    .await
+                {
+                    Ok(changes) => (Kind::TagChange, changes, alink::post_reply(&p.topic, &p.payload, true)),
+                    Err(reply) => (Kind::Upstream, Vec::new(), reply),
+                }
             }
+            None => match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
+                None => (Kind::Upstream, Vec::new(), None),
+                Some(Ok(c)) => (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true)),
+                Some(Err(e)) => {
+                    stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
+                    (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
+                }
+            },
         };
+        if kind == Kind::TagChange && platforms.is_empty() {
+            // A tag report that changed nothing: nothing to store, answered in its turn.
+            self.inflight.push_back((pkid, Receipt::ready(Ok(())), reply));
+            return Ok(());
+        }
         if platforms.is_empty() {
             // Unconverted thing-model messages keep their bytes but take the forwarding topic,
             // so that every thing-model message is seen under one spelling (without `/sys`).
@@ -400,9 +413,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 platforms.push(Platform { topic: topic.to_string(), payload: p.payload.clone() });
             }
         }
-        stats.publishes.fetch_add(1, Ordering::Relaxed);
-        stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-        let pkid = (p.qos == 1).then_some(p.pkid);
         // A message converted into several platform messages (a batch or history post) is
         // stored as that many messages; the PUBACK and the Alink reply go with the last, so
         // they are sent once all are stored (receipts are answered in order).

@@ -2,7 +2,8 @@
 //!
 //! A property post (`/sys/${pk}/${dn}/thing/event/property/post`), an event post
 //! (`.../thing/event/${identifier}/post`), a batch post (`.../thing/event/property/batch/post`)
-//! or a history post (`.../thing/event/property/history/post`) is answered on the same topic
+//! a history post (`.../thing/event/property/history/post`) or a tag report
+//! (`.../thing/deviceinfo/update`, `.../thing/deviceinfo/delete`) is answered on the same topic
 //! with `_reply` appended:
 //! `{"code":200,"data":{},"id":"<request id>","message":"success","method":"thing.event.property.post","version":"1.0"}`.
 //! A body that is not valid Alink JSON gets code 460 ("request parameter error", the platform's
@@ -17,6 +18,8 @@ use serde_json::{json, Value};
 pub const CODE_SUCCESS: u16 = 200;
 /// The platform's code for empty, malformed or too many parameters.
 pub const CODE_BAD_PARAMS: u16 = 460;
+/// The platform's code for a device that does not exist (tag reports).
+pub const CODE_NO_DEVICE: u16 = 6100;
 
 /// A reply to publish to the device on its reply topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,15 @@ struct Head {
 /// The reply echoes the request's `id` as the device sent it (`null` when the body has none or
 /// cannot be read) and names the method of the topic, whatever `method` the body claims.
 pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
+    if valid {
+        reply_with(topic, payload, CODE_SUCCESS, "success")
+    } else {
+        reply_with(topic, payload, CODE_BAD_PARAMS, "request parameter error")
+    }
+}
+
+/// As [`post_reply`], with the given code and message.
+pub fn reply_with(topic: &str, payload: &[u8], code: u16, message: &str) -> Option<Reply> {
     let method = post_method(topic)?;
     let (id, ack) = match serde_json::from_slice::<Head>(payload) {
         Ok(head) => (head.id, head.sys.get("ack").cloned()),
@@ -51,8 +63,6 @@ pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
     if ack.is_some_and(|a| a == 0 || a == "0") {
         return None;
     }
-    let (code, message) =
-        if valid { (CODE_SUCCESS, "success") } else { (CODE_BAD_PARAMS, "request parameter error") };
     let body = json!({
         "code": code,
         "data": {},
@@ -66,7 +76,7 @@ pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
 
 /// `thing.event.${identifier}.post` for `/sys/${pk}/${dn}/thing/event/${identifier}/post`,
 /// `thing.event.property.batch.post` and `thing.event.property.history.post` for the batch and
-/// history posts.
+/// history posts, `thing.deviceinfo.update` and `thing.deviceinfo.delete` for tag reports.
 fn post_method(topic: &str) -> Option<String> {
     let mut levels = topic.strip_prefix("/sys/")?.split('/');
     let (_pk, _dn) = (levels.next()?, levels.next()?);
@@ -77,6 +87,9 @@ fn post_method(topic: &str) -> Option<String> {
         }
         [Some("thing"), Some("event"), Some("property"), Some(kind @ ("batch" | "history")), Some("post"), None] => {
             Some(format!("thing.event.property.{kind}.post"))
+        }
+        [Some("thing"), Some("deviceinfo"), Some(op @ ("update" | "delete")), None, ..] => {
+            Some(format!("thing.deviceinfo.{op}"))
         }
         _ => None,
     }
@@ -137,6 +150,18 @@ mod tests {
             assert_eq!(r.topic, format!("{topic}_reply"));
             assert_eq!(body(&r)["method"], format!("thing.event.property.{kind}.post"));
         }
+        let r = reply_with(
+            "/sys/a1demo/dev1/thing/deviceinfo/delete",
+            br#"{"id":"4"}"#,
+            CODE_NO_DEVICE,
+            "device not found",
+        )
+        .unwrap();
+        assert_eq!(r.topic, "/sys/a1demo/dev1/thing/deviceinfo/delete_reply");
+        assert_eq!(
+            (&body(&r)["method"], &body(&r)["code"]),
+            (&json!("thing.deviceinfo.delete"), &json!(6100))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `thing/event/property/batch/post` | `thing/property/batch/post` and `thing/event/batch/post` | [`batch`] |
 //! | `thing/event/property/history/post` | `thing/event/property/history/post`, `thing/event/${identifier}/history/post` | [`batch`] |
 //! | `thing/service/property/set_reply`, `thing/service/${identifier}_reply` | `thing/downlink/reply/message` | [`reply`] |
+//! | `thing/deviceinfo/update`, `thing/deviceinfo/delete` (tag reports, applied by the ingress) | `thing/deviceinfo/update` (tag change) | [`tags`] |
 //!
 //! Each payload is parsed once; the converted bodies are written straight from the parsed
 //! value. One device message may become several platform messages (a batch with properties and
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod post;
 pub mod reply;
+pub mod tags;
 
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
@@ -60,11 +62,13 @@ pub struct Converted {
     pub kind: Kind,
     /// The platform messages, in order; never empty.
     pub messages: Vec<Platform>,
+    /// A device's reply to a cloud call, parsed, for whoever waits for it.
+    pub reply: Option<reply::DeviceReply>,
 }
 
 impl Converted {
     fn one(kind: Kind, message: Platform) -> Self {
-        Self { kind, messages: vec![message] }
+        Self { kind, messages: vec![message], reply: None }
     }
 }
 
@@ -111,8 +115,11 @@ pub fn convert(
     }
     if let Some(rest) = tail.strip_prefix("service/") {
         return reply::request_of(rest).map(|_| {
-            reply::DeviceReply::parse(topic, payload)
-                .map(|r| Converted::one(Kind::Upstream, r.platform(origin, received_ms)))
+            reply::DeviceReply::parse(topic, payload).map(|r| Converted {
+                kind: Kind::Upstream,
+                messages: vec![r.platform(origin, received_ms)],
+                reply: Some(r),
+            })
         });
     }
     None

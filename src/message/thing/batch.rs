@@ -69,7 +69,7 @@ pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> R
     if messages.is_empty() {
         return Err(ThingError::BadParams(BATCH, "neither \"properties\" nor \"events\" has an entry"));
     }
-    Ok(Converted { kind: Kind::Upstream, messages })
+    Ok(Converted { kind: Kind::Upstream, messages, reply: None })
 }
 
 /// A history post's platform messages, one per properties element and one per event.
@@ -130,7 +130,7 @@ pub(super) fn history_post(
             }
         }
     }
-    Ok(Converted { kind: Kind::ThingHistory, messages })
+    Ok(Converted { kind: Kind::ThingHistory, messages, reply: None })
 }
 
 /// Refuses an `identity` naming a device other than the sender.
@@ -170,13 +170,22 @@ impl Serialize for Lists<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.lists.len()))?;
         for (name, list) in self.lists {
-            let items: Vec<Item<'_>> = list
-                .as_array()
-                .map(|l| l.iter().map(|v| Item::of(v, self.received_ms)).collect())
-                .unwrap_or_default();
-            map.serialize_entry(name, &items)?;
+            map.serialize_entry(name, &List { list, received_ms: self.received_ms })?;
         }
         map.end()
+    }
+}
+
+/// One identifier's list of `{"value","time"}`, written as it is read.
+struct List<'a> {
+    list: &'a Value,
+    received_ms: u64,
+}
+
+impl Serialize for List<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let items = self.list.as_array().map(Vec::as_slice).unwrap_or_default();
+        s.collect_seq(items.iter().map(|v| Item::of(v, self.received_ms)))
     }
 }
 

@@ -151,6 +151,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((c.kind, c.messages.len()), (Kind::Upstream, 1));
+        let reply = c.reply.as_ref().expect("the parsed reply");
+        assert_eq!((&reply.request_id, reply.code), (&json!("123"), 200));
         let p = &c.messages[0];
         assert_eq!(p.topic, "/a1demo/dev1/thing/downlink/reply/message");
         assert_eq!(
