@@ -671,3 +671,35 @@ async fn a_device_that_does_not_acknowledge_has_a_bounded_backlog() {
     assert!(refusal.1["message"].as_str().unwrap().contains("32 downlink messages waiting"), "{}", refusal.1);
     dev.stop().await;
 }
+
+/// An MQTT 5 client announcing Receive Maximum 1 gets the next QoS 1 message only after it
+/// acknowledged the previous one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_5_receive_maximum_is_honoured() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    let server = Server::start().await;
+    let mut options = v5_options(server.addr(), &creds("dev1"));
+    options.set_receive_maximum(Some(1)).set_manual_acks(true);
+    let (client, mut ev) = connect_v5(options).await.unwrap();
+    client.subscribe("/a1test/dev1/user/get", Q5::AtLeastOnce).await.unwrap();
+    until_v5(&mut ev, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
+    let body = json!({"topic": "/a1test/dev1/user/get", "payload": "one", "qos": 1});
+    let first = post_ok(&server, &path("dev1", "/messages"), body).await;
+    let body = json!({"topic": "/a1test/dev1/user/get", "payload": "two", "qos": 1});
+    let second = post_ok(&server, &path("dev1", "/messages"), body).await;
+    let P5::Publish(p) = until_v5(&mut ev, "PUBLISH", |p| matches!(p, P5::Publish(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(&p.payload[..], b"one");
+    let (_, state) =
+        api::get(&server, &path("dev1", &format!("/messages/{}", second["messageId"].as_str().unwrap())))
+            .await;
+    assert_eq!(state["state"], "queued", "the second waits for the first's PUBACK");
+    client.ack(&p).await.unwrap();
+    let P5::Publish(p) = until_v5(&mut ev, "PUBLISH", |p| matches!(p, P5::Publish(_))).await else {
+        unreachable!()
+    };
+    assert_eq!(&p.payload[..], b"two");
+    state_becomes(&server, "dev1", &first["messageId"], "acknowledged").await;
+}

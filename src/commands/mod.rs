@@ -167,7 +167,7 @@ pub struct ThingAnswer {
     pub request_id: String,
     /// What became of the request message.
     pub state: DeliveryState,
-    /// With a wait: the outcome (`Success` with the device's reply) .
+    /// With a wait: the outcome (`Success` with the device's reply).
     pub reply: Option<(RrpcCode, Option<serde_json::Value>)>,
 }
 

@@ -55,6 +55,8 @@ pub struct ConnectPacket {
     pub keep_alive: u16,
     /// Whether a Last Will was given (ignored: the platform has no Will).
     pub has_will: bool,
+    /// MQTT 5 Receive Maximum: QoS 1 messages the client accepts unacknowledged at once.
+    pub receive_maximum: Option<u16>,
 }
 
 /// The fields of PUBLISH the session layer uses.
@@ -310,6 +312,7 @@ fn from_v4(p: v4::Packet) -> Inbound {
             password: c.login.map(|l| l.password),
             client_id: c.client_id,
             keep_alive: c.keep_alive,
+            receive_maximum: None,
         }),
         v4::Packet::Publish(p) => Inbound::Publish(PublishPacket {
             topic: p.topic,
@@ -342,6 +345,7 @@ fn from_v5(p: v5::Packet) -> Inbound {
             password: login.map(|l| l.password),
             client_id: c.client_id,
             keep_alive: c.keep_alive,
+            receive_maximum: c.properties.and_then(|p| p.receive_maximum),
         }),
         v5::Packet::Publish(p) => {
             let topic_alias = p.properties.as_ref().is_some_and(|pr| pr.topic_alias.is_some());

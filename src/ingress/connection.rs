@@ -128,6 +128,7 @@ where
         keep_alive,
         (registration.kicked, registration.mailbox),
     );
+    session.limit_unacked(connect.receive_maximum);
     let reason = session.run().await;
     let last_seen_ms = session.last_seen_ms;
     drop(session);

@@ -67,6 +67,9 @@ pub(super) struct Session<S> {
     unacked: std::collections::VecDeque<Unacked>,
     /// The packet id of the last QoS 1 message written.
     last_pkid: u16,
+    /// At most this many QoS 1 mailbox messages unacknowledged: [`MAX_UNACKED`], or less when
+    /// an MQTT 5 client announces a smaller Receive Maximum.
+    max_unacked: usize,
 }
 
 /// How a packet handler ends the session.
@@ -102,6 +105,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             subscriptions: Vec::new(),
             unacked: std::collections::VecDeque::new(),
             last_pkid: 0,
+            max_unacked: MAX_UNACKED,
+        }
+    }
+
+    /// Honours an MQTT 5 client's Receive Maximum (0 is a protocol error the codec refuses).
+    pub(super) fn limit_unacked(&mut self, receive_maximum: Option<u16>) {
+        if let Some(max) = receive_maximum.filter(|m| *m > 0) {
+            self.max_unacked = MAX_UNACKED.min(usize::from(max));
         }
     }
 
@@ -141,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
 
             let reading = self.inflight.len() < max_inflight;
-            let taking_mail = self.unacked.len() < MAX_UNACKED;
+            let taking_mail = self.unacked.len() < self.max_unacked;
             // MQTT 5 forbids resending on a live connection [MQTT-4.4.0-1]; 3.1.1 allows it.
             let retry_at = match (self.version, self.unacked.front()) {
                 (Version::V311, Some(u)) => Some(u.sent_at + self.shared.limits.downlink_retry),
