@@ -337,7 +337,7 @@ async fn consumer_outage_memory_stays_bounded() {
         .map(|(i, d)| {
             let count = per_device.min(total - (per_device * i as u64).min(total));
             let load = Load { count: Some(count), ..Load::default() };
-            tokio::spawn(publish(server.mqtt, d, format!("{d}"), load, stored.clone(), false))
+            tokio::spawn(publish(server.mqtt, d, d.to_string(), load, stored.clone(), false))
         })
         .collect();
     for d in devices {
