@@ -73,7 +73,13 @@ async fn publish(
 ) -> DeviceLedger {
     let mut options = common::v4_options(mqtt, &common::creds(device));
     options.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut ev) = common::connect_v4(options).await.unwrap();
+    let (client, mut ev) = match common::connect_v4(options).await {
+        Ok(c) => c,
+        // An unbounded load runs until a kill, which may come before the CONNACK on a busy
+        // machine: nothing was sent then.
+        Err(_) if load.count.is_none() && load.until.is_none() => return DeviceLedger::default(),
+        Err(e) => panic!("{device} could not connect: {e}"),
+    };
     let topic = format!("/{}/{device}/user/update", common::PK);
     let body = move |n: u64| format!("{prefix}:{n}");
     let published = Arc::new(AtomicU64::new(0));
@@ -337,7 +343,7 @@ async fn consumer_outage_memory_stays_bounded() {
         .map(|(i, d)| {
             let count = per_device.min(total - (per_device * i as u64).min(total));
             let load = Load { count: Some(count), ..Load::default() };
-            tokio::spawn(publish(server.mqtt, d, format!("{d}"), load, stored.clone(), false))
+            tokio::spawn(publish(server.mqtt, d, d.to_string(), load, stored.clone(), false))
         })
         .collect();
     for d in devices {

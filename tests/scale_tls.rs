@@ -88,8 +88,8 @@ async fn mqtt_over_tls_with_a_self_signed_certificate() {
 
 /// Devices that subscribe each hold a router link: the embedded router is sized from
 /// `[mqtt] max_connections` (issue 17, finding 3; it allowed 1,023). The issue's figure is
-/// 10,000; 2,000 (twice the old ceiling, at the configured limit) keeps CI quick, and the sizing
-/// arithmetic is unit-tested in `downlink`.
+/// 10,000 (tests/scale_process.rs, run by scripts/faults.sh); 2,000 (twice the old ceiling, at
+/// the configured limit) keeps CI quick, and the sizing arithmetic is unit-tested in `downlink`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_subscribed_devices_each_get_their_subscription() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -201,3 +201,29 @@ fn open_file(path: &Path) -> Result<redb::Database, StoreError> {
         .create(path)
         .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("t");
+
+    #[test]
+    fn reopen_keeps_the_data_and_waits_for_a_reader_to_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let tx = db.redb().unwrap().begin_write().unwrap();
+        tx.open_table(T).unwrap().insert("a", 1).unwrap();
+        tx.commit().unwrap();
+        // A reader holds a snapshot (and with it the file) while the reopen starts.
+        let table = db.read_table(T).unwrap().unwrap();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(table);
+        });
+        db.reopen().unwrap();
+        reader.join().unwrap();
+        let table = db.read_table(T).unwrap().unwrap();
+        assert_eq!(redb::ReadableTable::get(&table, "a").unwrap().unwrap().value(), 1);
+    }
+}

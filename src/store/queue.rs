@@ -408,6 +408,8 @@ struct Broken {
     failures: u64,
     /// Failures not yet reported in a log line.
     unlogged: u64,
+    /// Reopened since the last failure: the next commit may try.
+    reopened: bool,
 }
 
 /// How often a writer whose commits fail tries to reopen the database: each try may run redb's
@@ -453,11 +455,21 @@ impl Writer {
         // Whether the last commit left removals without an fsync.
         let mut unsynced = false;
         loop {
-            let first = match (&timer, unsynced) {
+            let broken = self.broken.is_some();
+            let first = match (&timer, unsynced || broken) {
                 (Some(timer), true) => {
+                    // A broken store is reopened even while nothing is written, so that the
+                    // groups can read again; only a commit tells whether it is writable.
+                    let wait = if broken { REOPEN_EVERY } else { IDLE_SYNC };
                     // The timeout is made inside the runtime, whose timer it needs.
-                    match timer.block_on(async { tokio::time::timeout(IDLE_SYNC, rx.recv()).await }) {
+                    match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                         Ok(command) => command,
+                        Err(_) if broken => {
+                            // Failures are logged by the commits; a reopen that fails is tried
+                            // again a second later.
+                            let _ = self.recover();
+                            continue;
+                        }
                         Err(_) => {
                             // Idle with removals not yet durable: an empty commit with fsync.
                             let (reply, _rx) = oneshot::channel();
@@ -562,7 +574,14 @@ impl Writer {
                 give_back(&self.removals, removals);
                 give_back(&self.dead, dead);
                 let now = Instant::now();
-                self.broken.get_or_insert(Broken { since: now, next_reopen: now, failures: 0, unlogged: 0 });
+                let broken = self.broken.get_or_insert(Broken {
+                    since: now,
+                    next_reopen: now,
+                    failures: 0,
+                    unlogged: 0,
+                    reopened: false,
+                });
+                broken.reopened = false;
                 self.fail_replies(replies, &e);
                 None
             }
@@ -573,13 +592,18 @@ impl Writer {
     /// be used (not yet time, or the reopen failed).
     fn recover(&mut self) -> Result<(), StoreError> {
         let Some(broken) = &mut self.broken else { return Ok(()) };
+        if broken.reopened {
+            return Ok(());
+        }
         let now = Instant::now();
         if now < broken.next_reopen {
             return Err(StoreError::Unavailable { path: self.db.path().to_path_buf() });
         }
         broken.next_reopen = now + REOPEN_EVERY;
         // Reopened is not yet writable: the commit that follows tells (see `commit`).
-        self.db.reopen()
+        self.db.reopen()?;
+        broken.reopened = true;
+        Ok(())
     }
 
     /// Answers every command with `e` without a commit.
