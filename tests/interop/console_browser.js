@@ -104,7 +104,7 @@ async function main() {
     await page.getByRole('cell', { name: 'console_group', exact: true }).waitFor();
     await page.getByLabel('Search by name').fill('console');
     await page.getByRole('button', { name: 'Search' }).click();
-    await page.getByRole('cell', { name: 'DEFAULT_GROUP', exact: true }).waitFor({ state: 'detached' });
+    await page.getByRole('link', { name: 'View DEFAULT_GROUP' }).waitFor({ state: 'detached' });
     await shot(page, '03-consumer-groups');
 
     step = 'subscribe the product to the group';
