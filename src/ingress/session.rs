@@ -60,7 +60,7 @@ pub(super) struct Session<S> {
     pub(super) last_seen_ms: u64,
     kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
     /// Cloud-to-device messages for this device.
-    mailbox: mpsc::Receiver<Delivery>,
+    mailbox: mpsc::Receiver<Box<Delivery>>,
     /// The granted filters and their QoS, for the mailbox's messages (the router keeps its own).
     subscriptions: Vec<(String, u8)>,
     /// QoS 1 mailbox messages written, oldest (first sent or last resent) first.
@@ -86,7 +86,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         origin: Arc<Origin>,
         registration: u64,
         keep_alive_secs: u16,
-        (kicked, mailbox): (tokio::sync::watch::Receiver<Option<OfflineReason>>, mpsc::Receiver<Delivery>),
+        (kicked, mailbox): (
+            tokio::sync::watch::Receiver<Option<OfflineReason>>,
+            mpsc::Receiver<Box<Delivery>>,
+        ),
     ) -> Self {
         Self {
             io,
@@ -186,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 },
                 notification = next_downlink(&mut self.link) => self.downlink(notification).await,
-                Some(delivery) = self.mailbox.recv(), if taking_mail => self.deliver(delivery),
+                Some(delivery) = self.mailbox.recv(), if taking_mail => self.deliver(*delivery),
                 () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => self.resend_due(),
                 () = &mut deadline => {
                     return self.close(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
