@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::process::start;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "10,000 devices take a while in a debug build: scripts/faults.sh runs it in release"]
@@ -45,30 +44,7 @@ async fn ten_thousand_subscribed_devices() {
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await.unwrap();
-            let creds = common::sign_as(
-                &format!("c{i}"),
-                "a1many",
-                &format!("dev{i:05}"),
-                &format!("s{i}"),
-                iotpipe::sign::SignMethod::HmacSha1,
-                None,
-            );
-            let (mut stream, code) = common::raw_connect(addr, &creds, 300).await;
-            assert_eq!(code, 0, "device {i} connects");
-            let topic = format!("/a1many/dev{i:05}/user/get");
-            let mut subscribe =
-                vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, topic.len() as u8];
-            subscribe.extend_from_slice(topic.as_bytes());
-            subscribe.push(0x00);
-            stream.write_all(&subscribe).await.unwrap();
-            let mut suback = [0u8; 5];
-            tokio::time::timeout(common::WAIT, stream.read_exact(&mut suback))
-                .await
-                .expect("no SUBACK")
-                .unwrap();
-            assert_eq!(suback[..4], [0x90, 0x03, 0x00, 0x01], "device {i}: {suback:?}");
-            assert_eq!(suback[4], 0x00, "device {i} granted QoS 0, got {:#04x}", suback[4]);
-            stream
+            common::many_device_subscribed(addr, i).await
         }));
     }
     let mut streams = Vec::with_capacity(n);

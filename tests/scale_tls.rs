@@ -92,7 +92,6 @@ async fn mqtt_over_tls_with_a_self_signed_certificate() {
 /// the configured limit) keeps CI quick, and the sizing arithmetic is unit-tested in `downlink`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_subscribed_devices_each_get_their_subscription() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const N: usize = 2000;
     let mut extra = String::from("\n[[products]]\nkey = \"a1many\"\n");
     for i in 0..N {
@@ -106,27 +105,7 @@ async fn two_thousand_subscribed_devices_each_get_their_subscription() {
         let limit = limit.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire().await.unwrap();
-            let creds = sign_as(
-                &format!("c{i}"),
-                "a1many",
-                &format!("dev{i:05}"),
-                &format!("s{i}"),
-                iotpipe::sign::SignMethod::HmacSha1,
-                None,
-            );
-            let (mut stream, code) = raw_connect(addr, &creds, 300).await;
-            assert_eq!(code, 0, "device {i} connects");
-            let topic = format!("/a1many/dev{i:05}/user/get");
-            let mut subscribe =
-                vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, topic.len() as u8];
-            subscribe.extend_from_slice(topic.as_bytes());
-            subscribe.push(0x00);
-            stream.write_all(&subscribe).await.unwrap();
-            let mut suback = [0u8; 5];
-            tokio::time::timeout(WAIT, stream.read_exact(&mut suback)).await.expect("no SUBACK").unwrap();
-            assert_eq!(suback[..4], [0x90, 0x03, 0x00, 0x01], "device {i}: {suback:?}");
-            assert_eq!(suback[4], 0x00, "device {i} granted QoS 0, got {:#04x}", suback[4]);
-            stream
+            many_device_subscribed(addr, i).await
         }));
     }
     let mut streams = Vec::new();

@@ -282,6 +282,32 @@ pub async fn until_v5(
 }
 
 /// A raw MQTT 3.1.1 connection: CONNECT written by hand, CONNACK code returned.
+/// Device `i` of the many-device product `a1many` (`dev{i:05}`, secret `s{i}`) connects over a
+/// raw socket and subscribes to its own `/user/get` at QoS 0; the open stream, after checking
+/// the CONNACK and the SUBACK.
+pub async fn many_device_subscribed(addr: SocketAddr, i: usize) -> TcpStream {
+    let creds = sign_as(
+        &format!("c{i}"),
+        "a1many",
+        &format!("dev{i:05}"),
+        &format!("s{i}"),
+        SignMethod::HmacSha1,
+        None,
+    );
+    let (mut stream, code) = raw_connect(addr, &creds, 300).await;
+    assert_eq!(code, 0, "device {i} connects");
+    let topic = format!("/a1many/dev{i:05}/user/get");
+    let mut subscribe = vec![0x82, (2 + 2 + topic.len() + 1) as u8, 0x00, 0x01, 0x00, topic.len() as u8];
+    subscribe.extend_from_slice(topic.as_bytes());
+    subscribe.push(0x00);
+    stream.write_all(&subscribe).await.unwrap();
+    let mut suback = [0u8; 5];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut suback)).await.expect("no SUBACK").unwrap();
+    assert_eq!(suback[..4], [0x90, 0x03, 0x00, 0x01], "device {i}: {suback:?}");
+    assert_eq!(suback[4], 0x00, "device {i} granted QoS 0, got {:#04x}", suback[4]);
+    stream
+}
+
 pub async fn raw_connect(addr: SocketAddr, c: &Creds, keep_alive: u16) -> (TcpStream, u8) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut connect = rumqttc::mqttbytes::v4::Connect::new(c.client_id.clone());
