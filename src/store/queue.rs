@@ -43,6 +43,11 @@ const CHANNEL: usize = 1024;
 /// bound on how long an accept can be lost to a crash when nothing else is written. Under load
 /// the next append's fsync makes them durable sooner.
 pub const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a commit of removals alone waits for more removals or for an append to share
+/// it: at most about 100 such commits per second, whatever the rate of acknowledgements
+/// (each commit costs the writer the same B-tree and page work however few it carries).
+/// Well below [`IDLE_SYNC`], so that bound on durability stays as it is.
+const REMOVAL_GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// One record to append.
 #[derive(Debug, Clone)]
@@ -419,6 +424,16 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// left out: a full disk must not also flood the log (which is often on the same disk).
 const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Takes what else is queued, up to [`MAX_COMMANDS_PER_COMMIT`].
+fn drain(rx: &mut mpsc::Receiver<Command>, commands: &mut Vec<Command>) {
+    while commands.len() < MAX_COMMANDS_PER_COMMIT {
+        match rx.try_recv() {
+            Ok(c) => commands.push(c),
+            Err(_) => break,
+        }
+    }
+}
+
 /// Sequence numbers taken from [`Removals`] for one commit.
 type Taken = HashMap<Arc<str>, Vec<u64>>;
 
@@ -481,10 +496,17 @@ impl Writer {
             };
             let Some(first) = first else { break };
             commands.push(first);
-            while commands.len() < MAX_COMMANDS_PER_COMMIT {
-                match rx.try_recv() {
-                    Ok(c) => commands.push(c),
-                    Err(_) => break,
+            drain(&mut rx, &mut commands);
+            if let Some(timer) = &timer {
+                if self.only_removals(&commands) {
+                    // Removals alone need no fsync and nobody waits for them: gather more of
+                    // them, or ride along with the next append, instead of one commit each.
+                    let next =
+                        timer.block_on(async { tokio::time::timeout(REMOVAL_GATHER, rx.recv()).await });
+                    if let Ok(Some(command)) = next {
+                        commands.push(command);
+                        drain(&mut rx, &mut commands);
+                    }
                 }
             }
             // A close ends the loop after this commit; what follows it is refused.
@@ -520,6 +542,14 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
         tracing::debug!("Queue writer stopped");
+    }
+
+    /// Whether `commands` only say that removals are waiting (no answer is due and no id
+    /// block is wanted).
+    fn only_removals(&self, commands: &[Command]) -> bool {
+        commands.iter().all(|c| matches!(c, Command::Wake))
+            && self.broken.is_none()
+            && !self.ids.upgrade().is_some_and(|ids| ids.wants_block())
     }
 
     /// Commits `commands`; returns whether the commit was fsynced, or `None` when it failed.
