@@ -36,6 +36,10 @@ const CREDIT_WAIT: Duration = Duration::from_millis(100);
 /// message 100 ms about once a second.
 const PROBE_FIRST: Duration = Duration::from_millis(10);
 const PROBE_LONGEST: Duration = Duration::from_secs(1);
+/// Deliveries sent, or outcomes settled, in one go once the first is at hand: what has piled
+/// up meanwhile is handled without a round through the event loop each, and a burst cannot
+/// keep the loop from its other events for long.
+const BURST: usize = 64;
 
 /// Why a consumer went offline when its group was deleted.
 const GROUP_DELETED: &str = "group deleted";
@@ -189,18 +193,25 @@ fn pending(seq: u64, generation: u64, fut: DeliveryFut<Result<Outcome, SendError
 
 /// The AMQP message of a stored message, as the contract says.
 pub fn amqp_message(m: &StoredMessage) -> Message<Data> {
-    let id = m.id.to_string();
+    into_amqp_message(m.clone())
+}
+
+/// [`amqp_message`] of a message no longer needed: its strings move into the AMQP message.
+fn into_amqp_message(m: StoredMessage) -> Message<Data> {
+    let StoredMessage { id, generate_time_ms, topic, tag, payload } = m;
+    let id = id.to_string();
     let mut props = ApplicationProperties::builder()
-        .insert("topic", m.topic.clone())
+        .insert("topic", topic)
         .insert("messageId", id.clone())
-        .insert("generateTime", i64::try_from(m.generate_time_ms).unwrap_or(i64::MAX));
-    if let Some(tag) = &m.tag {
-        props = props.insert("tag", tag.clone());
+        .insert("generateTime", i64::try_from(generate_time_ms).unwrap_or(i64::MAX));
+    if let Some(tag) = tag {
+        props = props.insert("tag", tag);
     }
+    // fe2o3's `Binary` owns a `Vec`: the one copy of the payload on its way out.
     Message::builder()
         .properties(Properties::builder().message_id(MessageId::String(id)).build())
         .application_properties(props.build())
-        .data(Binary::from(m.payload.to_vec()))
+        .data(Binary::from(payload.to_vec()))
         .build()
 }
 
@@ -213,6 +224,7 @@ async fn deliver(
     shared: &AmqpContext,
 ) -> &'static str {
     let mut inflight: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut outcomes = Vec::with_capacity(BURST);
     let mut probe = PROBE_FIRST;
     let mut resume_at: Option<tokio::time::Instant> = None;
     let reason = loop {
@@ -230,18 +242,47 @@ async fn deliver(
             () = shared.shutdown.cancelled() => break "server shutdown",
             delivery = membership.rx.recv() => {
                 // Only a deletion closes the channel while the membership lives.
-                let Some(delivery) = delivery else { break GROUP_DELETED };
-                match send(&mut sender, &mut membership, delivery, &mut inflight).await {
-                    Ok(true) => probe = PROBE_FIRST,
-                    Ok(false) => {}
-                    Err(reason) => break reason,
+                let Some(mut delivery) = delivery else { break GROUP_DELETED };
+                let mut sent = 0;
+                let failed = loop {
+                    match send(&mut sender, &mut membership, delivery, &mut inflight).await {
+                        Ok(true) => probe = PROBE_FIRST,
+                        // Stale, or the client stalled (what it held went back).
+                        Ok(false) => {}
+                        Err(reason) => break Some(reason),
+                    }
+                    sent += 1;
+                    // Whatever else is queued for this client goes out now, up to a burst; a
+                    // stalled client gave back what it held.
+                    if sent >= BURST || membership.is_stalled() {
+                        break None;
+                    }
+                    match membership.rx.try_recv() {
+                        Ok(next) => delivery = next,
+                        Err(_) => break None,
+                    }
+                };
+                if let Some(reason) = failed {
+                    break reason;
                 }
             }
             () = resume => {
                 resume_at = None;
                 membership.resume();
             }
-            Some((seq, generation, how)) = inflight.next() => membership.settle(seq, generation, how),
+            Some(first) = inflight.next() => {
+                // Outcomes arrive in batches (one disposition frame can settle many): take
+                // every one already known and settle them together.
+                outcomes.push(first);
+                while outcomes.len() < BURST {
+                    match futures::FutureExt::now_or_never(inflight.next()) {
+                        Some(Some(outcome)) => outcomes.push(outcome),
+                        _ => break,
+                    }
+                }
+                membership.settle_many(&outcomes);
+                outcomes.clear();
+            }
             attach = session.next_incoming_attach() => match attach {
                 Some(attach) => {
                     // One receiver per connection: any further link is refused.
@@ -291,24 +332,26 @@ async fn send(
         membership.skip();
         return Ok(false);
     }
-    let message = amqp_message(&delivery.message);
+    let Delivery { seq, generation, message } = delivery;
+    let message = into_amqp_message(message);
     // `send_batchable` is cancel-safe: cut short while waiting for credit, nothing was sent.
     let Ok(sent) = tokio::time::timeout(CREDIT_WAIT, sender.send_batchable(message)).await else {
         membership.stall();
-        membership.settle(delivery.seq, delivery.generation, Settlement::Unsent);
+        let mut back = vec![(seq, generation, Settlement::Unsent)];
         while let Ok(held) = membership.rx.try_recv() {
-            membership.settle(held.seq, held.generation, Settlement::Unsent);
+            back.push((held.seq, held.generation, Settlement::Unsent));
         }
+        membership.settle_many(&back);
         return Ok(false);
     };
     match sent {
         Ok(fut) => {
-            inflight.push(pending(delivery.seq, delivery.generation, fut));
+            inflight.push(pending(seq, generation, fut));
             Ok(true)
         }
         Err(e) => {
             tracing::debug!(error = %e, "Send failed");
-            membership.settle(delivery.seq, delivery.generation, Settlement::Lost);
+            membership.settle(seq, generation, Settlement::Lost);
             Err("link or connection lost")
         }
     }

@@ -11,7 +11,8 @@ use crate::store::{Append, StoredMessage};
 /// copies are built here alike.
 pub fn copy(group: Arc<str>, id: u64, message: &Message, tag: Option<&str>, payload: &[u8]) -> Append {
     let topic = message.forwarded().0;
-    Append { group, record: StoredMessage::encode_parts(id, message.received_at_ms, topic, tag, payload) }
+    let record = StoredMessage::encode_parts(id, message.received_at_ms, topic, tag, payload);
+    Append { group, record: record.into() }
 }
 
 fn missing(group: &str) -> Failed {

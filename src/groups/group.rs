@@ -4,13 +4,19 @@
 //! delivered), the seqs to deliver again, and the leases of delivered, unsettled messages.
 //! A dispatcher task per group moves messages to clients: each message to one online client
 //! with room, chosen at random.
+//!
+//! Fresh messages are delivered from memory: while clients are online, a group keeps the
+//! records it just stored (the same bytes the store wrote, shared, not copied) in a bounded
+//! tail ([`RECENT_RECORDS`], [`RECENT_BYTES`]). What falls out of that tail, older backlogs and
+//! redeliveries are read from the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +32,13 @@ use crate::store::{Extent, QueueStore, StoredMessage};
 
 /// Records one dispatcher read takes from the store.
 const FETCH: usize = 256;
+/// Records a group keeps in memory for delivery at most: a few commits' worth (the pipeline
+/// commits up to 4,096 messages at once), enough that consumers who keep up never wait for a
+/// store read.
+pub const RECENT_RECORDS: usize = 8192;
+/// Bytes of records a group keeps in memory at most, so that large payloads cannot make the
+/// tail big: 4 MiB per group with online clients (groups without clients keep none).
+pub const RECENT_BYTES: usize = 4 << 20;
 
 /// How a client settled a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +143,11 @@ struct State {
     /// Seq the next append gets (everything below is committed).
     tail: u64,
     redeliver: BTreeSet<u64>,
+    /// Records just stored and not yet handed out, in seq order without gaps: the store's
+    /// bytes, shared. Fresh messages come from here while the cursor is inside it.
+    recent: VecDeque<(u64, Bytes)>,
+    /// Bytes held in `recent`.
+    recent_bytes: usize,
     /// Released messages waiting out their backoff, and every delivered message's history.
     retries: Retries,
     leased: HashMap<u64, Lease>,
@@ -139,6 +157,58 @@ struct State {
     /// The `last_consumption_ms` last written to the store.
     persisted_last_consumption_ms: Option<u64>,
     rate: RateWindow,
+}
+
+impl State {
+    /// Adds a stored record to the in-memory tail. A seq that does not follow the tail's last
+    /// (appends that finished out of order) starts the tail anew: what it held is in the store.
+    fn keep_recent(&mut self, seq: u64, record: Bytes) {
+        if seq < self.cursor {
+            return;
+        }
+        if self.recent.back().is_some_and(|(last, _)| last + 1 != seq) {
+            self.forget_recent();
+        }
+        self.recent_bytes += record.len();
+        self.recent.push_back((seq, record));
+        // Beyond the bounds the oldest go: the store serves them.
+        while self.recent.len() > RECENT_RECORDS || self.recent_bytes > RECENT_BYTES {
+            self.pop_recent();
+        }
+    }
+
+    fn pop_recent(&mut self) -> Option<(u64, Bytes)> {
+        let (seq, record) = self.recent.pop_front()?;
+        self.recent_bytes -= record.len();
+        Some((seq, record))
+    }
+
+    fn forget_recent(&mut self) {
+        self.recent.clear();
+        self.recent_bytes = 0;
+    }
+
+    /// Up to `max` fresh records from the in-memory tail, when the cursor is at its start;
+    /// otherwise `Err` with the seq below which the store holds what comes next (`u64::MAX`
+    /// when the tail is empty).
+    fn take_recent(&mut self, max: usize) -> Result<Vec<(u64, Bytes)>, u64> {
+        while self.recent.front().is_some_and(|(seq, _)| *seq < self.cursor) {
+            self.pop_recent();
+        }
+        match self.recent.front() {
+            Some((seq, _)) if *seq == self.cursor => {}
+            Some((seq, _)) => return Err(*seq),
+            None => return Err(u64::MAX),
+        }
+        let mut out = Vec::with_capacity(max.min(self.recent.len()));
+        while out.len() < max {
+            match self.pop_recent() {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// One consumer group.
@@ -241,8 +311,9 @@ impl Group {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records appended messages (their seqs are committed).
-    pub(super) fn appended(&self, seqs: &[u64]) {
+    /// Records appended messages (their seqs are committed) without their records: they are
+    /// read from the store when delivered.
+    pub(super) fn appended_seqs(&self, seqs: &[u64]) {
         let Some(max) = seqs.iter().max() else { return };
         {
             let mut s = self.lock();
@@ -250,6 +321,25 @@ impl Group {
             s.tail = s.tail.max(max + 1);
         }
         self.counters.appended.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Records appended messages (their seqs are committed, in ascending order) and, while
+    /// clients are online, keeps their records for delivery from memory.
+    pub(super) fn appended(&self, records: Vec<(u64, Bytes)>) {
+        let Some(max) = records.iter().map(|(seq, _)| *seq).max() else { return };
+        let n = records.len() as u64;
+        {
+            let mut s = self.lock();
+            s.count += n;
+            s.tail = s.tail.max(max + 1);
+            if !s.clients.is_empty() {
+                for (seq, record) in records {
+                    s.keep_recent(seq, record);
+                }
+            }
+        }
+        self.counters.appended.fetch_add(n, Ordering::Relaxed);
         self.wake.notify_one();
     }
 
@@ -293,6 +383,10 @@ impl Group {
         {
             let mut s = self.lock();
             s.clients.retain(|c| c.id != client);
+            if s.clients.is_empty() {
+                // Nobody to deliver to: the backlog waits in the store alone.
+                s.forget_recent();
+            }
             let back: Vec<u64> =
                 s.leased.iter().filter(|(_, l)| l.client == client).map(|(seq, _)| *seq).collect();
             for seq in &back {
@@ -304,63 +398,71 @@ impl Group {
         self.wake.notify_one();
     }
 
-    /// Applies a client's settlement of delivery `seq`/`generation`.
-    fn settle(&self, client: u64, seq: u64, generation: u64, how: Settlement) {
+    /// Applies a client's settlements, each of delivery `seq`/`generation`: under one lock,
+    /// with one removal and one dead-letter move for the store.
+    fn settle(&self, client: u64, outcomes: &[(u64, u64, Settlement)]) {
+        let mut removed = Vec::new();
+        let mut dead = Vec::new();
         let mut s = self.lock();
-        let current = s.leased.get(&seq).is_some_and(|l| l.client == client && l.generation == generation);
-        if !current {
-            // The lease ended (ack timeout, clear): the message was put back or dropped. An accept
-            // of a message waiting for redelivery still consumes it.
-            // (Only an accept may take the message out of the redelivery set.)
-            if how == Settlement::Accepted && (s.redeliver.remove(&seq) || s.retries.is_delayed(seq)) {
-                self.remove_locked(&mut s, seq, client);
+        let now = now_ms();
+        for &(seq, generation, how) in outcomes {
+            let current =
+                s.leased.get(&seq).is_some_and(|l| l.client == client && l.generation == generation);
+            if !current {
+                // The lease ended (ack timeout, clear): the message was put back or dropped. An
+                // accept of a message waiting for redelivery still consumes it.
+                // (Only an accept may take the message out of the redelivery set.)
+                if how == Settlement::Accepted && (s.redeliver.remove(&seq) || s.retries.is_delayed(seq)) {
+                    self.consumed_locked(&mut s, seq, client, now);
+                    removed.push(seq);
+                }
+                continue;
             }
-            return;
+            s.leased.remove(&seq);
+            match how {
+                Settlement::Accepted => {
+                    self.consumed_locked(&mut s, seq, client, now);
+                    removed.push(seq);
+                }
+                Settlement::Rejected => {
+                    s.count = s.count.saturating_sub(1);
+                    s.dead += 1;
+                    s.retries.forget(seq);
+                    self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    dead.push(seq);
+                }
+                // The dispatcher sleeps until the earliest backoff ends, which may be this one;
+                // the caller wakes it.
+                Settlement::Released | Settlement::Undeliverable => {
+                    let avoid = (how == Settlement::Undeliverable).then_some(client);
+                    s.retries.released(seq, avoid, Instant::now());
+                    self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Settlement::Lost => {
+                    s.redeliver.insert(seq);
+                    self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Settlement::Unsent => {
+                    s.retries.unsent(seq);
+                    s.redeliver.insert(seq);
+                }
+            }
         }
-        s.leased.remove(&seq);
-        match how {
-            Settlement::Accepted => self.remove_locked(&mut s, seq, client),
-            Settlement::Rejected => {
-                s.count = s.count.saturating_sub(1);
-                s.dead += 1;
-                s.retries.forget(seq);
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                self.store.dead_letter(&self.id, vec![seq]);
-            }
-            Settlement::Released | Settlement::Undeliverable => {
-                let avoid = (how == Settlement::Undeliverable).then_some(client);
-                s.retries.released(seq, avoid, Instant::now());
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                drop(s);
-                // The dispatcher sleeps until the earliest backoff ends, which may be this one.
-                self.wake.notify_one();
-            }
-            Settlement::Lost => {
-                s.redeliver.insert(seq);
-                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
-                drop(s);
-                self.wake.notify_one();
-            }
-            Settlement::Unsent => {
-                s.retries.unsent(seq);
-                s.redeliver.insert(seq);
-                drop(s);
-                self.wake.notify_one();
-            }
-        }
+        drop(s);
+        self.store.remove(&self.id, removed);
+        self.store.dead_letter(&self.id, dead);
     }
 
-    fn remove_locked(&self, s: &mut State, seq: u64, client: u64) {
+    /// Counts an accepted message as consumed; the caller removes it from the store.
+    fn consumed_locked(&self, s: &mut State, seq: u64, client: u64, now: u64) {
         s.count = s.count.saturating_sub(1);
         s.retries.forget(seq);
-        let now = now_ms();
         s.last_consumption_ms = Some(now);
         s.rate.add(now / 1000, 1);
         if let Some(c) = s.clients.iter_mut().find(|c| c.id == client) {
             c.rate.add(now / 1000, 1);
         }
         self.counters.acked.fetch_add(1, Ordering::Relaxed);
-        self.store.remove(&self.id, vec![seq]);
     }
 
     /// Whether a delivery is still leased to `client` (a client skips stale ones it still holds).
@@ -417,6 +519,7 @@ impl Group {
         s.leased.clear();
         s.redeliver.clear();
         s.retries.clear();
+        s.forget_recent();
         s.cursor = s.tail;
         s.count = 0;
         self.counters.cleared.fetch_add(removed, Ordering::Relaxed);
@@ -498,6 +601,8 @@ impl Group {
             s.redeliver.remove(seq);
             s.retries.forget(*seq);
         }
+        // Expired messages may not have been handed out yet: none of them may come from memory.
+        s.forget_recent();
         s.count = s.count.saturating_sub(expired.len() as u64);
         self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
         tracing::info!(group = %self.id, count = expired.len(), "Messages expired after the retention period");
@@ -508,7 +613,9 @@ impl Group {
     /// each client's delivery channel closes, and its connection detaches it with an error.
     pub(super) fn stop(&self) {
         self.stop.cancel();
-        self.lock().clients.clear();
+        let mut s = self.lock();
+        s.clients.clear();
+        s.forget_recent();
     }
 
     /// Moves messages to clients until `stop`.
@@ -543,10 +650,11 @@ impl Group {
         }
     }
 
-    /// One round: returns how many messages were handed out (0: nothing to do right now).
+    /// One round: returns how many messages were handed out, or 1 when the cursor moved
+    /// without any (0: nothing to do right now).
     fn dispatch_once(&self) -> Result<usize, crate::store::StoreError> {
         // What to read, decided under the lock; the store read happens outside it.
-        let (room, redeliver, cursor, tail) = {
+        let (room, redeliver, cursor, tail, recent) = {
             let mut s = self.lock();
             for seq in s.retries.due(Instant::now()) {
                 s.redeliver.insert(seq);
@@ -560,7 +668,10 @@ impl Group {
                 })
                 .sum();
             let redeliver: Vec<u64> = s.redeliver.iter().take(room.min(FETCH)).copied().collect();
-            (room, redeliver, s.cursor, s.tail)
+            let fresh_wanted = room.min(FETCH).saturating_sub(redeliver.len());
+            let recent =
+                if fresh_wanted > 0 && s.cursor < s.tail { Some(s.take_recent(fresh_wanted)) } else { None };
+            (room, redeliver, s.cursor, s.tail, recent)
         };
         if room == 0 || (redeliver.is_empty() && cursor >= tail) {
             return Ok(0);
@@ -568,22 +679,32 @@ impl Group {
         let mut again = Vec::with_capacity(redeliver.len());
         for seq in &redeliver {
             match self.store.read(&self.id, *seq)? {
-                Some(record) => again.push((*seq, record)),
+                Some(record) => again.push((*seq, Bytes::from(record))),
                 None => {
                     self.lock().redeliver.remove(seq);
                 }
             }
         }
+        // Fresh messages: from memory, or from the store up to where memory starts.
         let fresh_wanted = room.min(FETCH).saturating_sub(again.len());
-        let fresh = if fresh_wanted > 0 && cursor < tail {
-            Some(self.store.read_from(&self.id, cursor, fresh_wanted)?)
-        } else {
-            None
+        let fresh = match recent {
+            Some(Ok(records)) => Some((records, tail)),
+            Some(Err(memory_from)) if fresh_wanted > 0 => {
+                let records = self.store.read_from(&self.id, cursor, fresh_wanted)?;
+                let records: Vec<(u64, Bytes)> = records
+                    .into_iter()
+                    .take_while(|(seq, _)| *seq < memory_from)
+                    .map(|(seq, record)| (seq, Bytes::from(record)))
+                    .collect();
+                // Nothing stored below the tail in memory: the cursor moves to its start.
+                Some((records, memory_from.min(tail)))
+            }
+            _ => None,
         };
 
         let mut s = self.lock();
         // A redelivery candidate may have been settled, expired or cleared meanwhile.
-        let mut batch: Vec<(u64, Vec<u8>)> =
+        let mut batch: Vec<(u64, Bytes)> =
             again.into_iter().filter(|(seq, _)| s.redeliver.remove(seq)).collect();
         // A message delivered as often as the group allows goes to the dead letters instead.
         if let Some(max) = self.max_delivery_attempts() {
@@ -602,10 +723,13 @@ impl Group {
                 self.store.dead_letter(&self.id, seqs);
             }
         }
-        if let Some(fresh) = fresh {
+        let mut jumped = false;
+        if let Some((fresh, end)) = fresh {
             // Only this task moves the cursor forward; a clear meanwhile moved it past these.
             if s.cursor == cursor {
-                s.cursor = fresh.last().map_or(tail, |(seq, _)| seq + 1);
+                let next = fresh.last().map_or(end, |(seq, _)| seq + 1);
+                jumped = fresh.is_empty() && next > cursor;
+                s.cursor = next;
                 batch.extend(fresh);
             }
         }
@@ -613,7 +737,7 @@ impl Group {
         let mut rng = rand::rng();
         let deadline = Instant::now() + self.settings.ack_timeout;
         for (seq, record) in batch {
-            let Some(message) = StoredMessage::decode(&record) else {
+            let Some(message) = StoredMessage::decode_shared(&record) else {
                 tracing::error!(group = %self.id, seq, "Dropping a corrupt queue record");
                 s.count = s.count.saturating_sub(1);
                 self.store.remove(&self.id, vec![seq]);
@@ -652,7 +776,7 @@ impl Group {
                 }
             }
         }
-        Ok(moved)
+        Ok(moved + usize::from(jumped))
     }
 }
 
@@ -664,8 +788,17 @@ impl Membership {
 
     /// Settles a delivery.
     pub fn settle(&self, seq: u64, generation: u64, how: Settlement) {
-        self.unsettled.fetch_sub(1, Ordering::Relaxed);
-        self.group.settle(self.client, seq, generation, how);
+        self.settle_many(&[(seq, generation, how)]);
+    }
+
+    /// Settles several deliveries, each `(seq, generation, how)`, at once: one lock of the
+    /// group, one removal for the store and one wake of the dispatcher for all of them.
+    pub fn settle_many(&self, outcomes: &[(u64, u64, Settlement)]) {
+        if outcomes.is_empty() {
+            return;
+        }
+        self.unsettled.fetch_sub(outcomes.len(), Ordering::Relaxed);
+        self.group.settle(self.client, outcomes);
         self.group.wake.notify_one();
     }
 
@@ -707,4 +840,95 @@ impl Drop for Membership {
 /// How often leases and retention are checked: often enough for short test timeouts.
 pub(super) fn sweep_interval(settings: &Settings) -> Duration {
     (settings.ack_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Append, Db, RedbQueue};
+
+    fn record(seq: u64) -> Bytes {
+        StoredMessage::encode_parts(seq, 0, "t", None, format!("m{seq}").as_bytes()).into()
+    }
+
+    fn state_at(cursor: u64) -> State {
+        State { cursor, tail: cursor, ..State::default() }
+    }
+
+    #[test]
+    fn the_tail_serves_from_the_cursor_and_points_to_the_store_below_it() {
+        let mut s = state_at(1);
+        for seq in 3..=5 {
+            s.keep_recent(seq, record(seq));
+        }
+        // 1 and 2 are not in memory: the store holds what comes before 3.
+        assert_eq!(s.take_recent(10).map(|r| r.len()), Err(3));
+        s.cursor = 3;
+        let got: Vec<u64> = s.take_recent(2).unwrap().into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(got, vec![3, 4]);
+        s.cursor = 5;
+        assert_eq!(s.take_recent(10).unwrap().len(), 1);
+        assert_eq!(s.take_recent(10).map(|r| r.len()), Err(u64::MAX));
+        assert_eq!(s.recent_bytes, 0);
+    }
+
+    #[test]
+    fn a_gap_starts_the_tail_anew_and_the_bounds_drop_the_oldest() {
+        let mut s = state_at(1);
+        s.keep_recent(1, record(1));
+        s.keep_recent(2, record(2));
+        // Appends finishing out of order: 4 before 3.
+        s.keep_recent(4, record(4));
+        assert_eq!(s.recent.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![4]);
+        let mut s = state_at(1);
+        for seq in 1..=(RECENT_RECORDS as u64 + 10) {
+            s.keep_recent(seq, record(seq));
+        }
+        assert_eq!(s.recent.len(), RECENT_RECORDS);
+        assert_eq!(s.recent.front().map(|(seq, _)| *seq), Some(11));
+        let big = Bytes::from(vec![0u8; RECENT_BYTES / 2 + 1]);
+        s.keep_recent(RECENT_RECORDS as u64 + 11, big.clone());
+        s.keep_recent(RECENT_RECORDS as u64 + 12, big);
+        assert!(s.recent_bytes <= RECENT_BYTES);
+        assert_eq!(s.recent.len(), 1);
+    }
+
+    /// Messages beyond the in-memory tail come from the store: every message arrives once,
+    /// in order, whichever way it came.
+    #[tokio::test]
+    async fn fresh_messages_come_once_and_in_order_from_memory_and_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn QueueStore> = RedbQueue::open(Db::open(dir.path()).unwrap()).unwrap();
+        let settings = Settings {
+            ack_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+            max_clients_per_group: 4,
+            max_unsettled_per_client: 100_000,
+            max_groups: 10,
+        };
+        let stop = CancellationToken::new();
+        let group = Group::new("g1", "group", store.clone(), settings, Extent::default(), 0, stop.clone());
+        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
+        // More than the tail holds, in two appends: the first part falls out of memory.
+        let total = RECENT_RECORDS as u64 + 500;
+        let mut next = 1;
+        for n in [300, total - 300] {
+            let batch: Vec<Append> =
+                (next..next + n).map(|id| Append { group: "g1".into(), record: record(id) }).collect();
+            let records: Vec<Bytes> = batch.iter().map(|a| a.record.clone()).collect();
+            let seqs = store.append(batch).await.unwrap();
+            group.appended(seqs.into_iter().zip(records).collect());
+            next += n;
+        }
+        tokio::spawn(group.clone().dispatch(stop.clone()));
+        for expected in 1..=total {
+            let d = tokio::time::timeout(Duration::from_secs(10), member.rx.recv()).await.unwrap().unwrap();
+            assert_eq!((d.seq, d.message.id), (expected, expected));
+            assert_eq!(d.message.payload, format!("m{expected}").as_bytes());
+            member.settle(d.seq, d.generation, Settlement::Accepted);
+        }
+        assert!(member.rx.try_recv().is_err());
+        assert_eq!(group.status().accumulated, 0);
+        stop.cancel();
+    }
 }

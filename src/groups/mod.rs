@@ -300,16 +300,18 @@ impl Groups {
         if batch.is_empty() {
             return Ok(());
         }
-        let groups: Vec<Arc<str>> = batch.iter().map(|a| a.group.clone()).collect();
+        // The records stay shared with the groups, which deliver fresh messages from memory.
+        let records: Vec<(Arc<str>, bytes::Bytes)> =
+            batch.iter().map(|a| (a.group.clone(), a.record.clone())).collect();
         let seqs = self.store.append(batch).await?;
-        let mut by_group: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (group, seq) in groups.iter().zip(seqs) {
-            by_group.entry(group).or_default().push(seq);
+        let mut by_group: HashMap<Arc<str>, Vec<(u64, bytes::Bytes)>> = HashMap::new();
+        for ((group, record), seq) in records.into_iter().zip(seqs) {
+            by_group.entry(group).or_default().push((seq, record));
         }
-        for (id, seqs) in by_group {
-            match self.get(id) {
-                Some(group) => group.appended(&seqs),
-                None => tracing::warn!(group = id, "Stored messages for an unknown group"),
+        for (id, records) in by_group {
+            match self.get(&id) {
+                Some(group) => group.appended(records),
+                None => tracing::warn!(group = %id, "Stored messages for an unknown group"),
             }
         }
         Ok(())

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use redb::{Durability, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
@@ -54,8 +55,8 @@ const REMOVAL_GATHER: std::time::Duration = std::time::Duration::from_millis(10)
 pub struct Append {
     /// Consumer group id.
     pub group: Arc<str>,
-    /// Encoded message.
-    pub record: Vec<u8>,
+    /// Encoded message. Shared: the group keeps the same bytes in memory for delivery.
+    pub record: Bytes,
 }
 
 /// What a group holds, as found at start-up.
@@ -740,9 +741,7 @@ impl Writer {
                             let next = self.next.entry(append.group.to_string()).or_insert(1);
                             let seq = *next;
                             *next += 1;
-                            table
-                                .insert((&*append.group, seq), append.record.as_slice())
-                                .map_err(|e| db.err(e))?;
+                            table.insert((&*append.group, seq), &*append.record).map_err(|e| db.err(e))?;
                             seqs.push(seq);
                         }
                         replies.push(Reply::Append(reply, seqs, queued));
@@ -808,7 +807,7 @@ mod tests {
     use super::*;
 
     fn append(group: &str, body: &str) -> Append {
-        Append { group: group.into(), record: body.as_bytes().to_vec() }
+        Append { group: group.into(), record: Bytes::copy_from_slice(body.as_bytes()) }
     }
 
     fn reopen(dir: &std::path::Path) -> Arc<Db> {

@@ -22,6 +22,21 @@ pub struct StoredMessage {
 
 const NO_TAG: u16 = u16::MAX;
 
+/// A decoded record without its payload.
+struct Head {
+    id: u64,
+    generate_time_ms: u64,
+    topic: String,
+    tag: Option<String>,
+}
+
+impl Head {
+    fn with_payload(self, payload: Bytes) -> StoredMessage {
+        let Head { id, generate_time_ms, topic, tag } = self;
+        StoredMessage { id, generate_time_ms, topic, tag, payload }
+    }
+}
+
 impl StoredMessage {
     /// Encodes for storage. Topics and tags longer than 65,534 bytes are cut (MQTT topics are
     /// at most 65,535 bytes and tags are short).
@@ -56,8 +71,22 @@ impl StoredMessage {
         out
     }
 
-    /// Decodes a stored record; `None` when it is corrupt.
+    /// Decodes a stored record; `None` when it is corrupt. The payload is copied out of
+    /// `bytes`; [`Self::decode_shared`] shares it instead.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (head, at) = Self::decode_head(bytes)?;
+        Some(head.with_payload(Bytes::copy_from_slice(&bytes[at..])))
+    }
+
+    /// Decodes a stored record whose payload stays in `record`'s memory (no copy); `None`
+    /// when it is corrupt.
+    pub fn decode_shared(record: &Bytes) -> Option<Self> {
+        let (head, at) = Self::decode_head(record)?;
+        Some(head.with_payload(record.slice(at..)))
+    }
+
+    /// Everything but the payload, and where the payload starts.
+    fn decode_head(bytes: &[u8]) -> Option<(Head, usize)> {
         let mut b = bytes;
         if b.remaining() < 18 {
             return None;
@@ -68,7 +97,7 @@ impl StoredMessage {
         if b.remaining() < topic_len + 2 {
             return None;
         }
-        let topic = String::from_utf8(b[..topic_len].to_vec()).ok()?;
+        let topic = std::str::from_utf8(&b[..topic_len]).ok()?.to_string();
         b.advance(topic_len);
         let tag_len = b.get_u16();
         let tag = if tag_len == NO_TAG {
@@ -78,11 +107,12 @@ impl StoredMessage {
             if b.remaining() < n {
                 return None;
             }
-            let t = String::from_utf8(b[..n].to_vec()).ok()?;
+            let t = std::str::from_utf8(&b[..n]).ok()?.to_string();
             b.advance(n);
             Some(t)
         };
-        Some(Self { id, generate_time_ms, topic, tag, payload: Bytes::copy_from_slice(b) })
+        let at = bytes.len() - b.remaining();
+        Some((Head { id, generate_time_ms, topic, tag }, at))
     }
 
     /// The time a record was generated, read without decoding the rest.
@@ -106,7 +136,8 @@ mod tests {
                 payload: Bytes::from_static(b"{\"t\":1}"),
             };
             let bytes = m.encode();
-            assert_eq!(StoredMessage::decode(&bytes), Some(m));
+            assert_eq!(StoredMessage::decode(&bytes), Some(m.clone()));
+            assert_eq!(StoredMessage::decode_shared(&Bytes::from(bytes.clone())), Some(m));
             assert_eq!(StoredMessage::generate_time_of(&bytes), Some(1_700_000_000_000));
         }
     }
@@ -124,5 +155,6 @@ mod tests {
         .encode();
         bytes.truncate(bytes.len() - 1);
         assert_eq!(StoredMessage::decode(&bytes), None);
+        assert_eq!(StoredMessage::decode_shared(&Bytes::from(bytes)), None);
     }
 }

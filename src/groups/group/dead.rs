@@ -40,7 +40,7 @@ impl Group {
             s.dead = s.dead.saturating_sub(n);
         }
         self.counters.requeued.fetch_add(n, Ordering::Relaxed);
-        self.appended(&seqs);
+        self.appended_seqs(&seqs);
         self.counters.appended.fetch_sub(n, Ordering::Relaxed);
         Ok(n)
     }
