@@ -261,11 +261,20 @@ async fn accept_loop<H: Handler>(
             let _guard = handler.accepted(&stream, peer);
             match tls {
                 None => handler.serve(stream, peer).await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => handler.serve(stream, peer).await,
-                    Ok(Err(e)) => tracing::warn!(listener = name, %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::warn!(listener = name, %peer, "TLS handshake timed out"),
-                },
+                // Boxed: a TLS stream carries rustls' connection state (several KiB), and an
+                // unboxed branch would make every plain connection's task that large too.
+                Some(acceptor) => {
+                    Box::pin(async move {
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => handler.serve(stream, peer).await,
+                            Ok(Err(e)) => {
+                                tracing::warn!(listener = name, %peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::warn!(listener = name, %peer, "TLS handshake timed out"),
+                        }
+                    })
+                    .await
+                }
             }
         });
     }

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::codec::{ConnAckCode, Outbound};
+use super::codec::{ConnAckCode, Outbound, Version};
 use super::handshake::{authenticate, read_connect};
 use super::io::Io;
 use super::session::Session;
+use super::sessions::Registration;
 use super::status::{self, OfflineReason};
 use super::{IngressContext, RefusalReason};
 use crate::logsafe::Untrusted;
@@ -24,31 +25,65 @@ use crate::pipeline::HandoffError;
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves one accepted connection until it ends. Never panics on input; every way out is logged.
+///
+/// The connection's task lives as long as the device stays connected, and a task's memory is
+/// that of its largest state: so the handshake and the way out run as boxed futures of their
+/// own, whose state exists only while they run, and the task keeps little more than the
+/// session (docs/ingress.md, "Memory per connection").
 pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<IngressContext>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut io = Io { stream, rbuf: BytesMut::with_capacity(512), wbuf: BytesMut::new() };
+    let Some(admitted) = Box::pin(admit(Io::new(stream), peer, &shared)).await else {
+        return;
+    };
+    let Admitted { io, version, origin, registration, keep_alive, receive_maximum } = admitted;
+    let Registration { id, inbox, done, .. } = registration;
+    let mut session = Session::new(io, version, shared.clone(), origin.clone(), id, keep_alive, inbox);
+    session.limit_unacked(receive_maximum);
+    let reason = session.run().await;
+    let last_seen_ms = session.last_seen_ms;
+    drop(session);
+    Box::pin(offline(&shared, &origin, peer, id, reason, last_seen_ms)).await;
+    done.cancel();
+}
+
+/// A device whose CONNECT was accepted and answered.
+struct Admitted<S> {
+    io: Io<S>,
+    version: Version,
+    origin: Arc<Origin>,
+    registration: Registration,
+    keep_alive: u16,
+    receive_maximum: Option<u16>,
+}
+
+/// Reads and checks the CONNECT, takes over a previous session of the device, stores the online
+/// status and queues the CONNACK; `None` when the connection was refused or closed.
+async fn admit<S>(mut io: Io<S>, peer: SocketAddr, shared: &Arc<IngressContext>) -> Option<Admitted<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let timeout = Duration::from_secs(shared.limits.connect_timeout_secs);
-    let (version, connect) = match tokio::time::timeout(timeout, read_connect(&mut io, &shared)).await {
+    let (version, connect) = match tokio::time::timeout(timeout, read_connect(&mut io, shared)).await {
         Ok(Ok(c)) => c,
         Ok(Err(reason)) => {
             shared.stats.refuse(RefusalReason::Malformed);
             if let Some(suppressed) = shared.logs.malformed.admit() {
                 tracing::warn!(%peer, reason = %Untrusted(&reason), suppressed, "Closed a connection before CONNECT");
             }
-            return;
+            return None;
         }
         Err(_) => {
             shared.stats.refuse(RefusalReason::ConnectTimeout);
             if let Some(suppressed) = shared.logs.timeout.admit() {
                 tracing::warn!(%peer, timeout_secs = timeout.as_secs(), suppressed, "Closed a connection that sent no CONNECT in time");
             }
-            return;
+            return None;
         }
     };
 
-    let (credentials, device, keep_alive) = match authenticate(&connect, &shared) {
+    let (credentials, device, keep_alive) = match authenticate(&connect, shared) {
         Ok(ok) => ok,
         Err((code, why, reason)) => {
             shared.stats.refuse(why);
@@ -58,7 +93,7 @@ where
             version.write(Outbound::ConnAck { code, max_packet_size: 0 }, &mut io.wbuf);
             let _ = io.flush().await;
             let _ = io.stream.shutdown().await;
-            return;
+            return None;
         }
     };
     if connect.has_will {
@@ -81,7 +116,7 @@ where
     }
 
     let connected_ms = now_ms();
-    let online = status_message(&shared, &origin, None, connected_ms, connected_ms).await;
+    let online = status_message(shared, &origin, None, connected_ms, connected_ms).await;
     let stored = match online {
         Ok(m) => shared.pipeline.submit(m).await,
         Err(e) => Err(e),
@@ -95,7 +130,7 @@ where
         let _ = io.flush().await;
         shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
         registration.done.cancel();
-        return;
+        return None;
     }
 
     let presence = crate::registry::Presence {
@@ -118,25 +153,23 @@ where
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     shared.stats.connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, ?version, "Device online");
+    Some(Admitted { io, version, origin, registration, keep_alive, receive_maximum: connect.receive_maximum })
+}
 
-    let mut session = Session::new(
-        io,
-        version,
-        shared.clone(),
-        origin.clone(),
-        registration.id,
-        keep_alive,
-        (registration.kicked, registration.mailbox),
-    );
-    session.limit_unacked(connect.receive_maximum);
-    let reason = session.run().await;
-    let last_seen_ms = session.last_seen_ms;
-    drop(session);
-
-    shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
+/// The way out of a session: the device leaves the session table, then its offline status is
+/// stored and its presence record removed.
+async fn offline(
+    shared: &IngressContext,
+    origin: &Arc<Origin>,
+    peer: SocketAddr,
+    registration: u64,
+    reason: OfflineReason,
+    last_seen_ms: u64,
+) {
+    shared.sessions.remove(&origin.product_key, &origin.device_name, registration);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, %reason, "Device offline");
-    match status_message(&shared, &origin, Some(reason), now_ms(), last_seen_ms).await {
+    match status_message(shared, origin, Some(reason), now_ms(), last_seen_ms).await {
         Ok(m) => match shared.pipeline.submit(m).await {
             Ok(()) => {
                 if let Err(e) = shared.registry.record_offline(&origin.product_key, &origin.device_name) {
@@ -155,7 +188,6 @@ where
             }
         }
     }
-    registration.done.cancel();
 }
 
 async fn status_message(

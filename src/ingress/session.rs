@@ -14,13 +14,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttd::Notification;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::acl::Acl;
 use super::codec::{self, DisconnectCode, Inbound, Outbound, PubAckCode, PublishPacket, Version};
 use super::io::Io;
 use super::mailbox::{self, CallKind, Delivery, DeliveryState, MAX_UNACKED};
+use super::sessions::Inbox;
 use super::status::OfflineReason;
 use super::IngressContext;
 use crate::downlink::DeviceLink;
@@ -55,12 +55,12 @@ pub(super) struct Session<S> {
     /// (`None` for QoS 0) and the Alink reply to send once the message is stored.
     inflight: VecDeque<(Option<u16>, Receipt, Option<Reply>)>,
     link: Option<DeviceLink>,
-    link_id: String,
+    /// This session's number in the session table, part of its router link's name.
+    registration: u64,
     keep_alive: Duration,
     pub(super) last_seen_ms: u64,
-    kicked: tokio::sync::watch::Receiver<Option<OfflineReason>>,
-    /// Cloud-to-device messages for this device.
-    mailbox: mpsc::Receiver<Box<Delivery>>,
+    /// Why the session must end (takeover, disable), and the device's cloud-to-device messages.
+    inbox: Inbox,
     /// The granted filters and their QoS, for the mailbox's messages (the router keeps its own).
     subscriptions: Vec<(String, u8)>,
     /// QoS 1 mailbox messages written, oldest (first sent or last resent) first.
@@ -76,9 +76,9 @@ pub(super) struct Session<S> {
 struct End(OfflineReason, Option<DisconnectCode>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
-    /// The session of `origin` on `io`, registered as number `registration`; `kicked` says when
-    /// the device is disconnected by the platform or taken over, `mailbox` brings its
-    /// cloud-to-device messages.
+    /// The session of `origin` on `io`, registered as number `registration`; `inbox` says when
+    /// the device is disconnected by the platform or taken over, and brings its cloud-to-device
+    /// messages.
     pub(super) fn new(
         io: Io<S>,
         version: Version,
@@ -86,25 +86,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         origin: Arc<Origin>,
         registration: u64,
         keep_alive_secs: u16,
-        (kicked, mailbox): (
-            tokio::sync::watch::Receiver<Option<OfflineReason>>,
-            mpsc::Receiver<Box<Delivery>>,
-        ),
+        inbox: Inbox,
     ) -> Self {
         Self {
             io,
             version,
             shared,
             acl: Acl::new(&origin.product_key, &origin.device_name),
-            link_id: format!("{}.{}.{}", origin.product_key, origin.device_name, registration),
             origin,
+            registration,
             inflight: VecDeque::new(),
             link: None,
             // MQTT: the server may close after one and a half keep-alive periods of silence.
             keep_alive: Duration::from_millis(u64::from(keep_alive_secs) * 1500),
             last_seen_ms: now_ms(),
-            kicked,
-            mailbox,
+            inbox,
             subscriptions: Vec::new(),
             unacked: std::collections::VecDeque::new(),
             last_pkid: 0,
@@ -128,8 +124,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             while self.inflight.len() < max_inflight {
                 match self.version.read(&mut self.io.rbuf, self.shared.limits.max_packet) {
                     Ok(Some(packet)) => {
-                        if let Err(End(reason, code)) = self.handle(packet).await {
-                            return self.close(reason, code).await;
+                        // Boxed, like `close`: the state of handling a packet exists only while
+                        // it is handled, not in every idle connection's task.
+                        if let Err(End(reason, code)) = Box::pin(self.handle(packet)).await {
+                            return self.close_boxed(reason, code).await;
                         }
                     }
                     Ok(None) => break,
@@ -143,12 +141,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         };
                         counter.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(device = %self.origin.device_name, client_id = %Untrusted(&self.origin.client_id), error = %e, "Closing a connection after a bad packet");
-                        return self.close(OfflineReason::ProtocolViolation, Some(code)).await;
+                        return self.close_boxed(OfflineReason::ProtocolViolation, Some(code)).await;
                     }
                 }
             }
             if let Err(End(reason, code)) = self.take_ready_acks() {
-                return self.close(reason, code).await;
+                return self.close_boxed(reason, code).await;
             }
             if self.io.flush().await.is_err() {
                 return OfflineReason::NetworkError;
@@ -164,20 +162,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
-                    return self.close(OfflineReason::ServerShutdown, Some(DisconnectCode::ServerShuttingDown)).await;
+                    return self.close_boxed(OfflineReason::ServerShutdown, Some(DisconnectCode::ServerShuttingDown)).await;
                 }
-                Ok(()) = self.kicked.changed() => {
-                    let reason = (*self.kicked.borrow()).unwrap_or(OfflineReason::TakenOver);
+                reason = self.inbox.kicked() => {
                     let code = match reason {
                         OfflineReason::TakenOver => DisconnectCode::SessionTakenOver,
                         _ => DisconnectCode::AdministrativeAction,
                     };
-                    return self.close(reason, Some(code)).await;
+                    return self.close_boxed(reason, Some(code)).await;
                 }
                 result = front(&mut self.inflight) => {
                     if let Some((pkid, _, reply)) = self.inflight.pop_front() {
                         if let Err(end) = self.acknowledge(pkid, result, reply) {
-                            return self.close(end.0, end.1).await;
+                            return self.close_boxed(end.0, end.1).await;
                         }
                     }
                 }
@@ -188,14 +185,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         deadline.as_mut().reset(Instant::now() + self.keep_alive);
                     }
                 },
-                notification = next_downlink(&mut self.link) => self.downlink(notification).await,
-                Some(delivery) = self.mailbox.recv(), if taking_mail => self.deliver(*delivery),
-                () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => self.resend_due(),
+                notification = next_downlink(&mut self.link) => Box::pin(self.downlink(notification)).await,
+                delivery = self.inbox.recv(), if taking_mail => self.deliver(delivery),
+                () = retry(retry_at), if retry_at.is_some() => self.resend_due(),
                 () = &mut deadline => {
-                    return self.close(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
+                    return self.close_boxed(OfflineReason::KeepAliveTimeout, Some(DisconnectCode::KeepAliveTimeout)).await;
                 }
             }
         }
+    }
+
+    /// [`Self::close`] as a boxed future, so that its state is not part of the session's.
+    fn close_boxed(
+        &mut self,
+        reason: OfflineReason,
+        code: Option<DisconnectCode>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = OfflineReason> + Send + '_>> {
+        Box::pin(self.close(reason, code))
     }
 
     /// Ends the session: waits (briefly) for in-flight messages to answer their PUBACKs,
@@ -464,7 +470,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 continue;
             }
             if self.link.is_none() {
-                match self.shared.downlink.link(self.link_id.clone()).await {
+                let link_id =
+                    format!("{}.{}.{}", self.origin.product_key, self.origin.device_name, self.registration);
+                match self.shared.downlink.link(link_id).await {
                     Ok(link) => self.link = Some(link),
                     Err(e) => {
                         tracing::error!(device = %self.origin.device_name, error = %e, "Could not open a router link");
@@ -501,8 +509,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.version.write(Outbound::SubAck { pkid, granted: &granted }, &mut self.io.wbuf);
     }
 
-    async fn downlink(&mut self, notification: Option<Notification>) {
-        match notification {
+    async fn downlink(&mut self, notification: Option<Box<Notification>>) {
+        match notification.map(|n| *n) {
             Some(Notification::Forward(f)) => {
                 self.version.write(
                     Outbound::Publish {
@@ -627,8 +635,7 @@ impl<S> Drop for Session<S> {
         for u in self.unacked.drain(..) {
             u.delivery.tracker.set(DeliveryState::DeviceOffline);
         }
-        self.mailbox.close();
-        while let Ok(d) = self.mailbox.try_recv() {
+        for d in self.inbox.close() {
             d.tracker.set(DeliveryState::DeviceOffline);
         }
     }
@@ -642,17 +649,27 @@ async fn front(inflight: &mut VecDeque<(Option<u16>, Receipt, Option<Reply>)>) -
     }
 }
 
+/// Fires at `at`; never without it. The timer is boxed and made only when a retry is due, so
+/// that a session without unacknowledged messages does not carry one.
+async fn retry(at: Option<Instant>) {
+    match at {
+        Some(at) => Box::pin(sleep_until(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next router notification (`None` when the router closed the link); pending forever
-/// without a link.
+/// without a link. Boxed: a notification is large (about 250 bytes) and would otherwise take
+/// that room in every session's state.
 ///
 /// rumqttd's `LinkRx::next` answers `Ok(None)` for a wake-up whose notifications an earlier
 /// call already collected (several SUBACKs or forwards signalled at once): that is not a closed
 /// link, so it waits for the next wake-up.
-async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Notification> {
+async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Box<Notification>> {
     match link {
         Some(link) => loop {
             match link.rx.next().await {
-                Ok(Some(notification)) => return Some(notification),
+                Ok(Some(notification)) => return Some(Box::new(notification)),
                 Ok(None) => {}
                 Err(_) => return None,
             }

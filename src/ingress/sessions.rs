@@ -1,10 +1,10 @@
 //! Who is online: one session per device, takeover, and disconnecting a device from outside.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::mailbox::{Delivery, DeliveryState, Undeliverable, MAILBOX};
@@ -14,11 +14,94 @@ type Key = (String, String);
 
 struct Entry {
     id: u64,
-    kick: watch::Sender<Option<OfflineReason>>,
+    inbox: Arc<Signals>,
     done: CancellationToken,
-    /// Boxed: tokio allocates a channel's first block of slots when it is made, and 32 slots
-    /// of a 72-byte `Delivery` in every idle session cost 2.3 KiB; of a box, 256 bytes.
-    mailbox: mpsc::Sender<Box<Delivery>>,
+}
+
+/// What the session table shares with one session: why it must end, and its cloud-to-device
+/// messages. One small allocation: a watch channel and a bounded mpsc channel (which allocates
+/// its first block of slots when made) cost every idle session about 1 KiB more.
+#[derive(Default)]
+struct Signals {
+    state: Mutex<Signalled>,
+    /// Woken when `kick` is set.
+    kicked: Notify,
+    /// Woken when a message is put in the mailbox.
+    mail: Notify,
+}
+
+#[derive(Default)]
+struct Signalled {
+    /// Set when the session must end (takeover, disable); the last reason wins.
+    kick: Option<OfflineReason>,
+    /// At most [`MAILBOX`] messages, oldest first; no memory while empty.
+    mailbox: VecDeque<Delivery>,
+    /// The session is on its way out: no more messages.
+    closed: bool,
+}
+
+impl Signals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Signalled> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn kick(&self, reason: OfflineReason) {
+        self.lock().kick = Some(reason);
+        self.kicked.notify_one();
+    }
+}
+
+/// A session's side of its signals. Dropping it closes the mailbox (messages still in it are
+/// dropped with it; the session reports them first, see [`Inbox::close`]).
+pub struct Inbox(Arc<Signals>);
+
+impl Inbox {
+    /// Why the session must end, once it must; pending until then.
+    pub async fn kicked(&self) -> OfflineReason {
+        loop {
+            let notified = self.0.kicked.notified();
+            if let Some(reason) = self.0.lock().kick {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next cloud-to-device message; pending while there is none. Cancel-safe: a message
+    /// is taken only when it is returned.
+    pub async fn recv(&self) -> Delivery {
+        loop {
+            let notified = self.0.mail.notified();
+            {
+                let mut state = self.0.lock();
+                if let Some(delivery) = state.mailbox.pop_front() {
+                    if state.mailbox.is_empty() {
+                        state.mailbox = VecDeque::new();
+                    }
+                    return delivery;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// The reason the session was told to end, if it was.
+    pub fn kick_reason(&self) -> Option<OfflineReason> {
+        self.0.lock().kick
+    }
+
+    /// Refuses further messages; returns those still waiting.
+    pub fn close(&self) -> VecDeque<Delivery> {
+        let mut state = self.0.lock();
+        state.closed = true;
+        std::mem::take(&mut state.mailbox)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        drop(self.close());
+    }
 }
 
 /// The session table.
@@ -32,14 +115,12 @@ pub struct Sessions {
 pub struct Registration {
     /// This session's id.
     pub id: u64,
-    /// Fires with the reason when the session must end (takeover, disable).
-    pub kicked: watch::Receiver<Option<OfflineReason>>,
+    /// Why the session must end (takeover, disable), and its cloud-to-device messages.
+    pub inbox: Inbox,
     /// Cancelled when the connection has finished (after its offline status is stored).
     pub done: CancellationToken,
     /// The session this one replaced: wait for it before announcing online.
     pub replaced: Option<CancellationToken>,
-    /// Cloud-to-device messages for this session.
-    pub mailbox: mpsc::Receiver<Box<Delivery>>,
 }
 
 impl Sessions {
@@ -50,16 +131,15 @@ impl Sessions {
     /// Makes a new session the device's current one, kicking the previous one.
     pub fn register(&self, product_key: &str, device_name: &str) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (kick, kicked) = watch::channel(None);
+        let signals = Arc::new(Signals::default());
         let done = CancellationToken::new();
-        let (mail, mailbox) = mpsc::channel(MAILBOX);
-        let entry = Entry { id, kick, done: done.clone(), mailbox: mail };
+        let entry = Entry { id, inbox: signals.clone(), done: done.clone() };
         let previous = self.lock().insert((product_key.to_string(), device_name.to_string()), entry);
         let replaced = previous.map(|p| {
-            let _ = p.kick.send(Some(OfflineReason::TakenOver));
+            p.inbox.kick(OfflineReason::TakenOver);
             p.done
         });
-        Registration { id, kicked, done, replaced, mailbox }
+        Registration { id, inbox: Inbox(signals), done, replaced }
     }
 
     /// Puts `delivery` in the device's mailbox; its tracker says what becomes of it.
@@ -76,17 +156,19 @@ impl Sessions {
         let map = self.lock();
         let refused = match map.get(&(product_key.to_string(), device_name.to_string())) {
             None => Undeliverable::Offline,
-            Some(entry) => match entry.mailbox.try_send(Box::new(delivery)) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(d)) => {
-                    d.tracker.set(DeliveryState::DeviceOffline);
-                    return Err(Undeliverable::Full);
+            Some(entry) => {
+                let mut state = entry.inbox.lock();
+                if state.closed {
+                    Undeliverable::Offline
+                } else if state.mailbox.len() >= MAILBOX {
+                    Undeliverable::Full
+                } else {
+                    state.mailbox.push_back(delivery);
+                    drop(state);
+                    entry.inbox.mail.notify_one();
+                    return Ok(());
                 }
-                Err(mpsc::error::TrySendError::Closed(d)) => {
-                    d.tracker.set(DeliveryState::DeviceOffline);
-                    return Err(Undeliverable::Offline);
-                }
-            },
+            }
         };
         drop(map);
         delivery.tracker.set(DeliveryState::DeviceOffline);
@@ -112,7 +194,7 @@ impl Sessions {
     ) -> Option<CancellationToken> {
         let map = self.lock();
         let entry = map.get(&(product_key.to_string(), device_name.to_string()))?;
-        let _ = entry.kick.send(Some(reason));
+        entry.inbox.kick(reason);
         Some(entry.done.clone())
     }
 
@@ -142,12 +224,12 @@ mod tests {
         let old = s.register("p", "d");
         assert!(old.replaced.is_none());
         let new = s.register("p", "d");
-        assert_eq!(*old.kicked.borrow(), Some(OfflineReason::TakenOver));
+        assert_eq!(old.inbox.kick_reason(), Some(OfflineReason::TakenOver));
         assert!(new.replaced.is_some());
         s.remove("p", "d", old.id);
         assert!(s.is_online("p", "d"), "the old session must not remove the new one");
         s.kick("p", "d", OfflineReason::DeviceDisabled).unwrap();
-        assert_eq!(*new.kicked.borrow(), Some(OfflineReason::DeviceDisabled));
+        assert_eq!(new.inbox.kick_reason(), Some(OfflineReason::DeviceDisabled));
         s.remove("p", "d", new.id);
         assert!(s.is_empty());
     }
