@@ -23,6 +23,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["histogram"]),
     ("registry", &["check", "store"]),
     ("groups", &["check", "message", "store"]),
+    // The queue boundary (consumer-group semantics) and the cluster backend behind it.
+    ("queues", &["groups", "store"]),
+    ("cluster", &["check", "groups", "message", "queues"]),
     // The data path, upstream to downstream.
     ("rules", &["message"]),
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),
@@ -38,7 +41,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["alerts", "amqp", "groups", "histogram", "ingress", "pipeline", "rules", "store"]),
     ("api", &["alerts", "catalog", "check", "commands", "devices", "groups", "listener", "logsafe", "metrics",
               "registry", "rules", "sign", "subscriptions"]),
-    ("config", &["alerts", "amqp", "api", "check", "groups", "ingress", "registry", "store", "subscriptions"]),
+    ("config", &["alerts", "amqp", "api", "check", "cluster", "groups", "ingress", "registry", "store",
+                 "subscriptions"]),
     ("app", &["alerts", "amqp", "api", "catalog", "commands", "config", "devices", "downlink", "groups", "ingress",
               "message", "metrics", "pipeline", "registry", "rules", "store", "subscriptions"]),
     // The load tool and the command line.
