@@ -61,6 +61,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// The server's idle heartbeat on a pull; two missed ones make the client pull anew (after a
 /// reconnect, a server restart).
 const PULL_HEARTBEAT: Duration = Duration::from_secs(4);
+/// How long `/healthz` waits for JetStream to answer.
+const HEALTH_WAIT: std::time::Duration = Duration::from_secs(2);
 /// Dead letters read per request page when re-queueing.
 const DEAD_PAGE: usize = 256;
 /// The pause after a failed pull before the next, so that an outage does not spin.
@@ -509,6 +511,22 @@ impl GroupQueues for JetStreamQueues {
                 .await
                 .map_err(|e| backend(format_args!("purging the dead letters of {group}"), e))?;
             Ok(purged.purged)
+        }
+        .boxed()
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        async move {
+            let state = self.client.connection_state();
+            if state != async_nats::connection::State::Connected {
+                return Err(format!("NATS connection {state}"));
+            }
+            // A JetStream API round trip: the account's JetStream answers.
+            match tokio::time::timeout(HEALTH_WAIT, self.js.query_account()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("JetStream: {e}")),
+                Err(_) => Err(format!("JetStream did not answer within {} s", HEALTH_WAIT.as_secs())),
+            }
         }
         .boxed()
     }

@@ -92,7 +92,14 @@ pub struct Groups {
     stop: CancellationToken,
     tasks: TaskTracker,
     create: std::sync::Mutex<()>,
+    /// Where appends go instead of the embedded store (cluster mode), when set.
+    elsewhere: std::sync::OnceLock<AppendElsewhere>,
 }
+
+/// Stores a batch of copies somewhere other than the embedded store (the cluster's queues);
+/// resolves when every copy is stored.
+pub type AppendElsewhere =
+    Arc<dyn Fn(Vec<Append>) -> futures::future::BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
 
 /// Consumer groups created at run time: id -> name.
 const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
@@ -152,6 +159,7 @@ impl Groups {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             create: std::sync::Mutex::new(()),
+            elsewhere: std::sync::OnceLock::new(),
         });
         for (id, name) in declared.iter().chain(created.iter()) {
             if this.exists(id) {
@@ -302,6 +310,9 @@ impl Groups {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(elsewhere) = self.elsewhere.get() {
+            return elsewhere(batch).await;
+        }
         let groups: Vec<Arc<str>> = batch.iter().map(|a| a.group.clone()).collect();
         let seqs = self.store.append(batch).await?;
         let mut by_group: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -315,6 +326,14 @@ impl Groups {
             }
         }
         Ok(())
+    }
+
+    /// From now on every append (the pipeline's, the forwarding retries') goes to `to` instead
+    /// of the embedded store: the cluster mode's queues. Set once, at start-up.
+    pub fn append_elsewhere(&self, to: AppendElsewhere) {
+        if self.elsewhere.set(to).is_err() {
+            tracing::warn!("The appends of the consumer groups were redirected twice; the first stays");
+        }
     }
 
     async fn sweep_loop(&self) {

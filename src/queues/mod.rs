@@ -149,6 +149,9 @@ pub trait GroupQueues: Send + Sync + 'static {
     /// Drops the group's dead letters; resolves with how many.
     fn purge_dead_letters(&self, group: &str) -> BoxFuture<'_, Result<u64, QueueError>>;
 
+    /// Whether the backend can serve now: `Err` says why not (for `/healthz`).
+    fn health(&self) -> BoxFuture<'_, Result<(), String>>;
+
     /// Makes everything durable and stops.
     fn close(&self) -> BoxFuture<'_, ()>;
 }
