@@ -67,8 +67,22 @@ async fn serve_with_cluster_stores_and_delivers_through_jetstream() {
     assert!(stored.accumulated >= 20, "{stored:?}");
     let embedded = server.app.groups().get(DEFAULT_GROUP).expect("DEFAULT_GROUP").status();
     assert_eq!(embedded.accumulated, 0, "nothing went to the embedded store: {embedded:?}");
+    // The API's status reads the cluster's queue.
+    let (code, api_status) = common::api::get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
+    assert_eq!(code, 200, "{api_status}");
+    assert_eq!(api_status["accumulatedCount"].as_u64(), Some(stored.accumulated), "{api_status}");
 
     let mut consumer = amqp::consumer(server.app.amqp_addr(), "c1", DEFAULT_GROUP).await;
+    // The group's status lists the consumer (this node's clients, so far).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, status) = common::api::get(&server, "/consumer-groups/DEFAULT_GROUP/status").await;
+        if status["onlineClients"][0]["clientId"] == "c1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c1 not listed online: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut bodies = BTreeSet::new();
     let mut ids = BTreeSet::new();
     while bodies.len() < 20 {
@@ -89,6 +103,15 @@ async fn serve_with_cluster_stores_and_delivers_through_jetstream() {
     let drained = eventually(&queues, "drained", |s| s.accumulated == 0 && s.in_flight == 0).await;
     assert!(drained.last_consumption_ms.is_some(), "{drained:?}");
     consumer.close().await;
+
+    // A clear through the API empties the cluster's queue.
+    publish_n(server.addr(), "dev2", 3).await;
+    eventually(&queues, "three more", |s| s.accumulated >= 3).await;
+    let (code, cleared) =
+        common::api::post(&server, "/consumer-groups/DEFAULT_GROUP/clear", &serde_json::json!({})).await;
+    assert_eq!(code, 200, "{cleared}");
+    assert!(cleared["cleared"].as_u64().is_some_and(|n| n >= 3), "{cleared}");
+    eventually(&queues, "cleared", |s| s.accumulated == 0).await;
 
     // Without NATS the node is not healthy, and says why.
     drop(nats);

@@ -350,6 +350,7 @@ mod cases {
         let empty = status(q, "g_one").await;
         assert_eq!((empty.accumulated, empty.in_flight, empty.dead_letters, empty.accepted), (0, 0, 0, 0));
         assert_eq!(empty.last_consumption_ms, None);
+        assert!(empty.online_clients.is_empty());
         q.append((1..=5).map(|id| copy("g_one", id)).collect()).await.expect("append");
         let mut c = join(q, "g_one", "c").await;
         let mut held = Vec::new();
@@ -366,6 +367,10 @@ mod cases {
         }
         let s = eventually(q, "g_one", "two accepted", |s| s.accumulated == 3).await;
         assert_eq!(s.accepted, 2, "{s:?}");
+        assert_eq!(s.consumption_rate_per_minute, 2, "{s:?}");
+        assert_eq!(s.online_clients.len(), 1, "{s:?}");
+        assert_eq!((s.online_clients[0].client_id.as_str(), s.online_clients[0].peer), ("c", peer()));
+        assert_eq!(s.online_clients[0].rate_per_minute, 2, "{s:?}");
         assert!(s.last_consumption_ms.is_some_and(|t| t + 1000 >= before), "{s:?}");
         q.close().await;
     }
@@ -400,6 +405,10 @@ mod cases {
         }
         drop(a);
         let _c = join(q, "g_one", "c").await;
+        let online: Vec<String> =
+            status(q, "g_one").await.online_clients.into_iter().map(|c| c.client_id).collect();
+        assert_eq!(online.len(), 2, "{online:?}");
+        assert!(online.contains(&"b".to_string()) && online.contains(&"c".to_string()), "{online:?}");
         assert!(matches!(q.join("g_nope", "d", peer()).await, Err(QueueError::NotFound(_))));
         q.close().await;
     }

@@ -34,7 +34,7 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use super::config::ClusterConfig;
 use super::ClusterError;
-use crate::groups::{release_backoff, Settings};
+use crate::groups::{release_backoff, ClientInfo, RateWindow, Settings};
 use crate::message::now_ms;
 use crate::queues::{
     Append, DeadLetter, GroupClient, GroupQueues, Handed, Outcome, QueueError, QueueStatus, StoredMessage,
@@ -102,6 +102,12 @@ struct GroupHandle {
     accepted: AtomicU64,
     /// Epoch ms of this node's last accept (0: none).
     last_accept_ms: AtomicU64,
+    /// Accepts per second on this node, for `consumptionRate`.
+    rate: Mutex<RateWindow>,
+    /// This node's online clients, by client number.
+    online: Mutex<HashMap<u64, ClientInfo>>,
+    /// Numbers the clients of this node.
+    next_client: AtomicU64,
     /// The stream sequence of the last message the latest clear dropped: a delivery at or
     /// below it that a client pulled before the clear is stale and skipped.
     cleared_through: AtomicU64,
@@ -196,6 +202,13 @@ impl JetStreamQueues {
             .ok_or_else(|| QueueError::NotFound(group.to_string()))
     }
 
+    /// The group's handle, its consumer created first when this node has none yet (a group
+    /// created through the API after start-up). Groups themselves are checked by the caller.
+    async fn ensured(&self, group: &str) -> Result<Arc<GroupHandle>, QueueError> {
+        self.ensure(group).await?;
+        self.handle(group)
+    }
+
     async fn ensure(&self, group: &str) -> Result<(), QueueError> {
         if self.handle(group).is_ok() {
             return Ok(());
@@ -225,6 +238,9 @@ impl JetStreamQueues {
             accepted: AtomicU64::new(0),
             last_accept_ms: AtomicU64::new(0),
             cleared_through: AtomicU64::new(0),
+            rate: Mutex::new(RateWindow::default()),
+            online: Mutex::new(HashMap::new()),
+            next_client: AtomicU64::new(1),
         });
         self.groups
             .lock()
@@ -307,6 +323,10 @@ fn epoch_ms_of(t: async_nats::datetime::DateTime) -> u64 {
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The message id of an encoded record (its first 8 bytes, big-endian).
 fn message_id(record: &[u8]) -> Option<u64> {
     record.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
@@ -346,10 +366,11 @@ impl GroupQueues for JetStreamQueues {
     fn join(
         &self,
         group: &str,
-        _client_id: &str,
-        _peer: SocketAddr,
+        client_id: &str,
+        peer: SocketAddr,
     ) -> BoxFuture<'_, Result<Box<dyn GroupClient>, QueueError>> {
         let group = group.to_string();
+        let client_id = client_id.to_string();
         async move {
             let handle = self.handle(&group)?;
             let limit = self.settings.max_clients_per_group;
@@ -374,7 +395,12 @@ impl GroupQueues for JetStreamQueues {
                     return Err(backend(format_args!("pulling from group {group}"), e));
                 }
             };
+            let number = handle.next_client.fetch_add(1, Ordering::Relaxed);
+            let info = ClientInfo { client_id, peer, online_since_ms: now_ms(), rate_per_minute: 0 };
+            lock(&handle.online).insert(number, info);
             Ok(Box::new(JetStreamClient {
+                number,
+                rate: RateWindow::default(),
                 handle,
                 js: self.js.clone(),
                 dead_subject: self.names.dead_subject(&group),
@@ -390,7 +416,7 @@ impl GroupQueues for JetStreamQueues {
     fn clear(&self, group: &str) -> BoxFuture<'_, Result<u64, QueueError>> {
         let group = group.to_string();
         async move {
-            let handle = self.handle(&group)?;
+            let handle = self.ensured(&group).await?;
             // Purged up to a known sequence, so that deliveries pulled before the clear can be
             // told from messages appended after it.
             let last = self
@@ -416,7 +442,7 @@ impl GroupQueues for JetStreamQueues {
     fn status(&self, group: &str) -> BoxFuture<'_, Result<QueueStatus, QueueError>> {
         let group = group.to_string();
         async move {
-            let handle = self.handle(&group)?;
+            let handle = self.ensured(&group).await?;
             let info = self
                 .queue
                 .consumer_info(Names::durable(&group))
@@ -441,12 +467,18 @@ impl GroupQueues for JetStreamQueues {
             let server_last = info.ack_floor.last_active.map(epoch_ms_of);
             let local_last = Some(handle.last_accept_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
             let ack_pending = info.num_ack_pending as u64;
+            let now = now_ms() / 1000;
+            let mut online_clients: Vec<ClientInfo> = lock(&handle.online).values().cloned().collect();
+            online_clients.sort_by_key(|c| c.online_since_ms);
+            let consumption_rate_per_minute = lock(&handle.rate).per_minute(now);
             Ok(QueueStatus {
                 accumulated: info.num_pending + ack_pending,
                 in_flight: ack_pending,
                 dead_letters,
                 last_consumption_ms: server_last.max(local_last),
                 accepted: handle.accepted.load(Ordering::Relaxed),
+                consumption_rate_per_minute,
+                online_clients,
             })
         }
         .boxed()
@@ -460,7 +492,7 @@ impl GroupQueues for JetStreamQueues {
     ) -> BoxFuture<'_, Result<Vec<DeadLetter>, QueueError>> {
         let group = group.to_string();
         async move {
-            self.handle(&group)?;
+            self.ensured(&group).await?;
             self.dead_page(&group, from, max).await
         }
         .boxed()
@@ -469,7 +501,7 @@ impl GroupQueues for JetStreamQueues {
     fn requeue_dead_letters(&self, group: &str) -> BoxFuture<'_, Result<u64, QueueError>> {
         let group = group.to_string();
         async move {
-            self.handle(&group)?;
+            self.ensured(&group).await?;
             let subject = self.names.queue_subject(&group);
             let mut moved = 0u64;
             let mut from = 1;
@@ -503,7 +535,7 @@ impl GroupQueues for JetStreamQueues {
     fn purge_dead_letters(&self, group: &str) -> BoxFuture<'_, Result<u64, QueueError>> {
         let group = group.to_string();
         async move {
-            self.handle(&group)?;
+            self.ensured(&group).await?;
             let purged = self
                 .dead
                 .purge()
@@ -552,6 +584,10 @@ struct Held {
 
 /// One local client: its own pull from the group's durable consumer.
 struct JetStreamClient {
+    /// This client's number in its group's `online` list.
+    number: u64,
+    /// Its accepts per second.
+    rate: RateWindow,
     handle: Arc<GroupHandle>,
     js: Context,
     dead_subject: String,
@@ -637,8 +673,14 @@ impl GroupClient for JetStreamClient {
                 Outcome::Accepted => {
                     let r = held.acker.ack().await;
                     if r.is_ok() {
+                        let now = now_ms();
                         self.handle.accepted.fetch_add(1, Ordering::Relaxed);
-                        self.handle.last_accept_ms.store(now_ms(), Ordering::Relaxed);
+                        self.handle.last_accept_ms.store(now, Ordering::Relaxed);
+                        lock(&self.handle.rate).add(now / 1000, 1);
+                        self.rate.add(now / 1000, 1);
+                        if let Some(info) = lock(&self.handle.online).get_mut(&self.number) {
+                            info.rate_per_minute = self.rate.per_minute(now / 1000);
+                        }
                     }
                     r
                 }
@@ -661,6 +703,7 @@ impl GroupClient for JetStreamClient {
 impl Drop for JetStreamClient {
     fn drop(&mut self) {
         self.handle.clients.fetch_sub(1, Ordering::AcqRel);
+        lock(&self.handle.online).remove(&self.number);
         if self.unsettled.is_empty() {
             return;
         }

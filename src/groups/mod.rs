@@ -20,6 +20,8 @@ use tokio_util::task::TaskTracker;
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
 pub use config::{ConsumerGroupConfig, DEFAULT_MAX_GROUPS};
+/// A per-minute rate (the cluster backend keeps its consumption rate with it).
+pub use rate::RateWindow;
 /// How long a released message waits before its next delivery (the JetStream backend naks with it).
 pub use retry::backoff as release_backoff;
 

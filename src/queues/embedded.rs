@@ -103,6 +103,8 @@ impl GroupQueues for EmbeddedQueues {
                 dead_letters: s.dead_letters,
                 last_consumption_ms: s.last_consumption_ms,
                 accepted: g.counters.acked.load(Ordering::Relaxed),
+                consumption_rate_per_minute: s.consumption_rate_per_minute,
+                online_clients: s.online_clients,
             }
         });
         futures::future::ready(result).boxed()

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 
+pub use crate::groups::ClientInfo;
 pub use crate::store::{Append, DeadLetter, StoredMessage};
 
 /// How a client settled a delivery (the AMQP outcomes, plus what the connection knows).
@@ -73,9 +74,12 @@ pub struct QueueStatus {
     pub dead_letters: u64,
     /// Epoch ms of the last accept: `lastConsumptionTime`.
     pub last_consumption_ms: Option<u64>,
-    /// Accepts settled through this process since it started: the input of
-    /// `consumptionRate` (the difference over a minute).
+    /// Accepts settled through this process since it started.
     pub accepted: u64,
+    /// Accepts in the last 60 s: `consumptionRate` (messages/min).
+    pub consumption_rate_per_minute: u64,
+    /// The group's online clients (this node's, in a cluster so far).
+    pub online_clients: Vec<ClientInfo>,
 }
 
 /// Why a queue operation failed.
