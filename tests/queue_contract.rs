@@ -391,6 +391,32 @@ mod cases {
         q.close().await;
     }
 
+    /// Removing a group ends its clients' deliveries and drops its messages.
+    pub async fn removing_a_group_ends_it(backend: Backend) {
+        let f = fixture(backend, Duration::from_secs(30)).await;
+        let q = f.queues.as_ref();
+        groups(q, &["g_one", "g_two"]).await;
+        q.append((1..=3).map(|id| copy("g_one", id)).chain([copy("g_two", 1)]).collect())
+            .await
+            .expect("append");
+        let mut c = join(q, "g_one", "c").await;
+        let _held = next(&mut c, WAIT).await;
+        q.remove_group("g_one").await.expect("remove");
+        q.remove_group("g_one").await.expect("removing again changes nothing");
+        match tokio::time::timeout(WAIT, async { while c.next().await.is_some() {} }).await {
+            Ok(()) => {}
+            Err(_) => panic!("{backend:?}: the client's deliveries did not end"),
+        }
+        assert_eq!(status(q, "g_two").await.accumulated, 1, "other groups keep theirs");
+        groups(q, &["g_one"]).await;
+        assert_eq!(
+            status(q, "g_one").await.accumulated,
+            0,
+            "{backend:?}: a group of the same id starts empty"
+        );
+        q.close().await;
+    }
+
     /// The group's client limit holds; a client that leaves frees its place.
     pub async fn the_client_limit_holds(backend: Backend) {
         let f = fixture(backend, Duration::from_secs(30)).await;
@@ -447,4 +473,5 @@ contract!(
     status_numbers,
     a_retried_append_is_deduplicated,
     the_client_limit_holds,
+    removing_a_group_ends_it,
 );

@@ -83,6 +83,10 @@ pub async fn create(
 /// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.catalog.delete_group(&id).await?;
+    // The group is gone; in a cluster its queue goes too (the embedded one went with it).
+    if let Err(e) = state.queues.remove_group(&id).await {
+        tracing::error!(group = %id, error = %e, "Dropping the deleted group's queue failed; its messages expire with the retention period");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -547,6 +547,34 @@ impl GroupQueues for JetStreamQueues {
         .boxed()
     }
 
+    fn remove_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>> {
+        let group = group.to_string();
+        async move {
+            lock(&self.groups).remove(&group);
+            let durable = Names::durable(&group);
+            // Deleting the consumer ends every node's pulls on it (their clients see the group
+            // gone); a consumer that is not there is fine.
+            if let Err(e) = self.queue.delete_consumer(&durable).await {
+                let absent = self.queue.consumer_info(&durable).await.is_err();
+                if !absent {
+                    return Err(backend(format_args!("deleting consumer {durable}"), e));
+                }
+            }
+            for (stream, subject) in [
+                (&self.queue, self.names.queue_subject(&group)),
+                (&self.dead, self.names.dead_subject(&group)),
+            ] {
+                stream
+                    .purge()
+                    .filter(subject)
+                    .await
+                    .map_err(|e| backend(format_args!("dropping the messages of group {group}"), e))?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         async move {
             let state = self.client.connection_state();

@@ -132,6 +132,22 @@ impl GroupQueues for EmbeddedQueues {
         async move { Ok(group?.purge_dead_letters(None).await?) }.boxed()
     }
 
+    fn remove_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>> {
+        let group = group.to_string();
+        async move {
+            // `Groups::delete` drops the group's messages and ends its clients; through the API
+            // it has already run.
+            if !self.groups.exists(&group) {
+                return Ok(());
+            }
+            self.groups
+                .delete(&group)
+                .await
+                .map_err(|e| QueueError::Backend(format!("deleting consumer group {group}: {e}")))
+        }
+        .boxed()
+    }
+
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         // The store reports its own failures (a full disk) through the appends it refuses.
         futures::future::ready(Ok(())).boxed()

@@ -153,6 +153,10 @@ pub trait GroupQueues: Send + Sync + 'static {
     /// Drops the group's dead letters; resolves with how many.
     fn purge_dead_letters(&self, group: &str) -> BoxFuture<'_, Result<u64, QueueError>>;
 
+    /// Drops the group's queue and dead letters (the group is being deleted): its clients'
+    /// deliveries end (`next` gives `None`). Idempotent.
+    fn remove_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>>;
+
     /// Whether the backend can serve now: `Err` says why not (for `/healthz`).
     fn health(&self) -> BoxFuture<'_, Result<(), String>>;
 
