@@ -14,6 +14,8 @@ pub use crate::api::token::TokenSource;
 use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::{ClusterError, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
@@ -22,6 +24,8 @@ use crate::groups::Groups;
 use crate::ingress::{Ingress, IngressError};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
+use crate::queues::embedded::EmbeddedQueues;
+use crate::queues::GroupQueues;
 use crate::registry::{Registry, RegistryError};
 use crate::rules::watch::{watch_live, LiveRules, Reloader, SharedRules, Watch};
 use crate::store::{Db, RedbQueue, StoreError};
@@ -48,6 +52,9 @@ pub enum AppError {
     /// The generated admin token could not be read or stored.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Cluster mode could not start (NATS, JetStream).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl AppError {
@@ -89,6 +96,52 @@ pub struct App {
     pipeline_task: JoinHandle<()>,
     alerts: Arc<Alerts>,
     admin_token: (String, TokenSource),
+    /// Cluster mode: the consumer groups' queues on JetStream.
+    cluster: Option<Arc<dyn GroupQueues>>,
+}
+
+/// Cluster mode: connects to NATS, sets up the JetStream queues of every group and sends the
+/// groups' appends there. So far one node: groups, devices and rules still come from this
+/// node's configuration and store (docs/cluster.md).
+async fn start_cluster(
+    cluster: &ClusterConfig,
+    config: &Config,
+    groups: &Arc<Groups>,
+) -> Result<Arc<dyn GroupQueues>, AppError> {
+    let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
+    let client = crate::cluster::connect(cluster, &node).await?;
+    let queues: Arc<dyn GroupQueues> =
+        JetStreamQueues::open(client, cluster, config.amqp.group_settings()).await?;
+    for group in groups.list() {
+        queues.ensure_group(&group.id).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
+    }
+    let to = queues.clone();
+    groups.append_elsewhere(Arc::new(move |batch| {
+        let to = to.clone();
+        Box::pin(async move { to.append(batch).await.map_err(|e| StoreError::Commit(e.to_string())) })
+    }));
+    tracing::info!(
+        node = %node,
+        servers = %cluster.nats.join(", "),
+        name = %cluster.name,
+        replicas = cluster.replicas,
+        "Cluster mode: consumer-group queues on NATS JetStream"
+    );
+    Ok(queues)
+}
+
+/// A node's default name: the host name and the MQTT port, in the characters names allow.
+fn default_node(mqtt_port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("{host}-{mqtt_port}")
 }
 
 /// Loads the rules directory (reporting every broken file) and watches it when it exists. The
@@ -132,6 +185,14 @@ impl App {
         let store_stats = queue.stats().clone();
         let ids = queue.ids().clone();
         let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(start_cluster(cluster, config, &groups).await?),
+            None => None,
+        };
+        let queues: Arc<dyn GroupQueues> = match &cluster {
+            Some(cluster) => cluster.clone(),
+            None => EmbeddedQueues::new(groups.clone()),
+        };
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let downlink = Arc::new(Downlink::start(config.mqtt.max_connections).map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
@@ -151,8 +212,14 @@ impl App {
         let ingress =
             Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), downlink, shutdown.clone())
                 .await?;
-        let amqp =
-            AmqpServer::start(&config.amqp, registry.clone(), groups.clone(), shutdown.clone()).await?;
+        let amqp = AmqpServer::start(
+            &config.amqp,
+            registry.clone(),
+            groups.clone(),
+            cluster.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone());
         let commands: Arc<dyn DeviceCommands> =
             Arc::new(LocalCommands::new(registry.clone(), ingress.sessions(), pipeline.clone()));
@@ -179,6 +246,7 @@ impl App {
             alerts: alerts.clone(),
             metrics,
             sessions: Arc::default(),
+            queues,
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         tracing::info!(
@@ -203,6 +271,7 @@ impl App {
             pipeline_task,
             alerts,
             admin_token: (token, token_source),
+            cluster,
         })
     }
 
@@ -316,6 +385,7 @@ impl App {
             pipeline_task,
             alerts,
             admin_token: _,
+            cluster,
         } = self;
         drop(_rules_watch);
         drop(rules);
@@ -336,6 +406,9 @@ impl App {
             amqp.stopped().await;
             drop(amqp);
             groups.shutdown().await;
+            if let Some(cluster) = &cluster {
+                cluster.close().await;
+            }
         })
         .await;
         if drained.is_err() {

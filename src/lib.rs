@@ -14,6 +14,8 @@
 //!   subscription writes.
 //! - [`commands`]: cloud to device: publish, broadcast, RRPC, property set, service invoke,
 //!   behind the one interface a cluster can route.
+//! - [`cluster`]: cluster mode on NATS JetStream: `[cluster]`, the NATS connection, the
+//!   consumer-group queues on JetStream.
 //! - [`check`]: the problems a component's configuration check returns (a leaf).
 //! - [`config`]: the TOML file: the top-level struct naming each component's section, loading,
 //!   the schema pass, references between sections, every problem at once with file:line. Each
@@ -34,6 +36,8 @@
 //! - [`rules`]: SQL rules compiled to an own IR: parse, compile, evaluate, functions, topic index.
 //! - [`histogram`]: a latency histogram of atomics, for the store writer and `/metrics`.
 //! - [`groups`]: consumer groups: backlogs, random delivery to clients, settlement, status.
+//! - [`queues`]: the queue boundary at consumer-group semantics ([`queues::GroupQueues`]) and
+//!   its embedded backend over [`groups`].
 //! - [`store`]: the redb database (message ids, registry changes, queues).
 //! - [`sign`]: HMAC signing shared by MQTT and AMQP credentials.
 //! - [`cli`]: the command line.
@@ -46,6 +50,7 @@ pub mod bench;
 pub(crate) mod catalog;
 pub(crate) mod check;
 pub mod cli;
+pub mod cluster;
 pub(crate) mod commands;
 pub mod config;
 pub(crate) mod devices;
@@ -59,6 +64,7 @@ pub(crate) mod logsafe;
 pub mod message;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
+pub mod queues;
 pub(crate) mod registry;
 pub mod rules;
 pub mod sign;

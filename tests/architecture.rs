@@ -23,6 +23,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["histogram"]),
     ("registry", &["check", "store"]),
     ("groups", &["check", "message", "store"]),
+    // The queue boundary (consumer-group semantics) and the cluster backend behind it.
+    ("queues", &["groups", "store"]),
+    ("cluster", &["check", "groups", "message", "queues"]),
     // The data path, upstream to downstream.
     ("rules", &["message"]),
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),
@@ -31,16 +34,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ingress", &["check", "downlink", "listener", "logsafe", "message", "pipeline", "registry", "sign"]),
     ("devices", &["ingress", "message", "pipeline", "registry"]),
     ("commands", &["ingress", "logsafe", "pipeline", "registry"]),
-    ("amqp", &["check", "groups", "listener", "logsafe", "registry", "sign", "store"]),
+    ("amqp", &["check", "groups", "listener", "logsafe", "queues", "registry", "sign", "store"]),
     ("alerts", &["check", "groups", "logsafe", "message", "store"]),
     // Operations on top of the components.
     ("catalog", &["groups", "rules", "subscriptions"]),
     ("metrics", &["alerts", "amqp", "groups", "histogram", "ingress", "pipeline", "rules", "store"]),
     ("api", &["alerts", "catalog", "check", "commands", "devices", "groups", "listener", "logsafe", "metrics",
-              "registry", "rules", "sign", "subscriptions"]),
-    ("config", &["alerts", "amqp", "api", "check", "groups", "ingress", "registry", "store", "subscriptions"]),
-    ("app", &["alerts", "amqp", "api", "catalog", "commands", "config", "devices", "downlink", "groups", "ingress",
-              "message", "metrics", "pipeline", "registry", "rules", "store", "subscriptions"]),
+              "queues", "registry", "rules", "sign", "subscriptions"]),
+    ("config", &["alerts", "amqp", "api", "check", "cluster", "groups", "ingress", "registry", "store",
+                 "subscriptions"]),
+    ("app", &["alerts", "amqp", "api", "catalog", "cluster", "commands", "config", "devices", "downlink", "groups",
+              "ingress", "message", "metrics", "pipeline", "queues", "registry", "rules", "store", "subscriptions"]),
     // The load tool and the command line.
     ("bench", &["amqp", "groups", "ingress", "message", "sign"]),
     ("cli", &["amqp", "app", "bench", "config", "ingress", "message", "rules", "sign"]),

@@ -212,7 +212,7 @@ fn parse_compile_evaluate_never_panics_or_hangs() {
     let mut i = 0u64;
     while i < 4000 || started.elapsed() < budget {
         i += 1;
-        let sql = if i % 2 == 0 {
+        let sql = if i.is_multiple_of(2) {
             statement(&mut r)
         } else {
             let seed = seeds[r.below(seeds.len())];

@@ -19,6 +19,8 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+mod cluster;
+
 use super::sasl::{ConsumerSasl, LoginSlot};
 use super::AmqpContext;
 use crate::groups::{Delivery, Membership, Settlement};
@@ -135,6 +137,13 @@ where
         let _ = tokio::time::timeout(CLOSE_WAIT, sender.close_with_error(e)).await;
         return;
     };
+    // Cluster mode: the group's queue is the cluster's, through the queue boundary.
+    if let Some(queues) = shared.cluster.clone() {
+        drop(group);
+        let member = cluster::Member { group_id: &group_id, client_id: &client_id, peer };
+        cluster::serve(queues, member, sender, &mut session, &mut connection, &links, &shared).await;
+        return;
+    }
     let membership = match group.join(&client_id, peer) {
         Ok(m) => m,
         Err(e) => {

@@ -29,6 +29,7 @@ pub use connection::amqp_message;
 use crate::groups::Groups;
 use crate::listener::{Handler, ListenerError, Serving};
 use crate::logsafe::RateLimit;
+use crate::queues::GroupQueues;
 use crate::registry::Registry;
 
 /// AMQP start-up failures.
@@ -110,6 +111,8 @@ pub(crate) struct AmqpContext {
     stats: Arc<AmqpStats>,
     registry: Arc<Registry>,
     groups: Arc<Groups>,
+    /// Cluster mode: the consumer groups' queues (otherwise the groups' own).
+    cluster: Option<Arc<dyn GroupQueues>>,
     auth_timeout: Duration,
     logs: Arc<RefusalLogs>,
     timestamp_window: Duration,
@@ -133,6 +136,7 @@ impl AmqpServer {
         config: &AmqpConfig,
         registry: Arc<Registry>,
         groups: Arc<Groups>,
+        cluster: Option<Arc<dyn GroupQueues>>,
         shutdown: CancellationToken,
     ) -> Result<Self, AmqpError> {
         let bound = config.listener().bind().await?;
@@ -141,6 +145,7 @@ impl AmqpServer {
             stats: Arc::new(AmqpStats::default()),
             registry,
             groups,
+            cluster,
             auth_timeout: Duration::from_secs(config.auth_timeout_secs),
             logs: Arc::default(),
             timestamp_window: Duration::from_secs(config.timestamp_window_secs),

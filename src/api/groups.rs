@@ -83,6 +83,10 @@ pub async fn create(
 /// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.catalog.delete_group(&id).await?;
+    // The group is gone; in a cluster its queue goes too (the embedded one went with it).
+    if let Err(e) = state.queues.remove_group(&id).await {
+        tracing::error!(group = %id, error = %e, "Dropping the deleted group's queue failed; its messages expire with the retention period");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -120,7 +124,13 @@ pub async fn status(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     let g = find(&state, &id)?;
-    let s = g.status();
+    // The queue numbers come from the queues (the cluster's in cluster mode); the counters are
+    // this node's embedded group's.
+    let s = state
+        .queues
+        .status(&id)
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the status of {id} failed: {e}")))?;
     let c = &g.counters;
     Ok(Json(serde_json::json!({
         "consumptionRate": s.consumption_rate_per_minute,
@@ -154,8 +164,12 @@ pub async fn clear(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let g = find(&state, &id)?;
-    let cleared = g.clear().await.map_err(|e| ApiError::internal(format!("clearing {id} failed: {e}")))?;
+    find(&state, &id)?;
+    let cleared = state
+        .queues
+        .clear(&id)
+        .await
+        .map_err(|e| ApiError::internal(format!("clearing {id} failed: {e}")))?;
     tracing::info!(group = %id, cleared, "Consumer group cleared through the API");
     Ok(Json(serde_json::json!({"id": id, "cleared": cleared})))
 }
@@ -176,15 +190,18 @@ pub async fn dead_letters(
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use base64::Engine as _;
-    let g = find(&state, &id)?;
+    find(&state, &id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let page = g
-        .dead_letters(q.from.unwrap_or(0), limit + 1)
-        .map_err(|e| ApiError::internal(format!("reading the dead letters of {id} failed: {e}")))?;
-    let next = page.get(limit).map(|(d, _)| d.seq);
+    let failed = |e: crate::queues::QueueError| {
+        ApiError::internal(format!("reading the dead letters of {id} failed: {e}"))
+    };
+    let page = state.queues.dead_letters(&id, q.from.unwrap_or(0), limit + 1).await.map_err(failed)?;
+    let count = state.queues.status(&id).await.map_err(failed)?.dead_letters;
+    let next = page.get(limit).map(|d| d.seq);
     let items: Vec<serde_json::Value> = page
         .iter()
         .take(limit)
+        .map(|d| (d, crate::queues::StoredMessage::decode(&d.record)))
         .map(|(d, m)| {
             let mut v = serde_json::json!({"seq": d.seq, "deadLetterTime": d.dead_since_ms});
             if let Some(m) = m {
@@ -201,7 +218,7 @@ pub async fn dead_letters(
         .collect();
     Ok(Json(serde_json::json!({
         "id": id,
-        "deadLetterCount": g.status().dead_letters,
+        "deadLetterCount": count,
         "items": items,
         "next": next,
     })))
@@ -212,9 +229,10 @@ pub async fn requeue_dead_letters(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let g = find(&state, &id)?;
-    let requeued = g
-        .requeue_dead_letters()
+    find(&state, &id)?;
+    let requeued = state
+        .queues
+        .requeue_dead_letters(&id)
         .await
         .map_err(|e| ApiError::internal(format!("re-queueing the dead letters of {id} failed: {e}")))?;
     tracing::info!(group = %id, requeued, "Dead letters re-queued through the API");
@@ -226,9 +244,10 @@ pub async fn purge_dead_letters(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let g = find(&state, &id)?;
-    let purged = g
-        .purge_dead_letters(None)
+    find(&state, &id)?;
+    let purged = state
+        .queues
+        .purge_dead_letters(&id)
         .await
         .map_err(|e| ApiError::internal(format!("purging the dead letters of {id} failed: {e}")))?;
     tracing::info!(group = %id, purged, "Dead letters purged through the API");

@@ -65,6 +65,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Console sessions (signed in with the admin token).
     pub sessions: Arc<session::Sessions>,
+    /// The consumer groups' queues, for `/healthz` (in a cluster: NATS and JetStream).
+    pub queues: Arc<dyn crate::queues::GroupQueues>,
 }
 
 /// The running HTTP server.
@@ -163,12 +165,26 @@ fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(console::routes())
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::not_found("no such resource") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// `GET /healthz`, no token: 200 while the listeners are up (they are, or this would not
+/// answer) and the queues can serve (in a cluster: NATS connected, JetStream answering); 503
+/// with the reason otherwise.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match state.queues.health().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format, no token (docs/metrics.md).

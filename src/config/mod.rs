@@ -2,7 +2,7 @@
 //!
 //! Each component owns its section: the struct, its defaults and a check that returns every
 //! problem it finds (`ingress::config`, `amqp::config`, `api::config`, `store::config`,
-//! `registry::config`, `groups::config`, `subscriptions::config`, `alerts::config`). This
+//! `registry::config`, `groups::config`, `subscriptions::config`, `alerts::config`, `cluster::config`). This
 //! module only aggregates them: the top-level [`Config`], loading (`load.rs`), the TOML schema
 //! pass (`schema.rs`), the references between sections (`validate.rs`), and turning every
 //! problem into a `file:line: key: message` (`report.rs`). Loading reports *every* problem at
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::alerts::config::AlertRuleConfig;
 use crate::amqp::config::AmqpConfig;
 use crate::api::config::HttpConfig;
+use crate::cluster::config::ClusterConfig;
 use crate::groups::config::ConsumerGroupConfig;
 use crate::ingress::config::MqttConfig;
 use crate::registry::config::{AccessKeyConfig, ProductConfig};
@@ -67,6 +68,9 @@ pub struct Config {
     /// through the API.
     #[serde(default)]
     pub alert_rules: Vec<AlertRuleConfig>,
+    /// Several nodes on NATS JetStream (docs/cluster.md); absent: the embedded store.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {

@@ -88,6 +88,7 @@ pub(super) const ROOT: &[Field] = &[
     opt("consumer_groups", Kind::Tables(CONSUMER_GROUP)),
     opt("subscriptions", Kind::Tables(SUBSCRIPTION)),
     opt("alert_rules", Kind::Tables(ALERT_RULE)),
+    opt("cluster", Kind::Table(CLUSTER)),
 ];
 
 /// [`crate::ingress::config::MqttConfig`].
@@ -170,6 +171,22 @@ const ALERT_RULE: &[Field] = &[
     opt("mute_seconds", U64),
     opt("effective", Kind::Table(EFFECTIVE)),
     req("callback_url", string("http://ops.example/alert")),
+];
+
+/// [`crate::cluster::config::ClusterConfig`].
+const CLUSTER: &[Field] = &[
+    req("nats", Kind::Strings { allowed: &[], example: "nats://127.0.0.1:4222" }),
+    opt("name", string("iotpipe")),
+    opt("replicas", U64),
+    opt("node", string("n1")),
+    opt("credentials", string("nats/iotpipe.creds")),
+    opt("token", string("a-long-random-secret")),
+    opt("user", string("iotpipe")),
+    opt("password", string("a-long-random-secret")),
+    opt("tls_required", Kind::Bool),
+    opt("tls_ca", string("certs/nats-ca.pem")),
+    opt("tls_cert", string("certs/nats-client.pem")),
+    opt("tls_key", string("certs/nats-client.key")),
 ];
 
 /// [`crate::alerts::config::EffectiveConfig`].

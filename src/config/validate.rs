@@ -15,6 +15,7 @@ use crate::alerts::config::{check_rules, AlertRuleConfig};
 use crate::amqp::config::AmqpConfig;
 use crate::api::config::HttpConfig;
 use crate::check::{key, Problem};
+use crate::cluster::config::ClusterConfig;
 use crate::groups::config::{check_groups, ConsumerGroupConfig};
 use crate::groups::DEFAULT_GROUP;
 use crate::ingress::config::MqttConfig;
@@ -35,6 +36,7 @@ pub(super) struct Sections {
     consumer_groups: Option<Vec<ConsumerGroupConfig>>,
     subscriptions: Option<Vec<SubscriptionConfig>>,
     alert_rules: Option<Vec<AlertRuleConfig>>,
+    cluster: Option<Option<ClusterConfig>>,
 }
 
 /// Reads and checks the sections of `table` (the file, already through the schema pass).
@@ -58,6 +60,7 @@ impl Validator<'_, '_, '_> {
             consumer_groups: self.section(table, "consumer_groups"),
             subscriptions: self.section(table, "subscriptions"),
             alert_rules: self.section(table, "alert_rules"),
+            cluster: self.section(table, "cluster"),
         }
     }
 
@@ -104,6 +107,9 @@ impl Validator<'_, '_, '_> {
         }
         if let Some(alert_rules) = &s.alert_rules {
             self.place("alert_rules", check_rules(alert_rules));
+        }
+        if let Some(Some(cluster)) = &s.cluster {
+            self.place("cluster", cluster.check());
         }
         self.references(s);
     }
@@ -197,6 +203,7 @@ impl Sections {
             consumer_groups: self.consumer_groups?,
             subscriptions: self.subscriptions?,
             alert_rules: self.alert_rules?,
+            cluster: self.cluster?,
         })
     }
 }
@@ -207,6 +214,49 @@ mod tests {
 
     use super::super::load::{lines_and_keys, load_str, problems_in};
     use super::*;
+
+    #[test]
+    fn cluster_section_is_optional_checked_and_kept() {
+        let plain = load_str("[mqtt]\nlisten = \"127.0.0.1:0\"\n", "test.toml").expect("loads");
+        assert!(plain.cluster.is_none(), "no [cluster]: the embedded store");
+
+        let good = load_str(
+            "[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nreplicas = 1\nnode = \"n1\"\n",
+            "test.toml",
+        )
+        .expect("loads");
+        let cluster = good.cluster.expect("[cluster] kept");
+        assert_eq!(cluster.name, "iotpipe");
+        assert_eq!(cluster.replicas, 1);
+        assert_eq!(cluster.node.as_deref(), Some("n1"));
+
+        let text = r#"[cluster]
+nats = ["nats://127.0.0.1"]
+name = "a.b"
+replicas = 7
+token = "s3cr3t"
+user = "u"
+password = "p"
+"#;
+        let problems = problems_in(text);
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![
+                (Some(2), "cluster.nats[0]"),
+                (Some(3), "cluster.name"),
+                (Some(4), "cluster.replicas"),
+                (Some(6), "cluster.user"),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| !p.message.contains("s3cr3t")));
+
+        let unknown = problems_in("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nreplica = 3\n");
+        assert_eq!(lines_and_keys(&unknown), vec![(Some(3), "cluster.replica")]);
+        assert!(unknown[0].message.contains("valid keys in [cluster] are: nats, name, replicas, node"));
+        let missing = problems_in("[cluster]\nname = \"x\"\n");
+        assert_eq!(lines_and_keys(&missing), vec![(Some(1), "cluster.nats")]);
+    }
 
     #[test]
     fn every_semantic_problem_is_reported_with_its_line() {

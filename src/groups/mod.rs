@@ -20,6 +20,10 @@ use tokio_util::task::TaskTracker;
 pub use group::{ClientInfo, Delivery, Group, JoinError, Membership, Settlement, Status};
 
 pub use config::{ConsumerGroupConfig, DEFAULT_MAX_GROUPS};
+/// A per-minute rate (the cluster backend keeps its consumption rate with it).
+pub use rate::RateWindow;
+/// How long a released message waits before its next delivery (the JetStream backend naks with it).
+pub use retry::backoff as release_backoff;
 
 use crate::store::{Append, Collection, Db, Encoding, Extent, QueueStore, StoreError};
 
@@ -90,7 +94,14 @@ pub struct Groups {
     stop: CancellationToken,
     tasks: TaskTracker,
     create: std::sync::Mutex<()>,
+    /// Where appends go instead of the embedded store (cluster mode), when set.
+    elsewhere: std::sync::OnceLock<AppendElsewhere>,
 }
+
+/// Stores a batch of copies somewhere other than the embedded store (the cluster's queues);
+/// resolves when every copy is stored.
+pub type AppendElsewhere =
+    Arc<dyn Fn(Vec<Append>) -> futures::future::BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
 
 /// Consumer groups created at run time: id -> name.
 const CREATED: Collection<String> = Collection::new("consumer_groups", Encoding::Text);
@@ -150,6 +161,7 @@ impl Groups {
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             create: std::sync::Mutex::new(()),
+            elsewhere: std::sync::OnceLock::new(),
         });
         for (id, name) in declared.iter().chain(created.iter()) {
             if this.exists(id) {
@@ -300,6 +312,9 @@ impl Groups {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(elsewhere) = self.elsewhere.get() {
+            return elsewhere(batch).await;
+        }
         // The records stay shared with the groups, which deliver fresh messages from memory.
         let records: Vec<(Arc<str>, bytes::Bytes)> =
             batch.iter().map(|a| (a.group.clone(), a.record.clone())).collect();
@@ -315,6 +330,14 @@ impl Groups {
             }
         }
         Ok(())
+    }
+
+    /// From now on every append (the pipeline's, the forwarding retries') goes to `to` instead
+    /// of the embedded store: the cluster mode's queues. Set once, at start-up.
+    pub fn append_elsewhere(&self, to: AppendElsewhere) {
+        if self.elsewhere.set(to).is_err() {
+            tracing::warn!("The appends of the consumer groups were redirected twice; the first stays");
+        }
     }
 
     async fn sweep_loop(&self) {

@@ -13,7 +13,7 @@ const LONGEST: Duration = Duration::from_secs(60);
 
 /// How long a message waits after its `released`-th release or modification (1 s, 2 s, 4 s, ...
 /// up to 60 s).
-pub(super) fn backoff(released: u32) -> Duration {
+pub fn backoff(released: u32) -> Duration {
     let doublings = released.saturating_sub(1).min(6);
     (FIRST * 2u32.pow(doublings)).min(LONGEST)
 }

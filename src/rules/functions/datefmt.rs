@@ -161,7 +161,7 @@ fn field(out: &mut String, c: char, n: usize, t: &DateTime<FixedOffset>) {
         'H' => num(out, i64::from(t.hour()), n),
         'k' => num(out, i64::from(if t.hour() == 0 { 24 } else { t.hour() }), n),
         'K' => num(out, i64::from(t.hour() % 12), n),
-        'h' => num(out, i64::from(if t.hour() % 12 == 0 { 12 } else { t.hour() % 12 }), n),
+        'h' => num(out, i64::from(if t.hour().is_multiple_of(12) { 12 } else { t.hour() % 12 }), n),
         'm' => num(out, i64::from(t.minute()), n),
         's' => num(out, i64::from(t.second()), n),
         'S' => num(out, i64::from(t.timestamp_subsec_millis()), n),

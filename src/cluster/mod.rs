@@ -1,0 +1,36 @@
+//! Cluster mode: several iotpipe nodes on NATS JetStream (docs/cluster.md).
+//!
+//! - `config.rs`: the `[cluster]` section and its check.
+//! - `connect.rs`: the NATS connection (credentials, token, user and password, TLS).
+//! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`].
+
+pub mod config;
+mod connect;
+pub mod jetstream;
+
+pub use connect::connect;
+pub use jetstream::JetStreamQueues;
+
+/// Why the cluster backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The NATS servers could not be reached or refused the login.
+    #[error("cannot connect to NATS ({servers}): {reason}")]
+    Connect {
+        /// The configured servers.
+        servers: String,
+        /// Why.
+        reason: String,
+    },
+    /// A file of the configuration could not be used.
+    #[error("cluster.{key}: {reason}")]
+    File {
+        /// The key naming the file.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// JetStream refused to set up a stream or consumer.
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
