@@ -83,7 +83,7 @@ fn copy(group: &str, id: u64) -> Append {
         tag: None,
         payload: bytes::Bytes::from(format!("payload {id}")),
     };
-    Append { group: group.into(), record: message.encode() }
+    Append { group: group.into(), record: message.encode().into() }
 }
 
 async fn groups(q: &dyn GroupQueues, ids: &[&str]) {
