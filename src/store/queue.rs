@@ -9,7 +9,8 @@
 //! done, removals (acknowledgements) without one. A removal becomes durable with the next
 //! fsynced commit, and at the latest [`IDLE_SYNC`] after the writer goes idle: a writer that
 //! has nothing else to do commits with an fsync then. A crash before that delivers the message
-//! again, which at-least-once allows.
+//! again, which at-least-once allows. A commit of removals alone first waits up to
+//! `REMOVAL_GATHER` for more of them or for an append to share it.
 //!
 //! Memory is bounded on the way in: commands that are answered (appends, clears, flushes) pass
 //! a bounded channel and their senders wait while it is full; removals are not commands but
