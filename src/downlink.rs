@@ -7,6 +7,7 @@
 //! do not pass the router: they go to the durable pipeline directly (see docs/ingress.md). A
 //! leaf: it knows rumqttd and nothing of iotpipe.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rumqttd::local::{LinkRx, LinkTx};
@@ -27,6 +28,8 @@ pub enum DownlinkError {
 pub struct Downlink {
     broker: Arc<rumqttd::Broker>,
     downlink: Mutex<LinkTx>,
+    /// Device links open now.
+    links: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Downlink {
@@ -69,7 +72,7 @@ impl Downlink {
         let broker = Arc::new(rumqttd::Broker::new(config));
         let (downlink, _rx) =
             broker.link("iotpipe-downlink").map_err(|e| DownlinkError::Link(e.to_string()))?;
-        Ok(Self { broker, downlink: Mutex::new(downlink) })
+        Ok(Self { broker, downlink: Mutex::new(downlink), links: Arc::default() })
     }
 
     /// Opens a router link named `id` (unique per connection). Runs on a blocking thread
@@ -83,7 +86,13 @@ impl Downlink {
             .await
             .map_err(|e| DownlinkError::Link(e.to_string()))?
             .map_err(DownlinkError::Link)?;
-        Ok(DeviceLink { tx: Some(tx), rx })
+        self.links.fetch_add(1, Ordering::Relaxed);
+        Ok(DeviceLink { tx: Some(tx), rx, links: self.links.clone() })
+    }
+
+    /// Device links open now: one per connected device that has subscribed.
+    pub fn device_links(&self) -> usize {
+        self.links.load(Ordering::Relaxed)
     }
 
     /// Publishes a QoS 0 message to every device subscribed to `topic`.
@@ -101,6 +110,7 @@ pub struct DeviceLink {
     tx: Option<LinkTx>,
     /// Notifications from the router.
     pub rx: LinkRx,
+    links: Arc<AtomicUsize>,
 }
 
 impl DeviceLink {
@@ -128,6 +138,7 @@ impl Drop for DeviceLink {
     /// link and its subscriptions forever. The send may block on a full router queue, so it
     /// runs on a blocking thread.
     fn drop(&mut self) {
+        self.links.fetch_sub(1, Ordering::Relaxed);
         if let Some(mut tx) = self.tx.take() {
             let disconnect = Packet::Disconnect(
                 Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection },

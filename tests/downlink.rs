@@ -703,3 +703,38 @@ async fn an_mqtt_5_receive_maximum_is_honoured() {
     assert_eq!(&p.payload[..], b"two");
     state_becomes(&server, "dev1", &first["messageId"], "acknowledged").await;
 }
+
+/// A device costs the router nothing until it subscribes: its link opens with its first
+/// SUBSCRIBE, carries router messages from then on, and closes with the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_link_opens_on_subscribe_and_closes_with_the_connection() {
+    let mut server = Server::start().await;
+    let (_quiet, _quiet_loop) = connect_v4(v4_options(server.addr(), &creds("dev2"))).await.unwrap();
+    let (client, mut eventloop) = connect_v4(v4_options(server.addr(), &creds("dev1"))).await.unwrap();
+    assert_eq!(server.app.ingress().router_links(), 0, "devices that did not subscribe have no link");
+
+    client.subscribe("/broadcast/a1test/#", rumqttc::QoS::AtMostOnce).await.unwrap();
+    until_v4(&mut eventloop, "SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_))).await;
+    assert_eq!(server.app.ingress().router_links(), 1, "the subscribing device has one");
+    client.subscribe("/a1test/dev1/user/get", rumqttc::QoS::AtMostOnce).await.unwrap();
+    until_v4(&mut eventloop, "SUBACK", |p| matches!(p, rumqttc::Packet::SubAck(_))).await;
+    assert_eq!(server.app.ingress().router_links(), 1, "a second subscription uses the same link");
+
+    post_ok(
+        &server,
+        &format!("/products/{PK}/broadcast"),
+        json!({"topic": "/broadcast/a1test/news", "payload": "hello"}),
+    )
+    .await;
+    match until_v4(&mut eventloop, "broadcast", |p| matches!(p, rumqttc::Packet::Publish(_))).await {
+        rumqttc::Packet::Publish(p) => {
+            assert_eq!((p.topic.as_str(), &p.payload[..]), ("/broadcast/a1test/news", &b"hello"[..]))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await;
+    wait_offline(&mut server, "dev1").await;
+    assert_eq!(server.app.ingress().router_links(), 0, "the link closed with the connection");
+}

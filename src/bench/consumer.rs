@@ -42,8 +42,9 @@ pub enum ConsumerSpec {
         client_id: String,
         /// Optional username and password.
         login: Option<(String, String)>,
-        /// The topic filter (a `$share/..` filter spreads messages over several subscribers).
-        filter: String,
+        /// The topic filters, subscribed in one SUBSCRIBE (a `$share/..` filter spreads messages
+        /// over several subscribers; without shared subscriptions each takes some topics).
+        filters: Vec<String>,
     },
 }
 
@@ -95,8 +96,8 @@ pub async fn run(name: String, spec: ConsumerSpec, state: Arc<Consuming>) {
         ConsumerSpec::Amqp { addr, username, password, source, credit } => {
             amqp(&name, addr, username, password, &source, credit, &state).await
         }
-        ConsumerSpec::Mqtt { addr, client_id, login, filter } => {
-            mqtt(addr, client_id, login, &filter, &state).await
+        ConsumerSpec::Mqtt { addr, client_id, login, filters } => {
+            mqtt(addr, client_id, login, filters, &state).await
         }
     };
     if let Err(e) = result {
@@ -171,7 +172,7 @@ async fn mqtt(
     addr: SocketAddr,
     client_id: String,
     login: Option<(String, String)>,
-    filter: &str,
+    filters: Vec<String>,
     state: &Consuming,
 ) -> Result<(), String> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -183,7 +184,8 @@ async fn mqtt(
         options.set_credentials(u, p);
     }
     let (client, mut events) = AsyncClient::new(options, 64);
-    client.subscribe(filter, QoS::AtLeastOnce).await.map_err(|e| format!("MQTT subscribe: {e}"))?;
+    let filters = filters.into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+    client.subscribe_many(filters).await.map_err(|e| format!("MQTT subscribe: {e}"))?;
     let mut local = Vec::with_capacity(1 << 16);
     let mut result = Ok(());
     while !state.stop.load(Ordering::Relaxed) {

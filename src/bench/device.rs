@@ -38,11 +38,15 @@ pub struct DeviceSpec {
     pub topic: String,
 }
 
-/// Connects a device and waits for an accepting CONNACK.
+/// Connects a device (from `source`, when given) and waits for an accepting CONNACK.
 ///
 /// # Errors
 /// No connection, no CONNACK in time, or a refusal.
-pub async fn connect(addr: SocketAddr, d: &DeviceSpec) -> Result<TcpStream, BenchError> {
+pub async fn connect(
+    addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    d: &DeviceSpec,
+) -> Result<TcpStream, BenchError> {
     let fail = |cause: String| BenchError::Device { device: d.name.clone(), addr, cause };
     let mut connect = v4::Connect::new(d.client_id.clone());
     connect.keep_alive = KEEP_ALIVE_SECS;
@@ -54,7 +58,18 @@ pub async fn connect(addr: SocketAddr, d: &DeviceSpec) -> Result<TcpStream, Benc
         .write(&mut buf, 1 << 20)
         .map_err(|e| fail(format!("encode CONNECT: {e}")))?;
     let handshake = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
+        let mut s = match source {
+            None => TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?,
+            Some(ip) => {
+                let socket = match ip {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+                }
+                .map_err(|e| fail(e.to_string()))?;
+                socket.bind(SocketAddr::new(ip, 0)).map_err(|e| fail(format!("bind {ip}: {e}")))?;
+                socket.connect(addr).await.map_err(|e| fail(e.to_string()))?
+            }
+        };
         s.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
         s.write_all(&buf).await.map_err(|e| fail(e.to_string()))?;
         let mut ack = [0u8; 4];

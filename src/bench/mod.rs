@@ -17,7 +17,7 @@
 //! - `procfs.rs`: CPU and RSS of the server process; the descriptor limit.
 //! - `payload.rs`, `stats.rs`, `report.rs`: the pure parts.
 
-mod consumer;
+pub mod consumer;
 mod device;
 pub mod payload;
 pub mod procfs;
@@ -72,6 +72,10 @@ pub enum Target {
     Rabbitmq,
     /// Plain (or anonymous) MQTT devices; consumers are MQTT subscribers.
     Mosquitto,
+    /// nats-server's MQTT support: anonymous MQTT devices; QoS 1 messages are stored in
+    /// JetStream; consumers are QoS 1 MQTT subscribers, each on its share of the devices' topics
+    /// (nats-server has no shared subscriptions).
+    Nats,
 }
 
 impl Target {
@@ -81,6 +85,7 @@ impl Target {
             Self::Iotpipe => "iotpipe",
             Self::Rabbitmq => "rabbitmq",
             Self::Mosquitto => "mosquitto",
+            Self::Nats => "nats",
         }
     }
 }
@@ -221,7 +226,7 @@ impl Identity {
                     topic,
                 }
             }
-            Target::Rabbitmq | Target::Mosquitto => device::DeviceSpec {
+            Target::Rabbitmq | Target::Mosquitto | Target::Nats => device::DeviceSpec {
                 client_id: name.clone(),
                 username: self.username.clone(),
                 password: self.password.clone(),
@@ -231,12 +236,21 @@ impl Identity {
         }
     }
 
-    /// How consumer `i` of `consumers` connects to `target`.
+    /// The topics of the `devices` publishing devices that consumer `i` of `consumers` takes
+    /// when the broker cannot share one subscription: every `consumers`-th device's.
+    pub fn topics_of_consumer(&self, i: usize, consumers: usize, devices: usize) -> Vec<String> {
+        (self.first_device..self.first_device + devices)
+            .filter(|d| d % consumers.max(1) == i)
+            .map(|d| format!("/{}/{}/user/update", self.product_key, self.device_name(d)))
+            .collect()
+    }
+
+    /// How consumer `i` of `consumers` connects to `target`, with `devices` devices publishing.
     pub fn consumer(
         &self,
         target: Target,
         i: usize,
-        consumers: usize,
+        (consumers, devices): (usize, usize),
         endpoints: &Endpoints,
         credit: u32,
     ) -> Result<consumer::ConsumerSpec, BenchError> {
@@ -282,9 +296,15 @@ impl Identity {
                     addr: endpoints.mqtt,
                     client_id,
                     login: self.username.clone().map(|u| (u, self.password.clone().unwrap_or_default())),
-                    filter,
+                    filters: vec![filter],
                 }
             }
+            Target::Nats => consumer::ConsumerSpec::Mqtt {
+                addr: endpoints.mqtt,
+                client_id,
+                login: self.username.clone().map(|u| (u, self.password.clone().unwrap_or_default())),
+                filters: self.topics_of_consumer(i, consumers, devices),
+            },
         })
     }
 }
@@ -384,11 +404,11 @@ impl Settings {
                 self.target.name()
             ));
         }
-        if self.scenario == Scenario::Backlog && self.target == Target::Mosquitto {
-            problems.push(
-                "scenario backlog needs a broker that keeps messages for absent consumers, not Mosquitto"
-                    .into(),
-            );
+        if self.scenario == Scenario::Backlog && matches!(self.target, Target::Mosquitto | Target::Nats) {
+            problems.push(format!(
+                "scenario backlog needs a broker that keeps messages for absent consumers (AMQP queues), not {}",
+                self.target.name()
+            ));
         }
         if self.devices == 0 && self.scenario != Scenario::Idle {
             problems.push("--devices must be at least 1".into());

@@ -80,6 +80,9 @@ pub struct Idle {
     pub connections: usize,
     /// Time to connect them all (256 at a time), seconds.
     pub connect_seconds: f64,
+    /// Connections per second while connecting.
+    #[serde(default)]
+    pub connects_per_sec: f64,
     /// Server resident memory before the first connect, MiB.
     pub rss_before_mib: f64,
     /// Server resident memory with every device connected, MiB.

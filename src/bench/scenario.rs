@@ -221,11 +221,17 @@ async fn idle(
         (Some(b), Some(a)) => Idle {
             connections: n,
             connect_seconds: round(connect_seconds, 2),
+            connects_per_sec: (n as f64 / connect_seconds.max(1e-9)).round(),
             rss_before_mib: mib(b),
             rss_after_mib: mib(a),
             kib_per_connection: round(a.saturating_sub(b) as f64 / n.max(1) as f64, 2),
         },
-        _ => Idle { connections: n, connect_seconds: round(connect_seconds, 2), ..Idle::default() },
+        _ => Idle {
+            connections: n,
+            connect_seconds: round(connect_seconds, 2),
+            connects_per_sec: (n as f64 / connect_seconds.max(1e-9)).round(),
+            ..Idle::default()
+        },
     };
     Ok(Measured {
         devices: n,
@@ -249,8 +255,13 @@ async fn start_consumers(
     let state = Arc::new(Consuming::default());
     let mut tasks = Vec::new();
     for i in 0..settings.consumers {
-        let spec =
-            settings.identity.consumer(settings.target, i, settings.consumers, endpoints, settings.credit)?;
+        let spec = settings.identity.consumer(
+            settings.target,
+            i,
+            (settings.consumers, settings.devices),
+            endpoints,
+            settings.credit,
+        )?;
         tasks.push(tokio::spawn(consumer::run(format!("bench-{i}"), spec, state.clone())));
     }
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -273,6 +284,23 @@ async fn start_consumers(
     Ok((state, tasks))
 }
 
+/// Connections per loopback source address. One address has about 28,000 ephemeral ports
+/// (32768-60999), and the ports of the previous run's connections wait in TIME_WAIT for a
+/// minute: 10,000 per address leaves room for a second run right after the first.
+const PER_SOURCE_ADDRESS: usize = 10_000;
+
+/// The source address of the `k`-th connection to `server`: on IPv4 loopback, 127.0.0.1 for
+/// the first [`PER_SOURCE_ADDRESS`], then 127.0.0.2 and so on; elsewhere the system's choice.
+fn source_address(server: std::net::SocketAddr, k: usize) -> Option<std::net::IpAddr> {
+    match server.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => {
+            let host = u8::try_from(1 + k / PER_SOURCE_ADDRESS).ok()?;
+            Some(std::net::Ipv4Addr::new(127, 0, 0, host).into())
+        }
+        _ => None,
+    }
+}
+
 /// Connects `n` devices, [`CONNECT_CONCURRENCY`] at a time.
 async fn connect_devices(
     settings: &Settings,
@@ -284,8 +312,9 @@ async fn connect_devices(
     let results: Vec<Result<(DeviceSpec, TcpStream), BenchError>> = futures::stream::iter(first..first + n)
         .map(|i| {
             let spec = settings.identity.device(settings.target, i);
+            let source = source_address(addr, i - first);
             async move {
-                let s = device::connect(addr, &spec).await?;
+                let s = device::connect(addr, source, &spec).await?;
                 Ok((spec, s))
             }
         })
@@ -328,5 +357,21 @@ async fn watch(d: Duration, publishing: &Publishing, consuming: &Consuming) -> R
 async fn join(tasks: Vec<JoinHandle<()>>) {
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_connections_spread_over_source_addresses() {
+        let server: std::net::SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        assert_eq!(source_address(server, 0), Some([127, 0, 0, 1].into()));
+        assert_eq!(source_address(server, 9_999), Some([127, 0, 0, 1].into()));
+        assert_eq!(source_address(server, 10_000), Some([127, 0, 0, 2].into()));
+        assert_eq!(source_address(server, 18_000), Some([127, 0, 0, 2].into()));
+        assert_eq!(source_address(server, 10_000_000), None, "past 127.0.0.255");
+        assert_eq!(source_address("10.0.0.5:1883".parse().unwrap(), 20_000), None);
     }
 }

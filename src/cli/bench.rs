@@ -43,9 +43,9 @@ pub struct BenchArgs {
     /// Directory in which a started iotpipe gets its fresh data directory (default: the temp dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Publishing devices.
-    #[arg(long, default_value_t = 20)]
-    devices: usize,
+    /// Publishing devices [default: 20]; in scenario idle the connections [default: 10,000].
+    #[arg(long)]
+    devices: Option<usize>,
     /// Consumers, each accepting every message it gets.
     #[arg(long, default_value_t = 2)]
     consumers: usize,
@@ -67,8 +67,8 @@ pub struct BenchArgs {
     /// Messages accumulated before the consumers start (scenario backlog).
     #[arg(long, default_value_t = 100_000)]
     backlog: u64,
-    /// Connections of scenario idle.
-    #[arg(long, default_value_t = 10_000)]
+    /// Connections of scenario idle (the same as --devices there; kept for older scripts).
+    #[arg(long, default_value_t = 10_000, hide = true)]
     idle_devices: usize,
     /// Product of the devices (topics /PK/NAME/user/update).
     #[arg(long, default_value = "a1bench")]
@@ -150,7 +150,7 @@ impl BenchArgs {
             api,
             binary: self.binary.clone(),
             data_parent: self.data_dir.clone(),
-            devices: self.devices,
+            devices: self.devices.unwrap_or(20),
             consumers: self.consumers,
             rate: self.rate,
             seconds: self.seconds,
@@ -158,7 +158,10 @@ impl BenchArgs {
             window: self.window,
             credit: self.credit,
             backlog: self.backlog,
-            idle_devices: self.idle_devices,
+            idle_devices: match (self.scenario, self.devices) {
+                (Scenario::Idle, Some(n)) => n,
+                _ => self.idle_devices,
+            },
             identity: Identity {
                 product_key: self.product_key.clone(),
                 device_name: self.device_name.clone(),
@@ -242,6 +245,41 @@ mod tests {
         let d = s.identity.device(Target::Rabbitmq, 7);
         assert_eq!((d.client_id.as_str(), d.topic.as_str()), ("dev00007", "/a1bench/dev00007/user/update"));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn the_idle_scenario_takes_its_connections_from_devices() {
+        let s = settings(&["--scenario", "idle", "--devices", "18000"]).unwrap();
+        assert_eq!(s.idle_devices, 18_000);
+        let s = settings(&["--scenario", "idle"]).unwrap();
+        assert_eq!(s.idle_devices, 10_000);
+        let s = settings(&["--scenario", "idle", "--idle-devices", "500"]).unwrap();
+        assert_eq!(s.idle_devices, 500, "the older flag still works");
+        let s = settings(&["--scenario", "rule", "--devices", "7"]).unwrap();
+        assert_eq!((s.devices, s.idle_devices), (7, 10_000));
+    }
+
+    #[test]
+    fn nats_consumers_share_the_device_topics_out() {
+        let s = settings(&["--target", "nats", "--mqtt", "127.0.0.1:1886", "--devices", "5"]).unwrap();
+        s.validate().unwrap();
+        let e = s.endpoints.unwrap();
+        let topics = |i| match s.identity.consumer(Target::Nats, i, (2, 5), &e, 500).unwrap() {
+            bench::consumer::ConsumerSpec::Mqtt { filters, .. } => filters,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            topics(0),
+            [
+                "/a1bench/dev00000/user/update",
+                "/a1bench/dev00002/user/update",
+                "/a1bench/dev00004/user/update"
+            ]
+        );
+        assert_eq!(topics(1), ["/a1bench/dev00001/user/update", "/a1bench/dev00003/user/update"]);
+        let backlog =
+            settings(&["--target", "nats", "--scenario", "backlog", "--mqtt", "127.0.0.1:1886"]).unwrap();
+        assert!(backlog.validate().is_err(), "nats keeps no queue for absent MQTT consumers");
     }
 
     #[test]

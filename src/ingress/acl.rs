@@ -25,59 +25,62 @@ impl std::fmt::Display for Denied {
     }
 }
 
-/// The prefixes of one device, built once per connection.
+/// One device's topics. It keeps only `${productKey}/${deviceName}`, not its five prefixes, and
+/// compares each prefix piece by piece: a connection holds one, and an idle connection should
+/// cost little (docs/ingress.md).
 #[derive(Debug, Clone)]
 pub struct Acl {
-    custom: String,
-    thing: String,
-    rrpc_request: String,
-    rrpc_response: String,
-    broadcast: String,
+    /// `${productKey}/${deviceName}`.
+    device: Box<str>,
+    /// Bytes of the productKey in `device`.
+    product_len: usize,
+}
+
+/// `topic` without `before`, `middle` and `after`, in this order.
+fn below<'t>(topic: &'t str, before: &str, middle: &str, after: &str) -> Option<&'t str> {
+    topic.strip_prefix(before)?.strip_prefix(middle)?.strip_prefix(after)
 }
 
 impl Acl {
     /// The ACL of device `device_name` of product `product_key`.
     pub fn new(product_key: &str, device_name: &str) -> Self {
-        Self {
-            custom: format!("/{product_key}/{device_name}/user/"),
-            thing: format!("/sys/{product_key}/{device_name}/thing/"),
-            rrpc_request: format!("/sys/{product_key}/{device_name}/rrpc/request/"),
-            rrpc_response: format!("/sys/{product_key}/{device_name}/rrpc/response/"),
-            broadcast: format!("/broadcast/{product_key}/"),
-        }
+        Self { device: format!("{product_key}/{device_name}").into(), product_len: product_key.len() }
+    }
+
+    fn custom<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        below(topic, "/", &self.device, "/user/")
+    }
+
+    fn thing<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        below(topic, "/sys/", &self.device, "/thing/")
     }
 
     fn rest<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        topic.strip_prefix(self.custom.as_str()).or_else(|| topic.strip_prefix(self.thing.as_str()))
+        self.custom(topic).or_else(|| self.thing(topic))
     }
 
     /// May the device publish to `topic`? Runs on every PUBLISH: up to three prefix compares
     /// and a byte scan, no allocation.
     pub fn check_publish(&self, topic: &str) -> Result<(), Denied> {
-        let rest = self
-            .rest(topic)
-            .or_else(|| topic.strip_prefix(self.rrpc_response.as_str()))
-            .ok_or(Denied::NotOwn)?;
+        let rest = self.rest(topic).or_else(|| self.rrpc_response(topic)).ok_or(Denied::NotOwn)?;
         concrete(rest)
     }
 
     /// Is `topic` one of the device's own custom topics (`/${pk}/${dn}/user/...`, no wildcard),
     /// the only topics a business server may publish to one device?
     pub fn check_custom_topic(&self, topic: &str) -> Result<(), Denied> {
-        concrete(topic.strip_prefix(self.custom.as_str()).ok_or(Denied::NotOwn)?)
+        concrete(self.custom(topic).ok_or(Denied::NotOwn)?)
     }
 
     /// The message id of an RRPC response topic `/sys/${pk}/${dn}/rrpc/response/${id}` of this
     /// device; `None` for any other topic.
     pub fn rrpc_response<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        topic.strip_prefix(self.rrpc_response.as_str())
+        below(topic, "/sys/", &self.device, "/rrpc/response/")
     }
 
     /// Is `topic` a reply to a thing-model call (`.../thing/service/..._reply`)?
     pub fn is_service_reply(&self, topic: &str) -> bool {
-        topic
-            .strip_prefix(self.thing.as_str())
-            .is_some_and(|rest| rest.starts_with("service/") && rest.ends_with("_reply"))
+        self.thing(topic).is_some_and(|rest| rest.starts_with("service/") && rest.ends_with("_reply"))
     }
 
     /// May the device subscribe to `filter`?
@@ -87,8 +90,8 @@ impl Acl {
         }
         let rest = self
             .rest(filter)
-            .or_else(|| filter.strip_prefix(self.rrpc_request.as_str()))
-            .or_else(|| filter.strip_prefix(self.broadcast.as_str()))
+            .or_else(|| below(filter, "/sys/", &self.device, "/rrpc/request/"))
+            .or_else(|| below(filter, "/broadcast/", &self.device[..self.product_len], "/"))
             .ok_or(Denied::NotOwn)?;
         if rest.is_empty() {
             return Err(Denied::Invalid);

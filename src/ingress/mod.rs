@@ -337,6 +337,11 @@ impl Ingress {
     }
 
     /// Counters.
+    /// Router links open for devices: only devices that subscribed have one.
+    pub fn router_links(&self) -> usize {
+        self.shared.downlink.device_links()
+    }
+
     pub fn stats(&self) -> &Arc<IngressStats> {
         &self.shared.stats
     }

@@ -54,7 +54,8 @@ pub(super) struct Session<S> {
     /// Messages queued in the pipeline, oldest first, with the packet id to acknowledge
     /// (`None` for QoS 0) and the Alink reply to send once the message is stored.
     inflight: VecDeque<(Option<u16>, Receipt, Option<Reply>)>,
-    link: Option<DeviceLink>,
+    /// Boxed: most devices never subscribe, and an empty box costs an idle session nothing.
+    link: Option<Box<DeviceLink>>,
     /// This session's number in the session table, part of its router link's name.
     registration: u64,
     keep_alive: Duration,
@@ -473,7 +474,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let link_id =
                     format!("{}.{}.{}", self.origin.product_key, self.origin.device_name, self.registration);
                 match self.shared.downlink.link(link_id).await {
-                    Ok(link) => self.link = Some(link),
+                    Ok(link) => self.link = Some(Box::new(link)),
                     Err(e) => {
                         tracing::error!(device = %self.origin.device_name, error = %e, "Could not open a router link");
                         granted.push(None);
@@ -665,10 +666,11 @@ async fn retry(at: Option<Instant>) {
 /// rumqttd's `LinkRx::next` answers `Ok(None)` for a wake-up whose notifications an earlier
 /// call already collected (several SUBACKs or forwards signalled at once): that is not a closed
 /// link, so it waits for the next wake-up.
-async fn next_downlink(link: &mut Option<DeviceLink>) -> Option<Box<Notification>> {
+async fn next_downlink(link: &mut Option<Box<DeviceLink>>) -> Option<Box<Notification>> {
     match link {
+        // rumqttd's future is boxed too, and made only for a session with a link.
         Some(link) => loop {
-            match link.rx.next().await {
+            match Box::pin(link.rx.next()).await {
                 Ok(Some(notification)) => return Some(Box::new(notification)),
                 Ok(None) => {}
                 Err(_) => return None,
