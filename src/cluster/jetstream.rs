@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,8 @@ use super::ClusterError;
 use crate::groups::{release_backoff, ClientInfo, RateWindow, Settings};
 use crate::message::now_ms;
 use crate::queues::{
-    Append, DeadLetter, GroupClient, GroupQueues, Handed, Outcome, QueueError, QueueStatus, StoredMessage,
-    Ticket,
+    Append, DeadLetter, GroupClient, GroupOptions, GroupQueues, Handed, Outcome, QueueError, QueueStatus,
+    StoredMessage, Ticket,
 };
 
 /// How long the server remembers a `Nats-Msg-Id`: a retried publish within it is dropped as a
@@ -108,6 +108,8 @@ struct GroupHandle {
     online: Mutex<HashMap<u64, ClientInfo>>,
     /// Numbers the clients of this node.
     next_client: AtomicU64,
+    /// Deliveries of a message at most before it goes to the dead letters (0: no limit).
+    max_delivery_attempts: AtomicU32,
     /// The stream sequence of the last message the latest clear dropped: a delivery at or
     /// below it that a client pulled before the clear is stale and skipped.
     cleared_through: AtomicU64,
@@ -241,6 +243,7 @@ impl JetStreamQueues {
             rate: Mutex::new(RateWindow::default()),
             online: Mutex::new(HashMap::new()),
             next_client: AtomicU64::new(1),
+            max_delivery_attempts: AtomicU32::new(0),
         });
         self.groups
             .lock()
@@ -341,9 +344,14 @@ impl GroupQueues for JetStreamQueues {
         true
     }
 
-    fn ensure_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn ensure_group(&self, group: &str, options: GroupOptions) -> BoxFuture<'_, Result<(), QueueError>> {
         let group = group.to_string();
-        async move { self.ensure(&group).await }.boxed()
+        async move {
+            let handle = self.ensured(&group).await?;
+            handle.max_delivery_attempts.store(options.max_delivery_attempts.unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'_, Result<(), QueueError>> {
@@ -685,9 +693,20 @@ impl GroupClient for JetStreamClient {
                     }
                     continue;
                 };
+                let held = Held { acker, delivered, record: message.payload, stream_sequence };
+                // Delivered as often as the group allows and never accepted: to the dead letters
+                // instead of out again (the embedded backend does the same in its dispatcher).
+                let max = self.handle.max_delivery_attempts.load(Ordering::Relaxed);
+                if max > 0 && delivered > i64::from(max) {
+                    tracing::info!(group = %self.handle.id, id = decoded.id, max, "A message moved to the dead letters after the last delivery attempt");
+                    if let Err(e) = self.dead_letter(held).await {
+                        tracing::warn!(group = %self.handle.id, error = %e, "Moving a message to the dead letters failed");
+                    }
+                    continue;
+                }
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
-                self.unsettled.insert(ticket, Held { acker, delivered, record: message.payload, stream_sequence });
+                self.unsettled.insert(ticket, held);
                 return Some(Handed { message: decoded, ticket: Ticket { a: ticket, b: 0 } });
             }
         }
