@@ -20,7 +20,7 @@ use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
-use crate::groups::Groups;
+use crate::groups::{GroupOptions, Groups};
 use crate::ingress::{Ingress, IngressError};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
@@ -113,7 +113,8 @@ async fn start_cluster(
     let queues: Arc<dyn GroupQueues> =
         JetStreamQueues::open(client, cluster, config.amqp.group_settings()).await?;
     for group in groups.list() {
-        queues.ensure_group(&group.id).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
+        let options = GroupOptions { max_delivery_attempts: group.max_delivery_attempts() };
+        queues.ensure_group(&group.id, options).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
     }
     let to = queues.clone();
     groups.append_elsewhere(Arc::new(move |batch| {

@@ -14,7 +14,7 @@ use common::{amqp, config_text, publish_n, Server, WAIT};
 use iotpipe::cluster::config::ClusterConfig;
 use iotpipe::cluster::{connect, JetStreamQueues};
 use iotpipe::groups::DEFAULT_GROUP;
-use iotpipe::queues::{GroupQueues, QueueStatus};
+use iotpipe::queues::{GroupOptions, GroupQueues, QueueStatus};
 
 /// Another view of the deployment's JetStream queues, as a second node would have.
 async fn view(url: &str, server: &Server) -> std::sync::Arc<JetStreamQueues> {
@@ -24,7 +24,7 @@ async fn view(url: &str, server: &Server) -> std::sync::Arc<JetStreamQueues> {
     let client = connect(&config, "view").await.expect("connects");
     let settings = server.app.groups().settings();
     let queues = JetStreamQueues::open(client, &config, settings).await.expect("streams");
-    queues.ensure_group(DEFAULT_GROUP).await.expect("group");
+    queues.ensure_group(DEFAULT_GROUP, GroupOptions::default()).await.expect("group");
     queues
 }
 

@@ -18,7 +18,7 @@ use iotpipe::cluster::{connect, JetStreamQueues};
 use iotpipe::groups::Settings;
 use iotpipe::queues::embedded::EmbeddedQueues;
 use iotpipe::queues::{
-    Append, GroupClient, GroupQueues, Handed, Outcome, QueueError, QueueStatus, StoredMessage,
+    Append, GroupClient, GroupOptions, GroupQueues, Handed, Outcome, QueueError, QueueStatus, StoredMessage,
 };
 
 /// How long a case waits for something that should happen.
@@ -88,7 +88,7 @@ fn copy(group: &str, id: u64) -> Append {
 
 async fn groups(q: &dyn GroupQueues, ids: &[&str]) {
     for id in ids {
-        q.ensure_group(id).await.expect("group set up");
+        q.ensure_group(id, GroupOptions::default()).await.expect("group set up");
     }
 }
 
@@ -417,6 +417,30 @@ mod cases {
         q.close().await;
     }
 
+    /// A group's `maxDeliveryAttempts`: a message delivered that often and never accepted goes
+    /// to the dead letters instead of out again.
+    pub async fn the_last_delivery_attempt_dead_letters(backend: Backend) {
+        let f = fixture(backend, Duration::from_secs(30)).await;
+        let q = f.queues.as_ref();
+        q.ensure_group("g_one", GroupOptions { max_delivery_attempts: Some(2) }).await.expect("group");
+        let mut c = join(q, "g_one", "c").await;
+        q.append(vec![copy("g_one", 3)]).await.expect("append");
+        for attempt in 1..=2 {
+            let h = next(&mut c, WAIT).await;
+            assert_eq!(h.message.id, 3, "attempt {attempt}");
+            // Lost: given back at once, no backoff; still a delivery.
+            c.settle(h.ticket, Outcome::Lost).await;
+        }
+        // The client keeps asking, as a consumer connection does, and gets nothing more (the
+        // JetStream backend sees the third delivery arrive while pulling and dead-letters it).
+        nothing(&mut c, Duration::from_millis(1500), "after the last attempt").await;
+        let s =
+            eventually(q, "g_one", "dead after two attempts", |s| s.dead_letters == 1 && s.accumulated == 0)
+                .await;
+        assert_eq!(s.in_flight, 0, "{s:?}");
+        q.close().await;
+    }
+
     /// The group's client limit holds; a client that leaves frees its place.
     pub async fn the_client_limit_holds(backend: Backend) {
         let f = fixture(backend, Duration::from_secs(30)).await;
@@ -474,4 +498,5 @@ contract!(
     a_retried_append_is_deduplicated,
     the_client_limit_holds,
     removing_a_group_ends_it,
+    the_last_delivery_attempt_dead_letters,
 );

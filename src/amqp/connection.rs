@@ -139,8 +139,10 @@ where
     };
     // Cluster mode: the group's queue is the cluster's, through the queue boundary.
     if let Some(queues) = shared.cluster.clone() {
+        let max_delivery_attempts = group.max_delivery_attempts();
         drop(group);
-        let member = cluster::Member { group_id: &group_id, client_id: &client_id, peer };
+        let member =
+            cluster::Member { group_id: &group_id, client_id: &client_id, peer, max_delivery_attempts };
         cluster::serve(queues, member, sender, &mut session, &mut connection, &links, &shared).await;
         return;
     }

@@ -6,7 +6,7 @@
 //! | one group | durable pull consumer `group-<group>` filtered on its subject, explicit acks, `ack_wait` = ack timeout, unlimited deliveries; every node's clients pull from it |
 //! | a copy for a group | one publish with `Nats-Msg-Id: <messageId>-<group>`; the append resolves when every PubAck arrived, retrying the same ids (the server drops duplicates) |
 //! | accepted / released, modified / lost, unsent / rejected | ack / nak with the release backoff / nak at once / a copy in the dead letters, then term |
-//! | clear | purge of the stream filtered on the group's subject |
+//! | clear | purge of the stream filtered on the group's subject up to its last sequence; deliveries pulled before it are skipped |
 //! | dead letters | stream `{name}_dead`, subjects `{name}.dead.<group>`, limits retention, `max_age` = retention |
 //! | status | consumer info: `num_pending + num_ack_pending`, `num_ack_pending`, the ack floor's last activity |
 //!
@@ -16,30 +16,29 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::pull::{self, MessagesErrorKind};
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::{Context, ContextBuilder};
-use async_nats::jetstream::message::{Acker, PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, RawMessageErrorKind, RetentionPolicy, StorageType};
-use async_nats::jetstream::AckKind;
 use async_nats::Client;
 use bytes::Bytes;
 use futures::future::{join_all, BoxFuture};
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, TryStreamExt};
+
+mod client;
+
+use client::JetStreamClient;
 
 use super::config::ClusterConfig;
 use super::ClusterError;
-use crate::groups::{release_backoff, ClientInfo, RateWindow, Settings};
+use crate::groups::{ClientInfo, RateWindow, Settings};
 use crate::message::now_ms;
-use crate::queues::{
-    Append, DeadLetter, GroupClient, GroupQueues, Handed, Outcome, QueueError, QueueStatus, StoredMessage,
-    Ticket,
-};
+use crate::queues::{Append, DeadLetter, GroupClient, GroupOptions, GroupQueues, QueueError, QueueStatus};
 
 /// How long the server remembers a `Nats-Msg-Id`: a retried publish within it is dropped as a
 /// duplicate. Covers [`APPEND_RETRY_FOR`] with room to spare.
@@ -108,6 +107,8 @@ struct GroupHandle {
     online: Mutex<HashMap<u64, ClientInfo>>,
     /// Numbers the clients of this node.
     next_client: AtomicU64,
+    /// Deliveries of a message at most before it goes to the dead letters (0: no limit).
+    max_delivery_attempts: AtomicU32,
     /// The stream sequence of the last message the latest clear dropped: a delivery at or
     /// below it that a client pulled before the clear is stale and skipped.
     cleared_through: AtomicU64,
@@ -241,6 +242,7 @@ impl JetStreamQueues {
             rate: Mutex::new(RateWindow::default()),
             online: Mutex::new(HashMap::new()),
             next_client: AtomicU64::new(1),
+            max_delivery_attempts: AtomicU32::new(0),
         });
         self.groups
             .lock()
@@ -341,9 +343,14 @@ impl GroupQueues for JetStreamQueues {
         true
     }
 
-    fn ensure_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn ensure_group(&self, group: &str, options: GroupOptions) -> BoxFuture<'_, Result<(), QueueError>> {
         let group = group.to_string();
-        async move { self.ensure(&group).await }.boxed()
+        async move {
+            let handle = self.ensured(&group).await?;
+            handle.max_delivery_attempts.store(options.max_delivery_attempts.unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn append(&self, batch: Vec<Append>) -> BoxFuture<'_, Result<(), QueueError>> {
@@ -398,17 +405,15 @@ impl GroupQueues for JetStreamQueues {
             let number = handle.next_client.fetch_add(1, Ordering::Relaxed);
             let info = ClientInfo { client_id, peer, online_since_ms: now_ms(), rate_per_minute: 0 };
             lock(&handle.online).insert(number, info);
-            Ok(Box::new(JetStreamClient {
+            let client = JetStreamClient::new(
                 number,
-                rate: RateWindow::default(),
                 handle,
-                js: self.js.clone(),
-                dead_subject: self.names.dead_subject(&group),
-                messages: Box::pin(messages),
-                unsettled: HashMap::new(),
-                next_ticket: 1,
-                max_unsettled: self.settings.max_unsettled_per_client,
-            }) as Box<dyn GroupClient>)
+                self.js.clone(),
+                self.names.dead_subject(&group),
+                messages,
+                self.settings.max_unsettled_per_client,
+            );
+            Ok(Box::new(client) as Box<dyn GroupClient>)
         }
         .boxed()
     }
@@ -598,152 +603,5 @@ impl GroupQueues for JetStreamQueues {
             }
         }
         .boxed()
-    }
-}
-
-/// A delivery this client holds.
-struct Held {
-    acker: Acker,
-    /// Deliveries of the message so far (this one included).
-    delivered: i64,
-    record: Bytes,
-    stream_sequence: u64,
-}
-
-/// One local client: its own pull from the group's durable consumer.
-struct JetStreamClient {
-    /// This client's number in its group's `online` list.
-    number: u64,
-    /// Its accepts per second.
-    rate: RateWindow,
-    handle: Arc<GroupHandle>,
-    js: Context,
-    dead_subject: String,
-    messages: Pin<Box<pull::Stream>>,
-    unsettled: HashMap<u64, Held>,
-    next_ticket: u64,
-    max_unsettled: usize,
-}
-
-impl JetStreamClient {
-    /// Copies the record into the dead letters, then ends the message; if the copy cannot be
-    /// stored the message is delivered again instead (nothing is lost).
-    async fn dead_letter(&self, held: Held) -> Result<(), async_nats::Error> {
-        let id = message_id(&held.record).unwrap_or(0);
-        let message = PublishMessage::build()
-            .payload(held.record.clone())
-            .message_id(format!("{id}-{}-dead-{}", self.handle.id, held.stream_sequence));
-        let stored = async { self.js.send_publish(self.dead_subject.clone(), message).await?.await }.await;
-        match stored {
-            Ok(_) => held.acker.ack_with(AckKind::Term).await,
-            Err(e) => {
-                tracing::warn!(group = %self.handle.id, error = %e, "Storing a dead letter failed; the message is delivered again");
-                held.acker.ack_with(AckKind::Nak(None)).await
-            }
-        }
-    }
-}
-
-impl GroupClient for JetStreamClient {
-    fn next(&mut self) -> BoxFuture<'_, Option<Handed>> {
-        async move {
-            if self.unsettled.len() >= self.max_unsettled {
-                // Full: a settlement (the caller's other branch) makes room.
-                std::future::pending::<()>().await;
-            }
-            loop {
-                let message = match self.messages.next().await? {
-                    Ok(m) => m,
-                    Err(e) => match e.kind() {
-                        MessagesErrorKind::ConsumerDeleted => {
-                            tracing::info!(group = %self.handle.id, "The group's consumer was deleted");
-                            return None;
-                        }
-                        MessagesErrorKind::MissingHeartbeat => {
-                            tracing::debug!(group = %self.handle.id, "Pulling anew after missed heartbeats");
-                            continue;
-                        }
-                        _ => {
-                            tracing::warn!(group = %self.handle.id, error = %e, "Pulling from JetStream failed");
-                            tokio::time::sleep(PULL_ERROR_PAUSE).await;
-                            continue;
-                        }
-                    },
-                };
-                let (delivered, stream_sequence) =
-                    message.info().map(|i| (i.delivered, i.stream_sequence)).unwrap_or((1, 0));
-                let (message, acker) = message.split();
-                if stream_sequence <= self.handle.cleared_through.load(Ordering::Acquire) {
-                    // Pulled before a clear dropped it: the ack only tidies up.
-                    let _ = acker.ack().await;
-                    continue;
-                }
-                let Some(decoded) = StoredMessage::decode(&message.payload) else {
-                    tracing::error!(group = %self.handle.id, stream_sequence, "Dropping a corrupt queue record");
-                    if let Err(e) = acker.ack_with(AckKind::Term).await {
-                        tracing::warn!(group = %self.handle.id, error = %e, "Ending a corrupt record failed");
-                    }
-                    continue;
-                };
-                let ticket = self.next_ticket;
-                self.next_ticket += 1;
-                self.unsettled.insert(ticket, Held { acker, delivered, record: message.payload, stream_sequence });
-                return Some(Handed { message: decoded, ticket: Ticket { a: ticket, b: 0 } });
-            }
-        }
-        .boxed()
-    }
-
-    fn settle(&mut self, ticket: Ticket, outcome: Outcome) -> BoxFuture<'_, ()> {
-        async move {
-            let Some(held) = self.unsettled.remove(&ticket.a) else { return };
-            let result = match outcome {
-                Outcome::Accepted => {
-                    let r = held.acker.ack().await;
-                    if r.is_ok() {
-                        let now = now_ms();
-                        self.handle.accepted.fetch_add(1, Ordering::Relaxed);
-                        self.handle.last_accept_ms.store(now, Ordering::Relaxed);
-                        lock(&self.handle.rate).add(now / 1000, 1);
-                        self.rate.add(now / 1000, 1);
-                        if let Some(info) = lock(&self.handle.online).get_mut(&self.number) {
-                            info.rate_per_minute = self.rate.per_minute(now / 1000);
-                        }
-                    }
-                    r
-                }
-                Outcome::Released | Outcome::Modified { .. } => {
-                    let delay = release_backoff(u32::try_from(held.delivered).unwrap_or(u32::MAX));
-                    held.acker.ack_with(AckKind::Nak(Some(delay))).await
-                }
-                Outcome::Lost | Outcome::Unsent => held.acker.ack_with(AckKind::Nak(None)).await,
-                Outcome::Rejected => self.dead_letter(held).await,
-            };
-            if let Err(e) = result {
-                // The lease ends on the server anyway: the message comes again after ack_wait.
-                tracing::warn!(group = %self.handle.id, error = %e, ?outcome, "Settling with JetStream failed");
-            }
-        }
-        .boxed()
-    }
-}
-
-impl Drop for JetStreamClient {
-    fn drop(&mut self) {
-        self.handle.clients.fetch_sub(1, Ordering::AcqRel);
-        lock(&self.handle.online).remove(&self.number);
-        if self.unsettled.is_empty() {
-            return;
-        }
-        // The client left: what it held goes back at once, not after ack_wait.
-        let held: Vec<Held> = self.unsettled.drain().map(|(_, h)| h).collect();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for h in held {
-                    // On failure the server redelivers after ack_wait.
-                    let _ = h.acker.ack_with(AckKind::Nak(None)).await;
-                }
-            });
-        }
     }
 }

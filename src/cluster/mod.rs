@@ -2,7 +2,8 @@
 //!
 //! - `config.rs`: the `[cluster]` section and its check.
 //! - `connect.rs`: the NATS connection (credentials, token, user and password, TLS).
-//! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`].
+//! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`];
+//!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
 
 pub mod config;
 mod connect;

@@ -57,14 +57,14 @@ impl GroupQueues for EmbeddedQueues {
         false
     }
 
-    fn ensure_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>> {
+    fn ensure_group(&self, group: &str, options: GroupOptions) -> BoxFuture<'_, Result<(), QueueError>> {
         let result = if self.groups.exists(group) {
             Ok(())
         } else {
             // Named by its id: the embedded backend's groups normally come from `Groups::create`
             // with their own names; this serves stand-alone use.
             self.groups
-                .create(group, Some(group), GroupOptions::default())
+                .create(group, Some(group), options)
                 .map(|_| ())
                 .map_err(|e| QueueError::Backend(format!("creating consumer group {group}: {e}")))
         };

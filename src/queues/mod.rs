@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 
-pub use crate::groups::ClientInfo;
+pub use crate::groups::{ClientInfo, GroupOptions};
 pub use crate::store::{Append, DeadLetter, StoredMessage};
 
 /// How a client settled a delivery (the AMQP outcomes, plus what the connection knows).
@@ -114,9 +114,9 @@ pub trait GroupQueues: Send + Sync + 'static {
     /// nothing and never retried, so it does not need to.
     fn dedupes_appends(&self) -> bool;
 
-    /// Makes the group's queue exist (idempotent). Groups themselves (names, options) are
-    /// managed elsewhere.
-    fn ensure_group(&self, group: &str) -> BoxFuture<'_, Result<(), QueueError>>;
+    /// Makes the group's queue exist (idempotent) and applies its delivery options (the
+    /// embedded backend's groups hold their own). Groups themselves are managed elsewhere.
+    fn ensure_group(&self, group: &str, options: GroupOptions) -> BoxFuture<'_, Result<(), QueueError>>;
 
     /// Stores every copy durably; resolves when all are stored (nothing of a failed append
     /// counts as acknowledged).

@@ -26,6 +26,7 @@ impl NatsServer {
     /// # Panics
     /// When `nats-server` is not installed or does not start: the message says why.
     pub fn start() -> Self {
+        check_version();
         let store = tempfile::tempdir().expect("a temporary directory for the JetStream store");
         let spawned = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
@@ -82,6 +83,28 @@ impl NatsServer {
         };
         Self { child, url: format!("nats://127.0.0.1:{port}"), _store: store }
     }
+}
+
+/// Fails unless `nats-server --version` is 2.10 or later (Debian 12's 2.9.10 is too old).
+fn check_version() {
+    let output = match Command::new("nats-server").arg("--version").output() {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "cannot run nats-server ({e}): the JetStream cases need nats-server 2.10 or later on PATH; \
+             scripts/test-deps.sh installs the pinned 2.15.1"
+        ),
+    };
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    // "nats-server: v2.15.1"
+    let version = text.rsplit(" v").next().unwrap_or_default().trim().to_string();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    assert!(
+        (major, minor) >= (2, 10),
+        "nats-server {version:?} is too old ({text:?}): the JetStream cases need 2.10 or later; \
+         scripts/test-deps.sh installs the pinned 2.15.1"
+    );
 }
 
 impl Drop for NatsServer {

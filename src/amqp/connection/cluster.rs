@@ -20,13 +20,15 @@ use super::{
 };
 use crate::amqp::AmqpContext;
 use crate::logsafe::Untrusted;
-use crate::queues::{GroupClient, GroupQueues, Outcome, QueueError, Ticket};
+use crate::queues::{GroupClient, GroupOptions, GroupQueues, Outcome, QueueError, Ticket};
 
 /// Who is consuming.
 pub(super) struct Member<'a> {
     pub group_id: &'a str,
     pub client_id: &'a str,
     pub peer: SocketAddr,
+    /// The group's limit on deliveries of a message.
+    pub max_delivery_attempts: Option<u32>,
 }
 
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (Ticket, Outcome)> + Send>>;
@@ -55,10 +57,10 @@ pub(super) async fn serve(
     links: &Links,
     shared: &AmqpContext,
 ) {
-    let Member { group_id, client_id, peer } = member;
+    let Member { group_id, client_id, peer, max_delivery_attempts } = member;
     let shown = Untrusted(client_id);
     // Groups created through the API after start-up get their queue here (idempotent).
-    let joined = match queues.ensure_group(group_id).await {
+    let joined = match queues.ensure_group(group_id, GroupOptions { max_delivery_attempts }).await {
         Ok(()) => queues.join(group_id, client_id, peer).await,
         Err(e) => Err(e),
     };
