@@ -58,6 +58,12 @@ async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow
             None => return Err(e.into()),
         },
     };
+    // The components hold what they need (the file's devices live on in the registry). Dropped
+    // before the banner, which tells whoever started the server that it is ready.
+    let data_dir = config.storage.dir.clone();
+    let demo_lines = demo.then(|| demo_credentials(&config, app.mqtt_addr().port()));
+    drop(config);
+    release_freed_memory();
     say!("iotpipe {} serving", env!("CARGO_PKG_VERSION"));
     say!("  MQTT      {}", app.mqtt_addr());
     if let Some(tls) = app.mqtt_tls_addr() {
@@ -68,7 +74,7 @@ async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow
         say!("  AMQP+TLS  {tls}");
     }
     say!("  HTTP      {}", app.http_addr());
-    say!("  data      {}", config.storage.dir.display());
+    say!("  data      {}", data_dir.display());
     // The token goes to stdout once, on the start that made it; never to the log.
     match app.admin_token_source() {
         TokenSource::Configured => {}
@@ -81,12 +87,9 @@ async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow
             path.display()
         ),
     }
-    if demo {
-        print_demo_credentials(&config, app.mqtt_addr().port());
+    for line in demo_lines.into_iter().flatten() {
+        say!("{line}");
     }
-    // The components hold what they need; the file's devices live on in the registry.
-    drop(config);
-    release_freed_memory();
     signal.await;
     tracing::info!("Shutting down");
     app.shutdown(SHUTDOWN_GRACE).await;
@@ -117,8 +120,9 @@ fn where_written(config_path: Option<&Path>, key: &str) -> String {
     }
 }
 
-fn print_demo_credentials(config: &Config, port: u16) {
-    say!("Demo configuration (run with --config FILE for your own):");
+/// The demo configuration's devices and access keys, as lines to print.
+fn demo_credentials(config: &Config, port: u16) -> Vec<String> {
+    let mut lines = vec!["Demo configuration (run with --config FILE for your own):".to_string()];
     for product in &config.products {
         for device in &product.devices {
             let c = Credentials {
@@ -128,7 +132,7 @@ fn print_demo_credentials(config: &Config, port: u16) {
                 method: SignMethod::HmacSha256,
                 timestamp: None,
             };
-            say!(
+            lines.push(format!(
                 "  device {}/{}: mosquitto_pub -p {port} -i '{}' -u '{}' -P '{}' -q 1 -t '/{}/{}/user/update' -m '{{\"temperature\":40}}'",
                 product.key,
                 device.name,
@@ -137,12 +141,13 @@ fn print_demo_credentials(config: &Config, port: u16) {
                 c.password(&device.secret),
                 product.key,
                 device.name,
-            );
+            ));
         }
     }
     for key in &config.access_keys {
-        say!("  AMQP access key: id {} secret {}", key.id, key.secret);
+        lines.push(format!("  AMQP access key: id {} secret {}", key.id, key.secret));
     }
+    lines
 }
 
 fn init_tracing() {
