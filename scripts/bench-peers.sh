@@ -1,28 +1,49 @@
 #!/usr/bin/env bash
-# Benchmarks iotpipe beside RabbitMQ (MQTT in, a durable queue bound on amq.topic, AMQP 1.0 out)
-# and Mosquitto (MQTT pass-through), all on loopback on this machine, in one run: every scenario
+# Benchmarks iotpipe beside RabbitMQ (MQTT in, a durable queue bound on amq.topic, AMQP 1.0 out),
+# Mosquitto (MQTT pass-through) and nats-server (MQTT in, QoS 1 messages stored in JetStream with
+# an fsync per write, QoS 1 MQTT subscribers out), all on loopback on this machine, in one run: every scenario
 # runs against each system in turn, for several rounds, so that a noisy neighbour hits all of
 # them alike. Writes docs/benchmarks.md and docs/benchmarks.svg.
 #
-#   scripts/bench-peers.sh            # Debian/Ubuntu; installs rabbitmq-server and mosquitto
+#   scripts/bench-peers.sh            # Debian/Ubuntu; installs rabbitmq-server and mosquitto;
+#                                     # nats-server comes from scripts/test-deps.sh
+#   QUICK=1 PROFILE=0 OUT=/tmp/b.md scripts/bench-peers.sh   # one short round: a check of the script
 #
 # Environment: ROUNDS (3), SECONDS_PER_RUN (8), WARMUP (2), DEVICES (20), CONSUMERS (2),
-# PROFILE (1: record a perf profile of iotpipe's rule path at full speed, if perf works),
-# KEEP (1: keep the work directory with the raw results and logs).
+# STEADY_RATE (20000: the steady-rate scenario, msgs/s offered), IDLE_DEVICES (10000),
+# IDLE_DEVICES_MAX (18000: iotpipe's idle run near the 20,000 open files a process may hold here),
+# BACKLOG (100000), PROFILE (1: record a perf profile of iotpipe's rule path at full speed, if perf
+# works), KEEP (1: keep the work directory with the raw results and logs), QUICK (1: one round of
+# 3 s runs, 1,000 and 2,000 idle devices, a 20,000-message backlog), OUT (docs/benchmarks.md:
+# where the report goes; its chart goes beside it as .svg), PEERS ("rabbitmq mosquitto nats": the
+# peers measured beside iotpipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${QUICK:-0}" = 1 ]; then
+  ROUNDS=${ROUNDS:-1} SECONDS_PER_RUN=${SECONDS_PER_RUN:-3} WARMUP=${WARMUP:-1}
+  IDLE_DEVICES=${IDLE_DEVICES:-1000} IDLE_DEVICES_MAX=${IDLE_DEVICES_MAX:-2000} BACKLOG=${BACKLOG:-20000}
+fi
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-8}
 WARMUP=${WARMUP:-2}
 DEVICES=${DEVICES:-20}
 CONSUMERS=${CONSUMERS:-2}
+STEADY_RATE=${STEADY_RATE:-20000}
+IDLE_DEVICES=${IDLE_DEVICES:-10000}
+IDLE_DEVICES_MAX=${IDLE_DEVICES_MAX:-18000}
+BACKLOG=${BACKLOG:-100000}
 PROFILE=${PROFILE:-1}
+OUT=${OUT:-docs/benchmarks.md}
+PEERS=${PEERS:-rabbitmq mosquitto nats}
+peer() { case " $PEERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # Loopback ports of our own broker instances, away from the defaults so that a broker already
 # running on this machine is left alone.
 RABBIT_AMQP=5673
 RABBIT_MQTT=1884
 MOSQUITTO_MQTT=1885
+NATS_CLIENT=4223
+NATS_MQTT=1886
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -38,8 +59,8 @@ say "installing the peers (rabbitmq-server, mosquitto) where missing"
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
-[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+peer rabbitmq && { [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server); }
+peer mosquitto && { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto); }
 if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null 2>&1; then need+=(linux-perf); fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -49,15 +70,23 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 MOSQUITTO_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+NATS_BIN=$(command -v nats-server || true)
+if peer nats && [ -z "$NATS_BIN" ]; then
+  say "nats-server is missing: installing its pinned wheel (as scripts/test-deps.sh does)"
+  python3 -m pip install -q --require-hashes --only-binary :all: -r scripts/requirements/nats-server.txt >&2
+  NATS_BIN=$(command -v nats-server)
+fi
 
 # Many idle connections need many descriptors, in the brokers as in the load tool.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-[ "$(ulimit -n)" -ge 10240 ] || say "warning: open-file limit $(ulimit -n) is below the idle scenario's 10,000 connections"
+[ "$(ulimit -n)" -ge $((IDLE_DEVICES_MAX + 1024)) ] ||
+  say "warning: open-file limit $(ulimit -n) is below the idle scenario's $IDLE_DEVICES_MAX connections"
 
 say "building iotpipe (release) and the report generator"
 cargo build --release --quiet --bin iotpipe
 cargo build --release --quiet --example bench_report
-IOTPIPE=target/release/iotpipe
+TARGET=${CARGO_TARGET_DIR:-target}
+IOTPIPE=$TARGET/release/iotpipe
 
 # ---------------------------------------------------------------------------------------------
 # RabbitMQ: a node of our own under $work, as the invoking user, on loopback ports.
@@ -113,7 +142,24 @@ log_type error
 log_type warning
 EOF
 
-RABBIT_SHELL="" RABBIT_PID="" MOSQUITTO_PID=""
+# nats-server: MQTT needs JetStream and a server name; every write to a stream is fsynced
+# (sync_interval: always), as iotpipe commits before its PUBACK. MQTT QoS 1 messages go to the
+# $MQTT_msgs stream and reach the QoS 1 subscribers through JetStream consumers.
+ndir=$work/nats
+cat >"$work/nats.conf" <<EOF
+server_name: iotpipe_bench
+listen: 127.0.0.1:$NATS_CLIENT
+jetstream {
+  store_dir: "$ndir"
+  sync_interval: always
+}
+mqtt {
+  listen: 127.0.0.1:$NATS_MQTT
+  max_ack_pending: 1000
+}
+EOF
+
+RABBIT_SHELL="" RABBIT_PID="" MOSQUITTO_PID="" NATS_PID=""
 # A fresh RabbitMQ node (empty database), with the bench queue and its binding.
 start_rabbit() {
   rm -rf "$rdir/mnesia"
@@ -154,29 +200,60 @@ stop_mosquitto() {
   wait "$MOSQUITTO_PID" 2>/dev/null || true
   MOSQUITTO_PID=""
 }
+# A fresh nats-server (empty JetStream directory).
+start_nats() {
+  rm -rf "$ndir"
+  "$NATS_BIN" -c "$work/nats.conf" >>"$work/nats.log" 2>&1 &
+  NATS_PID=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NATS_MQTT") 2>/dev/null && return
+    sleep 0.1
+  done
+  say "nats-server did not start: $(tail -3 "$work/nats.log")"
+  exit 1
+}
+stop_nats() {
+  [ -n "$NATS_PID" ] || return 0
+  kill "$NATS_PID" 2>/dev/null || true
+  wait "$NATS_PID" 2>/dev/null || true
+  NATS_PID=""
+}
 cleanup() {
   set +e
   stop_rabbit
   stop_mosquitto
+  stop_nats
   if [ "${KEEP:-0}" = 1 ]; then say "raw results and logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-say "starting RabbitMQ $rabbit_version on 127.0.0.1 (MQTT $RABBIT_MQTT, AMQP $RABBIT_AMQP)"
-start_rabbit
-mosquitto_version=$("$MOSQUITTO_BIN" -h 2>/dev/null | head -1 | awk '{print $3}' || true)
-say "starting Mosquitto $mosquitto_version on 127.0.0.1:$MOSQUITTO_MQTT"
-start_mosquitto
+if peer rabbitmq; then
+  say "starting RabbitMQ $rabbit_version on 127.0.0.1 (MQTT $RABBIT_MQTT, AMQP $RABBIT_AMQP)"
+  start_rabbit
+fi
+mosquitto_version="" nats_version=""
+if peer mosquitto; then
+  mosquitto_version=$("$MOSQUITTO_BIN" -h 2>/dev/null | head -1 | awk '{print $3}' || true)
+  say "starting Mosquitto $mosquitto_version on 127.0.0.1:$MOSQUITTO_MQTT"
+  start_mosquitto
+fi
+if peer nats; then
+  nats_version=$("$NATS_BIN" --version 2>/dev/null | awk '{print $2}' | sed 's/^v//' || true)
+  say "starting nats-server $nats_version on 127.0.0.1 (MQTT $NATS_MQTT, JetStream in $ndir)"
+  start_nats
+fi
 
 # ---------------------------------------------------------------------------------------------
 # One run: SYSTEM SCENARIO [extra bench options]; the JSON line goes to $results.
-common=(--devices "$DEVICES" --consumers "$CONSUMERS" --seconds "$SECS" --warmup "$WARMUP" --json)
+common=(--consumers "$CONSUMERS" --seconds "$SECS" --warmup "$WARMUP" --backlog "$BACKLOG" --json)
 run() {
   local system=$1 scenario=$2
   shift 2
-  local args=(bench --scenario "$scenario" "${common[@]}" "$@")
+  local args=(bench --scenario "$scenario" "${common[@]}")
+  # The idle runs give their own --devices (connections); the others publish from $DEVICES.
+  case " $* " in *" --devices "*) ;; *) args+=(--devices "$DEVICES") ;; esac
   case $system in
-    iotpipe) args+=(--label iotpipe --data-dir "$work") ;;
+    iotpipe) case " $* " in *" --label "*) ;; *) args+=(--label iotpipe) ;; esac; args+=(--data-dir "$work") ;;
     rabbitmq)
       rmqctl purge_queue bench >/dev/null
       args+=(--target rabbitmq --label rabbitmq --mqtt "127.0.0.1:$RABBIT_MQTT" --amqp "127.0.0.1:$RABBIT_AMQP"
@@ -185,7 +262,11 @@ run() {
     mosquitto)
       args+=(--target mosquitto --label mosquitto --mqtt "127.0.0.1:$MOSQUITTO_MQTT" --server-pid "$MOSQUITTO_PID")
       ;;
+    nats)
+      args+=(--target nats --label nats --mqtt "127.0.0.1:$NATS_MQTT" --server-pid "$NATS_PID")
+      ;;
   esac
+  args+=("$@")
   echo "iotpipe ${args[*]}" | sed -e "s#$work#\$WORK#g" -e 's#--server-pid [0-9]*#--server-pid $PID#' >>"$commands"
   say "round $round: $system $scenario $*"
   local line
@@ -198,9 +279,10 @@ run() {
 }
 
 # Systems take turns: each round starts with a different one.
-systems=(iotpipe rabbitmq mosquitto)
+systems=(iotpipe)
+for p in rabbitmq mosquitto nats; do peer "$p" && systems+=("$p"); done
 for round in $(seq "$ROUNDS"); do
-  k=$(((round - 1) % 3))
+  k=$(((round - 1) % ${#systems[@]}))
   order=("${systems[@]:$k}" "${systems[@]:0:$k}")
   for s in "${order[@]}"; do
     case $s in
@@ -214,14 +296,23 @@ for round in $(seq "$ROUNDS"); do
       *) run "$s" subscription --rate 5000 ;;
     esac
   done
+  # The steady rate: below every stored path's ceiling, so that each message is stored,
+  # delivered and settled once and the CPU per message compares like for like.
   for s in "${order[@]}"; do
-    [ "$s" = mosquitto ] || run "$s" backlog
+    case $s in
+      iotpipe) run iotpipe rule --rate "$STEADY_RATE" ;;
+      *) run "$s" subscription --rate "$STEADY_RATE" ;;
+    esac
+  done
+  # Over MQTT, Mosquitto and nats-server keep nothing for consumers that are not there.
+  for s in "${order[@]}"; do
+    case $s in mosquitto | nats) ;; *) run "$s" backlog ;; esac
   done
 done
 # The idle runs come last, so that the memory of 10,000 connections does not show in the peak RSS
 # of the other runs.
 for round in $(seq "$ROUNDS"); do
-  k=$(((round - 1) % 3))
+  k=$(((round - 1) % ${#systems[@]}))
   order=("${systems[@]:$k}" "${systems[@]:0:$k}")
   for s in "${order[@]}"; do
     # A broker keeps the memory of closed connections (and of earlier runs) allocated, and a new
@@ -229,8 +320,11 @@ for round in $(seq "$ROUNDS"); do
     case $s in
       rabbitmq) stop_rabbit && start_rabbit ;;
       mosquitto) stop_mosquitto && start_mosquitto ;;
+      nats) stop_nats && start_nats ;;
     esac
-    run "$s" idle
+    run "$s" idle --devices "$IDLE_DEVICES"
+    # iotpipe again near the open-file limit: the cost per connection must stay flat.
+    if [ "$s" = iotpipe ]; then run iotpipe idle --devices "$IDLE_DEVICES_MAX" --label iotpipe-max; fi
   done
 done
 
@@ -287,6 +381,7 @@ cat >"$work/meta.json" <<EOF
  "iotpipe": "$("$IOTPIPE" --version | awk '{print $2}') ($(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ', uncommitted changes'))",
  "rabbitmq": "$rabbit_version", "rabbitmq_source": "$RABBIT_SOURCE",
  "mosquitto": "$mosquitto_version",
+ "nats": "$nats_version",
  "nproc": $(nproc),
  "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')",
  "memory": "$(free -h | awk '/^Mem:/{print $2}')",
@@ -295,5 +390,5 @@ cat >"$work/meta.json" <<EOF
 EOF
 cp "$rdir/rabbitmq.conf" "$work/rabbitmq.conf"
 cp "$rdir/definitions.json" "$work/definitions.json"
-target/release/examples/bench_report "$work" docs/benchmarks.md docs/benchmarks.svg
-say "done: docs/benchmarks.md"
+"$TARGET/release/examples/bench_report" "$work" "$OUT" "${OUT%.md}.svg"
+say "done: $OUT"

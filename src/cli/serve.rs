@@ -24,6 +24,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
 
 pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     init_tracing();
+    keep_large_allocations_mapped();
     // Loaded on a thread of its own: the allocator gives each thread its own arena, so the parse
     // trees (about 3 KiB per configured device, all freed again) do not leave holes between
     // the registry's and the runtime's allocations, and `release_freed_memory` can hand them
@@ -94,6 +95,21 @@ async fn serve(config: Config, config_path: Option<&Path>, demo: bool) -> anyhow
     tracing::info!("Shutting down");
     app.shutdown(SHUTDOWN_GRACE).await;
     Ok(())
+}
+
+/// Keeps glibc's threshold for giving an allocation a mapping of its own at its starting value
+/// (128 KiB). glibc raises it each time such a mapping is freed, as loading a large
+/// configuration does; rumqttd's tables, sized by `[mqtt] max_connections` and mostly never
+/// used, then come from the heap, where the parse had touched the pages: 11 MiB resident for
+/// nothing with 10,000 configured devices (idle benchmark, docs/benchmarks.md). In a mapping of
+/// their own they cost only what is used.
+fn keep_large_allocations_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it takes the allocator's lock and has no
+    // preconditions.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
 
 /// Hands the memory freed while starting back to the system: glibc keeps freed memory in the
