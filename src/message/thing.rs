@@ -14,7 +14,8 @@
 //! | `thing/deviceinfo/update`, `thing/deviceinfo/delete` (tag reports, applied by the ingress) | `thing/deviceinfo/update` (tag change) | [`tags`] |
 //!
 //! Each payload is parsed once; the converted bodies are written straight from the parsed
-//! value. One device message may become several platform messages (a batch with properties and
+//! value. A live post also keeps that value ([`Body`]), so that rules read the platform body
+//! without parsing the bytes just written (built only when a rule reads it). One device message may become several platform messages (a batch with properties and
 //! events, a history post with many entries), at most [`MAX_CONVERTED`].
 
 pub mod batch;
@@ -22,9 +23,11 @@ pub mod post;
 pub mod reply;
 pub mod tags;
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::message::{Kind, Origin, Platform};
 
@@ -64,11 +67,57 @@ pub struct Converted {
     pub messages: Vec<Platform>,
     /// A device's reply to a cloud call, parsed, for whoever waits for it.
     pub reply: Option<reply::DeviceReply>,
+    /// The parsed body of a live property or event post (its one platform message), for the
+    /// rules; `None` for the other kinds, whose bodies rules parse from the bytes.
+    pub body: Option<Arc<Body>>,
 }
 
-impl Converted {
-    fn one(kind: Kind, message: Platform) -> Self {
-        Self { kind, messages: vec![message], reply: None }
+/// The platform body of a live post as rules read it, made from the device's parsed body the
+/// first time a rule asks, instead of parsing the bytes written from it again. It is the value
+/// those bytes parse to: both are written by the same `Serialize` code.
+#[derive(Debug)]
+pub struct Body {
+    id: Value,
+    params: Map<String, Value>,
+    /// `None` for a property post, else the event's identifier.
+    event: Option<String>,
+    received_ms: u64,
+    value: OnceLock<Option<Value>>,
+}
+
+impl PartialEq for Body {
+    /// Equal when made from the same post (whether the value is built yet does not matter).
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, &self.params, &self.event, self.received_ms)
+            == (&other.id, &other.params, &other.event, other.received_ms)
+    }
+}
+
+impl Body {
+    /// The body as a JSON value, built on the first call. `origin` must be the sender the
+    /// post was converted for (the message's origin). `None` only if the body cannot be a JSON
+    /// value, which the platform's bodies always can; the caller then parses the bytes.
+    pub fn value(&self, origin: &Origin) -> Option<&Value> {
+        self.value
+            .get_or_init(|| {
+                let value = match &self.event {
+                    None => serde_json::to_value(post::property_body(
+                        origin,
+                        &self.id,
+                        &self.params,
+                        self.received_ms,
+                    )),
+                    Some(identifier) => serde_json::to_value(post::event_body(
+                        origin,
+                        identifier,
+                        &self.id,
+                        &self.params,
+                        self.received_ms,
+                    )),
+                };
+                value.ok()
+            })
+            .as_ref()
     }
 }
 
@@ -106,10 +155,7 @@ pub fn convert(
             "property/history/post" => Some(batch::history_post(origin, payload, received_ms)),
             _ => {
                 let identifier = rest.strip_suffix("/post").filter(|i| !i.is_empty() && !i.contains('/'))?;
-                Some(
-                    post::post(origin, forwarding, identifier, payload, received_ms)
-                        .map(|p| Converted::one(Kind::Upstream, p)),
-                )
+                Some(post::post(origin, forwarding, identifier, payload, received_ms))
             }
         };
     }
@@ -119,6 +165,7 @@ pub fn convert(
                 kind: Kind::Upstream,
                 messages: vec![r.platform(origin, received_ms)],
                 reply: Some(r),
+                body: None,
             })
         });
     }

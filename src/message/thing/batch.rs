@@ -69,7 +69,7 @@ pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> R
     if messages.is_empty() {
         return Err(ThingError::BadParams(BATCH, "neither \"properties\" nor \"events\" has an entry"));
     }
-    Ok(Converted { kind: Kind::Upstream, messages, reply: None })
+    Ok(Converted { kind: Kind::Upstream, messages, reply: None, body: None })
 }
 
 /// A history post's platform messages, one per properties element and one per event.
@@ -130,7 +130,7 @@ pub(super) fn history_post(
             }
         }
     }
-    Ok(Converted { kind: Kind::ThingHistory, messages, reply: None })
+    Ok(Converted { kind: Kind::ThingHistory, messages, reply: None, body: None })
 }
 
 /// Refuses an `identity` naming a device other than the sender.
