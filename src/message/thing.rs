@@ -23,7 +23,7 @@ pub mod post;
 pub mod reply;
 pub mod tags;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
@@ -72,52 +72,32 @@ pub struct Converted {
     pub body: Option<Arc<Body>>,
 }
 
-/// The platform body of a live post as rules read it, made from the device's parsed body the
-/// first time a rule asks, instead of parsing the bytes written from it again. It is the value
-/// those bytes parse to: both are written by the same `Serialize` code.
-#[derive(Debug)]
+/// The platform body of a live post as rules read it, made from the device's parsed body
+/// instead of parsing the bytes written from it again: the value those bytes parse to (each
+/// member is written by the same `Serialize` code as the bytes).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Body {
     id: Value,
     params: Map<String, Value>,
     /// `None` for a property post, else the event's identifier.
     event: Option<String>,
     received_ms: u64,
-    value: OnceLock<Option<Value>>,
-}
-
-impl PartialEq for Body {
-    /// Equal when made from the same post (whether the value is built yet does not matter).
-    fn eq(&self, other: &Self) -> bool {
-        (&self.id, &self.params, &self.event, self.received_ms)
-            == (&other.id, &other.params, &other.event, other.received_ms)
-    }
 }
 
 impl Body {
-    /// The body as a JSON value, built on the first call. `origin` must be the sender the
-    /// post was converted for (the message's origin). `None` only if the body cannot be a JSON
-    /// value, which the platform's bodies always can; the caller then parses the bytes.
-    pub fn value(&self, origin: &Origin) -> Option<&Value> {
-        self.value
-            .get_or_init(|| {
-                let value = match &self.event {
-                    None => serde_json::to_value(post::property_body(
-                        origin,
-                        &self.id,
-                        &self.params,
-                        self.received_ms,
-                    )),
-                    Some(identifier) => serde_json::to_value(post::event_body(
-                        origin,
-                        identifier,
-                        &self.id,
-                        &self.params,
-                        self.received_ms,
-                    )),
-                };
-                value.ok()
-            })
-            .as_ref()
+    /// The body as a JSON object with the top-level members `keys` names (every member for
+    /// `None`), as a parser that keeps only those would make of the bytes. `origin` must be the
+    /// sender the post was converted for (the message's origin). `None` only if a member
+    /// cannot be a JSON value, which the platform's bodies always can; the caller then parses
+    /// the bytes.
+    pub fn value(&self, origin: &Origin, keys: Option<&[&str]>) -> Option<Value> {
+        let members = match &self.event {
+            None => post::property_body(origin, &self.id, &self.params, self.received_ms).members(keys),
+            Some(identifier) => {
+                post::event_body(origin, identifier, &self.id, &self.params, self.received_ms).members(keys)
+            }
+        };
+        members.ok().map(Value::Object)
     }
 }
 

@@ -56,11 +56,10 @@ pub struct RuleSet {
     decoders: HashMap<String, Arc<Script>>,
 }
 
-/// The payload a JSON rule reads, parsed once per message, or the value the thing-model
-/// conversion already made of it.
-enum Parsed<'v> {
+/// The payload a JSON rule reads, parsed once per message (or made from the thing-model
+/// conversion's parsed value).
+enum Parsed {
     Json(Value),
-    Shared(&'v Value),
     Bad(String),
 }
 
@@ -132,7 +131,7 @@ impl RuleSet {
         let (topic, _) = msg.forwarded();
         let mut ids = Vec::new();
         self.index.matches(topic, &mut ids);
-        let mut parsed: Option<Parsed<'s>> = None;
+        let mut parsed: Option<Parsed> = None;
         let keys = self.keys(&ids);
         ids.into_iter().filter_map(move |i| {
             let rule = &self.rules[i];
@@ -176,13 +175,13 @@ impl RuleSet {
         Some(keys)
     }
 
-    fn run<'v>(
+    fn run(
         &self,
         rule: &Rule,
         msg: &Message,
-        body: Option<&'v Body>,
+        body: Option<&Body>,
         ctx: &EvalContext<'_>,
-        parsed: &mut Option<Parsed<'v>>,
+        parsed: &mut Option<Parsed>,
         keys: &Option<Vec<&str>>,
     ) -> Outcome {
         rule.metrics.matched();
@@ -194,13 +193,13 @@ impl RuleSet {
         outcome
     }
 
-    fn run_timed<'v>(
+    fn run_timed(
         &self,
         rule: &Rule,
         msg: &Message,
-        body: Option<&'v Body>,
+        body: Option<&Body>,
         ctx: &EvalContext<'_>,
-        parsed: &mut Option<Parsed<'v>>,
+        parsed: &mut Option<Parsed>,
         keys: &Option<Vec<&str>>,
     ) -> Outcome {
         let (topic, payload) = msg.forwarded();
@@ -209,7 +208,6 @@ impl RuleSet {
             DataType::Binary => &null,
             DataType::Json => match parsed.get_or_insert_with(|| self.parse(msg, body, payload, keys)) {
                 Parsed::Json(v) => v,
-                Parsed::Shared(v) => *v,
                 Parsed::Bad(why) => {
                     rule.metrics.bad_payload();
                     return Outcome::BadPayload(why.clone());
@@ -233,17 +231,13 @@ impl RuleSet {
         }
     }
 
-    fn parse<'v>(
-        &self,
-        msg: &Message,
-        body: Option<&'v Body>,
-        payload: &[u8],
-        keys: &Option<Vec<&str>>,
-    ) -> Parsed<'v> {
-        // A converted post's body is a JSON object already: every member is there, which reads
-        // as the members `keys` names would.
-        if let Some(v) = body.filter(|_| msg.platform.is_some()).and_then(|b| b.value(&msg.origin)) {
-            return Parsed::Shared(v);
+    fn parse(&self, msg: &Message, body: Option<&Body>, payload: &[u8], keys: &Option<Vec<&str>>) -> Parsed {
+        // A converted post's body is made from the value the conversion parsed, member by
+        // member, instead of parsing the bytes written from it.
+        if let Some(v) =
+            body.filter(|_| msg.platform.is_some()).and_then(|b| b.value(&msg.origin, keys.as_deref()))
+        {
+            return Parsed::Json(v);
         }
         // Decoders turn a binary product's own payloads into JSON: custom topics only, never
         // the platform's status or lifecycle messages, which are JSON already.

@@ -10,7 +10,7 @@
 //! iotpipe holds no TSL: an event's `name` is its identifier and its `type` is `info`.
 
 use std::borrow::Cow;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -40,7 +40,7 @@ pub(super) fn post(
     } else {
         (to_bytes(&event_body(origin, identifier, &id, &params, received_ms)), Some(identifier.to_string()))
     };
-    let body = Body { id, params, event, received_ms, value: OnceLock::new() };
+    let body = Body { id, params, event, received_ms };
     Ok(Converted {
         kind: Kind::Upstream,
         messages: vec![Platform { topic: forwarding.to_string(), payload }],
@@ -129,6 +129,60 @@ pub(super) struct EventPost<'a> {
     time: Time<'a>,
 }
 
+impl PropertyPost<'_> {
+    /// The members `keys` names (all for `None`) as JSON values: what parsing the serialised
+    /// body would give, member by member, in the order of the struct above.
+    pub(super) fn members(&self, keys: Option<&[&str]>) -> Result<Map<String, Value>, serde_json::Error> {
+        let mut m = Members::new(keys);
+        m.put("iotId", self.iot_id)?;
+        m.put("requestId", self.request_id)?;
+        m.put("deviceType", self.device_type)?;
+        m.put("checkFailedData", self.check_failed_data)?;
+        m.put("productKey", self.product_key)?;
+        m.put("deviceName", self.device_name)?;
+        m.put("gmtCreate", self.gmt_create)?;
+        m.put("items", &self.items)?;
+        Ok(m.map)
+    }
+}
+
+impl EventPost<'_> {
+    /// As [`PropertyPost::members`].
+    pub(super) fn members(&self, keys: Option<&[&str]>) -> Result<Map<String, Value>, serde_json::Error> {
+        let mut m = Members::new(keys);
+        m.put("identifier", self.identifier)?;
+        m.put("name", self.name)?;
+        m.put("type", self.r#type)?;
+        m.put("iotId", self.iot_id)?;
+        m.put("requestId", self.request_id)?;
+        m.put("productKey", self.product_key)?;
+        m.put("deviceName", self.device_name)?;
+        m.put("gmtCreate", self.gmt_create)?;
+        m.put("value", &self.value)?;
+        m.put("time", self.time)?;
+        Ok(m.map)
+    }
+}
+
+/// A JSON object of the wanted members of a body.
+struct Members<'k> {
+    keys: Option<&'k [&'k str]>,
+    map: Map<String, Value>,
+}
+
+impl<'k> Members<'k> {
+    fn new(keys: Option<&'k [&'k str]>) -> Self {
+        Self { keys, map: Map::new() }
+    }
+
+    fn put(&mut self, name: &str, value: impl Serialize) -> Result<(), serde_json::Error> {
+        if self.keys.is_none_or(|k| k.contains(&name)) {
+            self.map.insert(name.to_string(), serde_json::to_value(value)?);
+        }
+        Ok(())
+    }
+}
+
 /// `items`: every parameter as `{"value","time"}`, written straight from the parsed body.
 struct Items<'a> {
     params: &'a Map<String, Value>,
@@ -147,7 +201,7 @@ impl Serialize for Items<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     use super::super::tests::{json, origin};
     use super::super::{convert, Converted};
@@ -190,9 +244,20 @@ mod tests {
             let c = convert(&origin(), topic, payload, 99).unwrap().unwrap();
             let body = c.body.clone().expect("a live post keeps its parsed body");
             let parsed = json(&c.messages[0]);
-            assert_eq!(body.value(&origin()), Some(&parsed), "{topic}");
-            // Built once: the second call returns the same value.
-            assert!(std::ptr::eq(body.value(&origin()).unwrap(), body.value(&origin()).unwrap()));
+            assert_eq!(body.value(&origin(), None).as_ref(), Some(&parsed), "{topic}");
+            let Value::Object(members) = &parsed else { panic!("an object") };
+            for keys in [&["items", "requestId", "value", "nothing"][..], &["time"], &[]] {
+                let wanted: Map<String, Value> = members
+                    .iter()
+                    .filter(|(k, _)| keys.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(
+                    body.value(&origin(), Some(keys)),
+                    Some(Value::Object(wanted)),
+                    "{topic} {keys:?}"
+                );
+            }
         }
         let batch = br#"{"id":"1","params":{"properties":{"t":[{"value":1,"time":2}]}}}"#;
         let c = convert(&origin(), "/sys/a1demo/dev1/thing/event/property/batch/post", batch, 9);
