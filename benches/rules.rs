@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use iotpipe::message::{alink, thing, Kind, Message, Origin};
+use iotpipe::message::{thing, Kind, Message, Origin};
 use iotpipe::rules::{EvalContext, Rule, RuleSet};
 
 const TYPICAL: &str = "SELECT temperature AS t, humidity AS h, deviceName() AS dn \
@@ -110,8 +110,9 @@ fn thing_model(c: &mut Criterion) {
     let elsewhere = rules(1);
     let ctx = EvalContext::default();
     let run = |set: &RuleSet| {
-        let Some(Ok(c)) = thing::convert(&origin, PROPERTY_TOPIC, &payload, 99) else { panic!("converts") };
-        let reply = alink::post_reply(PROPERTY_TOPIC, &payload, true);
+        let Some((Ok(c), reply)) = thing::convert_and_reply(&origin, PROPERTY_TOPIC, &payload, 99) else {
+            panic!("converts")
+        };
         let msg = Message {
             id: 1,
             kind: c.kind,

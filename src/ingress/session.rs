@@ -398,16 +398,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Err(reply) => (Kind::Upstream, Vec::new(), reply),
                 }
             }
-            None => match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
+            None => match thing::convert_and_reply(&self.origin, &p.topic, &p.payload, received_at_ms) {
                 None => (Kind::Upstream, Vec::new(), None),
-                Some(Ok(c)) => {
+                Some((Ok(c), reply)) => {
                     body = c.body;
-                    (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true))
+                    (c.kind, c.messages, reply)
                 }
-                Some(Err(e)) => {
+                Some((Err(e), reply)) => {
                     stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
-                    (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
+                    (Kind::Upstream, Vec::new(), reply)
                 }
             },
         };

@@ -28,8 +28,7 @@ const BATCH: &str = "thing.event.property.batch.post";
 const HISTORY: &str = "thing.event.property.history.post";
 
 /// A batch post's one or two platform messages.
-pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> Result<Converted, ThingError> {
-    let alink = Alink::parse(payload)?;
+pub(super) fn batch_post(origin: &Origin, alink: Alink, received_ms: u64) -> Result<Converted, ThingError> {
     let Value::Object(params) = &alink.params else {
         return Err(ThingError::NoParams);
     };
@@ -73,12 +72,7 @@ pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> R
 }
 
 /// A history post's platform messages, one per properties element and one per event.
-pub(super) fn history_post(
-    origin: &Origin,
-    payload: &[u8],
-    received_ms: u64,
-) -> Result<Converted, ThingError> {
-    let alink = Alink::parse(payload)?;
+pub(super) fn history_post(origin: &Origin, alink: Alink, received_ms: u64) -> Result<Converted, ThingError> {
     let Value::Array(entries) = &alink.params else {
         return Err(ThingError::BadParams(HISTORY, "\"params\" must be a list"));
     };

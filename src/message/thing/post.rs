@@ -28,10 +28,10 @@ pub(super) fn post(
     origin: &Origin,
     forwarding: &str,
     identifier: &str,
-    payload: &[u8],
+    alink: Alink,
     received_ms: u64,
 ) -> Result<Converted, ThingError> {
-    let Alink { id, params } = Alink::parse(payload)?;
+    let Alink { id, params } = alink;
     let Value::Object(params) = params else {
         return Err(ThingError::NoParams);
     };
