@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use iotpipe::message::{Kind, Message, Origin};
+use iotpipe::message::{thing, Kind, Message, Origin};
 use iotpipe::rules::{EvalContext, Rule, RuleSet};
 
 const TYPICAL: &str = "SELECT temperature AS t, humidity AS h, deviceName() AS dn \
@@ -85,5 +85,58 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A thing-model property post of about 250 bytes, as a device sends it.
+const PROPERTY_POST: &str = r#"{"id":"123","version":"1.0","params":{"temperature":{"value":40.5,"time":1524448722000},"humidity":55,"status":"ok","battery":87,"power":"on","firmware":"1.4.2","seq":123456,"location":{"value":{"lat":30.27,"lon":120.15}}},"method":"thing.event.property.post"}"#;
+const PROPERTY_TOPIC: &str = "/sys/a1demo/dev1/thing/event/property/post";
+const PROPERTY_RULE: &str = "SELECT items.temperature.value AS t, deviceName() AS dn \
+                             FROM \"/a1demo/+/thing/event/property/post\" WHERE items.temperature.value > 38";
+
+/// The per-message work from a thing-model post's bytes to the rules' results: conversion
+/// into the platform's body, the Alink reply, and the rules (issue 16: the JSON parsed once).
+fn thing_model(c: &mut Criterion) {
+    let origin = Arc::new(Origin {
+        product_key: "a1demo".into(),
+        device_name: "dev1".into(),
+        iot_id: "iot1".into(),
+        device_type: "Ammeter".into(),
+        client_id: "dev1".into(),
+        peer: None,
+    });
+    let payload = Bytes::from_static(PROPERTY_POST.as_bytes());
+    let reading = RuleSet::new(
+        vec![Arc::new(Rule::from_file("t.sql", "t", PROPERTY_RULE, None).expect("compiles"))],
+        HashMap::new(),
+    );
+    let elsewhere = rules(1);
+    let ctx = EvalContext::default();
+    let run = |set: &RuleSet| {
+        let Some((Ok(c), reply)) = thing::convert_and_reply(&origin, PROPERTY_TOPIC, &payload, 99) else {
+            panic!("converts")
+        };
+        let msg = Message {
+            id: 1,
+            kind: c.kind,
+            topic: PROPERTY_TOPIC.into(),
+            payload: payload.clone(),
+            qos: 1,
+            origin: origin.clone(),
+            received_at_ms: 99,
+            platform: c.messages.into_iter().next(),
+        };
+        let rows: Vec<String> =
+            set.evaluate_parsed(&msg, c.body.as_deref(), &ctx).map(|o| o.row.to_json()).collect();
+        (rows, reply)
+    };
+    let (rows, reply) = run(&reading);
+    assert_eq!(rows, [r#"{"t":40.5,"dn":"dev1"}"#]);
+    assert!(reply.is_some());
+    assert!(run(&elsewhere).0.is_empty());
+    let mut g = c.benchmark_group("thing_model");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("property_post/one_rule_reads_it", |b| b.iter(|| black_box(run(black_box(&reading)))));
+    g.bench_function("property_post/no_rule_reads_it", |b| b.iter(|| black_box(run(black_box(&elsewhere)))));
+    g.finish();
+}
+
+criterion_group!(benches, bench, thing_model);
 criterion_main!(benches);

@@ -21,6 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::downlink::Downlink;
 use crate::forwarding::{self, AfterCommit, Forwarder};
 use crate::groups::Groups;
+use crate::message::thing::Body;
 use crate::message::{Kind, Message};
 use crate::registry::Registry;
 use crate::rules::watch::SharedRules;
@@ -47,6 +48,8 @@ pub enum HandoffError {
 
 struct Job {
     message: Message,
+    /// The parsed platform body of a live thing-model post, shared with the rules.
+    body: Option<Arc<Body>>,
     done: oneshot::Sender<Result<(), HandoffError>>,
 }
 
@@ -152,8 +155,22 @@ impl Pipeline {
     /// # Errors
     /// `Closed` after shutdown.
     pub async fn enqueue(&self, message: Message) -> Result<Receipt, HandoffError> {
+        self.enqueue_parsed(message, None).await
+    }
+
+    /// As [`Pipeline::enqueue`], with the parsed body of a converted live post (from
+    /// [`thing::convert`](crate::message::thing::convert)), which the rules then read instead of
+    /// parsing the platform payload again.
+    ///
+    /// # Errors
+    /// `Closed` after shutdown.
+    pub async fn enqueue_parsed(
+        &self,
+        message: Message,
+        body: Option<Arc<Body>>,
+    ) -> Result<Receipt, HandoffError> {
         let (done, rx) = oneshot::channel();
-        self.tx.send(Job { message, done }).await.map_err(|_| HandoffError::Closed)?;
+        self.tx.send(Job { message, body, done }).await.map_err(|_| HandoffError::Closed)?;
         Ok(Receipt(rx))
     }
 
@@ -185,15 +202,22 @@ struct Rules {
 }
 
 impl Rules {
-    /// Runs the rules on `message` and stages their results.
-    fn apply(&self, message: &Message, appends: &mut Vec<Append>, after: &mut AfterCommit) {
+    /// Runs the rules on `message` (whose parsed platform body is `body`, when known) and
+    /// stages their results.
+    fn apply(
+        &self,
+        message: &Message,
+        body: Option<&Body>,
+        appends: &mut Vec<Append>,
+        after: &mut AfterCommit,
+    ) {
         let rules = self.rules.get();
         if rules.is_empty() {
             return;
         }
         let device = self.registry.device(&message.origin.product_key, &message.origin.device_name);
         let ctx = EvalContext { tags: device.as_ref().map(|d| &d.tags) };
-        self.forwarder.stage(rules.evaluate(message, &ctx), message, appends, after);
+        self.forwarder.stage(rules.evaluate_parsed(message, body, &ctx), message, appends, after);
     }
 }
 
@@ -213,7 +237,7 @@ async fn run(
         // Read once per batch: a subscription edit applies from the next batch on.
         let routes = subscriptions.routes();
         for job in &batch {
-            rules.apply(&job.message, &mut appends, &mut after);
+            rules.apply(&job.message, job.body.as_deref(), &mut appends, &mut after);
             let payload = job.message.forwarded().1;
             for group in routes.targets(&job.message) {
                 appends.push(forwarding::amqp::copy(

@@ -394,6 +394,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pkid = (p.qos == 1).then_some(p.pkid);
         stats.publishes.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        // The parsed body of a live post goes with its message, so the rules do not parse it again.
+        let mut body = None;
         let (kind, mut platforms, reply) = match thing::tags::report_op(&self.origin, &p.topic) {
             Some(op) => {
                 match super::tags::apply(&self.shared, &self.origin, op, &p.topic, &p.payload, received_at_ms)
@@ -403,13 +405,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Err(reply) => (Kind::Upstream, Vec::new(), reply),
                 }
             }
-            None => match thing::convert(&self.origin, &p.topic, &p.payload, received_at_ms) {
+            None => match thing::convert_and_reply(&self.origin, &p.topic, &p.payload, received_at_ms) {
                 None => (Kind::Upstream, Vec::new(), None),
-                Some(Ok(c)) => (c.kind, c.messages, alink::post_reply(&p.topic, &p.payload, true)),
-                Some(Err(e)) => {
+                Some((Ok(c), reply)) => {
+                    body = c.body;
+                    (c.kind, c.messages, reply)
+                }
+                Some((Err(e), reply)) => {
                     stats.bad_thing_payloads.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(device = %self.origin.device_name, topic = %Untrusted(&p.topic), error = %e, "Forwarding a thing-model message unconverted");
-                    (Kind::Upstream, Vec::new(), alink::post_reply(&p.topic, &p.payload, false))
+                    (Kind::Upstream, Vec::new(), reply)
                 }
             },
         };
@@ -450,7 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 received_at_ms,
                 platform: platforms.next(),
             };
-            match self.shared.pipeline.enqueue(message).await {
+            match self.shared.pipeline.enqueue_parsed(message, body.take()).await {
                 Ok(receipt) => self.inflight.push_back((None, receipt, None)),
                 Err(e) => return self.acknowledge(pkid, Err(e), None),
             }

@@ -53,13 +53,44 @@ pub fn post_reply(topic: &str, payload: &[u8], valid: bool) -> Option<Reply> {
     }
 }
 
+/// What a reply needs of the request: its `id` and its `sys.ack`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    /// The request's `id` as sent; null when the body has none or cannot be read.
+    pub id: Value,
+    /// `sys.ack`, when the body has one.
+    pub ack: Option<Value>,
+}
+
+impl Request {
+    /// Reads the request fields of `payload`, skipping the rest unparsed.
+    pub fn read(payload: &[u8]) -> Self {
+        match serde_json::from_slice::<Head>(payload) {
+            Ok(head) => Self { id: head.id, ack: head.sys.get("ack").cloned() },
+            Err(_) => Self::default(),
+        }
+    }
+}
+
 /// As [`post_reply`], with the given code and message.
 pub fn reply_with(topic: &str, payload: &[u8], code: u16, message: &str) -> Option<Reply> {
     let method = post_method(topic)?;
-    let (id, ack) = match serde_json::from_slice::<Head>(payload) {
-        Ok(head) => (head.id, head.sys.get("ack").cloned()),
-        Err(_) => (Value::Null, None),
-    };
+    answer(topic, &method, Request::read(payload), code, message)
+}
+
+/// As [`post_reply`], for a request whose fields the caller has read already (from the one
+/// parse of the body that converted it).
+pub fn post_reply_to(topic: &str, request: Request, valid: bool) -> Option<Reply> {
+    let method = post_method(topic)?;
+    if valid {
+        answer(topic, &method, request, CODE_SUCCESS, "success")
+    } else {
+        answer(topic, &method, request, CODE_BAD_PARAMS, "request parameter error")
+    }
+}
+
+fn answer(topic: &str, method: &str, request: Request, code: u16, message: &str) -> Option<Reply> {
+    let Request { id, ack } = request;
     if ack.is_some_and(|a| a == 0 || a == "0") {
         return None;
     }

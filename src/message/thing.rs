@@ -14,7 +14,8 @@
 //! | `thing/deviceinfo/update`, `thing/deviceinfo/delete` (tag reports, applied by the ingress) | `thing/deviceinfo/update` (tag change) | [`tags`] |
 //!
 //! Each payload is parsed once; the converted bodies are written straight from the parsed
-//! value. One device message may become several platform messages (a batch with properties and
+//! value. A live post also keeps that value ([`Body`]), so that rules read the platform body
+//! without parsing the bytes just written (built only when a rule reads it). One device message may become several platform messages (a batch with properties and
 //! events, a history post with many entries), at most [`MAX_CONVERTED`].
 
 pub mod batch;
@@ -22,11 +23,13 @@ pub mod post;
 pub mod reply;
 pub mod tags;
 
-use bytes::Bytes;
-use serde::{Serialize, Serializer};
-use serde_json::Value;
+use std::sync::Arc;
 
-use crate::message::{Kind, Origin, Platform};
+use bytes::Bytes;
+use serde::{Deserializer as _, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::message::{alink, Kind, Origin, Platform};
 
 /// Platform messages one device message may become: bounds the work and the memory one
 /// publish can cause (a history post of many small entries).
@@ -64,11 +67,37 @@ pub struct Converted {
     pub messages: Vec<Platform>,
     /// A device's reply to a cloud call, parsed, for whoever waits for it.
     pub reply: Option<reply::DeviceReply>,
+    /// The parsed body of a live property or event post (its one platform message), for the
+    /// rules; `None` for the other kinds, whose bodies rules parse from the bytes.
+    pub body: Option<Arc<Body>>,
 }
 
-impl Converted {
-    fn one(kind: Kind, message: Platform) -> Self {
-        Self { kind, messages: vec![message], reply: None }
+/// The platform body of a live post as rules read it, made from the device's parsed body
+/// instead of parsing the bytes written from it again: the value those bytes parse to (each
+/// member is written by the same `Serialize` code as the bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body {
+    id: Value,
+    params: Map<String, Value>,
+    /// `None` for a property post, else the event's identifier.
+    event: Option<String>,
+    received_ms: u64,
+}
+
+impl Body {
+    /// The body as a JSON object with the top-level members `keys` names (every member for
+    /// `None`), as a parser that keeps only those would make of the bytes. `origin` must be the
+    /// sender the post was converted for (the message's origin). `None` only if a member
+    /// cannot be a JSON value, which the platform's bodies always can; the caller then parses
+    /// the bytes.
+    pub fn value(&self, origin: &Origin, keys: Option<&[&str]>) -> Option<Value> {
+        let members = match &self.event {
+            None => post::property_body(origin, &self.id, &self.params, self.received_ms).members(keys),
+            Some(identifier) => {
+                post::event_body(origin, identifier, &self.id, &self.params, self.received_ms).members(keys)
+            }
+        };
+        members.ok().map(Value::Object)
     }
 }
 
@@ -98,28 +127,43 @@ pub fn convert(
     payload: &[u8],
     received_ms: u64,
 ) -> Option<Result<Converted, ThingError>> {
+    convert_and_reply(origin, topic, payload, received_ms).map(|(c, _)| c)
+}
+
+/// As [`convert`], with the Alink reply of a post ([`alink::post_reply`]: `None` for other
+/// topics and for a request that asked for none), read from the same parse of the payload.
+pub fn convert_and_reply(
+    origin: &Origin,
+    topic: &str,
+    payload: &[u8],
+    received_ms: u64,
+) -> Option<(Result<Converted, ThingError>, Option<alink::Reply>)> {
     let tail = thing_tail(origin, topic)?;
     let forwarding = &topic["/sys".len()..];
     if let Some(rest) = tail.strip_prefix("event/") {
-        return match rest {
-            "property/batch/post" => Some(batch::batch_post(origin, payload, received_ms)),
-            "property/history/post" => Some(batch::history_post(origin, payload, received_ms)),
-            _ => {
-                let identifier = rest.strip_suffix("/post").filter(|i| !i.is_empty() && !i.contains('/'))?;
-                Some(
-                    post::post(origin, forwarding, identifier, payload, received_ms)
-                        .map(|p| Converted::one(Kind::Upstream, p)),
-                )
-            }
+        let identifier = match rest {
+            "property/batch/post" | "property/history/post" => None,
+            _ => Some(rest.strip_suffix("/post").filter(|i| !i.is_empty() && !i.contains('/'))?),
         };
+        let (alink, request) = Alink::parse_with_request(payload);
+        let converted = alink.and_then(|alink| match (rest, identifier) {
+            ("property/batch/post", _) => batch::batch_post(origin, alink, received_ms),
+            ("property/history/post", _) => batch::history_post(origin, alink, received_ms),
+            (_, Some(identifier)) => post::post(origin, forwarding, identifier, alink, received_ms),
+            (_, None) => Err(ThingError::NoParams),
+        });
+        let reply = alink::post_reply_to(topic, request, converted.is_ok());
+        return Some((converted, reply));
     }
     if let Some(rest) = tail.strip_prefix("service/") {
         return reply::request_of(rest).map(|_| {
-            reply::DeviceReply::parse(topic, payload).map(|r| Converted {
+            let converted = reply::DeviceReply::parse(topic, payload).map(|r| Converted {
                 kind: Kind::Upstream,
                 messages: vec![r.platform(origin, received_ms)],
                 reply: Some(r),
-            })
+                body: None,
+            });
+            (converted, None)
         });
     }
     None
@@ -188,10 +232,62 @@ struct Alink {
 
 impl Alink {
     fn parse(payload: &[u8]) -> Result<Self, ThingError> {
-        let mut v: Value = serde_json::from_slice(payload)?;
+        Ok(Self::of(serde_json::from_slice(payload)?))
+    }
+
+    fn of(mut v: Value) -> Self {
         let id = v.get_mut("id").map(Value::take).unwrap_or(Value::Null);
         let params = v.get_mut("params").map(Value::take).unwrap_or(Value::Null);
-        Ok(Self { id, params })
+        Self { id, params }
+    }
+
+    /// As [`Alink::parse`], and what a reply needs of the request ([`alink::Request::read`]),
+    /// from one parse of an object with one `id` and one `sys`. Anything else (not an object,
+    /// not JSON, a repeated `id` or `sys`) is read for the reply as before, separately: the
+    /// reply then follows [`alink::Request::read`]'s rules exactly.
+    fn parse_with_request(payload: &[u8]) -> (Result<Self, ThingError>, alink::Request) {
+        let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'{') {
+            let mut de = serde_json::Deserializer::from_slice(payload);
+            let parsed = de.deserialize_map(Members).and_then(|m| de.end().map(|()| m));
+            if let Ok((map, repeated)) = parsed {
+                let v = Value::Object(map);
+                if !repeated {
+                    let request = alink::Request {
+                        id: v["id"].clone(),
+                        ack: v.get("sys").and_then(|s| s.get("ack")).cloned(),
+                    };
+                    return (Ok(Self::of(v)), request);
+                }
+                return (Ok(Self::of(v)), alink::Request::read(payload));
+            }
+        }
+        (Self::parse(payload), alink::Request::read(payload))
+    }
+}
+
+/// A JSON object as a map, and whether `id` or `sys` came more than once (the map keeps the
+/// last, as `serde_json::Value` does).
+struct Members;
+
+impl<'de> serde::de::Visitor<'de> for Members {
+    type Value = (Map<String, Value>, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut map = Map::new();
+        let mut repeated = false;
+        while let Some(key) = access.next_key::<String>()? {
+            let value: Value = access.next_value()?;
+            let watched = key == "id" || key == "sys";
+            if map.insert(key, value).is_some() && watched {
+                repeated = true;
+            }
+        }
+        Ok((map, repeated))
     }
 }
 
@@ -230,6 +326,45 @@ pub(crate) mod tests {
             convert(&o, "/sys/a1demo/dev1/thing/event/property/post", b"{\"id\":\"1\"}", 0),
             Some(Err(ThingError::NoParams))
         ));
+    }
+
+    #[test]
+    fn the_reply_comes_from_the_conversions_parse_and_reads_as_before() {
+        let payloads: [&[u8]; 14] = [
+            br#"{"id":"1","version":"1.0","params":{"t":1}}"#,
+            br#" {"id":"1","sys":{"ack":0},"params":{}}"#,
+            br#"{"id":"1","sys":{"ack":"0"},"params":{}}"#,
+            br#"{"id":"1","sys":{"ack":1},"params":{"properties":{"t":[{"value":1}]}}}"#,
+            br#"{"id":1,"id":2,"params":{}}"#,
+            br#"{"sys":{"ack":1},"sys":{"ack":0},"params":{}}"#,
+            br#"{"id":"x","params":{"a":1},"params":{}}"#,
+            br#"{"id":{"nested":[1]},"sys":5,"params":{}}"#,
+            br#"{"id":"9","params":{"t":1e400}}"#,
+            br#"{"id":"9"}"#,
+            b"[1]",
+            br#"[1,{"ack":0}]"#,
+            br#""s""#,
+            b"not json",
+        ];
+        for topic in [
+            "/sys/a1demo/dev1/thing/event/property/post",
+            "/sys/a1demo/dev1/thing/event/alarm/post",
+            "/sys/a1demo/dev1/thing/event/property/batch/post",
+            "/sys/a1demo/dev1/thing/event/property/history/post",
+        ] {
+            for payload in payloads {
+                let (converted, reply) = convert_and_reply(&origin(), topic, payload, 7).unwrap();
+                let alone = convert(&origin(), topic, payload, 7).unwrap();
+                assert_eq!(converted.as_ref().ok(), alone.as_ref().ok());
+                let valid = alone.is_ok();
+                let what = String::from_utf8_lossy(payload);
+                assert_eq!(reply, alink::post_reply(topic, payload, valid), "{topic} {what}");
+            }
+        }
+        let service = "/sys/a1demo/dev1/thing/service/property/set_reply";
+        let (converted, reply) =
+            convert_and_reply(&origin(), service, br#"{"id":"1","code":200}"#, 7).unwrap();
+        assert!(converted.is_ok() && reply.is_none(), "a service reply gets no reply");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::payload::{parse_object, Keep};
 use super::row::Row;
 use super::rule::Rule;
 use super::script::Script;
+use crate::message::thing::Body;
 use crate::message::{Kind, Message};
 
 /// The result of one rule for one message.
@@ -55,7 +56,8 @@ pub struct RuleSet {
     decoders: HashMap<String, Arc<Script>>,
 }
 
-/// The payload a JSON rule reads, parsed once per message.
+/// The payload a JSON rule reads, parsed once per message (or made from the thing-model
+/// conversion's parsed value).
 enum Parsed {
     Json(Value),
     Bad(String),
@@ -114,6 +116,18 @@ impl RuleSet {
         msg: &'s Message,
         ctx: &'s EvalContext<'s>,
     ) -> impl Iterator<Item = RuleOutput> + 's {
+        self.evaluate_parsed(msg, None, ctx)
+    }
+
+    /// As [`RuleSet::evaluate`], for a message whose platform payload the thing-model
+    /// conversion has parsed already (`body`): JSON rules read that value, built once the first
+    /// of them runs, instead of parsing the payload again.
+    pub fn evaluate_parsed<'s>(
+        &'s self,
+        msg: &'s Message,
+        body: Option<&'s Body>,
+        ctx: &'s EvalContext<'s>,
+    ) -> impl Iterator<Item = RuleOutput> + 's {
         let (topic, _) = msg.forwarded();
         let mut ids = Vec::new();
         self.index.matches(topic, &mut ids);
@@ -121,7 +135,7 @@ impl RuleSet {
         let keys = self.keys(&ids);
         ids.into_iter().filter_map(move |i| {
             let rule = &self.rules[i];
-            match self.run(rule, msg, ctx, &mut parsed, &keys) {
+            match self.run(rule, msg, body, ctx, &mut parsed, &keys) {
                 Outcome::Output(row) => {
                     let raw = rule.query.raw.then(|| msg.forwarded().1.clone());
                     Some(RuleOutput { rule: Arc::clone(rule), row, raw })
@@ -144,7 +158,7 @@ impl RuleSet {
         if !rule.enabled {
             return Outcome::Disabled;
         }
-        self.run(rule, msg, ctx, &mut None, &None)
+        self.run(rule, msg, None, ctx, &mut None, &None)
     }
 
     /// The payload members the rules `ids` read together; `None` for the whole payload.
@@ -165,6 +179,7 @@ impl RuleSet {
         &self,
         rule: &Rule,
         msg: &Message,
+        body: Option<&Body>,
         ctx: &EvalContext<'_>,
         parsed: &mut Option<Parsed>,
         keys: &Option<Vec<&str>>,
@@ -172,7 +187,8 @@ impl RuleSet {
         rule.metrics.matched();
         let start = std::time::Instant::now();
         let budget = super::script::RULE_BUDGET;
-        let outcome = super::script::within(start + budget, || self.run_timed(rule, msg, ctx, parsed, keys));
+        let outcome =
+            super::script::within(start + budget, || self.run_timed(rule, msg, body, ctx, parsed, keys));
         rule.metrics.evaluated(start.elapsed(), budget);
         outcome
     }
@@ -181,6 +197,7 @@ impl RuleSet {
         &self,
         rule: &Rule,
         msg: &Message,
+        body: Option<&Body>,
         ctx: &EvalContext<'_>,
         parsed: &mut Option<Parsed>,
         keys: &Option<Vec<&str>>,
@@ -189,7 +206,7 @@ impl RuleSet {
         let null = Value::Null;
         let json = match rule.data_type {
             DataType::Binary => &null,
-            DataType::Json => match parsed.get_or_insert_with(|| self.parse(msg, payload, keys)) {
+            DataType::Json => match parsed.get_or_insert_with(|| self.parse(msg, body, payload, keys)) {
                 Parsed::Json(v) => v,
                 Parsed::Bad(why) => {
                     rule.metrics.bad_payload();
@@ -214,7 +231,14 @@ impl RuleSet {
         }
     }
 
-    fn parse(&self, msg: &Message, payload: &[u8], keys: &Option<Vec<&str>>) -> Parsed {
+    fn parse(&self, msg: &Message, body: Option<&Body>, payload: &[u8], keys: &Option<Vec<&str>>) -> Parsed {
+        // A converted post's body is made from the value the conversion parsed, member by
+        // member, instead of parsing the bytes written from it.
+        if let Some(v) =
+            body.filter(|_| msg.platform.is_some()).and_then(|b| b.value(&msg.origin, keys.as_deref()))
+        {
+            return Parsed::Json(v);
+        }
         // Decoders turn a binary product's own payloads into JSON: custom topics only, never
         // the platform's status or lifecycle messages, which are JSON already.
         let custom = msg.kind == Kind::Upstream
@@ -362,6 +386,39 @@ mod tests {
         msg.kind = crate::message::Kind::Status;
         let out: Vec<_> = set.evaluate(&msg, &EvalContext::default()).collect();
         assert_eq!(out[0].row.to_json(), r#"{"status":"online"}"#);
+    }
+
+    #[test]
+    fn a_converted_post_is_read_from_its_kept_body() {
+        let set = RuleSet::new(
+            vec![
+                rule(
+                    "t",
+                    "SELECT items.t.value AS t, requestId AS id FROM \"/a1demo/+/thing/event/property/post\"",
+                ),
+                rule("all", "SELECT * FROM \"/a1demo/+/thing/event/property/post\""),
+            ],
+            HashMap::new(),
+        );
+        let origin = crate::message::thing::tests::origin();
+        let topic = "/sys/a1demo/dev1/thing/event/property/post";
+        let payload = br#"{"id":"5","params":{"t":{"value":40.5,"time":1},"h":3}}"#;
+        let c = crate::message::thing::convert(&origin, topic, payload, 99).unwrap().unwrap();
+        let mut msg = message(topic, payload);
+        msg.origin = Arc::new(origin);
+        msg.platform = c.messages.into_iter().next();
+        let ctx = EvalContext::default();
+        let rows = |out: Vec<RuleOutput>| out.iter().map(|o| o.row.to_json()).collect::<Vec<_>>();
+        let from_bytes = rows(set.evaluate(&msg, &ctx).collect());
+        assert_eq!(from_bytes[1], r#"{"t":40.5,"id":"5"}"#);
+        let body = c.body.expect("a live post keeps its body");
+        assert_eq!(rows(set.evaluate_parsed(&msg, Some(&body), &ctx).collect()), from_bytes);
+        // The kept value is what the rules read: bytes that are not JSON do not matter then.
+        if let Some(p) = msg.platform.as_mut() {
+            p.payload = Bytes::from_static(b"not json");
+        }
+        assert_eq!(set.evaluate(&msg, &ctx).count(), 0);
+        assert_eq!(rows(set.evaluate_parsed(&msg, Some(&body), &ctx).collect()), from_bytes);
     }
 
     #[test]

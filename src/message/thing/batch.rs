@@ -28,8 +28,7 @@ const BATCH: &str = "thing.event.property.batch.post";
 const HISTORY: &str = "thing.event.property.history.post";
 
 /// A batch post's one or two platform messages.
-pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> Result<Converted, ThingError> {
-    let alink = Alink::parse(payload)?;
+pub(super) fn batch_post(origin: &Origin, alink: Alink, received_ms: u64) -> Result<Converted, ThingError> {
     let Value::Object(params) = &alink.params else {
         return Err(ThingError::NoParams);
     };
@@ -69,16 +68,11 @@ pub(super) fn batch_post(origin: &Origin, payload: &[u8], received_ms: u64) -> R
     if messages.is_empty() {
         return Err(ThingError::BadParams(BATCH, "neither \"properties\" nor \"events\" has an entry"));
     }
-    Ok(Converted { kind: Kind::Upstream, messages, reply: None })
+    Ok(Converted { kind: Kind::Upstream, messages, reply: None, body: None })
 }
 
 /// A history post's platform messages, one per properties element and one per event.
-pub(super) fn history_post(
-    origin: &Origin,
-    payload: &[u8],
-    received_ms: u64,
-) -> Result<Converted, ThingError> {
-    let alink = Alink::parse(payload)?;
+pub(super) fn history_post(origin: &Origin, alink: Alink, received_ms: u64) -> Result<Converted, ThingError> {
     let Value::Array(entries) = &alink.params else {
         return Err(ThingError::BadParams(HISTORY, "\"params\" must be a list"));
     };
@@ -130,7 +124,7 @@ pub(super) fn history_post(
             }
         }
     }
-    Ok(Converted { kind: Kind::ThingHistory, messages, reply: None })
+    Ok(Converted { kind: Kind::ThingHistory, messages, reply: None, body: None })
 }
 
 /// Refuses an `identity` naming a device other than the sender.

@@ -10,35 +10,43 @@
 //! iotpipe holds no TSL: an event's `name` is its identifier and its `type` is `info`.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::{to_bytes, Alink, Empty, Item, ThingError, Time};
-use crate::message::{Origin, Platform};
+use super::{to_bytes, Alink, Body, Converted, Empty, Item, ThingError, Time};
+use crate::message::{Kind, Origin, Platform};
 
 /// The event type iotpipe gives every event (the TSL's `info`, `alert` or `error` is unknown).
 pub const EVENT_TYPE: &str = "info";
 
-/// A live post of `identifier` (`property` for properties) on forwarding topic `forwarding`.
+/// A live post of `identifier` (`property` for properties) on forwarding topic `forwarding`:
+/// one platform message, and the parsed body kept for the rules.
 pub(super) fn post(
     origin: &Origin,
     forwarding: &str,
     identifier: &str,
-    payload: &[u8],
+    alink: Alink,
     received_ms: u64,
-) -> Result<Platform, ThingError> {
-    let alink = Alink::parse(payload)?;
-    let Value::Object(params) = &alink.params else {
+) -> Result<Converted, ThingError> {
+    let Alink { id, params } = alink;
+    let Value::Object(params) = params else {
         return Err(ThingError::NoParams);
     };
-    let payload = if identifier == "property" {
-        to_bytes(&property_body(origin, &alink.id, params, received_ms))
+    let (payload, event) = if identifier == "property" {
+        (to_bytes(&property_body(origin, &id, &params, received_ms)), None)
     } else {
-        to_bytes(&event_body(origin, identifier, &alink.id, params, received_ms))
+        (to_bytes(&event_body(origin, identifier, &id, &params, received_ms)), Some(identifier.to_string()))
     };
-    Ok(Platform { topic: forwarding.to_string(), payload })
+    let body = Body { id, params, event, received_ms };
+    Ok(Converted {
+        kind: Kind::Upstream,
+        messages: vec![Platform { topic: forwarding.to_string(), payload }],
+        reply: None,
+        body: Some(Arc::new(body)),
+    })
 }
 
 /// A property post's body over `params` (identifier -> value or `{"value","time"}`).
@@ -121,6 +129,60 @@ pub(super) struct EventPost<'a> {
     time: Time<'a>,
 }
 
+impl PropertyPost<'_> {
+    /// The members `keys` names (all for `None`) as JSON values: what parsing the serialised
+    /// body would give, member by member, in the order of the struct above.
+    pub(super) fn members(&self, keys: Option<&[&str]>) -> Result<Map<String, Value>, serde_json::Error> {
+        let mut m = Members::new(keys);
+        m.put("iotId", self.iot_id)?;
+        m.put("requestId", self.request_id)?;
+        m.put("deviceType", self.device_type)?;
+        m.put("checkFailedData", self.check_failed_data)?;
+        m.put("productKey", self.product_key)?;
+        m.put("deviceName", self.device_name)?;
+        m.put("gmtCreate", self.gmt_create)?;
+        m.put("items", &self.items)?;
+        Ok(m.map)
+    }
+}
+
+impl EventPost<'_> {
+    /// As [`PropertyPost::members`].
+    pub(super) fn members(&self, keys: Option<&[&str]>) -> Result<Map<String, Value>, serde_json::Error> {
+        let mut m = Members::new(keys);
+        m.put("identifier", self.identifier)?;
+        m.put("name", self.name)?;
+        m.put("type", self.r#type)?;
+        m.put("iotId", self.iot_id)?;
+        m.put("requestId", self.request_id)?;
+        m.put("productKey", self.product_key)?;
+        m.put("deviceName", self.device_name)?;
+        m.put("gmtCreate", self.gmt_create)?;
+        m.put("value", &self.value)?;
+        m.put("time", self.time)?;
+        Ok(m.map)
+    }
+}
+
+/// A JSON object of the wanted members of a body.
+struct Members<'k> {
+    keys: Option<&'k [&'k str]>,
+    map: Map<String, Value>,
+}
+
+impl<'k> Members<'k> {
+    fn new(keys: Option<&'k [&'k str]>) -> Self {
+        Self { keys, map: Map::new() }
+    }
+
+    fn put(&mut self, name: &str, value: impl Serialize) -> Result<(), serde_json::Error> {
+        if self.keys.is_none_or(|k| k.contains(&name)) {
+            self.map.insert(name.to_string(), serde_json::to_value(value)?);
+        }
+        Ok(())
+    }
+}
+
 /// `items`: every parameter as `{"value","time"}`, written straight from the parsed body.
 struct Items<'a> {
     params: &'a Map<String, Value>,
@@ -139,7 +201,7 @@ impl Serialize for Items<'_> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Map, Value};
 
     use super::super::tests::{json, origin};
     use super::super::{convert, Converted};
@@ -165,6 +227,41 @@ mod tests {
                 "items": {"Power": {"value":"on","time":1524448722000u64}, "WF": {"value":23.6,"time":99}}
             })
         );
+    }
+
+    #[test]
+    fn a_live_post_keeps_the_value_its_bytes_parse_to() {
+        let posts: [(&str, &[u8]); 4] = [
+            (
+                "/sys/a1demo/dev1/thing/event/property/post",
+                br#"{"id":"1","params":{"t":{"value":23.6,"time":1524448722000},"h":40,"r":-0.1,"big":18446744073709551615,"neg":-9223372036854775808,"s":"a\"b\u00e9","o":{"value":{"x":[1,2.5e-7,null,true]}},"late":{"value":1,"time":"x"}}}"#,
+            ),
+            ("/sys/a1demo/dev1/thing/event/property/post", br#"{"params":{}}"#),
+            ("/sys/a1demo/dev1/thing/event/alarm/post", br#"{"id":7,"params":{"value":{"code":1.25},"time":5}}"#),
+            ("/sys/a1demo/dev1/thing/event/alarm/post", br#"{"id":"8","params":{"code":2,"time":"late"}}"#),
+        ];
+        for (topic, payload) in posts {
+            let c = convert(&origin(), topic, payload, 99).unwrap().unwrap();
+            let body = c.body.clone().expect("a live post keeps its parsed body");
+            let parsed = json(&c.messages[0]);
+            assert_eq!(body.value(&origin(), None).as_ref(), Some(&parsed), "{topic}");
+            let Value::Object(members) = &parsed else { panic!("an object") };
+            for keys in [&["items", "requestId", "value", "nothing"][..], &["time"], &[]] {
+                let wanted: Map<String, Value> = members
+                    .iter()
+                    .filter(|(k, _)| keys.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(
+                    body.value(&origin(), Some(keys)),
+                    Some(Value::Object(wanted)),
+                    "{topic} {keys:?}"
+                );
+            }
+        }
+        let batch = br#"{"id":"1","params":{"properties":{"t":[{"value":1,"time":2}]}}}"#;
+        let c = convert(&origin(), "/sys/a1demo/dev1/thing/event/property/batch/post", batch, 9);
+        assert_eq!(c.unwrap().unwrap().body, None, "other kinds keep none");
     }
 
     #[test]
