@@ -362,7 +362,7 @@ impl GroupQueues for JetStreamQueues {
                 copies.push((
                     self.names.queue_subject(&append.group),
                     format!("{id}-{}", append.group),
-                    Bytes::from(append.record),
+                    append.record,
                 ));
             }
             self.publish_all(copies).await
