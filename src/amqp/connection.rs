@@ -185,6 +185,35 @@ async fn accept_link(
     }
 }
 
+/// One receiver per connection: any further link is attached and closed at once with
+/// `amqp:not-allowed`.
+async fn refuse_extra_link(
+    shared: &AmqpContext,
+    links: &Links,
+    attach: Attach,
+    session: &mut fe2o3_amqp::acceptor::ListenerSessionHandle,
+) {
+    shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
+    let description = "iotpipe accepts one receiver link per connection".to_string();
+    match accept_link(links, attach, session).await {
+        Some(LinkEndpoint::Sender(s)) => {
+            let _ = tokio::time::timeout(
+                CLOSE_WAIT,
+                s.close_with_error(error(AmqpError::NotAllowed, description)),
+            )
+            .await;
+        }
+        Some(LinkEndpoint::Receiver(r)) => {
+            let _ = tokio::time::timeout(
+                CLOSE_WAIT,
+                r.close_with_error(error(AmqpError::NotAllowed, description)),
+            )
+            .await;
+        }
+        None => {}
+    }
+}
+
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, u64, Settlement)> + Send>>;
 
 fn settlement(outcome: Result<Outcome, SendError>) -> Settlement {
@@ -295,20 +324,7 @@ async fn deliver(
                 outcomes.clear();
             }
             attach = session.next_incoming_attach() => match attach {
-                Some(attach) => {
-                    // One receiver per connection: any further link is refused.
-                    shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
-                    let description = "iotpipe accepts one receiver link per connection".to_string();
-                    match accept_link(links, attach, session).await {
-                        Some(LinkEndpoint::Sender(s)) => {
-                            let _ = tokio::time::timeout(CLOSE_WAIT, s.close_with_error(error(AmqpError::NotAllowed, description))).await;
-                        }
-                        Some(LinkEndpoint::Receiver(r)) => {
-                            let _ = tokio::time::timeout(CLOSE_WAIT, r.close_with_error(error(AmqpError::NotAllowed, description))).await;
-                        }
-                        None => {}
-                    }
-                }
+                Some(attach) => refuse_extra_link(&shared, links, attach, session).await,
                 None => break "session ended",
             },
             _ = connection.on_close() => break "connection closed",

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use fe2o3_amqp::acceptor::{LinkEndpoint, ListenerConnectionHandle, ListenerSessionHandle};
+use fe2o3_amqp::acceptor::{ListenerConnectionHandle, ListenerSessionHandle};
 use fe2o3_amqp::link::{SendError, Sender};
 use fe2o3_amqp::types::definitions::AmqpError;
 use fe2o3_amqp::types::messaging::Outcome as AmqpOutcome;
@@ -15,7 +15,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::{
-    accept_link, amqp_message, error, Links, CLOSE_WAIT, CREDIT_WAIT, GROUP_DELETED, PROBE_FIRST,
+    amqp_message, error, refuse_extra_link, Links, CLOSE_WAIT, CREDIT_WAIT, GROUP_DELETED, PROBE_FIRST,
     PROBE_LONGEST,
 };
 use crate::amqp::AmqpContext;
@@ -137,20 +137,7 @@ async fn deliver(
             () = pause => paused_until = None,
             Some((ticket, how)) = inflight.next() => client.settle(ticket, how).await,
             attach = session.next_incoming_attach() => match attach {
-                Some(attach) => {
-                    // One receiver per connection: any further link is refused.
-                    shared.stats.links_refused.fetch_add(1, Ordering::Relaxed);
-                    let description = "iotpipe accepts one receiver link per connection".to_string();
-                    match accept_link(links, attach, session).await {
-                        Some(LinkEndpoint::Sender(s)) => {
-                            let _ = tokio::time::timeout(CLOSE_WAIT, s.close_with_error(error(AmqpError::NotAllowed, description))).await;
-                        }
-                        Some(LinkEndpoint::Receiver(r)) => {
-                            let _ = tokio::time::timeout(CLOSE_WAIT, r.close_with_error(error(AmqpError::NotAllowed, description))).await;
-                        }
-                        None => {}
-                    }
-                }
+                Some(attach) => refuse_extra_link(shared, links, attach, session).await,
                 None => break "session ended",
             },
             _ = connection.on_close() => break "connection closed",
