@@ -324,7 +324,7 @@ async fn deliver(
                 outcomes.clear();
             }
             attach = session.next_incoming_attach() => match attach {
-                Some(attach) => refuse_extra_link(&shared, links, attach, session).await,
+                Some(attach) => refuse_extra_link(shared, links, attach, session).await,
                 None => break "session ended",
             },
             _ = connection.on_close() => break "connection closed",
