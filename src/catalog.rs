@@ -9,19 +9,25 @@
 //! one lock from the check to the change: they happen one after the other, and the second sees
 //! the first.
 //!
+//! In cluster mode (docs/cluster.md, "Cluster state") group creations and deletions also go to
+//! the cluster's shared state ([`SharedState`]), and the checks read this node's view, which
+//! the shared state's watch keeps current: two nodes changing references at the same moment are
+//! not serialised by this lock.
+//!
 //! Deleting a rule, or enabling or disabling it, does not go through here: it never makes a rule
 //! name a group it did not name before. Rule files written by hand are not held to any of this;
 //! their actions to missing groups fail per message, as documented for the rules directory.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
-use crate::groups::{Groups, GroupsError};
+use crate::groups::{Group, GroupOptions, Groups, GroupsError};
 use crate::rules::edit::{self, EditError, RuleSpec};
 use crate::rules::watch::LiveRules;
 use crate::rules::{Action, Rule};
-use crate::subscriptions::{Subscription, SubscriptionError, Subscriptions};
+use crate::subscriptions::{Edit as SubEdit, Subscription, SubscriptionError, Subscriptions};
 
 /// What names a consumer group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,11 +77,45 @@ pub enum RuleWriteError {
     Task(String),
 }
 
+/// Cluster mode: the state shared by every node, which the catalog writes before it changes
+/// this node (every node, this one included, then applies the change from the shared state's
+/// watch; this node applies its own write at once as well).
+pub trait SharedState: Send + Sync {
+    /// Stores a new group for every node.
+    ///
+    /// # Errors
+    /// [`GroupsError::IdTaken`] when the id exists in the cluster; [`GroupsError::Cluster`]
+    /// when the shared state cannot be written.
+    fn create_group<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        options: GroupOptions,
+    ) -> BoxFuture<'a, Result<(), GroupsError>>;
+
+    /// Removes a group for every node.
+    ///
+    /// # Errors
+    /// [`GroupsError::Cluster`].
+    fn delete_group<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), GroupsError>>;
+
+    /// Makes a subscription edit for every node, checked against the shared value.
+    ///
+    /// # Errors
+    /// The edit's refusals; [`SubscriptionError::Cluster`].
+    fn edit_subscription(&self, edit: SubEdit) -> BoxFuture<'_, Result<Subscription, SubscriptionError>>;
+}
+
+/// How often a generated group id is drawn again when the cluster has it already.
+const ID_DRAWS: usize = 3;
+
 /// The one owner of references to consumer groups.
 pub struct Catalog {
     groups: Arc<Groups>,
     subscriptions: Arc<Subscriptions>,
     rules: Arc<LiveRules>,
+    /// Cluster mode: where group changes go first (set once at start-up).
+    shared: OnceLock<Arc<dyn SharedState>>,
     /// Held from the check of references to the change; an owned guard, so that a rule write
     /// on the blocking pool keeps it even when the request that started it is dropped.
     serial: Arc<Mutex<()>>,
@@ -90,7 +130,59 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// The catalog over the groups, the subscriptions and the rules directory's reloader.
     pub fn new(groups: Arc<Groups>, subscriptions: Arc<Subscriptions>, rules: Arc<LiveRules>) -> Self {
-        Self { groups, subscriptions, rules, serial: Arc::new(Mutex::new(())) }
+        Self { groups, subscriptions, rules, shared: OnceLock::new(), serial: Arc::new(Mutex::new(())) }
+    }
+
+    /// Cluster mode: group changes go to `shared` first. Set once, at start-up.
+    pub fn share(&self, shared: Arc<dyn SharedState>) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!("The catalog's shared state was set twice; the first stays");
+        }
+    }
+
+    /// Creates a consumer group (in cluster mode: in the shared state, then here).
+    ///
+    /// # Errors
+    /// As [`Groups::create`]; in cluster mode [`GroupsError::Cluster`] too.
+    pub async fn create_group(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        options: GroupOptions,
+    ) -> Result<Arc<Group>, GroupsError> {
+        let Some(shared) = self.shared.get() else {
+            return self.groups.create(name, id, options);
+        };
+        let _serial = self.serial.lock().await;
+        self.groups.check_create(name, id, options)?;
+        let mut draws = 0;
+        let id = loop {
+            let candidate = id.map_or_else(crate::groups::generate_id, str::to_string);
+            match shared.create_group(&candidate, name, options).await {
+                Ok(()) => break candidate,
+                Err(GroupsError::IdTaken(_)) if id.is_none() && draws < ID_DRAWS => draws += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        // The watch may have applied the write first (then the name and the id are taken by
+        // this very group).
+        let applied = |groups: &Groups| groups.get(&id).filter(|g| g.name == name);
+        if let Some(group) = applied(&self.groups) {
+            return Ok(group);
+        }
+        match self.groups.create(name, Some(&id), options) {
+            Ok(group) => Ok(group),
+            Err(e) => {
+                if let Some(group) = applied(&self.groups) {
+                    return Ok(group);
+                }
+                // Refused here after all (a name taken meanwhile): the cluster drops it again.
+                if let Err(undo) = shared.delete_group(&id).await {
+                    tracing::error!(group = %id, error = %undo, "Removing a group this node refused from the cluster's state failed");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// What names `group` now.
@@ -115,6 +207,10 @@ impl Catalog {
         if !self.groups.exists(id) {
             return Err(GroupsError::NotFound(id.to_string()).into());
         }
+        let shared = self.shared.get();
+        if shared.is_some() {
+            self.groups.check_delete(id)?;
+        }
         let Users { products, rules } = self.users(id);
         if !products.is_empty() {
             return Err(DeleteGroupError::UsedBySubscriptions { group: id.to_string(), products });
@@ -122,9 +218,16 @@ impl Catalog {
         if !rules.is_empty() {
             return Err(DeleteGroupError::UsedByRules { group: id.to_string(), rules });
         }
+        if let Some(shared) = shared {
+            shared.delete_group(id).await?;
+        }
         // The group leaves the set in the first poll, before any await: a request dropped while
         // its messages are cleared cannot leave it half-visible to the next change.
-        Ok(self.groups.delete(id).await?)
+        match self.groups.delete(id).await {
+            // In a cluster the watch may have applied the deletion first.
+            Err(GroupsError::NotFound(_)) if shared.is_some() => Ok(()),
+            done => Ok(done?),
+        }
     }
 
     /// Writes a new rule file and puts it in force, refusing amqp actions to groups that do not
@@ -176,8 +279,7 @@ impl Catalog {
     /// # Errors
     /// As [`Subscriptions::create`].
     pub async fn create_subscription(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
-        let _serial = self.serial.lock().await;
-        self.subscriptions.create(sub)
+        self.edit_subscription(SubEdit::Create(sub)).await
     }
 
     /// Replaces a product's message types and groups.
@@ -185,8 +287,7 @@ impl Catalog {
     /// # Errors
     /// As [`Subscriptions::replace`].
     pub async fn replace_subscription(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
-        let _serial = self.serial.lock().await;
-        self.subscriptions.replace(sub)
+        self.edit_subscription(SubEdit::Replace(sub)).await
     }
 
     /// Deletes a product's subscription.
@@ -194,8 +295,7 @@ impl Catalog {
     /// # Errors
     /// As [`Subscriptions::delete`].
     pub async fn delete_subscription(&self, product: &str) -> Result<(), SubscriptionError> {
-        let _serial = self.serial.lock().await;
-        self.subscriptions.delete(product)
+        self.edit_subscription(SubEdit::Delete(product.to_string())).await.map(drop)
     }
 
     /// Removes one group from a product's subscription.
@@ -203,8 +303,20 @@ impl Catalog {
     /// # Errors
     /// As [`Subscriptions::unsubscribe`].
     pub async fn unsubscribe(&self, product: &str, group: &str) -> Result<Subscription, SubscriptionError> {
+        self.edit_subscription(SubEdit::Unsubscribe {
+            product: product.to_string(),
+            group: group.to_string(),
+        })
+        .await
+    }
+
+    /// One subscription edit under the lock: here, or in cluster mode in the shared state.
+    async fn edit_subscription(&self, edit: SubEdit) -> Result<Subscription, SubscriptionError> {
         let _serial = self.serial.lock().await;
-        self.subscriptions.unsubscribe(product, group)
+        if let Some(shared) = self.shared.get() {
+            return shared.edit_subscription(edit).await;
+        }
+        self.subscriptions.edit(edit)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::ingress::{OfflineReason, SessionsHandle};
 use crate::message::thing::tags::{self, Subject};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::{HandoffError, Pipeline};
+use crate::registry::shared::{new_iot_id, new_secret, SharedDevices};
 use crate::registry::{Device, Registry, RegistryError};
 
 /// Why a device operation failed.
@@ -41,12 +42,21 @@ pub struct DeviceAdmin {
     registry: Arc<Registry>,
     sessions: SessionsHandle,
     pipeline: Pipeline,
+    /// Cluster mode: the devices every node shares; changes go there first.
+    shared: Option<Arc<dyn SharedDevices>>,
 }
 
 impl DeviceAdmin {
     /// The operations over these components.
     pub fn new(registry: Arc<Registry>, sessions: SessionsHandle, pipeline: Pipeline) -> Self {
-        Self { registry, sessions, pipeline }
+        Self { registry, sessions, pipeline, shared: None }
+    }
+
+    /// Cluster mode: changes go to `shared` first, then apply here (and on every node).
+    #[must_use]
+    pub fn with_shared(mut self, shared: Option<Arc<dyn SharedDevices>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     /// The registry.
@@ -65,16 +75,22 @@ impl DeviceAdmin {
         secret: Option<String>,
         tags: BTreeMap<String, String>,
     ) -> Result<Device, DeviceAdminError> {
-        use rand::distr::{Alphanumeric, SampleString};
-        let device = Device {
+        let mut device = Device {
             product_key: product_key.to_string(),
             name: name.to_string(),
             iot_id: String::new(),
-            secret: secret.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
+            secret: secret.unwrap_or_else(new_secret),
             enabled: true,
             tags,
         };
-        let device = self.registry.add_device(device)?;
+        let device = match &self.shared {
+            None => self.registry.add_device(device)?,
+            Some(shared) => {
+                self.registry.check_add(&device)?;
+                device.iot_id = new_iot_id();
+                shared.add(device).await?
+            }
+        };
         self.announce(&device, "create").await?;
         Ok(device)
     }
@@ -89,7 +105,16 @@ impl DeviceAdmin {
         name: &str,
         enabled: bool,
     ) -> Result<Device, DeviceAdminError> {
-        let device = self.registry.set_enabled(product_key, name, enabled)?;
+        let device = match &self.shared {
+            None => self.registry.set_enabled(product_key, name, enabled)?,
+            Some(shared) => {
+                let change = move |d: &mut Device| {
+                    d.enabled = enabled;
+                    Ok(())
+                };
+                shared.modify(product_key, name, &change).await?.1
+            }
+        };
         if !enabled {
             self.sessions.disconnect(product_key, name, OfflineReason::DeviceDisabled).await;
         }
@@ -102,7 +127,10 @@ impl DeviceAdmin {
     /// # Errors
     /// Unknown device, storage.
     pub async fn delete(&self, product_key: &str, name: &str) -> Result<(), DeviceAdminError> {
-        let device = self.registry.delete_device(product_key, name)?;
+        let device = match &self.shared {
+            None => self.registry.delete_device(product_key, name)?,
+            Some(shared) => shared.delete(product_key, name).await?,
+        };
         self.sessions.disconnect(product_key, name, OfflineReason::DeviceDisabled).await;
         self.announce(&device, "delete").await?;
         Ok(())
@@ -120,7 +148,7 @@ impl DeviceAdmin {
         name: &str,
         edit: TagEdit,
     ) -> Result<Device, DeviceAdminError> {
-        let (before, device) = self.registry.update_tags(product_key, name, |tags| match edit {
+        let apply = |tags: &mut BTreeMap<String, String>, edit: TagEdit| match edit {
             TagEdit::Replace(all) => *tags = all,
             TagEdit::Merge(changes) => {
                 for (k, v) in changes {
@@ -130,7 +158,18 @@ impl DeviceAdmin {
                     }
                 }
             }
-        })?;
+        };
+        let (before, device) = match &self.shared {
+            None => self.registry.update_tags(product_key, name, |tags| apply(tags, edit))?,
+            Some(shared) => {
+                let change = |d: &mut Device| {
+                    apply(&mut d.tags, edit.clone());
+                    crate::registry::names::check_tags(d.tags.iter()).map_err(RegistryError::InvalidTags)
+                };
+                let (before, after) = shared.modify(product_key, name, &change).await?;
+                (before.tags, after)
+            }
+        };
         let now = now_ms();
         let subject =
             Subject { iot_id: &device.iot_id, product_key: &device.product_key, device_name: &device.name };

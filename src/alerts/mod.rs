@@ -12,6 +12,7 @@ pub mod config;
 pub mod evaluator;
 pub mod model;
 pub mod notifier;
+pub mod shared;
 pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -65,6 +66,9 @@ pub enum AlertsError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared state could not be read or written; nothing changed.
+    #[error("the cluster's shared state is unavailable: {0}")]
+    Cluster(String),
 }
 
 /// Where a rule comes from.
@@ -272,6 +276,8 @@ pub struct Alerts {
     evaluations: AtomicU64,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Cluster mode: where the API's edits go first (set once at start-up).
+    shared: std::sync::OnceLock<Arc<dyn shared::SharedAlerts>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -311,6 +317,7 @@ impl Alerts {
             evaluations: AtomicU64::new(0),
             stop,
             tasks,
+            shared: std::sync::OnceLock::new(),
         });
         let declared = config.iter().map(|c| (c.name.clone(), AlertRuleBody::from(c), Source::Config));
         let created = stored.into_iter().map(|(id, body)| (id, body, Source::Api));

@@ -23,6 +23,7 @@ fn error(e: AlertsError) -> ApiError {
         AlertsError::Protected(_) => (StatusCode::CONFLICT, "Protected"),
         AlertsError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
         AlertsError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+        AlertsError::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "ClusterUnavailable"),
     };
     ApiError::new(status, code, e.to_string())
 }
@@ -52,7 +53,7 @@ pub async fn create(
     body: Result<Json<AlertRuleBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    let rule = state.alerts.create(&body).map_err(error)?;
+    let rule = state.alerts.create_any(&body).await.map_err(error)?;
     Ok((StatusCode::CREATED, Json(view(&rule))))
 }
 
@@ -79,12 +80,12 @@ pub async fn replace(
     // An unknown id is a 404 even when the body is malformed too.
     find(&state, &id)?;
     let Json(body) = body?;
-    let rule = state.alerts.update(&id, &body).map_err(error)?;
+    let rule = state.alerts.update_any(&id, &body).await.map_err(error)?;
     Ok(Json(view(&rule)))
 }
 
 /// `DELETE /alert-rules/{id}`.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.alerts.delete(&id).map_err(error)?;
+    state.alerts.delete_any(&id).await.map_err(error)?;
     Ok(StatusCode::NO_CONTENT)
 }

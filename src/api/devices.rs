@@ -65,6 +65,9 @@ impl From<DeviceAdminError> for ApiError {
             DeviceAdminError::Registry(RegistryError::InvalidTags(_)) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "InvalidTags", e.to_string())
             }
+            DeviceAdminError::Registry(RegistryError::Cluster(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ClusterUnavailable", e.to_string())
+            }
             _ => ApiError::internal(e.to_string()),
         }
     }

@@ -66,6 +66,7 @@ impl From<crate::groups::GroupsError> for ApiError {
             E::Protected(_) => (StatusCode::CONFLICT, "Protected"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            E::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "ClusterUnavailable"),
         };
         Self::new(status, code, e.to_string())
     }

@@ -76,7 +76,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<GroupView>), ApiError> {
     let Json(body) = body?;
     let options = GroupOptions { max_delivery_attempts: body.max_delivery_attempts };
-    let g = state.groups.create(&body.name, body.id.as_deref(), options)?;
+    let g = state.catalog.create_group(&body.name, body.id.as_deref(), options).await?;
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 

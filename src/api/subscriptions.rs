@@ -23,6 +23,7 @@ impl From<SubscriptionError> for ApiError {
             E::LastGroup { .. } => (StatusCode::CONFLICT, "LastConsumerGroup"),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, "InvalidBody"),
             E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            E::Cluster(_) => (StatusCode::SERVICE_UNAVAILABLE, "ClusterUnavailable"),
         };
         Self::new(status, code, e.to_string())
     }

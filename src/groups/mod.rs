@@ -57,12 +57,30 @@ pub enum GroupsError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared state could not be read or written (NATS or JetStream down).
+    #[error("the cluster's shared state is unavailable: {0}")]
+    Cluster(String),
 }
 
 /// A new group id: `g` and 20 random letters and digits, like the platform's generated ids.
-fn generate_id() -> String {
+pub fn generate_id() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     format!("g{}", Alphanumeric.sample_string(&mut rand::rng(), 20))
+}
+
+/// The checks of a new group that need no other group: the name rule, the options, the id
+/// rule.
+fn check_new(name: &str, id: Option<&str>, options: GroupOptions) -> Result<(), GroupsError> {
+    name::validate(name).map_err(GroupsError::InvalidName)?;
+    if options.max_delivery_attempts == Some(0) {
+        return Err(GroupsError::InvalidOption(
+            "maxDeliveryAttempts: must be at least 1; leave it out for no limit".into(),
+        ));
+    }
+    if let Some(id) = id {
+        name::validate_id(id).map_err(GroupsError::InvalidId)?;
+    }
+    Ok(())
 }
 
 /// The group that always exists.
@@ -208,35 +226,18 @@ impl Groups {
         id: Option<&str>,
         options: GroupOptions,
     ) -> Result<Arc<Group>, GroupsError> {
-        name::validate(name).map_err(GroupsError::InvalidName)?;
-        if options.max_delivery_attempts == Some(0) {
-            return Err(GroupsError::InvalidOption(
-                "maxDeliveryAttempts: must be at least 1; leave it out for no limit".into(),
-            ));
-        }
-        if let Some(id) = id {
-            name::validate_id(id).map_err(GroupsError::InvalidId)?;
-        }
+        check_new(name, id, options)?;
         // Held to the insert, so that two creations cannot take the same name or id.
         let _create = self.create.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let id = {
-            let groups = self.read();
-            if groups.values().any(|g| g.name == name) {
-                return Err(GroupsError::NameTaken(name.to_string()));
-            }
-            if groups.len() >= self.settings.max_groups {
-                return Err(GroupsError::Limit(self.settings.max_groups));
-            }
-            match id {
-                Some(id) if groups.contains_key(id) => return Err(GroupsError::IdTaken(id.to_string())),
-                Some(id) => id.to_string(),
-                None => loop {
-                    let id = generate_id();
-                    if !groups.contains_key(&id) {
-                        break id;
-                    }
-                },
-            }
+        self.check_free(name, id)?;
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => loop {
+                let id = generate_id();
+                if !self.exists(&id) {
+                    break id;
+                }
+            },
         };
         if options != GroupOptions::default() {
             OPTIONS.put(&self.db, &id, &options)?;
@@ -248,20 +249,84 @@ impl Groups {
         Ok(group)
     }
 
+    /// Whether a group with `name` (and `id`, when given) could be created now: the checks of
+    /// [`Self::create`] without the creation (cluster mode checks before it writes the bucket).
+    ///
+    /// # Errors
+    /// As [`Self::create`], storage aside.
+    pub fn check_create(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        options: GroupOptions,
+    ) -> Result<(), GroupsError> {
+        check_new(name, id, options)?;
+        self.check_free(name, id)
+    }
+
+    /// The name is free, the id (when given) too, and the limit not reached.
+    fn check_free(&self, name: &str, id: Option<&str>) -> Result<(), GroupsError> {
+        let groups = self.read();
+        if groups.values().any(|g| g.name == name) {
+            return Err(GroupsError::NameTaken(name.to_string()));
+        }
+        if groups.len() >= self.settings.max_groups {
+            return Err(GroupsError::Limit(self.settings.max_groups));
+        }
+        match id {
+            Some(id) if groups.contains_key(id) => Err(GroupsError::IdTaken(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `id` may be deleted: it exists and is neither `DEFAULT_GROUP` nor declared in the
+    /// configuration file.
+    ///
+    /// # Errors
+    /// [`GroupsError::Protected`], [`GroupsError::NotFound`].
+    pub fn check_delete(&self, id: &str) -> Result<(), GroupsError> {
+        if id == DEFAULT_GROUP {
+            return Err(GroupsError::Protected("DEFAULT_GROUP cannot be deleted".into()));
+        }
+        if self.is_declared(id) {
+            return Err(GroupsError::Protected(format!(
+                "consumer group {id} is declared in the configuration file; remove it there"
+            )));
+        }
+        if !self.exists(id) {
+            return Err(GroupsError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is `DEFAULT_GROUP` or declared in this node's configuration file.
+    pub fn is_declared(&self, id: &str) -> bool {
+        self.declared.iter().any(|d| d == id)
+    }
+
+    /// Sets a group's options (cluster mode: another node changed them) and stores them.
+    ///
+    /// # Errors
+    /// Unknown group or storage.
+    pub fn set_options(&self, id: &str, options: GroupOptions) -> Result<(), GroupsError> {
+        let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
+        if group.max_delivery_attempts() == options.max_delivery_attempts {
+            return Ok(());
+        }
+        if !self.is_declared(id) {
+            OPTIONS.put(&self.db, id, &options)?;
+        }
+        group.set_max_delivery_attempts(options.max_delivery_attempts);
+        Ok(())
+    }
+
     /// Deletes a group created at run time, with its stored messages. The caller checks that no
     /// subscription or rule uses it.
     ///
     /// # Errors
     /// Unknown group, `DEFAULT_GROUP` or a configured group, or storage.
     pub async fn delete(&self, id: &str) -> Result<(), GroupsError> {
-        if id == DEFAULT_GROUP {
-            return Err(GroupsError::Protected("DEFAULT_GROUP cannot be deleted".into()));
-        }
-        if self.declared.iter().any(|d| d == id) {
-            return Err(GroupsError::Protected(format!(
-                "consumer group {id} is declared in the configuration file; remove it there"
-            )));
-        }
+        self.check_delete(id)?;
         let group = self.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
         CREATED.remove(&self.db, id)?;
         LAST_CONSUMPTION.remove(&self.db, id)?;

@@ -10,6 +10,7 @@ mod iot_ids;
 pub mod names;
 mod persist;
 mod presence;
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -70,6 +71,9 @@ pub enum RegistryError {
     /// Persisting the change failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared state could not be read or written; nothing changed.
+    #[error("the cluster's shared state is unavailable: {0}")]
+    Cluster(String),
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +261,63 @@ impl Registry {
             inner.insert(device.clone());
         }
         Ok((before, device))
+    }
+
+    /// Whether `device` could be added now: its product exists and the name is free here.
+    ///
+    /// # Errors
+    /// As [`Self::add_device`], storage aside.
+    pub fn check_add(&self, device: &Device) -> Result<(), RegistryError> {
+        let inner = self.read();
+        if !inner.products.contains_key(&device.product_key) {
+            return Err(RegistryError::NoProduct(device.product_key.clone()));
+        }
+        if inner.get(&device.product_key, &device.name).is_some() {
+            return Err(RegistryError::DeviceExists(device.product_key.clone(), device.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Sets a device as the cluster's state has it (`None`: deleted), iotId included, and
+    /// persists it here: cluster mode, a change checked by the node that made it. Returns
+    /// whether anything changed.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn apply_device(
+        &self,
+        product_key: &str,
+        name: &str,
+        device: Option<Device>,
+    ) -> Result<bool, RegistryError> {
+        let mut inner = self.write();
+        let key = (product_key.to_string(), name.to_string());
+        let current = inner.get(product_key, name);
+        if current.map(|d| &**d) == device.as_ref() {
+            return Ok(false);
+        }
+        match device {
+            Some(device) => {
+                if current.is_none_or(|d| d.iot_id != device.iot_id) {
+                    iot_ids::put(&self.db, product_key, name, &device.iot_id)?;
+                }
+                persist::put(&self.db, &key, Some(&device))?;
+                inner.insert(device);
+            }
+            None => {
+                persist::put(&self.db, &key, None)?;
+                if let Err(e) = iot_ids::remove(&self.db, product_key, name) {
+                    tracing::error!(device = %name, product = %product_key, error = %e, "Forgetting a deleted device's iotId failed");
+                }
+                inner.remove(product_key, name);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every device of every product.
+    pub fn all_devices(&self) -> Vec<Arc<Device>> {
+        self.read().devices.values().flat_map(|p| p.values().cloned()).collect()
     }
 
     /// Deletes a device and persists a tombstone; returns the deleted device.

@@ -18,8 +18,9 @@ use super::{Db, StoreError};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_BLOCK: &str = "next_message_id_block";
-/// One commit per 65,536 messages: about one extra fsync a second at full ingress speed.
-pub(super) const BLOCK: u64 = 1 << 16;
+/// One commit per 65,536 messages: about one extra fsync a second at full ingress speed. In
+/// cluster mode a block is as long, reserved from the cluster's state instead.
+pub const BLOCK: u64 = 1 << 16;
 
 /// The id allocator.
 pub struct Ids {
@@ -50,8 +51,9 @@ impl std::fmt::Debug for Ids {
 }
 
 impl Ids {
-    /// An allocator whose first block starts at `start`; `wake` prompts the writer thread.
-    pub(super) fn new(start: u64, wake: Box<dyn Fn() + Send + Sync>) -> Self {
+    /// An allocator whose first block starts at `start`; `wake` prompts whoever reserves blocks
+    /// (the store's writer thread, or in cluster mode the task that reserves them from NATS).
+    pub fn new(start: u64, wake: Box<dyn Fn() + Send + Sync>) -> Self {
         let state = State { next: start, end: start + BLOCK, spare: None, requested: false, failed: None };
         Self { state: Mutex::new(state), refilled: Notify::new(), wake }
     }
@@ -109,13 +111,13 @@ impl Ids {
     }
 
     /// Whether the writer should reserve a block in its next commit.
-    pub(super) fn wants_block(&self) -> bool {
+    pub fn wants_block(&self) -> bool {
         let s = self.lock();
         s.requested && s.spare.is_none()
     }
 
     /// The writer's answer: a block starting at `start` is on disk, or reserving failed.
-    pub(super) fn reserved(&self, result: Result<u64, String>) {
+    pub fn reserved(&self, result: Result<u64, String>) {
         let mut s = self.lock();
         s.requested = false;
         match result {

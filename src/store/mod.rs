@@ -15,7 +15,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 pub use collection::{Collection, Encoding};
-pub use ids::Ids;
+pub use ids::{Ids, BLOCK as ID_BLOCK};
 pub use queue::{Append, DeadLetter, Extent, QueueStore, RedbQueue, StoreStats};
 pub use record::StoredMessage;
 

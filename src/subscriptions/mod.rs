@@ -83,6 +83,37 @@ pub enum SubscriptionError {
     /// Storing the change failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the shared state could not be read or written.
+    #[error("the cluster's shared state is unavailable: {0}")]
+    Cluster(String),
+}
+
+/// A change to one product's subscription, as the API asks for it.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    /// A new subscription.
+    Create(Subscription),
+    /// New message types and groups.
+    Replace(Subscription),
+    /// No subscription any more.
+    Delete(String),
+    /// One group less.
+    Unsubscribe {
+        /// productKey.
+        product: String,
+        /// Group id.
+        group: String,
+    },
+}
+
+impl Edit {
+    /// The product whose subscription changes.
+    pub fn product(&self) -> &str {
+        match self {
+            Edit::Create(s) | Edit::Replace(s) => &s.product_key,
+            Edit::Delete(p) | Edit::Unsubscribe { product: p, .. } => p,
+        }
+    }
 }
 
 /// Every subscription, with the routes the pipeline reads.
@@ -178,12 +209,7 @@ impl Subscriptions {
     /// # Errors
     /// Unknown product or group, bad lists, an existing subscription, storage failures.
     pub fn create(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
-        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        self.check(&sub)?;
-        if self.get(&sub.product_key).is_some() {
-            return Err(SubscriptionError::Exists(sub.product_key));
-        }
-        self.commit(&sub.product_key.clone(), Some(sub))
+        self.edit(Edit::Create(sub))
     }
 
     /// Replaces a product's message types and groups.
@@ -191,12 +217,7 @@ impl Subscriptions {
     /// # Errors
     /// As [`Self::create`]; `NotFound` when the product has no subscription.
     pub fn replace(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
-        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.get(&sub.product_key).is_none() {
-            return Err(SubscriptionError::NotFound(sub.product_key));
-        }
-        self.check(&sub)?;
-        self.commit(&sub.product_key.clone(), Some(sub))
+        self.edit(Edit::Replace(sub))
     }
 
     /// Deletes a product's subscription.
@@ -204,11 +225,7 @@ impl Subscriptions {
     /// # Errors
     /// `NotFound`, storage failures.
     pub fn delete(&self, product: &str) -> Result<(), SubscriptionError> {
-        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.get(product).is_none() {
-            return Err(SubscriptionError::NotFound(product.to_string()));
-        }
-        self.commit(product, None).map(|_| ())
+        self.edit(Edit::Delete(product.to_string())).map(|_| ())
     }
 
     /// Removes one group from a product's subscription; refused for its only group.
@@ -216,16 +233,75 @@ impl Subscriptions {
     /// # Errors
     /// `NotFound`, `NotSubscribed`, `LastGroup`, storage failures.
     pub fn unsubscribe(&self, product: &str, group: &str) -> Result<Subscription, SubscriptionError> {
+        self.edit(Edit::Unsubscribe { product: product.to_string(), group: group.to_string() })
+    }
+
+    /// Checks `edit` against this node's subscriptions and applies it; returns the new
+    /// subscription (for a deletion, the one deleted).
+    ///
+    /// # Errors
+    /// As the edit's method ([`Self::create`], ...).
+    pub fn edit(&self, edit: Edit) -> Result<Subscription, SubscriptionError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut sub = self.get(product).ok_or_else(|| SubscriptionError::NotFound(product.to_string()))?;
-        if !sub.consumer_group_ids.iter().any(|g| g == group) {
-            return Err(SubscriptionError::NotSubscribed { product: product.into(), group: group.into() });
+        let product = edit.product().to_string();
+        let new = self.plan(self.get(&product).as_ref(), edit)?;
+        self.commit(&product, new)
+    }
+
+    /// What the product's subscription becomes when `edit` is made to `current` (cluster mode:
+    /// the shared state's value), after every check; `None` for a deletion.
+    ///
+    /// # Errors
+    /// As the edit's method ([`Self::create`], ...), storage aside.
+    pub fn plan(
+        &self,
+        current: Option<&Subscription>,
+        edit: Edit,
+    ) -> Result<Option<Subscription>, SubscriptionError> {
+        match edit {
+            Edit::Create(sub) => {
+                self.check(&sub)?;
+                if current.is_some() {
+                    return Err(SubscriptionError::Exists(sub.product_key));
+                }
+                Ok(Some(sub))
+            }
+            Edit::Replace(sub) => {
+                if current.is_none() {
+                    return Err(SubscriptionError::NotFound(sub.product_key));
+                }
+                self.check(&sub)?;
+                Ok(Some(sub))
+            }
+            Edit::Delete(product) => match current {
+                Some(_) => Ok(None),
+                None => Err(SubscriptionError::NotFound(product)),
+            },
+            Edit::Unsubscribe { product, group } => {
+                let mut sub = current.cloned().ok_or_else(|| SubscriptionError::NotFound(product.clone()))?;
+                if !sub.consumer_group_ids.iter().any(|g| *g == group) {
+                    return Err(SubscriptionError::NotSubscribed { product, group });
+                }
+                if sub.consumer_group_ids.len() == 1 {
+                    return Err(SubscriptionError::LastGroup { product, group });
+                }
+                sub.consumer_group_ids.retain(|g| *g != group);
+                Ok(Some(sub))
+            }
         }
-        if sub.consumer_group_ids.len() == 1 {
-            return Err(SubscriptionError::LastGroup { product: product.into(), group: group.into() });
+    }
+
+    /// Sets the product's subscription (`None`: none) without checks: cluster mode, a change
+    /// from the shared state, checked by the node that made it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn apply(&self, product: &str, sub: Option<Subscription>) -> Result<(), SubscriptionError> {
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.get(product) == sub {
+            return Ok(());
         }
-        sub.consumer_group_ids.retain(|g| g != group);
-        self.commit(product, Some(sub))
+        self.commit(product, sub).map(drop)
     }
 
     fn check(&self, sub: &Subscription) -> Result<(), SubscriptionError> {
