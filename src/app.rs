@@ -15,17 +15,19 @@ use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::cluster::config::ClusterConfig;
+use crate::cluster::state::{ClusterState, Owners};
 use crate::cluster::{ClusterError, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
 use crate::downlink::Downlink;
 use crate::groups::{GroupOptions, Groups};
-use crate::ingress::{Ingress, IngressError};
+use crate::ingress::{Ingress, IngressError, OfflineReason};
 use crate::metrics::{Metrics, Sources};
 use crate::pipeline::{Pipeline, Stats};
 use crate::queues::embedded::EmbeddedQueues;
 use crate::queues::GroupQueues;
+use crate::registry::shared::SharedDevices;
 use crate::registry::{Registry, RegistryError};
 use crate::rules::watch::{watch_live, LiveRules, Reloader, SharedRules, Watch};
 use crate::store::{Db, RedbQueue, StoreError};
@@ -98,6 +100,8 @@ pub struct App {
     admin_token: (String, TokenSource),
     /// Cluster mode: the consumer groups' queues on JetStream.
     cluster: Option<Arc<dyn GroupQueues>>,
+    /// Cluster mode: the state shared through KV buckets (its tasks stop when it is dropped).
+    cluster_state: Option<ClusterState>,
 }
 
 /// Cluster mode: connects to NATS, sets up the JetStream queues of every group and sends the
@@ -190,6 +194,16 @@ impl App {
             Some(cluster) => Some(start_cluster(cluster, config, &groups).await?),
             None => None,
         };
+        // Cluster mode: message ids come from the cluster's state (above this node's own).
+        let (cluster_state, ids) = match &config.cluster {
+            Some(c) => {
+                let node = c.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
+                let state = ClusterState::open(c, &node).await?;
+                let ids = state.message_ids(ids.try_next().unwrap_or(1)).await?;
+                (Some(state), ids)
+            }
+            None => (None, ids),
+        };
         let queues: Arc<dyn GroupQueues> = match &cluster {
             Some(cluster) => cluster.clone(),
             None => EmbeddedQueues::new(groups.clone()),
@@ -200,6 +214,22 @@ impl App {
         let db_file = db.path().to_path_buf();
         let subscriptions =
             Arc::new(Subscriptions::load(&config.subscriptions, db, groups.clone(), registry.clone())?);
+        let shared = match &cluster_state {
+            Some(state) => Some(
+                state
+                    .share(Owners {
+                        registry: registry.clone(),
+                        products: &config.products,
+                        groups: groups.clone(),
+                        declared_groups: &config.consumer_groups,
+                        subscriptions: subscriptions.clone(),
+                        declared_subscriptions: &config.subscriptions,
+                        alerts: alerts.clone(),
+                    })
+                    .await?,
+            ),
+            None => None,
+        };
         let (pipeline, task) = Pipeline::new(
             ids,
             subscriptions.clone(),
@@ -221,7 +251,18 @@ impl App {
             shutdown.clone(),
         )
         .await?;
-        let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone());
+        let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone()).with_shared(
+            shared.as_ref().map(|s| {
+                let sessions = ingress.sessions();
+                s.devices.on_removed(Arc::new(move |pk, dn| {
+                    let sessions = sessions.clone();
+                    Box::pin(
+                        async move { sessions.disconnect(&pk, &dn, OfflineReason::DeviceDisabled).await },
+                    )
+                }));
+                s.devices.clone() as Arc<dyn SharedDevices>
+            }),
+        );
         let commands: Arc<dyn DeviceCommands> =
             Arc::new(LocalCommands::new(registry.clone(), ingress.sessions(), pipeline.clone()));
         let metrics = Arc::new(Metrics::new(Sources {
@@ -235,6 +276,9 @@ impl App {
             alerts: alerts.clone(),
         }));
         let catalog = Arc::new(Catalog::new(groups.clone(), subscriptions.clone(), live_rules.clone()));
+        if let Some(shared) = shared {
+            catalog.share(shared.catalog);
+        }
         let api = ApiState {
             catalog,
             groups: groups.clone(),
@@ -273,6 +317,7 @@ impl App {
             alerts,
             admin_token: (token, token_source),
             cluster,
+            cluster_state,
         })
     }
 
@@ -387,7 +432,11 @@ impl App {
             alerts,
             admin_token: _,
             cluster,
+            cluster_state,
         } = self;
+        if let Some(state) = &cluster_state {
+            state.close().await;
+        }
         drop(_rules_watch);
         drop(rules);
         let stats = pipeline.stats().clone();

@@ -4,10 +4,12 @@
 //! - `connect.rs`: the NATS connection (credentials, token, user and password, TLS).
 //! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`];
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
+//! - `state.rs`: the cluster's shared state in KV buckets (message-id blocks, consumer groups).
 
 pub mod config;
 mod connect;
 pub mod jetstream;
+pub mod state;
 
 pub use connect::connect;
 pub use jetstream::JetStreamQueues;

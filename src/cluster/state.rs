@@ -1,0 +1,219 @@
+//! Cluster state in JetStream KV buckets (docs/cluster.md, "Cluster state").
+//!
+//! Each kind of state has a bucket named with the `[cluster] name` prefix, replicated
+//! `replicas` times. The API's writes go to the bucket first (create, or update with the
+//! revision read, so that a read-check-write cannot overwrite a change it did not see), and
+//! one task per bucket applies each change, on every node, to the local owner through its
+//! in-memory apply function. This node's redb copy of that state is a cache in cluster mode,
+//! not the source of truth: at start-up the bucket's content replaces it.
+//!
+//! - `state/ids.rs`: message-id blocks by compare-and-swap (`{name}_ids`).
+//! - `state/groups.rs`: consumer groups (`{name}_groups`).
+//! - `state/subscriptions.rs`: subscriptions (`{name}_subscriptions`).
+//! - `state/devices.rs`: devices, secrets included (`{name}_devices`).
+//! - `state/alerts.rs`: alert rules created through the API (`{name}_alerts`).
+//! - `state/watch.rs`: loading a bucket and following its changes.
+
+pub mod alerts;
+pub mod devices;
+pub mod groups;
+pub mod ids;
+pub mod subscriptions;
+mod watch;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::kv::{self, Store};
+use async_nats::jetstream::stream::StorageType;
+use async_nats::jetstream::Context;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::ClusterConfig;
+use super::ClusterError;
+use crate::alerts::Alerts;
+use crate::catalog::SharedState;
+use crate::groups::{ConsumerGroupConfig, GroupOptions, Groups, GroupsError};
+use crate::registry::{ProductConfig, Registry};
+use crate::store::Ids;
+use crate::subscriptions::{Edit, Subscription, SubscriptionConfig, SubscriptionError, Subscriptions};
+
+pub use alerts::SharedAlertsKv;
+pub use devices::SharedDevicesKv;
+pub use groups::{GroupRecord, SharedGroups};
+pub use ids::IdBlocks;
+pub use subscriptions::SharedSubscriptions;
+
+/// Values kept per key besides the current one: enough to see the last changes when
+/// something looks wrong, small enough to cost nothing.
+const HISTORY: i64 = 5;
+
+/// This node's handle on the cluster's state; its tasks stop when it is dropped.
+pub struct ClusterState {
+    js: Context,
+    prefix: String,
+    replicas: usize,
+    stop: CancellationToken,
+    /// The watches and the id reservations.
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl ClusterState {
+    /// Connects to the cluster's NATS servers (a connection of its own, named after `node`).
+    ///
+    /// # Errors
+    /// As [`super::connect`].
+    pub async fn open(config: &ClusterConfig, node: &str) -> Result<Self, ClusterError> {
+        let client = super::connect(config, &format!("{node}/state")).await?;
+        Ok(Self::with_client(client, config))
+    }
+
+    /// The state over an existing connection.
+    pub fn with_client(client: async_nats::Client, config: &ClusterConfig) -> Self {
+        Self {
+            js: async_nats::jetstream::new(client),
+            prefix: config.name.clone(),
+            replicas: usize::try_from(config.replicas).unwrap_or(1),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The bucket `{prefix}_{kind}`, created if missing (or its replicas and history updated).
+    ///
+    /// # Errors
+    /// When JetStream refuses it (too few servers for the replicas, say).
+    pub async fn bucket(&self, kind: &str, history: i64) -> Result<Store, ClusterError> {
+        let bucket = format!("{}_{kind}", self.prefix);
+        let config = kv::Config {
+            bucket: bucket.clone(),
+            history,
+            num_replicas: self.replicas,
+            storage: StorageType::File,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_key_value(config)
+            .await
+            .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))
+    }
+
+    /// The message-id allocator of this node: blocks reserved from `{prefix}_ids` by
+    /// compare-and-swap, none starting below `floor` (the next id of this node's own store).
+    ///
+    /// # Errors
+    /// When the bucket or the first block cannot be had.
+    pub(crate) async fn message_ids(&self, floor: u64) -> Result<Arc<Ids>, ClusterError> {
+        let kv = self.bucket("ids", 1).await?;
+        ids::allocator(IdBlocks::new(kv, floor), self.stop.clone(), &self.tasks)
+            .await
+            .map_err(ClusterError::JetStream)
+    }
+
+    /// Shares this node's state with the cluster, kind by kind: the configured groups and
+    /// subscriptions are added to their buckets when absent (see each kind), the buckets'
+    /// content replaces this node's, and every later change applies here. Returns what the
+    /// catalog and the device administration write the API's changes to.
+    ///
+    /// # Errors
+    /// When a bucket cannot be set up or read.
+    pub(crate) async fn share(&self, owners: Owners<'_>) -> Result<Sharing, ClusterError> {
+        // Devices first: subscriptions are checked against the products.
+        let kv = self.bucket("devices", HISTORY).await?;
+        let devices = Arc::new(SharedDevicesKv::new(kv.clone(), owners.registry));
+        devices.seed(owners.products).await.map_err(ClusterError::JetStream)?;
+        watch::load_and_follow(kv, devices.clone(), self.stop.clone(), &self.tasks).await?;
+
+        let kv = self.bucket("groups", HISTORY).await?;
+        let groups = Arc::new(SharedGroups::new(kv.clone(), owners.groups));
+        groups.seed(owners.declared_groups).await.map_err(ClusterError::JetStream)?;
+        watch::load_and_follow(kv, groups.clone(), self.stop.clone(), &self.tasks).await?;
+
+        let kv = self.bucket("subscriptions", HISTORY).await?;
+        let subscriptions = Arc::new(SharedSubscriptions::new(kv.clone(), owners.subscriptions));
+        subscriptions.seed(owners.declared_subscriptions).await.map_err(ClusterError::JetStream)?;
+        watch::load_and_follow(kv, subscriptions.clone(), self.stop.clone(), &self.tasks).await?;
+
+        // Alert rules name groups: after them.
+        let kv = self.bucket("alerts", HISTORY).await?;
+        let alerts = Arc::new(SharedAlertsKv::new(kv.clone(), &owners.alerts));
+        watch::load_and_follow(kv, alerts.clone(), self.stop.clone(), &self.tasks).await?;
+        owners.alerts.share(alerts);
+
+        Ok(Sharing { catalog: Arc::new(Shared { groups, subscriptions }), devices })
+    }
+
+    /// Stops following the buckets and reserving ids, and waits until the tasks ended (they
+    /// hold the owners, and through them the store).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What the API's writes go through in cluster mode.
+pub(crate) struct Sharing {
+    /// Groups and subscriptions (the catalog's writes).
+    pub catalog: Arc<dyn SharedState>,
+    /// Devices (the device administration's writes); its `on_removed` is set once the ingress
+    /// runs.
+    pub devices: Arc<SharedDevicesKv>,
+}
+
+/// The owners of the state a node shares, and what its configuration file declares.
+pub(crate) struct Owners<'a> {
+    /// The registry.
+    pub registry: Arc<Registry>,
+    /// The configuration file's products and their devices.
+    pub products: &'a [ProductConfig],
+    /// The consumer groups.
+    pub groups: Arc<Groups>,
+    /// The configuration file's groups.
+    pub declared_groups: &'a [ConsumerGroupConfig],
+    /// The subscriptions.
+    pub subscriptions: Arc<Subscriptions>,
+    /// The configuration file's subscriptions.
+    pub declared_subscriptions: &'a [SubscriptionConfig],
+    /// The alert rules (those of the configuration file stay this node's).
+    pub alerts: Arc<Alerts>,
+}
+
+/// Every shared kind, as the catalog writes them.
+struct Shared {
+    groups: Arc<SharedGroups>,
+    subscriptions: Arc<SharedSubscriptions>,
+}
+
+impl SharedState for Shared {
+    fn create_group<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        options: GroupOptions,
+    ) -> BoxFuture<'a, Result<(), GroupsError>> {
+        self.groups.create(id, name, options).boxed()
+    }
+
+    fn delete_group<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), GroupsError>> {
+        self.groups.delete(id).boxed()
+    }
+
+    fn edit_subscription(&self, edit: Edit) -> BoxFuture<'_, Result<Subscription, SubscriptionError>> {
+        self.subscriptions.edit(edit).boxed()
+    }
+}
+
+impl Drop for ClusterState {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
