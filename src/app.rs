@@ -225,6 +225,7 @@ impl App {
                         subscriptions: subscriptions.clone(),
                         declared_subscriptions: &config.subscriptions,
                         alerts: alerts.clone(),
+                        rules: live_rules.clone(),
                     })
                     .await?,
             ),

@@ -75,6 +75,12 @@ pub enum RuleWriteError {
     /// The blocking task writing the file did not finish.
     #[error("the rule file task failed: {0}")]
     Task(String),
+    /// Cluster mode: the shared state could not be read or written; nothing changed.
+    #[error("the cluster's shared state is unavailable: {0}")]
+    Cluster(String),
+    /// Cluster mode: another node changed the rule at the same moment; nothing changed here.
+    #[error("rule {0} was changed on another node at the same moment; try again")]
+    Changed(String),
 }
 
 /// Cluster mode: the state shared by every node, which the catalog writes before it changes
@@ -104,6 +110,31 @@ pub trait SharedState: Send + Sync {
     /// # Errors
     /// The edit's refusals; [`SubscriptionError::Cluster`].
     fn edit_subscription(&self, edit: SubEdit) -> BoxFuture<'_, Result<Subscription, SubscriptionError>>;
+
+    /// The revision of rule `name` in the shared state, `None` when it has none.
+    ///
+    /// # Errors
+    /// [`RuleWriteError::Cluster`].
+    fn rule_revision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<u64>, RuleWriteError>>;
+
+    /// Writes rule `name`'s file text for every node: a new rule when `revision` is `None`,
+    /// else over that revision.
+    ///
+    /// # Errors
+    /// [`EditError::Exists`] (a new rule another node has), [`RuleWriteError::Changed`],
+    /// [`RuleWriteError::Cluster`].
+    fn write_rule<'a>(
+        &'a self,
+        name: &'a str,
+        text: &'a str,
+        revision: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), RuleWriteError>>;
+
+    /// Deletes rule `name` for every node.
+    ///
+    /// # Errors
+    /// [`RuleWriteError::Cluster`].
+    fn delete_rule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), RuleWriteError>>;
 }
 
 /// How often a generated group id is drawn again when the cluster has it already.
@@ -236,6 +267,18 @@ impl Catalog {
     /// # Errors
     /// [`RuleWriteError::UnknownGroups`]; the rules' own refusals.
     pub async fn create_rule(&self, spec: RuleSpec) -> Result<Arc<Rule>, RuleWriteError> {
+        if let Some(shared) = self.shared.get() {
+            let _serial = self.serial.lock().await;
+            let name = spec.name.clone();
+            let text = self
+                .on_blocking(move |live, groups| {
+                    known_groups(groups, &edit::check(live, &spec)?)?;
+                    Ok(edit::render(live, &spec, true)?)
+                })
+                .await?;
+            shared.write_rule(&name, &text, None).await?;
+            return self.put_text(name, text).await;
+        }
         self.write_rule(move |live, groups| {
             known_groups(groups, &edit::check(live, &spec)?)?;
             Ok(edit::create(live, &spec)?)
@@ -249,6 +292,23 @@ impl Catalog {
     /// # Errors
     /// As [`Self::create_rule`]; [`EditError::NotFound`].
     pub async fn replace_rule(&self, name: String, spec: RuleSpec) -> Result<Arc<Rule>, RuleWriteError> {
+        if let Some(shared) = self.shared.get() {
+            let _serial = self.serial.lock().await;
+            let named = name.clone();
+            let text = self
+                .on_blocking(move |live, groups| {
+                    if !edit::exists(live, &named) {
+                        return Err(EditError::NotFound(named).into());
+                    }
+                    known_groups(groups, &edit::check(live, &spec)?)?;
+                    Ok(edit::render(live, &spec, false)?)
+                })
+                .await?;
+            // A rule only this node had (a file written by hand) becomes shared.
+            let revision = shared.rule_revision(&name).await?;
+            shared.write_rule(&name, &text, revision).await?;
+            return self.put_text(name, text).await;
+        }
         self.write_rule(move |live, groups| {
             if !edit::exists(live, &name) {
                 return Err(EditError::NotFound(name).into());
@@ -257,6 +317,63 @@ impl Catalog {
             Ok(edit::replace(live, &name, &spec)?)
         })
         .await
+    }
+
+    /// Enables or disables rule `name` (its `enabled` header line); in cluster mode for every
+    /// node.
+    ///
+    /// # Errors
+    /// [`EditError::NotFound`]; a file that does not compile; I/O; in cluster mode
+    /// [`RuleWriteError::Cluster`], [`RuleWriteError::Changed`].
+    pub async fn set_rule_enabled(&self, name: String, enabled: bool) -> Result<Arc<Rule>, RuleWriteError> {
+        let Some(shared) = self.shared.get() else {
+            return self.on_blocking(move |live, _| Ok(edit::set_enabled(live, &name, enabled)?)).await;
+        };
+        let _serial = self.serial.lock().await;
+        let named = name.clone();
+        let text = self
+            .on_blocking(move |live, _| Ok(edit::with_enabled(&edit::text(live, &named)?, enabled)))
+            .await?;
+        let revision = shared.rule_revision(&name).await?;
+        shared.write_rule(&name, &text, revision).await?;
+        self.put_text(name, text).await
+    }
+
+    /// Deletes rule `name`'s file and the rule; in cluster mode on every node.
+    ///
+    /// # Errors
+    /// [`EditError::NotFound`]; I/O; in cluster mode [`RuleWriteError::Cluster`].
+    pub async fn delete_rule(&self, name: String) -> Result<(), RuleWriteError> {
+        let Some(shared) = self.shared.get() else {
+            return self.on_blocking(move |live, _| Ok(edit::delete(live, &name)?)).await;
+        };
+        let _serial = self.serial.lock().await;
+        let named = name.clone();
+        if !self.on_blocking(move |live, _| Ok(edit::exists(live, &named))).await? {
+            return Err(EditError::NotFound(name).into());
+        }
+        shared.delete_rule(&name).await?;
+        match self.on_blocking(move |live, _| Ok(edit::delete(live, &name)?)).await {
+            // The watch applied the deletion first.
+            Err(RuleWriteError::Edit(EditError::NotFound(_))) => Ok(()),
+            done => done,
+        }
+    }
+
+    /// Puts a rule's text from the shared state in force here.
+    async fn put_text(&self, name: String, text: String) -> Result<Arc<Rule>, RuleWriteError> {
+        self.on_blocking(move |live, _| Ok(edit::put_text(live, &name, &text)?)).await
+    }
+
+    /// Runs `f` on the blocking pool (it compiles, reads or writes files), without the lock.
+    async fn on_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LiveRules, &Groups) -> Result<T, RuleWriteError> + Send + 'static,
+    ) -> Result<T, RuleWriteError> {
+        let (live, groups) = (self.rules.clone(), self.groups.clone());
+        tokio::task::spawn_blocking(move || f(&live, &groups))
+            .await
+            .map_err(|e| RuleWriteError::Task(e.to_string()))?
     }
 
     /// Runs `write` on the blocking pool (it compiles, writes and syncs files) under the lock.

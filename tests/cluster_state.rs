@@ -337,3 +337,60 @@ async fn alert_rules_edited_on_any_node_apply_on_every_node() {
     let took = until_status(&n2, &path, 404).await;
     assert!(took < PROPAGATION, "the deletion reached n2 after {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_written_through_one_node_runs_on_every_node() {
+    let nats = nats::NatsServer::start();
+    let group = "\n[[consumer_groups]]\nid = \"g_rules\"\nname = \"rules_group\"\n";
+    let n1 = node(&nats.url, "n1", group).await;
+    let n2 = node(&nats.url, "n2", group).await;
+    // A name with a letter bucket keys do not allow.
+    let name = "hot_é";
+    let path = format!("/rules/{}", urlencoding(name));
+    let rule = json!({
+        "name": name,
+        "sql": "SELECT temperature FROM \"/a1test/+/user/update\" WHERE temperature > 38",
+        "actions": ["amqp g_rules"],
+    });
+    let (code, created) = common::api::post(&n1, "/rules", &rule).await;
+    assert_eq!(code, 201, "{created}");
+    let took = until_status(&n2, &path, 200).await;
+    assert!(took < PROPAGATION, "the rule reached n2 after {took:?}");
+    let file = |server: &Server| server.dir.path().join(format!("rules/{name}.sql"));
+    assert_eq!(
+        std::fs::read_to_string(file(&n2)).expect("n2 has the file"),
+        std::fs::read_to_string(file(&n1)).expect("n1 has the file")
+    );
+    // The same name again through n2: refused.
+    let (code, body) = common::api::post(&n2, "/rules", &rule).await;
+    assert_eq!(code, 409, "{body}");
+
+    // n2 runs it: a device on n2, a consumer on n2.
+    let mut consumer = amqp::consumer(n2.app.amqp_addr(), "c-rules", "g_rules").await;
+    common::publish_one(n2.addr(), "dev2", r#"{"temperature": 40}"#).await;
+    let d = consumer.next().await;
+    let body: serde_json::Value = serde_json::from_slice(&amqp::read(&d).body).expect("JSON");
+    assert_eq!(body, json!({"temperature": 40}));
+    consumer.accept(&d).await;
+    consumer.close().await;
+
+    // Disabled through n2: disabled on n1.
+    let (code, body) = common::api::patch(&n2, &path, &json!({"enabled": false})).await;
+    assert_eq!(code, 200, "{body}");
+    let started = Instant::now();
+    loop {
+        let (_, on_n1) = common::api::get(&n1, &path).await;
+        if on_n1["enabled"] == false {
+            break;
+        }
+        assert!(started.elapsed() < PROPAGATION, "the change did not reach n1: {on_n1}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Deleted through n1: gone on n2, file too.
+    let (code, body) = delete(&n1, &path).await;
+    assert_eq!(code, 204, "{body}");
+    let took = until_status(&n2, &path, 404).await;
+    assert!(took < PROPAGATION, "the deletion reached n2 after {took:?}");
+    assert!(!file(&n2).exists());
+}

@@ -22,7 +22,7 @@ use crate::catalog::RuleWriteError;
 use crate::logsafe::Untrusted;
 use crate::registry::Registry;
 use crate::rules::dry_run::{self, DryRun, Matched, Sample, Subject, TestError};
-use crate::rules::edit::{self, EditError, RuleSpec};
+use crate::rules::edit::{EditError, RuleSpec};
 use crate::rules::error::FieldDiagnostic;
 use crate::rules::{DataType, EvalContext, MetricsSnapshot, Row, Rule};
 
@@ -239,6 +239,12 @@ impl From<RuleWriteError> for RulesError {
                 Self::Api(ApiError::new(StatusCode::BAD_REQUEST, "UnknownConsumerGroup", e.to_string()))
             }
             RuleWriteError::Task(_) => Self::Api(ApiError::internal(e.to_string())),
+            RuleWriteError::Cluster(_) => {
+                Self::Api(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ClusterUnavailable", e.to_string()))
+            }
+            RuleWriteError::Changed(_) => {
+                Self::Api(ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string()))
+            }
         }
     }
 }
@@ -371,8 +377,7 @@ pub async fn patch(
     body: Result<Json<PatchRule>, JsonRejection>,
 ) -> Result<Json<RuleView>, RulesError> {
     let Json(body) = body?;
-    let live = state.live_rules.clone();
-    let rule = blocking(move || Ok(edit::set_enabled(&live, &name, body.enabled)?)).await?;
+    let rule = state.catalog.set_rule_enabled(name, body.enabled).await?;
     tracing::info!(rule = %Untrusted(&rule.name), enabled = rule.enabled, "Rule enabled or disabled through the API");
     Ok(Json(RuleView::of(&rule)))
 }
@@ -382,9 +387,7 @@ pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, RulesError> {
-    let live = state.live_rules.clone();
-    let removed = name.clone();
-    blocking(move || Ok(edit::delete(&live, &removed)?)).await?;
+    state.catalog.delete_rule(name.clone()).await?;
     tracing::info!(rule = %Untrusted(&name), "Rule deleted through the API");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,12 +12,14 @@
 //! - `state/subscriptions.rs`: subscriptions (`{name}_subscriptions`).
 //! - `state/devices.rs`: devices, secrets included (`{name}_devices`).
 //! - `state/alerts.rs`: alert rules created through the API (`{name}_alerts`).
+//! - `state/rules.rs`: rules written through the API (`{name}_rules`).
 //! - `state/watch.rs`: loading a bucket and following its changes.
 
 pub mod alerts;
 pub mod devices;
 pub mod groups;
 pub mod ids;
+pub mod rules;
 pub mod subscriptions;
 mod watch;
 
@@ -34,9 +36,10 @@ use tokio_util::task::TaskTracker;
 use super::config::ClusterConfig;
 use super::ClusterError;
 use crate::alerts::Alerts;
-use crate::catalog::SharedState;
+use crate::catalog::{RuleWriteError, SharedState};
 use crate::groups::{ConsumerGroupConfig, GroupOptions, Groups, GroupsError};
 use crate::registry::{ProductConfig, Registry};
+use crate::rules::watch::LiveRules;
 use crate::store::Ids;
 use crate::subscriptions::{Edit, Subscription, SubscriptionConfig, SubscriptionError, Subscriptions};
 
@@ -44,7 +47,39 @@ pub use alerts::SharedAlertsKv;
 pub use devices::SharedDevicesKv;
 pub use groups::{GroupRecord, SharedGroups};
 pub use ids::IdBlocks;
+pub use rules::SharedRulesKv;
 pub use subscriptions::SharedSubscriptions;
+
+/// `text` in the characters a key allows: ASCII letters, digits, `-` and `_` as they are, every
+/// other byte as `=XX` (hexadecimal), so that `.` (a subject's separator), `@`, `:` and other
+/// characters of device and rule names never reach the subject.
+pub fn escape(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len() + 8);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "={b:02X}");
+        }
+    }
+    out
+}
+
+/// The text [`escape`] made `key` of; `None` for a key it cannot have made.
+pub fn unescape(key: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let mut bytes = key.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'=' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
 
 /// Values kept per key besides the current one: enough to see the last changes when
 /// something looks wrong, small enough to cost nothing.
@@ -148,7 +183,12 @@ impl ClusterState {
         watch::load_and_follow(kv, alerts.clone(), self.stop.clone(), &self.tasks).await?;
         owners.alerts.share(alerts);
 
-        Ok(Sharing { catalog: Arc::new(Shared { groups, subscriptions }), devices })
+        // Rules name groups too.
+        let kv = self.bucket("rules", HISTORY).await?;
+        let rules = Arc::new(SharedRulesKv::new(kv.clone(), owners.rules));
+        watch::load_and_follow(kv, rules.clone(), self.stop.clone(), &self.tasks).await?;
+
+        Ok(Sharing { catalog: Arc::new(Shared { groups, subscriptions, rules }), devices })
     }
 
     /// Stops following the buckets and reserving ids, and waits until the tasks ended (they
@@ -185,12 +225,15 @@ pub(crate) struct Owners<'a> {
     pub declared_subscriptions: &'a [SubscriptionConfig],
     /// The alert rules (those of the configuration file stay this node's).
     pub alerts: Arc<Alerts>,
+    /// The rules in force (files written by hand stay this node's).
+    pub rules: Arc<LiveRules>,
 }
 
 /// Every shared kind, as the catalog writes them.
 struct Shared {
     groups: Arc<SharedGroups>,
     subscriptions: Arc<SharedSubscriptions>,
+    rules: Arc<SharedRulesKv>,
 }
 
 impl SharedState for Shared {
@@ -209,6 +252,23 @@ impl SharedState for Shared {
 
     fn edit_subscription(&self, edit: Edit) -> BoxFuture<'_, Result<Subscription, SubscriptionError>> {
         self.subscriptions.edit(edit).boxed()
+    }
+
+    fn rule_revision<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<u64>, RuleWriteError>> {
+        self.rules.revision(name).boxed()
+    }
+
+    fn write_rule<'a>(
+        &'a self,
+        name: &'a str,
+        text: &'a str,
+        revision: Option<u64>,
+    ) -> BoxFuture<'a, Result<(), RuleWriteError>> {
+        self.rules.write(name, text, revision).boxed()
+    }
+
+    fn delete_rule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), RuleWriteError>> {
+        self.rules.delete(name).boxed()
     }
 }
 

@@ -270,6 +270,65 @@ pub fn delete(live: &LiveRules, name: &str) -> Result<(), EditError> {
     Ok(())
 }
 
+/// The file text `spec` becomes, after every check [`create`] (`new`) or [`replace`] makes,
+/// without writing: cluster mode writes it to the cluster's state first, then [`put_text`].
+///
+/// # Errors
+/// As [`create`] or [`replace`], I/O aside.
+pub fn render(live: &LiveRules, spec: &RuleSpec, new: bool) -> Result<String, EditError> {
+    let guard = live.lock();
+    if !new {
+        let path = find(&guard, &spec.name)?;
+        return compile(&guard, &path, spec).map(|(text, _)| text);
+    }
+    let path = guard.dir().join(format!("{}.sql", spec.name));
+    let (text, _) = compile(&guard, &path, spec)?;
+    if let Some(other) = guard.path_of(&spec.name) {
+        return Err(EditError::Exists(format!("rule {} exists (file {})", spec.name, file_name(other))));
+    }
+    if path.exists() {
+        return Err(EditError::Exists(format!("rule {}: the file {} exists", spec.name, file_name(&path))));
+    }
+    if guard.len() >= MAX_RULES {
+        return Err(EditError::Limit);
+    }
+    Ok(text)
+}
+
+/// The text of rule `name`'s file.
+///
+/// # Errors
+/// [`EditError::NotFound`]; [`EditError::Invalid`] when the file cannot be read.
+pub fn text(live: &LiveRules, name: &str) -> Result<String, EditError> {
+    let path = find(&live.lock(), name)?;
+    super::files::read_small(&path).map_err(|d| EditError::Invalid(vec![FieldDiagnostic::of_file(d)]))
+}
+
+/// Makes `text` the file of rule `name` (wherever its file is, else `{dir}/{name}.sql`) and puts
+/// it in force: cluster mode, a rule from the cluster's state. Nothing is written when the
+/// file holds that text already.
+///
+/// # Errors
+/// A bad name, a text that does not compile here, I/O.
+pub fn put_text(live: &LiveRules, name: &str, text: &str) -> Result<Arc<Rule>, EditError> {
+    if !valid_name(name) {
+        return Err(EditError::InvalidName(name.to_string()));
+    }
+    let mut guard = live.lock();
+    let path = guard.path_of(name).map_or_else(|| guard.dir().join(format!("{name}.sql")), Path::to_path_buf);
+    let old = std::fs::read(&path).ok();
+    if old.as_deref() == Some(text.as_bytes()) {
+        if let Some(rule) = guard.rule(name).filter(|_| guard.path_of(name) == Some(&path)) {
+            return Ok(rule);
+        }
+    }
+    guard
+        .compile(&path, text)
+        .map_err(|d| EditError::Invalid(d.into_iter().map(FieldDiagnostic::of_file).collect()))?;
+    write_atomic(&path, text)?;
+    put_in_force(&mut guard, name, &path, old.as_deref())
+}
+
 /// True when rule `name` is loaded, or its file `{name}.sql` exists (compiling or not).
 pub fn exists(live: &LiveRules, name: &str) -> bool {
     find(&live.lock(), name).is_ok()

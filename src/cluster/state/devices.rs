@@ -35,36 +35,16 @@ struct Record {
     tags: BTreeMap<String, String>,
 }
 
-/// The bucket key of a device: letters, digits, `-` and `_` as they are, every other byte as
-/// `=XX` (so `@`, `:` and `.`, which device names may hold, never reach the subject).
+/// The bucket key of a device: `<productKey>.<escaped deviceName>` (see [`super::escape`]:
+/// `@`, `:` and `.`, which device names may hold, never reach the subject).
 pub fn key(product_key: &str, name: &str) -> String {
-    let mut k = String::with_capacity(product_key.len() + name.len() + 8);
-    k.push_str(product_key);
-    k.push('.');
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            k.push(char::from(b));
-        } else {
-            k.push_str(&format!("={b:02X}"));
-        }
-    }
-    k
+    format!("{product_key}.{}", super::escape(name))
 }
 
 /// The product key and device name of a bucket key.
 pub fn parse_key(key: &str) -> Option<(String, String)> {
     let (product, escaped) = key.split_once('.')?;
-    let mut name = Vec::with_capacity(escaped.len());
-    let mut bytes = escaped.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'=' {
-            let hex = [bytes.next()?, bytes.next()?];
-            name.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            name.push(b);
-        }
-    }
-    Some((product.to_string(), String::from_utf8(name).ok()?))
+    Some((product.to_string(), super::unescape(escaped)?))
 }
 
 fn encode(d: &Device) -> bytes::Bytes {
