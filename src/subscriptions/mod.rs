@@ -279,7 +279,7 @@ impl Subscriptions {
             },
             Edit::Unsubscribe { product, group } => {
                 let mut sub = current.cloned().ok_or_else(|| SubscriptionError::NotFound(product.clone()))?;
-                if !sub.consumer_group_ids.iter().any(|g| *g == group) {
+                if !sub.consumer_group_ids.contains(&group) {
                     return Err(SubscriptionError::NotSubscribed { product, group });
                 }
                 if sub.consumer_group_ids.len() == 1 {
