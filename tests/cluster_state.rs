@@ -394,3 +394,59 @@ async fn a_rule_written_through_one_node_runs_on_every_node() {
     assert!(took < PROPAGATION, "the deletion reached n2 after {took:?}");
     assert!(!file(&n2).exists());
 }
+
+/// Runs `iotpipe ARGS` against `server`'s API: (exit code, stdout, stderr).
+fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iotpipe"))
+        .args(args)
+        .args(["--server", &server.app.http_addr().to_string(), "--token", "test-token"])
+        .output()
+        .expect("iotpipe runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_rule_file_moves_into_the_cluster_by_export_and_import() {
+    let nats = nats::NatsServer::start();
+    let group = "\n[[consumer_groups]]\nid = \"g_rules\"\nname = \"rules_group\"\n";
+    let n1 = node(&nats.url, "n1", group).await;
+    let n2 = node(&nats.url, "n2", group).await;
+    // A file written by hand on n1 is n1's own.
+    let text = "-- action: amqp g_rules\nSELECT temperature FROM \"/a1test/+/user/update\"\n";
+    std::fs::write(n1.dir.path().join("rules/hand.sql"), text).expect("rule file");
+    until_status(&n1, "/rules/hand", 200).await;
+    assert_eq!(common::api::get(&n2, "/rules/hand").await.0, 404);
+
+    let out = tempfile::tempdir().expect("temporary directory");
+    let dir = out.path().join("exported");
+    let dir = dir.to_str().expect("UTF-8 path");
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| cli(&n1, &["rules", "export", "--dir", dir]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let exported = std::fs::read_to_string(out.path().join("exported/hand.sql")).expect("exported file");
+    assert!(
+        exported.contains("-- name: hand\n") && exported.contains("-- action: amqp g_rules\n"),
+        "{exported}"
+    );
+
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| cli(&n2, &["rules", "import", "--dir", dir]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("hand.sql: created"), "{stdout}");
+    until_status(&n2, "/rules/hand", 200).await;
+    // Now in the cluster: disabled through n2, disabled on n1 too.
+    let (code, body) = common::api::patch(&n2, "/rules/hand", &json!({"enabled": false})).await;
+    assert_eq!(code, 200, "{body}");
+    let started = Instant::now();
+    loop {
+        let (_, on_n1) = common::api::get(&n1, "/rules/hand").await;
+        if on_n1["enabled"] == false {
+            break;
+        }
+        assert!(started.elapsed() < PROPAGATION, "the change did not reach n1: {on_n1}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Imported again: every rule replaced.
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| cli(&n1, &["rules", "import", "--dir", dir]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("hand.sql: replaced"), "{stdout}");
+}

@@ -13,6 +13,7 @@ mod downlink;
 mod groups;
 mod rules;
 mod rules_api;
+mod rules_sync;
 mod serve;
 mod sign;
 mod subscriptions;

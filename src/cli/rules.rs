@@ -36,6 +36,11 @@ pub enum RulesCommand {
     Delete(rules_api::NameArgs),
     /// Runs a rule of a running server on one message, like `rules test`.
     Try(rules_api::TryArgs),
+    /// Writes every rule of a running server as a rule file into a directory.
+    Export(super::rules_sync::DirArgs),
+    /// Creates or replaces a running server's rules from the rule files of a directory (in a
+    /// cluster: for every node).
+    Import(super::rules_sync::DirArgs),
 }
 
 /// Arguments of `rules check`.
@@ -103,6 +108,8 @@ pub fn run(cmd: &RulesCommand) -> anyhow::Result<Done> {
         RulesCommand::List(a) => rules_api::list(a).map(|()| Done::Ok),
         RulesCommand::Show(a) => rules_api::show(a).map(|()| Done::Ok),
         RulesCommand::Create(a) => rules_api::upload(a, false).map(|()| Done::Ok),
+        RulesCommand::Export(a) => super::rules_sync::export(a).map(|()| Done::Ok),
+        RulesCommand::Import(a) => super::rules_sync::import(a).map(|()| Done::Ok),
         RulesCommand::Update(a) => rules_api::upload(a, true).map(|()| Done::Ok),
         RulesCommand::Enable(a) => rules_api::set_enabled(a, true).map(|()| Done::Ok),
         RulesCommand::Disable(a) => rules_api::set_enabled(a, false).map(|()| Done::Ok),

@@ -297,9 +297,9 @@ pub(super) fn read_input(path: &Path) -> anyhow::Result<(String, String)> {
 
 /// A rule file split into the API body, with where each part came from.
 #[derive(Debug)]
-struct RuleFile {
+pub(super) struct RuleFile {
     /// `{"name", "sql", "actions", "errorAction"?, "description"?, "enabled"?, "dataType"?}`.
-    body: Value,
+    pub(super) body: Value,
     /// The file's line number of each line of `sql`.
     sql_lines: Vec<usize>,
     /// The file's line number of each header field (`actions[0]`, `errorAction`, `name`, ...).
@@ -311,7 +311,7 @@ impl RuleFile {
     /// the rest (free comments included) is the SQL. The name is the header's, else the file
     /// stem. A header the server would refuse in a file is refused here, with every problem;
     /// values are sent as written, and the server checks them as it checks any body.
-    fn parse(origin: &str, stem: Option<&str>, text: &str) -> anyhow::Result<Self> {
+    pub(super) fn parse(origin: &str, stem: Option<&str>, text: &str) -> anyhow::Result<Self> {
         let header = header::parse(origin, text);
         if !header.problems.is_empty() {
             let problems: Vec<String> = header

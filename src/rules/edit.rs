@@ -77,6 +77,16 @@ struct Composed {
 }
 
 impl RuleSpec {
+    /// The rule file's text, as the server writes it (`iotpipe rules export`).
+    ///
+    /// # Errors
+    /// The fields' problems (a field on two lines, a statement that is empty or too long).
+    pub fn file_text(&self) -> Result<String, String> {
+        self.compose()
+            .map(|c| c.text)
+            .map_err(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    }
+
     /// The file text: one header line per field, then the statement.
     fn compose(&self) -> Result<Composed, Vec<FieldDiagnostic>> {
         let mut problems = Vec::new();
