@@ -222,6 +222,7 @@ impl App {
                         products: &config.products,
                         groups: groups.clone(),
                         declared_groups: &config.consumer_groups,
+                        queues: cluster.clone(),
                         subscriptions: subscriptions.clone(),
                         declared_subscriptions: &config.subscriptions,
                         alerts: alerts.clone(),

@@ -105,6 +105,16 @@ pub trait SharedState: Send + Sync {
     /// [`GroupsError::Cluster`].
     fn delete_group<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), GroupsError>>;
 
+    /// Sets a group's options for every node.
+    ///
+    /// # Errors
+    /// [`GroupsError::NotFound`] when the cluster does not have it; [`GroupsError::Cluster`].
+    fn set_group_options<'a>(
+        &'a self,
+        id: &'a str,
+        options: GroupOptions,
+    ) -> BoxFuture<'a, Result<(), GroupsError>>;
+
     /// Makes a subscription edit for every node, checked against the shared value.
     ///
     /// # Errors
@@ -226,6 +236,36 @@ impl Catalog {
             .map(|r| r.name.clone())
             .collect();
         Users { products: self.subscriptions.using_group(group), rules }
+    }
+
+    /// Sets a group's options (`maxDeliveryAttempts`); in cluster mode on every node. A group
+    /// of the configuration file keeps the file's options.
+    ///
+    /// # Errors
+    /// Unknown or configured group, a bad option, storage; in cluster mode
+    /// [`GroupsError::Cluster`].
+    pub async fn set_group_options(
+        &self,
+        id: &str,
+        options: GroupOptions,
+    ) -> Result<Arc<Group>, GroupsError> {
+        if options.max_delivery_attempts == Some(0) {
+            return Err(GroupsError::InvalidOption(
+                "maxDeliveryAttempts: must be at least 1; leave it out for no limit".into(),
+            ));
+        }
+        let _serial = self.serial.lock().await;
+        let group = self.groups.get(id).ok_or_else(|| GroupsError::NotFound(id.to_string()))?;
+        if self.groups.is_declared(id) {
+            return Err(GroupsError::Protected(format!(
+                "consumer group {id} is declared in the configuration file; change it there"
+            )));
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.set_group_options(id, options).await?;
+        }
+        self.groups.set_options(id, options)?;
+        Ok(group)
     }
 
     /// Deletes a consumer group, with its stored messages, unless a subscription or a rule names

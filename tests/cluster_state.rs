@@ -147,6 +147,24 @@ async fn a_group_created_on_one_node_is_usable_on_another_at_once() {
     let (_, on_n2) = common::api::get(&n2, &format!("/consumer-groups/{id}")).await;
     assert_eq!(on_n2["name"], "shared_group", "{on_n2}");
 
+    // Its options changed through n2: n1 has them at once.
+    let (code, body) =
+        common::api::patch(&n2, &format!("/consumer-groups/{id}"), &json!({"maxDeliveryAttempts": 5})).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["maxDeliveryAttempts"], 5, "{body}");
+    let started = Instant::now();
+    loop {
+        let (_, on_n1) = common::api::get(&n1, &format!("/consumer-groups/{id}")).await;
+        if on_n1["maxDeliveryAttempts"] == 5 {
+            break;
+        }
+        assert!(started.elapsed() < PROPAGATION, "the options did not reach n1: {on_n1}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) =
+        common::api::patch(&n1, "/consumer-groups/g_conf", &json!({"maxDeliveryAttempts": 5})).await;
+    assert_eq!(code, 409, "a configured group keeps the file's options: {body}");
+
     // The same id or name again, on the other node: refused.
     let (code, body) =
         common::api::post(&n2, "/consumer-groups", &json!({"name": "other_group", "id": id})).await;

@@ -80,6 +80,34 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 
+/// `PATCH /consumer-groups/{id}` body: the group's options, all of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchGroup {
+    /// Deliveries of a message at most before it goes to the dead letters; absent or `null`:
+    /// no limit.
+    #[serde(rename = "maxDeliveryAttempts")]
+    pub max_delivery_attempts: Option<u32>,
+}
+
+/// `PATCH /consumer-groups/{id}`: sets the group's options (in a cluster, on every node).
+pub async fn patch(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<Json<PatchGroup>, JsonRejection>,
+) -> Result<Json<GroupView>, ApiError> {
+    find(&state, &id)?;
+    let Json(body) = body?;
+    let options = GroupOptions { max_delivery_attempts: body.max_delivery_attempts };
+    let g = state.catalog.set_group_options(&id, options).await?;
+    // The cluster's queue applies the limit to this node's clients (the embedded group has it).
+    if let Err(e) = state.queues.ensure_group(&id, options).await {
+        tracing::error!(group = %id, error = %e, "Applying the group's options to its queue failed");
+    }
+    tracing::info!(group = %id, max_delivery_attempts = ?options.max_delivery_attempts, "Consumer group options changed through the API");
+    Ok(Json(GroupView::of(&g)))
+}
+
 /// `DELETE /consumer-groups/{id}`: refused while a subscription or a rule uses the group.
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.catalog.delete_group(&id).await?;

@@ -125,7 +125,7 @@ impl ApiServer {
 fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/consumer-groups", get(groups::list).post(groups::create))
-        .route("/consumer-groups/{id}", get(groups::get).delete(groups::delete))
+        .route("/consumer-groups/{id}", get(groups::get).patch(groups::patch).delete(groups::delete))
         .route("/consumer-groups/{id}/status", get(groups::status))
         .route("/consumer-groups/{id}/history", get(groups::history))
         .route("/consumer-groups/{id}/clear", post(groups::clear))

@@ -38,6 +38,7 @@ use super::ClusterError;
 use crate::alerts::Alerts;
 use crate::catalog::{RuleWriteError, SharedState};
 use crate::groups::{ConsumerGroupConfig, GroupOptions, Groups, GroupsError};
+use crate::queues::GroupQueues;
 use crate::registry::{ProductConfig, Registry};
 use crate::rules::watch::LiveRules;
 use crate::store::Ids;
@@ -168,7 +169,7 @@ impl ClusterState {
         watch::load_and_follow(kv, devices.clone(), self.stop.clone(), &self.tasks).await?;
 
         let kv = self.bucket("groups", HISTORY).await?;
-        let groups = Arc::new(SharedGroups::new(kv.clone(), owners.groups));
+        let groups = Arc::new(SharedGroups::new(kv.clone(), owners.groups, owners.queues));
         groups.seed(owners.declared_groups).await.map_err(ClusterError::JetStream)?;
         watch::load_and_follow(kv, groups.clone(), self.stop.clone(), &self.tasks).await?;
 
@@ -219,6 +220,8 @@ pub(crate) struct Owners<'a> {
     pub groups: Arc<Groups>,
     /// The configuration file's groups.
     pub declared_groups: &'a [ConsumerGroupConfig],
+    /// The cluster's queues (a group's options reach its local clients through them).
+    pub queues: Option<Arc<dyn GroupQueues>>,
     /// The subscriptions.
     pub subscriptions: Arc<Subscriptions>,
     /// The configuration file's subscriptions.
@@ -248,6 +251,14 @@ impl SharedState for Shared {
 
     fn delete_group<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), GroupsError>> {
         self.groups.delete(id).boxed()
+    }
+
+    fn set_group_options<'a>(
+        &'a self,
+        id: &'a str,
+        options: GroupOptions,
+    ) -> BoxFuture<'a, Result<(), GroupsError>> {
+        self.groups.set_options(id, options).boxed()
     }
 
     fn edit_subscription(&self, edit: Edit) -> BoxFuture<'_, Result<Subscription, SubscriptionError>> {

@@ -8,13 +8,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store};
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use super::watch::Apply;
 use crate::groups::{ConsumerGroupConfig, GroupOptions, Groups, GroupsError, DEFAULT_GROUP};
+use crate::queues::GroupQueues;
 
 /// A consumer group as the bucket holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,16 +32,21 @@ pub struct GroupRecord {
     pub declared: bool,
 }
 
+/// Conflicting writes an options change survives before it gives up.
+const ATTEMPTS: usize = 10;
+
 /// The groups' bucket, seen from this node.
 pub struct SharedGroups {
     kv: Store,
     groups: Arc<Groups>,
+    /// The cluster's queues, told a group's new options (its local clients' delivery limit).
+    queues: Option<Arc<dyn GroupQueues>>,
 }
 
 impl SharedGroups {
-    /// The bucket `kv` applied to `groups`.
-    pub fn new(kv: Store, groups: Arc<Groups>) -> Self {
-        Self { kv, groups }
+    /// The bucket `kv` applied to `groups` (and the options to `queues`).
+    pub fn new(kv: Store, groups: Arc<Groups>, queues: Option<Arc<dyn GroupQueues>>) -> Self {
+        Self { kv, groups, queues }
     }
 
     /// Puts this node's configured groups in the bucket unless a node put them there before:
@@ -101,8 +107,16 @@ impl Apply for SharedGroups {
                     if g.name != record.name {
                         tracing::warn!(group = %id, name = %record.name, "A group cannot be renamed; the name stays");
                     }
+                    if g.max_delivery_attempts() == record.max_delivery_attempts {
+                        return;
+                    }
                     if let Err(e) = self.groups.set_options(id, options) {
                         tracing::error!(group = %id, error = %e, "Applying a group's options failed");
+                    }
+                    if let Some(queues) = &self.queues {
+                        if let Err(e) = queues.ensure_group(id, options).await {
+                            tracing::error!(group = %id, error = %e, "Applying a group's options to its queue failed");
+                        }
                     }
                 }
                 None => match self.groups.create(&record.name, Some(id), options) {
@@ -149,6 +163,28 @@ impl SharedGroups {
                 Err(e) => Err(GroupsError::Cluster(e.to_string())),
             }
         }
+    }
+
+    /// Sets a group's options for every node (compare-and-swap on its record).
+    ///
+    /// # Errors
+    /// [`GroupsError::NotFound`], [`GroupsError::Cluster`].
+    pub async fn set_options(&self, id: &str, options: GroupOptions) -> Result<(), GroupsError> {
+        for _ in 0..ATTEMPTS {
+            let entry = self.kv.entry(id).await.map_err(|e| GroupsError::Cluster(e.to_string()))?;
+            let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+                return Err(GroupsError::NotFound(id.to_string()));
+            };
+            let mut record: GroupRecord =
+                serde_json::from_slice(&entry.value).map_err(|e| GroupsError::Cluster(e.to_string()))?;
+            record.max_delivery_attempts = options.max_delivery_attempts;
+            match self.kv.update(id, encode(&record), entry.revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(GroupsError::Cluster(e.to_string())),
+            }
+        }
+        Err(GroupsError::Cluster(format!("consumer group {id} kept changing on other nodes; try again")))
     }
 
     /// Removes a group for every node.
