@@ -14,8 +14,8 @@
 //! the shared state's watch keeps current: two nodes changing references at the same moment are
 //! not serialised by this lock.
 //!
-//! Deleting a rule, or enabling or disabling it, does not go through here: it never makes a rule
-//! name a group it did not name before. Rule files written by hand are not held to any of this;
+//! Deleting a rule, or enabling or disabling it, does not take the lock (outside cluster mode):
+//! it never makes a rule name a group it did not name before. Rule files written by hand are not held to any of this;
 //! their actions to missing groups fail per message, as documented for the rules directory.
 
 use std::sync::{Arc, OnceLock};
@@ -317,7 +317,15 @@ impl Catalog {
                 })
                 .await?;
             shared.write_rule(&name, &text, None).await?;
-            return self.put_text(name, text).await;
+            let put = self.put_text(name.clone(), text).await;
+            if put.is_err() {
+                // Refused here after all (a file of that name written by hand meanwhile): the
+                // cluster drops it again.
+                if let Err(undo) = shared.delete_rule(&name).await {
+                    tracing::error!(rule = %name, error = %undo, "Removing a rule this node refused from the cluster's state failed");
+                }
+            }
+            return put;
         }
         self.write_rule(move |live, groups| {
             known_groups(groups, &edit::check(live, &spec)?)?;
