@@ -289,6 +289,29 @@ async fn a_device_added_on_one_node_connects_on_another_and_is_disabled_everywhe
     let creds = common::sign(name, "shared-secret-1", SignMethod::HmacSha256, None);
     let (client, mut events) =
         common::connect_v4(common::v4_options(n2.addr(), &creds)).await.expect("connects on n2");
+    // Tags it reports on n2 are the cluster's: n1 shows them.
+    let report = json!({"id": "1", "version": "1.0", "method": "thing.deviceinfo.update",
+                        "params": [{"attrKey": "room", "attrValue": "lab"}]});
+    client
+        .publish(
+            format!("/sys/{PK}/{name}/thing/deviceinfo/update"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            report.to_string(),
+        )
+        .await
+        .expect("publish");
+    common::until_v4(&mut events, "PUBACK", |p| matches!(p, rumqttc::Packet::PubAck(_))).await;
+    let started = Instant::now();
+    loop {
+        let (_, on_n1) = common::api::get(&n1, &path).await;
+        if on_n1["tags"] == json!({"room": "lab"}) {
+            break;
+        }
+        assert!(started.elapsed() < PROPAGATION, "the reported tags did not reach n1: {on_n1}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // Disabled through n1: n2 drops its connection and refuses the next one.
     let (code, body) = common::api::patch(&n1, &path, &json!({"enabled": false})).await;
     assert_eq!(code, 200, "{body}");

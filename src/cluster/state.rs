@@ -94,6 +94,8 @@ pub struct ClusterState {
     stop: CancellationToken,
     /// The watches and the id reservations.
     tasks: TaskTracker,
+    /// The shared devices, whose disconnect hook goes at shutdown.
+    devices: std::sync::OnceLock<Arc<SharedDevicesKv>>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -120,6 +122,7 @@ impl ClusterState {
             replicas: usize::try_from(config.replicas).unwrap_or(1),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            devices: std::sync::OnceLock::new(),
         }
     }
 
@@ -164,9 +167,11 @@ impl ClusterState {
     pub(crate) async fn share(&self, owners: Owners<'_>) -> Result<Sharing, ClusterError> {
         // Devices first: subscriptions are checked against the products.
         let kv = self.bucket("devices", HISTORY).await?;
-        let devices = Arc::new(SharedDevicesKv::new(kv.clone(), owners.registry));
+        let devices = Arc::new(SharedDevicesKv::new(kv.clone(), &owners.registry));
         devices.seed(owners.products).await.map_err(ClusterError::JetStream)?;
         watch::load_and_follow(kv, devices.clone(), self.stop.clone(), &self.tasks).await?;
+        owners.registry.share(devices.clone());
+        let _ = self.devices.set(devices.clone());
 
         let kv = self.bucket("groups", HISTORY).await?;
         let groups = Arc::new(SharedGroups::new(kv.clone(), owners.groups, owners.queues));
@@ -196,6 +201,9 @@ impl ClusterState {
     /// hold the owners, and through them the store).
     pub async fn close(&self) {
         self.stop.cancel();
+        if let Some(devices) = self.devices.get() {
+            devices.forget_kick();
+        }
         self.tasks.close();
         self.tasks.wait().await;
     }

@@ -12,6 +12,16 @@ use crate::registry::RegistryError;
 /// The platform's code for a request the server failed to carry out.
 const CODE_SERVER_ERROR: u16 = 500;
 
+/// Sets each reported tag, or removes it when its value is `None`.
+fn apply_edits(tags: &mut std::collections::BTreeMap<String, String>, edits: Vec<(String, Option<String>)>) {
+    for (key, value) in edits {
+        match value {
+            Some(value) => drop(tags.insert(key, value)),
+            None => drop(tags.remove(&key)),
+        }
+    }
+}
+
 /// Applies `origin`'s tag report (`op`, published on `topic` with body `payload`): the
 /// tag-change messages to store (none when nothing changed), or the error reply when the report
 /// is refused (the caller then forwards it unconverted).
@@ -29,18 +39,19 @@ pub(super) async fn apply(
     })?;
     let registry = shared.registry.clone();
     let (pk, dn) = (origin.product_key.clone(), origin.device_name.clone());
-    // The registry writes (and syncs) its store: off the async workers.
-    let updated = tokio::task::spawn_blocking(move || {
-        registry.update_tags(&pk, &dn, |tags| {
-            for (key, value) in edits {
-                match value {
-                    Some(value) => drop(tags.insert(key, value)),
-                    None => drop(tags.remove(&key)),
-                }
-            }
-        })
-    })
-    .await;
+    let cluster = registry.shared().cloned();
+    let updated = if let Some(cluster) = cluster {
+        // Cluster mode: the report changes the device for every node.
+        let change = |d: &mut crate::registry::Device| {
+            apply_edits(&mut d.tags, edits.clone());
+            crate::registry::names::check_tags(d.tags.iter()).map_err(RegistryError::InvalidTags)
+        };
+        Ok(cluster.modify(&pk, &dn, &change).await.map(|(before, after)| (before.tags, after)))
+    } else {
+        // The registry writes (and syncs) its store: off the async workers.
+        tokio::task::spawn_blocking(move || registry.update_tags(&pk, &dn, |tags| apply_edits(tags, edits)))
+            .await
+    };
     let (before, device) = match updated {
         Ok(Ok(done)) => done,
         Ok(Err(RegistryError::InvalidTags(why))) => {

@@ -107,6 +107,8 @@ pub struct Registry {
     db: Arc<Db>,
     /// Each device's last session since this process started (online or not).
     seen: presence::SeenMap,
+    /// Cluster mode: the devices every node shares; tag reports from devices go there.
+    shared: std::sync::OnceLock<Arc<dyn shared::SharedDevices>>,
 }
 
 impl Registry {
@@ -147,7 +149,12 @@ impl Registry {
             }
         }
         assign_iot_ids(&mut inner, &db)?;
-        Ok(Self { inner: RwLock::new(inner), db, seen: presence::SeenMap::default() })
+        Ok(Self {
+            inner: RwLock::new(inner),
+            db,
+            seen: presence::SeenMap::default(),
+            shared: std::sync::OnceLock::new(),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -156,6 +163,18 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Cluster mode: the devices every node shares. Set once, at start-up.
+    pub fn share(&self, shared: Arc<dyn shared::SharedDevices>) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!("The registry's shared devices were set twice; the first stays");
+        }
+    }
+
+    /// Cluster mode: the devices every node shares.
+    pub fn shared(&self) -> Option<&Arc<dyn shared::SharedDevices>> {
+        self.shared.get()
     }
 
     /// The device, if it exists.

@@ -12,7 +12,7 @@ use super::{Device, RegistryError};
 pub type Change<'a> = &'a (dyn Fn(&mut Device) -> Result<(), RegistryError> + Send + Sync);
 
 /// The devices of the cluster.
-pub trait SharedDevices: Send + Sync {
+pub trait SharedDevices: Send + Sync + std::fmt::Debug {
     /// Adds `device` (its iotId given) for every node, then here.
     ///
     /// # Errors

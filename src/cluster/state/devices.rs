@@ -7,7 +7,7 @@
 //! applies every change to its registry and disconnects a device disabled or deleted elsewhere.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
@@ -77,20 +77,39 @@ fn decode(product_key: &str, name: &str, value: &[u8]) -> Option<Device> {
 /// The devices' bucket, seen from this node.
 pub struct SharedDevicesKv {
     kv: Store,
-    registry: Arc<Registry>,
-    kick: OnceLock<Kick>,
+    /// Weak: the registry holds this (devices' tag reports go through it).
+    registry: Weak<Registry>,
+    /// Dropped by [`Self::forget_kick`] at shutdown: it holds the ingress, which holds the
+    /// registry, which holds this.
+    kick: Mutex<Option<Kick>>,
+}
+
+impl std::fmt::Debug for SharedDevicesKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDevicesKv").field("bucket", &self.kv.name).finish_non_exhaustive()
+    }
 }
 
 impl SharedDevicesKv {
     /// The bucket `kv` applied to `registry`.
-    pub fn new(kv: Store, registry: Arc<Registry>) -> Self {
-        Self { kv, registry, kick: OnceLock::new() }
+    pub fn new(kv: Store, registry: &Arc<Registry>) -> Self {
+        Self { kv, registry: Arc::downgrade(registry), kick: Mutex::new(None) }
+    }
+
+    /// The registry, unless the node is shutting down.
+    fn registry(&self) -> Result<Arc<Registry>, RegistryError> {
+        self.registry.upgrade().ok_or_else(|| RegistryError::Cluster("the node is shutting down".into()))
     }
 
     /// How to disconnect a local device disabled or deleted elsewhere (set once the ingress
     /// runs; until then no device is connected).
     pub fn on_removed(&self, kick: Kick) {
-        let _ = self.kick.set(kick);
+        *self.kick.lock().unwrap_or_else(PoisonError::into_inner) = Some(kick);
+    }
+
+    /// Drops the disconnect hook (shutdown: it holds the ingress).
+    pub fn forget_kick(&self) {
+        self.kick.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// Puts this node's configured devices in the bucket when the bucket has never had them:
@@ -101,9 +120,10 @@ impl SharedDevicesKv {
     /// # Errors
     /// When the bucket cannot be written.
     pub async fn seed(&self, products: &[ProductConfig]) -> Result<(), String> {
+        let registry = self.registry().map_err(|e| e.to_string())?;
         for p in products {
             for d in &p.devices {
-                let Some(device) = self.registry.device(&p.key, &d.name) else { continue };
+                let Some(device) = registry.device(&p.key, &d.name) else { continue };
                 match self.kv.update(key(&p.key, &d.name), encode(&device), 0).await {
                     Ok(_) => {}
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
@@ -124,7 +144,8 @@ impl SharedDevicesKv {
     }
 
     async fn kick(&self, product_key: &str, name: &str) {
-        if let Some(kick) = self.kick.get() {
+        let kick = self.kick.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(kick) = kick {
             kick(product_key.to_string(), name.to_string()).await;
         }
     }
@@ -145,7 +166,7 @@ impl SharedDevices for SharedDevicesKv {
                 }
                 Err(e) => return Err(RegistryError::Cluster(e.to_string())),
             }
-            self.registry.apply_device(&device.product_key, &device.name, Some(device.clone()))?;
+            self.registry()?.apply_device(&device.product_key, &device.name, Some(device.clone()))?;
             Ok(device)
         }
         .boxed()
@@ -164,12 +185,12 @@ impl SharedDevices for SharedDevicesKv {
                 let mut after = before.clone();
                 change(&mut after)?;
                 if after == before {
-                    self.registry.apply_device(product_key, name, Some(after.clone()))?;
+                    self.registry()?.apply_device(product_key, name, Some(after.clone()))?;
                     return Ok((before, after));
                 }
                 match self.kv.update(&k, encode(&after), revision).await {
                     Ok(_) => {
-                        self.registry.apply_device(product_key, name, Some(after.clone()))?;
+                        self.registry()?.apply_device(product_key, name, Some(after.clone()))?;
                         return Ok((before, after));
                     }
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
@@ -192,7 +213,7 @@ impl SharedDevices for SharedDevicesKv {
                 let (before, revision) = self.current(&k, product_key, name).await?;
                 match self.kv.delete_expect_revision(&k, Some(revision)).await {
                     Ok(()) => {
-                        self.registry.apply_device(product_key, name, None)?;
+                        self.registry()?.apply_device(product_key, name, None)?;
                         return Ok(before);
                     }
                     Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
@@ -220,7 +241,8 @@ impl Apply for SharedDevicesKv {
                 None => None,
             };
             let gone = device.as_ref().is_none_or(|d| !d.enabled);
-            match self.registry.apply_device(&product_key, &name, device) {
+            let Ok(registry) = self.registry() else { return };
+            match registry.apply_device(&product_key, &name, device) {
                 Ok(true) if gone => self.kick(&product_key, &name).await,
                 Ok(_) => {}
                 Err(e) => {
@@ -233,10 +255,11 @@ impl Apply for SharedDevicesKv {
 
     fn loaded<'a>(&'a self, present: &'a HashSet<String>) -> BoxFuture<'a, ()> {
         async move {
-            for d in self.registry.all_devices() {
+            let Ok(registry) = self.registry() else { return };
+            for d in registry.all_devices() {
                 if !present.contains(&key(&d.product_key, &d.name)) {
                     tracing::info!(product = %d.product_key, device = %d.name, "Device not in the cluster's state: removed here");
-                    if let Err(e) = self.registry.apply_device(&d.product_key, &d.name, None) {
+                    if let Err(e) = registry.apply_device(&d.product_key, &d.name, None) {
                         tracing::error!(product = %d.product_key, device = %d.name, error = %e, "Removing a device failed");
                     }
                 }
