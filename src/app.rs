@@ -15,7 +15,7 @@ use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::cluster::config::ClusterConfig;
-use crate::cluster::{ClusterError, JetStreamQueues};
+use crate::cluster::{ClusterError, ClusterSessions, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
@@ -98,6 +98,8 @@ pub struct App {
     admin_token: (String, TokenSource),
     /// Cluster mode: the consumer groups' queues on JetStream.
     cluster: Option<Arc<dyn GroupQueues>>,
+    /// Cluster mode: the sessions of every node.
+    cluster_sessions: Option<Arc<ClusterSessions>>,
 }
 
 /// Cluster mode: connects to NATS, sets up the JetStream queues of every group and sends the
@@ -129,6 +131,14 @@ async fn start_cluster(
         "Cluster mode: consumer-group queues on NATS JetStream"
     );
     Ok(queues)
+}
+
+/// Cluster mode: the sessions of every node (a device connecting here takes over its session
+/// on another node), on a NATS connection of their own.
+async fn start_sessions(cluster: &ClusterConfig, config: &Config) -> Result<Arc<ClusterSessions>, AppError> {
+    let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
+    let client = crate::cluster::connect(cluster, &format!("{node}/sessions")).await?;
+    Ok(ClusterSessions::open(client, cluster, &node).await?)
 }
 
 /// A node's default name: the host name and the MQTT port, in the characters names allow.
@@ -210,9 +220,23 @@ impl App {
         );
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
-        let ingress =
-            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), downlink, shutdown.clone())
-                .await?;
+        let cluster_sessions = match &config.cluster {
+            Some(c) => Some(start_sessions(c, config).await?),
+            None => None,
+        };
+        let directory = cluster_sessions.clone().map(|s| s as Arc<dyn crate::ingress::Directory>);
+        let ingress = Ingress::start(
+            &config.mqtt,
+            registry.clone(),
+            pipeline.clone(),
+            downlink,
+            shutdown.clone(),
+            directory,
+        )
+        .await?;
+        if let Some(sessions) = &cluster_sessions {
+            sessions.serve(ingress.sessions(), shutdown.clone()).await?;
+        }
         let amqp = AmqpServer::start(
             &config.amqp,
             registry.clone(),
@@ -273,6 +297,7 @@ impl App {
             alerts,
             admin_token: (token, token_source),
             cluster,
+            cluster_sessions,
         })
     }
 
@@ -387,6 +412,7 @@ impl App {
             alerts,
             admin_token: _,
             cluster,
+            cluster_sessions,
         } = self;
         drop(_rules_watch);
         drop(rules);
@@ -396,6 +422,9 @@ impl App {
             // Evaluations and pending notifications stop at once (dropped ones are counted).
             alerts.shutdown().await;
             ingress.stopped().await;
+            if let Some(sessions) = &cluster_sessions {
+                sessions.close().await;
+            }
             // The API holds pipeline senders too (lifecycle messages): it stops first.
             http.stopped().await;
             // The last senders go: the pipeline task drains its queue and ends.

@@ -4,13 +4,16 @@
 //! - `connect.rs`: the NATS connection (credentials, token, user and password, TLS).
 //! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`];
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
+//! - `sessions.rs`: devices on any node: session takeover across nodes, ordered status.
 
 pub mod config;
 mod connect;
 pub mod jetstream;
+pub mod sessions;
 
 pub use connect::connect;
 pub use jetstream::JetStreamQueues;
+pub use sessions::ClusterSessions;
 
 /// Why the cluster backend could not start.
 #[derive(Debug, thiserror::Error)]
