@@ -1,7 +1,9 @@
 //! Devices on any node (cluster mode): two `iotpipe serve` nodes on one real `nats-server -js`,
 //! real MQTT devices and a real AMQP consumer of the status subscription. A device connecting
 //! on the second node ends its session on the first within 2 s, and the consumer sees the
-//! statuses in order: online (old), offline `taken_over` (old), online (new).
+//! statuses in order: online (old), offline `taken_over` (old), online (new). A node killed
+//! with a device online does not announce that device offline at its restart once the device
+//! has connected to another node (that offline would follow the new online).
 
 mod common;
 #[path = "common/nats.rs"]
@@ -12,6 +14,10 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv::Operation;
 use common::{amqp, config_text, connect_v4, creds, v4_options, Server, PK, WAIT};
 use iotpipe::groups::DEFAULT_GROUP;
+
+fn cluster_section(url: &str, node: &str) -> String {
+    format!("\n[cluster]\nnats = [\"{url}\"]\nname = \"itest\"\nreplicas = 1\nnode = \"{node}\"\n")
+}
 
 /// A node of deployment `itest` named `node`. `skip_blocks`: starts that many times before, so
 /// that its message ids come from another block than the other node's (sharing id blocks
@@ -124,4 +130,52 @@ async fn a_device_moving_between_nodes_takes_its_session_along_with_statuses_in_
     consumer.close().await;
     n3.app.shutdown(Duration::from_secs(5)).await;
     n2.app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_does_not_announce_offline_a_device_that_moved_on() {
+    let nats = nats::NatsServer::start();
+    // n2 is a process (killed with SIGKILL below); its two starts use id blocks 1 and 2, so n3
+    // starts three times before.
+    let n2_dir = tempfile::tempdir().expect("temporary directory");
+    let n2_config = n2_dir.path().join("iotpipe.toml");
+    std::fs::write(&n2_config, config_text(n2_dir.path(), "", &cluster_section(&nats.url, "n2")))
+        .expect("config");
+    let mut n2 = common::process::start(&n2_config, None);
+    let n3 = node(&nats.url, "n3", 3).await;
+    let kv = async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("NATS"))
+        .get_key_value("itest_sessions")
+        .await
+        .expect("the sessions bucket exists");
+    let mut consumer = amqp::consumer(n3.app.amqp_addr(), "c1", DEFAULT_GROUP).await;
+
+    let (_c2, el2) = connect_v4(v4_options(n2.mqtt, &creds("dev1"))).await.expect("CONNACK from n2");
+    assert_status(&next_status(&mut consumer, "dev1").await, "online", None);
+    assert_eq!(owner(&kv, "dev1").await.expect("claimed")["node"], "n2");
+    n2.kill_9();
+    drop(el2);
+
+    // The device comes back on n3 at once: n2 is gone, nobody to wait for.
+    let started = Instant::now();
+    let (_c3, _el3) = connect_v4(v4_options(n3.addr(), &creds("dev1"))).await.expect("CONNACK from n3");
+    assert!(started.elapsed() < Duration::from_secs(2), "n3 took {:?} to accept dev1", started.elapsed());
+    assert_status(&next_status(&mut consumer, "dev1").await, "online", None);
+    assert_eq!(owner(&kv, "dev1").await.expect("claimed")["node"], "n3");
+
+    // n2 restarts with dev1 still recorded online: no offline status follows n3's online.
+    let _n2 = common::process::start(&n2_config, None);
+    while let Some(d) = consumer.try_next(Duration::from_secs(1)).await {
+        let received = amqp::read(&d);
+        consumer.accept(&d).await;
+        assert_ne!(
+            received.topic,
+            format!("/as/mqtt/status/{PK}/dev1"),
+            "a late status after the device moved on: {}",
+            String::from_utf8_lossy(&received.body)
+        );
+    }
+    assert!(n3.app.ingress().is_online(PK, "dev1"));
+    assert_eq!(owner(&kv, "dev1").await.expect("still claimed")["node"], "n3");
+    consumer.close().await;
+    n3.app.shutdown(Duration::from_secs(5)).await;
 }
