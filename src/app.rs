@@ -15,6 +15,7 @@ use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::cluster::config::ClusterConfig;
+use crate::cluster::sessions::commands::ClusterCommands;
 use crate::cluster::{ClusterError, ClusterSessions, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
@@ -246,8 +247,13 @@ impl App {
         )
         .await?;
         let devices = DeviceAdmin::new(registry.clone(), ingress.sessions(), pipeline.clone());
-        let commands: Arc<dyn DeviceCommands> =
+        let mut commands: Arc<dyn DeviceCommands> =
             Arc::new(LocalCommands::new(registry.clone(), ingress.sessions(), pipeline.clone()));
+        if let Some(sessions) = &cluster_sessions {
+            let cluster_commands = ClusterCommands::new(commands, ingress.sessions(), sessions.clone());
+            cluster_commands.serve(shutdown.clone()).await?;
+            commands = cluster_commands;
+        }
         let metrics = Arc::new(Metrics::new(Sources {
             ingress: ingress.stats().clone(),
             amqp: amqp.stats().clone(),

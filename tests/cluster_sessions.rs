@@ -3,7 +3,8 @@
 //! on the second node ends its session on the first within 2 s, and the consumer sees the
 //! statuses in order: online (old), offline `taken_over` (old), online (new). A node killed
 //! with a device online does not announce that device offline at its restart once the device
-//! has connected to another node (that offline would follow the new online).
+//! has connected to another node (that offline would follow the new online). The API of one
+//! node reaches a device on the other: publish (and the message's state), RRPC, broadcast.
 
 mod common;
 #[path = "common/nats.rs"]
@@ -178,4 +179,114 @@ async fn a_killed_node_does_not_announce_offline_a_device_that_moved_on() {
     assert_eq!(owner(&kv, "dev1").await.expect("still claimed")["node"], "n3");
     consumer.close().await;
     n3.app.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A rumqttc device on `addr` subscribed to its `/user/get`, its RRPC requests (answered with
+/// `pong:<request>`) and its product's broadcasts; the messages it receives (topic, payload)
+/// come out of the channel.
+async fn device(
+    addr: std::net::SocketAddr,
+    dn: &str,
+) -> (rumqttc::AsyncClient, tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) {
+    use rumqttc::{Event, Packet, QoS};
+    let (client, mut eventloop) = connect_v4(v4_options(addr, &creds(dn))).await.expect("CONNACK");
+    for filter in [
+        format!("/{PK}/{dn}/user/get"),
+        format!("/sys/{PK}/{dn}/rrpc/request/+"),
+        format!("/broadcast/{PK}/+"),
+    ] {
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("SUBSCRIBE queued");
+        common::until_v4(&mut eventloop, "SUBACK", |p| matches!(p, Packet::SubAck(_))).await;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let answers = client.clone();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                if p.topic.contains("/rrpc/request/") {
+                    let topic = p.topic.replace("/rrpc/request/", "/rrpc/response/");
+                    let body = [b"pong:".as_slice(), &p.payload].concat();
+                    let _ = answers.try_publish(topic, QoS::AtMostOnce, false, body);
+                }
+                let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn post(server: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, v) = common::api::post(server, path, &body).await;
+    assert_eq!(status, 200, "POST {path} {body}: {v}");
+    v
+}
+
+async fn received(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>) -> (String, String) {
+    let (topic, payload) =
+        tokio::time::timeout(WAIT, rx.recv()).await.expect("a message in time").expect("device");
+    (topic, String::from_utf8(payload).expect("UTF-8"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_one_node_reach_a_device_on_another() {
+    let nats = nats::NatsServer::start();
+    let n2 = node(&nats.url, "n2", 0).await;
+    let n3 = node(&nats.url, "n3", 1).await;
+    let (_dev2, mut rx) = device(n3.addr(), "dev2").await;
+    let path = |rest: &str| format!("/products/{PK}/devices/dev2{rest}");
+
+    // Publish through n2's API, QoS 1: dev2 on n3 gets it and acknowledges it, and n2's API
+    // shows the state the holding node knows.
+    let v = post(
+        &n2,
+        &path("/messages"),
+        serde_json::json!({"topic": "/a1test/dev2/user/get", "payload": "hello", "qos": 1}),
+    )
+    .await;
+    assert_eq!(received(&mut rx).await, ("/a1test/dev2/user/get".to_string(), "hello".to_string()));
+    let id = v["messageId"].as_str().expect("messageId").to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, m) = common::api::get(&n2, &path(&format!("/messages/{id}"))).await;
+        assert_eq!(status, 200, "{m}");
+        if m["state"] == "acknowledged" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "state stayed {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // RRPC through n2: dev2's answer comes back through n3.
+    let v = post(&n2, &path("/rrpc"), serde_json::json!({"payload": "ping", "timeoutMs": 5000})).await;
+    assert_eq!(v["rrpcCode"], "SUCCESS", "{v}");
+    assert_eq!(v["payloadBase64"], "cG9uZzpwaW5n", "pong:ping, {v}");
+    let (topic, _) = received(&mut rx).await;
+    assert!(topic.starts_with("/sys/a1test/dev2/rrpc/request/"), "{topic}");
+
+    // A broadcast through n2 reaches the product's devices on every node.
+    post(
+        &n2,
+        &format!("/products/{PK}/broadcast"),
+        serde_json::json!({"topic": "/broadcast/a1test/all", "payload": "to all"}),
+    )
+    .await;
+    assert_eq!(received(&mut rx).await, ("/broadcast/a1test/all".to_string(), "to all".to_string()));
+
+    // A device online nowhere is offline from any node.
+    let v = post(
+        &n2,
+        "/products/a1test/devices/dev3/rrpc",
+        serde_json::json!({"payload": "ping", "timeoutMs": 1000}),
+    )
+    .await;
+    assert_eq!(v["rrpcCode"], "OFFLINE", "{v}");
+    let (status, e) = common::api::post(
+        &n2,
+        "/products/a1test/devices/dev3/messages",
+        &serde_json::json!({"topic": "/a1test/dev3/user/get", "payload": "x"}),
+    )
+    .await;
+    assert_ne!(status, 200, "{e}");
+    n3.app.shutdown(Duration::from_secs(5)).await;
+    n2.app.shutdown(Duration::from_secs(5)).await;
 }

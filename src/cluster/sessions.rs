@@ -12,6 +12,10 @@
 //! session whose offline status could not be stored within the bound does not announce it at
 //! all (it would follow the new online). Every node also watches the bucket, and ends a local
 //! session that a newer revision names someone else for, should the request have been lost.
+//!
+//! - `commands.rs`: cloud-to-device calls reach the device on whichever node holds it.
+
+pub mod commands;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
