@@ -230,13 +230,22 @@ impl App {
             &config.mqtt,
             registry.clone(),
             pipeline.clone(),
-            downlink,
+            downlink.clone(),
             shutdown.clone(),
             directory,
         )
         .await?;
-        if let Some(sessions) = &cluster_sessions {
+        if let (Some(sessions), Some(c)) = (&cluster_sessions, &config.cluster) {
             sessions.serve(ingress.sessions(), shutdown.clone()).await?;
+            let client = sessions.client().clone();
+            crate::cluster::sessions::republish::start(
+                client,
+                &c.name,
+                sessions.node(),
+                &downlink,
+                shutdown.clone(),
+            )
+            .await?;
         }
         let amqp = AmqpServer::start(
             &config.amqp,

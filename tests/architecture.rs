@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("groups", &["check", "message", "store"]),
     // The queue boundary (consumer-group semantics) and the cluster backend behind it.
     ("queues", &["groups", "store"]),
-    ("cluster", &["check", "commands", "groups", "ingress", "message", "queues"]),
+    ("cluster", &["check", "commands", "downlink", "groups", "ingress", "message", "queues"]),
     // The data path, upstream to downstream.
     ("rules", &["message"]),
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),

@@ -4,7 +4,8 @@
 //! statuses in order: online (old), offline `taken_over` (old), online (new). A node killed
 //! with a device online does not announce that device offline at its restart once the device
 //! has connected to another node (that offline would follow the new online). The API of one
-//! node reaches a device on the other: publish (and the message's state), RRPC, broadcast.
+//! node reaches a device on the other: publish (and the message's state), RRPC, broadcast, and
+//! a rule's republish.
 
 mod common;
 #[path = "common/nats.rs"]
@@ -271,6 +272,19 @@ async fn calls_through_one_node_reach_a_device_on_another() {
     )
     .await;
     assert_eq!(received(&mut rx).await, ("/broadcast/a1test/all".to_string(), "to all".to_string()));
+
+    // A rule's republish on n2 reaches dev2 on n3, once (no loop between the nodes).
+    let rule = "-- name: relay\n-- action: republish /a1test/dev2/user/get\nSELECT n FROM \"/a1test/dev1/user/update\"\n";
+    std::fs::write(n2.dir.path().join("rules/relay.sql"), rule).expect("rule file");
+    let deadline = Instant::now() + WAIT;
+    while n2.app.rules().is_empty() {
+        assert!(Instant::now() < deadline, "the rule was not loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::publish_one(n2.addr(), "dev1", r#"{"n":7}"#).await;
+    assert_eq!(received(&mut rx).await, ("/a1test/dev2/user/get".to_string(), r#"{"n":7}"#.to_string()));
+    let again = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    assert!(again.is_err(), "a second copy: {again:?}");
 
     // A device online nowhere is offline from any node.
     let v = post(

@@ -14,8 +14,10 @@
 //! session that a newer revision names someone else for, should the request have been lost.
 //!
 //! - `commands.rs`: cloud-to-device calls reach the device on whichever node holds it.
+//! - `republish.rs`: rules' republish actions reach devices on every node.
 
 pub mod commands;
+pub mod republish;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
