@@ -279,10 +279,13 @@ impl ClusterSessions {
         let value = Bytes::from(serde_json::to_vec(&owner).map_err(|e| e.to_string())?);
         let deadline = Instant::now() + CLAIM_WITHIN;
         let mut last_error;
+        // The session replaced as read before a write whose outcome is unknown (no answer): that
+        // write may have stored, and the next read then finds this session itself.
+        let mut unsure: Option<Option<Owner>> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = tokio::time::timeout(left, async {
-                let entry = self.kv.entry(key.clone()).await.map_err(|e| (false, e.to_string()))?;
+                let entry = self.kv.entry(key.clone()).await.map_err(|e| (false, e.to_string(), None))?;
                 let (expected, previous) = match entry {
                     None => (0, None),
                     Some(e) => {
@@ -294,12 +297,16 @@ impl ClusterSessions {
                 };
                 match self.kv.update(&key, value.clone(), expected).await {
                     Ok(revision) => Ok((revision, previous)),
-                    Err(e) => Err((e.kind() == UpdateErrorKind::WrongLastRevision, e.to_string())),
+                    Err(e) => {
+                        Err((e.kind() == UpdateErrorKind::WrongLastRevision, e.to_string(), Some(previous)))
+                    }
                 }
             })
             .await;
             match attempt {
                 Ok(Ok((revision, previous))) => {
+                    let itself = previous.as_ref().is_some_and(|p| self.is_mine(p) && p.session == session);
+                    let previous = if itself { unsure.flatten() } else { previous };
                     let mut state = self.lock();
                     let newer = state.claims.get(&key).is_none_or(|c| c.session <= session);
                     if newer {
@@ -314,8 +321,13 @@ impl ClusterSessions {
                     return Ok(previous);
                 }
                 // Another node claimed the key between the read and the write: read again.
-                Ok(Err((true, _))) => continue,
-                Ok(Err((false, e))) => last_error = e,
+                Ok(Err((true, ..))) => continue,
+                Ok(Err((false, e, written))) => {
+                    if let Some(previous) = written {
+                        unsure.get_or_insert(previous);
+                    }
+                    last_error = e;
+                }
                 Err(_) => last_error = format!("no answer within {} s", CLAIM_WITHIN.as_secs()),
             }
             if Instant::now() + RETRY_PAUSE >= deadline {
@@ -447,14 +459,14 @@ impl ClusterSessions {
             if !still {
                 return;
             }
-            me.lock().released.insert((key, claim.session), None);
-            tracing::warn!(device = %claim.device_name, product = %claim.product_key, "Ending the device's session: a newer session on another node holds it");
-            local.kick_session(
-                &claim.product_key,
-                &claim.device_name,
-                claim.session,
-                OfflineReason::TakenOver,
-            );
+            let marker = (key, claim.session);
+            me.lock().released.insert(marker.clone(), None);
+            let (pk, dn) = (&claim.product_key, &claim.device_name);
+            if local.kick_session(pk, dn, claim.session, OfflineReason::TakenOver).is_some() {
+                tracing::warn!(device = %dn, product = %pk, "Ending the device's session: a newer session on another node holds it");
+            } else {
+                me.lock().released.remove(&marker);
+            }
         });
     }
 }
