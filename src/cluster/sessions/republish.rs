@@ -47,7 +47,7 @@ pub async fn start(
     downlink.set_elsewhere(Box::new(move |topic, payload| {
         if tx.try_send((topic.to_string(), payload.clone())).is_err() {
             // One line per 1,000 dropped, not one per message.
-            if counted.fetch_add(1, Ordering::Relaxed) % 1_000 == 0 {
+            if counted.fetch_add(1, Ordering::Relaxed).is_multiple_of(1_000) {
                 tracing::warn!(
                     dropped = counted.load(Ordering::Relaxed),
                     "Republished messages not sent to the other nodes: the NATS connection is behind"
