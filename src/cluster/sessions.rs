@@ -48,6 +48,8 @@ pub const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// the request arrived) may have announced online already. The second between the two is the
 /// room for the request's transit.
 const ANNOUNCE_WITHIN: Duration = Duration::from_secs(4);
+const _: () =
+    assert!(ANNOUNCE_WITHIN.as_millis() < TAKEOVER_WAIT.as_millis(), "stop announcing before the wait ends");
 
 /// How long a claim may take (reads and compare-and-swaps of the key, retried) before the
 /// connection is refused: a stream-leader change took 5-7 s on loopback.
@@ -493,11 +495,8 @@ impl Directory for ClusterSessions {
     }
 
     fn announce_offline(&self, product_key: &str, device_name: &str, session: u64) -> bool {
-        match self.lock().released.remove(&(key(product_key, device_name), session)) {
-            None => true,
-            Some(None) => false,
-            Some(Some(until)) => Instant::now() < until,
-        }
+        let released = self.lock().released.remove(&(key(product_key, device_name), session));
+        announce(released, Instant::now())
     }
 
     fn ended(&self, product_key: &str, device_name: &str, session: u64) {
@@ -544,9 +543,44 @@ impl Directory for ClusterSessions {
     }
 }
 
+/// Whether an ending session announces its offline status, given how it was released: not
+/// released (it ended on its own, or was taken over on this node): yes; by the watch backup
+/// (`Some(None)`): no; by a successor's request: only before the request's deadline.
+fn announce(released: Option<Option<Instant>>, now: Instant) -> bool {
+    match released {
+        None => true,
+        Some(None) => false,
+        Some(Some(until)) => now < until,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_superseded_offline_is_announced_only_within_the_bound() {
+        let asked = Instant::now();
+        let until = asked + ANNOUNCE_WITHIN;
+        assert!(announce(None, asked));
+        assert!(announce(Some(Some(until)), asked + Duration::from_millis(3_900)));
+        assert!(!announce(Some(Some(until)), asked + ANNOUNCE_WITHIN));
+        assert!(!announce(Some(None), asked));
+        assert!(
+            ANNOUNCE_WITHIN < TAKEOVER_WAIT,
+            "the old node stops announcing before the new one stops waiting"
+        );
+    }
+
+    #[test]
+    fn the_owner_is_plain_json() {
+        let owner = Owner { node: "n2".into(), instance: "00ff".into(), session: 3, connected_at_ms: 5 };
+        let json = serde_json::to_value(&owner).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"node": "n2", "instance": "00ff", "session": 3, "connectedAtMs": 5})
+        );
+    }
 
     #[test]
     fn keys_are_valid_kv_keys_and_distinct() {
