@@ -5,7 +5,7 @@
 //! with a device online does not announce that device offline at its restart once the device
 //! has connected to another node (that offline would follow the new online). The API of one
 //! node reaches a device on the other: publish (and the message's state), RRPC, broadcast, and
-//! a rule's republish.
+//! a rule's republish; disabling the device through one node disconnects it on the other.
 
 mod common;
 #[path = "common/nats.rs"]
@@ -285,6 +285,13 @@ async fn calls_through_one_node_reach_a_device_on_another() {
     assert_eq!(received(&mut rx).await, ("/a1test/dev2/user/get".to_string(), r#"{"n":7}"#.to_string()));
     let again = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
     assert!(again.is_err(), "a second copy: {again:?}");
+
+    // Disabling the device through n2 disconnects it on n3 (the answer comes once it is off).
+    let (status, v) = common::api::patch(&n2, &path(""), &serde_json::json!({"enabled": false})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(!n3.app.ingress().is_online(PK, "dev2"), "dev2 still online on n3 after the disable answered");
+    let closed = tokio::time::timeout(WAIT, async { while rx.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "dev2's connection stayed open");
 
     // A device online nowhere is offline from any node.
     let v = post(

@@ -84,6 +84,26 @@ struct Release {
     device_name: String,
     instance: String,
     session: u64,
+    /// Why the session ends (`offlineReasonCode`): `taken_over` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<u16>,
+}
+
+/// The reason of code `code`; `None` for a code no reason has.
+fn reason_of(code: u16) -> Option<OfflineReason> {
+    [
+        OfflineReason::ClientDisconnect,
+        OfflineReason::KeepAliveTimeout,
+        OfflineReason::NetworkError,
+        OfflineReason::TakenOver,
+        OfflineReason::DeviceDisabled,
+        OfflineReason::ProtocolViolation,
+        OfflineReason::ServerShutdown,
+        OfflineReason::ServerError,
+        OfflineReason::ServerRestart,
+    ]
+    .into_iter()
+    .find(|r| r.code() == code)
 }
 
 /// A local session's claim: the revision of the key that named it.
@@ -342,11 +362,24 @@ impl ClusterSessions {
     /// Asks the node of `previous` to end it; resolves when it has (its offline status stored),
     /// when that node is gone, or after [`TAKEOVER_WAIT`].
     async fn release(&self, product_key: &str, device_name: &str, previous: Owner) {
+        self.end_remote(product_key, device_name, previous, None).await;
+    }
+
+    /// Asks the node of `session` to end it with `reason` (`None`: taken over); resolves as
+    /// [`Self::release`].
+    async fn end_remote(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        previous: Owner,
+        reason: Option<OfflineReason>,
+    ) {
         let request = Release {
             product_key: product_key.to_string(),
             device_name: device_name.to_string(),
             instance: previous.instance,
             session: previous.session,
+            reason: reason.map(OfflineReason::code),
         };
         let Ok(payload) = serde_json::to_vec(&request) else { return };
         let subject = release_subject(&self.node_subjects, &previous.node);
@@ -359,7 +392,7 @@ impl ClusterSessions {
             .await;
         match sent {
             Ok(_) => {
-                tracing::info!(device = %device_name, product = %product_key, node = %previous.node, "Took over the device's session on another node");
+                tracing::info!(device = %device_name, product = %product_key, node = %previous.node, "Ended the device's session on another node");
             }
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                 tracing::info!(device = %device_name, product = %product_key, node = %previous.node, "The node that held the device's session is gone");
@@ -382,12 +415,16 @@ impl ClusterSessions {
             Ok(release) if release.instance != self.instance => b"gone",
             Ok(release) => {
                 let (pk, dn, session) = (&release.product_key, &release.device_name, release.session);
+                let reason = release.reason.and_then(reason_of).unwrap_or(OfflineReason::TakenOver);
                 let marker = (key(pk, dn), session);
-                self.lock().released.insert(marker.clone(), Some(Instant::now() + ANNOUNCE_WITHIN));
-                let done = local.kick_session(pk, dn, session, OfflineReason::TakenOver);
+                if reason == OfflineReason::TakenOver {
+                    // A successor waits: the offline status is announced only within the bound.
+                    self.lock().released.insert(marker.clone(), Some(Instant::now() + ANNOUNCE_WITHIN));
+                }
+                let done = local.kick_session(pk, dn, session, reason);
                 match done {
                     Some(done) => {
-                        tracing::info!(device = %dn, product = %pk, "Ending the device's session: it connected to another node");
+                        tracing::info!(device = %dn, product = %pk, %reason, "Ending the device's session at another node's request");
                         let _ = tokio::time::timeout(TAKEOVER_WAIT, done.cancelled()).await;
                         b"released"
                     }
@@ -518,6 +555,25 @@ impl Directory for ClusterSessions {
         }
     }
 
+    fn disconnect_elsewhere(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        reason: OfflineReason,
+    ) -> BoxFuture<'static, ()> {
+        let Some(me) = self.me.upgrade() else { return Box::pin(async {}) };
+        let (pk, dn) = (product_key.to_string(), device_name.to_string());
+        Box::pin(async move {
+            match me.owner(&pk, &dn).await {
+                Ok(Some(owner)) if !me.is_mine(&owner) => me.end_remote(&pk, &dn, owner, Some(reason)).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(device = %dn, product = %pk, error = %e, "Reading the sessions bucket failed; the device is disconnected on this node only");
+                }
+            }
+        })
+    }
+
     fn superseded(&self, product_key: &str, device_name: &str) -> BoxFuture<'static, bool> {
         let (kv, node) = (self.kv.clone(), self.node.clone());
         let key = key(product_key, device_name);
@@ -570,6 +626,15 @@ mod tests {
             ANNOUNCE_WITHIN < TAKEOVER_WAIT,
             "the old node stops announcing before the new one stops waiting"
         );
+    }
+
+    #[test]
+    fn reasons_travel_by_code() {
+        for code in 1..=9 {
+            assert_eq!(reason_of(code).map(OfflineReason::code), Some(code));
+        }
+        assert_eq!(reason_of(0), None);
+        assert_eq!(reason_of(10), None);
     }
 
     #[test]

@@ -235,10 +235,13 @@ pub(crate) struct RefusalLogs {
 pub struct SessionsHandle(Arc<IngressContext>);
 
 impl SessionsHandle {
-    /// Disconnects the device, if online, and waits until its offline status is stored.
+    /// Disconnects the device, if online (in cluster mode: on any node), and waits until its
+    /// offline status is stored.
     pub async fn disconnect(&self, product_key: &str, device_name: &str, reason: OfflineReason) {
         if let Some(done) = self.0.sessions.kick(product_key, device_name, reason) {
             done.cancelled().await;
+        } else if let Some(directory) = self.0.sessions.directory() {
+            directory.disconnect_elsewhere(product_key, device_name, reason).await;
         }
     }
 

@@ -141,6 +141,15 @@ pub trait Directory: Send + Sync {
     /// At start-up, for a device this node had online when it stopped: whether the device has
     /// connected elsewhere since, so that its late offline status is not announced.
     fn superseded(&self, product_key: &str, device_name: &str) -> BoxFuture<'static, bool>;
+
+    /// Disconnects the device with `reason` on whichever other node holds it; resolves once its
+    /// offline status is stored there (or after a bound), at once when no other node holds it.
+    fn disconnect_elsewhere(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        reason: OfflineReason,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// What a connection holds while it is the device's session.
