@@ -15,9 +15,14 @@
 //!
 //! - `commands.rs`: cloud-to-device calls reach the device on whichever node holds it.
 //! - `republish.rs`: rules' republish actions reach devices on every node.
+//! - `key.rs`: a device's key in the bucket; `watch.rs`: the bucket watch (the backup).
 
 pub mod commands;
+mod key;
 pub mod republish;
+mod watch;
+
+pub use key::key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -137,31 +142,6 @@ pub struct ClusterSessions {
     state: Mutex<State>,
     /// Key deletions of ended sessions, awaited (briefly) at shutdown.
     tasks: TaskTracker,
-}
-
-/// The KV key of a device: `<productKey>.<deviceName>`, each escaped.
-pub fn key(product_key: &str, device_name: &str) -> String {
-    let mut key = String::with_capacity(product_key.len() + device_name.len() + 1);
-    escape(product_key, &mut key);
-    key.push('.');
-    escape(device_name, &mut key);
-    key
-}
-
-/// Keeps `[A-Za-z0-9_-]` and writes every other byte as `=XX`: KV keys allow
-/// `[-/_=.a-zA-Z0-9]`, and `.` separates the two parts.
-fn escape(part: &str, out: &mut String) {
-    if part.is_empty() {
-        out.push('=');
-        return;
-    }
-    for b in part.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("={b:02X}"));
-        }
-    }
 }
 
 /// The subject on which node `node` ends its sessions for successors.
@@ -439,75 +419,6 @@ impl ClusterSessions {
             tracing::warn!(error = %e, "Could not answer a session release request");
         }
     }
-
-    /// Watches the bucket until `shutdown`; a watch that fails is made again.
-    async fn watch(
-        self: Arc<Self>,
-        local: &SessionsHandle,
-        mut watch: kv::Watch,
-        shutdown: CancellationToken,
-    ) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = watch.next() => match next {
-                    Some(Ok(entry)) => self.on_change(local, &entry, &shutdown),
-                    Some(Err(e)) => tracing::warn!(error = %e, "Watching the sessions bucket"),
-                    None => loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                        match self.kv.watch_all().await {
-                            Ok(w) => {
-                                watch = w;
-                                break;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "Watching the sessions bucket again failed"),
-                        }
-                    },
-                },
-            }
-        }
-    }
-
-    /// A key changed: a local session that a newer revision names someone else for is ended,
-    /// unless its successor's request ends it first (this is the backup for a lost request, so
-    /// it waits [`TAKEOVER_WAIT`], and such a session's offline status is not announced).
-    fn on_change(self: &Arc<Self>, local: &SessionsHandle, entry: &kv::Entry, shutdown: &CancellationToken) {
-        if entry.operation != Operation::Put {
-            return;
-        }
-        let Ok(owner) = serde_json::from_slice::<Owner>(&entry.value) else { return };
-        if self.is_mine(&owner) {
-            return;
-        }
-        let claim = match self.lock().claims.get(&entry.key) {
-            Some(c) if c.revision < entry.revision => c.clone(),
-            _ => return,
-        };
-        let me = self.clone();
-        let key = entry.key.clone();
-        let (local, shutdown) = (local.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(TAKEOVER_WAIT) => {}
-            }
-            let still = me.lock().claims.get(&key).is_some_and(|c| c.session == claim.session);
-            if !still {
-                return;
-            }
-            let marker = (key, claim.session);
-            me.lock().released.insert(marker.clone(), None);
-            let (pk, dn) = (&claim.product_key, &claim.device_name);
-            if local.kick_session(pk, dn, claim.session, OfflineReason::TakenOver).is_some() {
-                tracing::warn!(device = %dn, product = %pk, "Ending the device's session: a newer session on another node holds it");
-            } else {
-                me.lock().released.remove(&marker);
-            }
-        });
-    }
 }
 
 impl Directory for ClusterSessions {
@@ -645,16 +556,5 @@ mod tests {
             json,
             serde_json::json!({"node": "n2", "instance": "00ff", "session": 3, "connectedAtMs": 5})
         );
-    }
-
-    #[test]
-    fn keys_are_valid_kv_keys_and_distinct() {
-        assert_eq!(key("a1test", "dev1"), "a1test.dev1");
-        assert_eq!(key("a1test", "d.e:v@1"), "a1test.d=2Ee=3Av=401");
-        assert_eq!(key("a1test", "a=b"), "a1test.a=3Db");
-        assert_ne!(key("a.b", "c"), key("a", "b.c"));
-        assert_eq!(key("p", ""), "p.=");
-        let k = key("p", "名前");
-        assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=.".contains(&b)), "{k}");
     }
 }
