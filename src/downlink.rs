@@ -105,15 +105,20 @@ impl Downlink {
         let _ = self.elsewhere.set(elsewhere);
     }
 
-    /// A rule's republish: [`Self::publish`] here and, in cluster mode, on every other node.
+    /// A rule's republish: [`Self::publish`] here and, in cluster mode, once that succeeded, on
+    /// every other node (so a retry after `Busy` sends no duplicate there).
     ///
     /// # Errors
     /// `Busy` when this node's router queue is full.
     pub fn republish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), DownlinkError> {
-        if let Some(elsewhere) = self.elsewhere.get() {
-            elsewhere(topic, &payload);
+        match self.elsewhere.get() {
+            None => self.publish(topic, payload),
+            Some(elsewhere) => {
+                self.publish(topic, payload.clone())?;
+                elsewhere(topic, &payload);
+                Ok(())
+            }
         }
-        self.publish(topic, payload)
     }
 
     /// Publishes a QoS 0 message to every device subscribed to `topic`.
