@@ -1,7 +1,8 @@
 //! Devices on any node (cluster mode): two `iotpipe serve` nodes on one real `nats-server -js`,
 //! real MQTT devices and a real AMQP consumer of the status subscription. A device connecting
 //! on the second node ends its session on the first within 2 s, and the consumer sees the
-//! statuses in order: online (old), offline `taken_over` (old), online (new). A node killed
+//! statuses in order: online (old), offline `taken_over` (old), online (new), also when it
+//! connects to both at once. A node killed
 //! with a device online does not announce that device offline at its restart once the device
 //! has connected to another node (that offline would follow the new online). The API of one
 //! node reaches a device on the other: publish (and the message's state), RRPC, broadcast, and
@@ -308,6 +309,48 @@ async fn calls_through_one_node_reach_a_device_on_another() {
     )
     .await;
     assert_ne!(status, 200, "{e}");
+    n3.app.shutdown(Duration::from_secs(5)).await;
+    n2.app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_connecting_to_two_nodes_at_once_ends_up_on_one_with_statuses_in_order() {
+    let nats = nats::NatsServer::start();
+    let n2 = node(&nats.url, "n2", 0).await;
+    let n3 = node(&nats.url, "n3", 1).await;
+    let kv = async_nats::jetstream::new(async_nats::connect(&nats.url).await.expect("NATS"))
+        .get_key_value("itest_sessions")
+        .await
+        .expect("the sessions bucket exists");
+    let mut consumer = amqp::consumer(n2.app.amqp_addr(), "c1", DEFAULT_GROUP).await;
+
+    // Both CONNECTs race; the claims are ordered by the bucket's compare-and-swap.
+    let (on2, on3) = tokio::join!(
+        connect_v4(v4_options(n2.addr(), &creds("dev1"))),
+        connect_v4(v4_options(n3.addr(), &creds("dev1")))
+    );
+    let (_c2, el2) = on2.expect("CONNACK from n2");
+    let (_c3, el3) = on3.expect("CONNACK from n3");
+    let (closed2, closed3) = (closed_at(el2), closed_at(el3));
+
+    // online(first), offline(first, taken over), online(second): never two onlines in a row.
+    assert_status(&next_status(&mut consumer, "dev1").await, "online", None);
+    assert_status(&next_status(&mut consumer, "dev1").await, "offline", Some(4));
+    assert_status(&next_status(&mut consumer, "dev1").await, "online", None);
+    let holder = owner(&kv, "dev1").await.expect("claimed")["node"].as_str().expect("node").to_string();
+    let (winner, loser, closed) = match holder.as_str() {
+        "n2" => (&n2, &n3, closed3),
+        _ => (&n3, &n2, closed2),
+    };
+    tokio::time::timeout(WAIT, closed).await.expect("the first session closed").expect("task");
+    assert!(winner.app.ingress().is_online(PK, "dev1"), "the bucket names {holder}");
+    assert!(!loser.app.ingress().is_online(PK, "dev1"));
+    while let Some(d) = consumer.try_next(Duration::from_millis(500)).await {
+        let received = amqp::read(&d);
+        consumer.accept(&d).await;
+        assert_ne!(received.topic, format!("/as/mqtt/status/{PK}/dev1"), "an extra status: {received:?}");
+    }
+    consumer.close().await;
     n3.app.shutdown(Duration::from_secs(5)).await;
     n2.app.shutdown(Duration::from_secs(5)).await;
 }
