@@ -16,7 +16,8 @@ use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::state::{ClusterState, Owners};
-use crate::cluster::{ClusterError, JetStreamQueues};
+use crate::cluster::sessions::commands::ClusterCommands;
+use crate::cluster::{ClusterError, ClusterSessions, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
@@ -102,6 +103,8 @@ pub struct App {
     cluster: Option<Arc<dyn GroupQueues>>,
     /// Cluster mode: the state shared through KV buckets (its tasks stop when it is dropped).
     cluster_state: Option<ClusterState>,
+    /// Cluster mode: the sessions of every node.
+    cluster_sessions: Option<Arc<ClusterSessions>>,
 }
 
 /// Cluster mode: connects to NATS, sets up the JetStream queues of every group and sends the
@@ -133,6 +136,14 @@ async fn start_cluster(
         "Cluster mode: consumer-group queues on NATS JetStream"
     );
     Ok(queues)
+}
+
+/// Cluster mode: the sessions of every node (a device connecting here takes over its session
+/// on another node), on a NATS connection of their own.
+async fn start_sessions(cluster: &ClusterConfig, config: &Config) -> Result<Arc<ClusterSessions>, AppError> {
+    let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
+    let client = crate::cluster::connect(cluster, &format!("{node}/sessions")).await?;
+    Ok(ClusterSessions::open(client, cluster, &node).await?)
 }
 
 /// A node's default name: the host name and the MQTT port, in the characters names allow.
@@ -242,9 +253,32 @@ impl App {
         );
         let pipeline_task = tokio::spawn(task);
         let shutdown = CancellationToken::new();
-        let ingress =
-            Ingress::start(&config.mqtt, registry.clone(), pipeline.clone(), downlink, shutdown.clone())
-                .await?;
+        let cluster_sessions = match &config.cluster {
+            Some(c) => Some(start_sessions(c, config).await?),
+            None => None,
+        };
+        let directory = cluster_sessions.clone().map(|s| s as Arc<dyn crate::ingress::Directory>);
+        let ingress = Ingress::start(
+            &config.mqtt,
+            registry.clone(),
+            pipeline.clone(),
+            downlink.clone(),
+            shutdown.clone(),
+            directory,
+        )
+        .await?;
+        if let (Some(sessions), Some(c)) = (&cluster_sessions, &config.cluster) {
+            sessions.serve(ingress.sessions(), shutdown.clone()).await?;
+            let client = sessions.client().clone();
+            crate::cluster::sessions::republish::start(
+                client,
+                &c.name,
+                sessions.node(),
+                &downlink,
+                shutdown.clone(),
+            )
+            .await?;
+        }
         let amqp = AmqpServer::start(
             &config.amqp,
             registry.clone(),
@@ -265,8 +299,13 @@ impl App {
                 s.devices.clone() as Arc<dyn SharedDevices>
             }),
         );
-        let commands: Arc<dyn DeviceCommands> =
+        let mut commands: Arc<dyn DeviceCommands> =
             Arc::new(LocalCommands::new(registry.clone(), ingress.sessions(), pipeline.clone()));
+        if let Some(sessions) = &cluster_sessions {
+            let cluster_commands = ClusterCommands::new(commands, ingress.sessions(), sessions.clone());
+            cluster_commands.serve(shutdown.clone()).await?;
+            commands = cluster_commands;
+        }
         let metrics = Arc::new(Metrics::new(Sources {
             ingress: ingress.stats().clone(),
             amqp: amqp.stats().clone(),
@@ -320,6 +359,7 @@ impl App {
             admin_token: (token, token_source),
             cluster,
             cluster_state,
+            cluster_sessions,
         })
     }
 
@@ -435,6 +475,7 @@ impl App {
             admin_token: _,
             cluster,
             cluster_state,
+            cluster_sessions,
         } = self;
         if let Some(state) = &cluster_state {
             state.close().await;
@@ -447,6 +488,9 @@ impl App {
             // Evaluations and pending notifications stop at once (dropped ones are counted).
             alerts.shutdown().await;
             ingress.stopped().await;
+            if let Some(sessions) = &cluster_sessions {
+                sessions.close().await;
+            }
             // The API holds pipeline senders too (lifecycle messages): it stops first.
             http.stopped().await;
             // The last senders go: the pipeline task drains its queue and ends.

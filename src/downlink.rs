@@ -8,7 +8,7 @@
 //! leaf: it knows rumqttd and nothing of iotpipe.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet};
@@ -30,7 +30,12 @@ pub struct Downlink {
     downlink: Mutex<LinkTx>,
     /// Device links open now.
     links: Arc<AtomicUsize>,
+    /// Cluster mode: hands a republished message to the other nodes too. Set once at start-up.
+    elsewhere: OnceLock<Elsewhere>,
 }
+
+/// Where republished messages go besides this node's router (cluster mode).
+pub type Elsewhere = Box<dyn Fn(&str, &bytes::Bytes) + Send + Sync>;
 
 impl std::fmt::Debug for Downlink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +77,7 @@ impl Downlink {
         let broker = Arc::new(rumqttd::Broker::new(config));
         let (downlink, _rx) =
             broker.link("iotpipe-downlink").map_err(|e| DownlinkError::Link(e.to_string()))?;
-        Ok(Self { broker, downlink: Mutex::new(downlink), links: Arc::default() })
+        Ok(Self { broker, downlink: Mutex::new(downlink), links: Arc::default(), elsewhere: OnceLock::new() })
     }
 
     /// Opens a router link named `id` (unique per connection). Runs on a blocking thread
@@ -93,6 +98,27 @@ impl Downlink {
     /// Device links open now: one per connected device that has subscribed.
     pub fn device_links(&self) -> usize {
         self.links.load(Ordering::Relaxed)
+    }
+
+    /// Sends republished messages to the other nodes too (cluster mode); once, at start-up.
+    pub fn set_elsewhere(&self, elsewhere: Elsewhere) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
+    /// A rule's republish: [`Self::publish`] here and, in cluster mode, once that succeeded, on
+    /// every other node (so a retry after `Busy` sends no duplicate there).
+    ///
+    /// # Errors
+    /// `Busy` when this node's router queue is full.
+    pub fn republish(&self, topic: &str, payload: bytes::Bytes) -> Result<(), DownlinkError> {
+        match self.elsewhere.get() {
+            None => self.publish(topic, payload),
+            Some(elsewhere) => {
+                self.publish(topic, payload.clone())?;
+                elsewhere(topic, &payload);
+                Ok(())
+            }
+        }
     }
 
     /// Publishes a QoS 0 message to every device subscribed to `topic`.

@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("groups", &["check", "message", "store"]),
     // The queue boundary (consumer-group semantics) and the cluster backend behind it.
     ("queues", &["groups", "store"]),
-    ("cluster", &["alerts", "catalog", "check", "groups", "message", "queues", "registry", "rules", "store", "subscriptions"]),
+    ("cluster", &["alerts", "catalog", "check", "commands", "downlink", "groups", "ingress", "message", "queues", "registry", "rules", "store", "subscriptions"]),
     // The data path, upstream to downstream.
     ("rules", &["message"]),
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),

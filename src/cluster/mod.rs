@@ -5,14 +5,17 @@
 //! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`];
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
 //! - `state.rs`: the cluster's shared state in KV buckets (message-id blocks, consumer groups).
+//! - `sessions.rs`: devices on any node: session takeover across nodes, ordered status.
 
 pub mod config;
 mod connect;
 pub mod jetstream;
 pub mod state;
+pub mod sessions;
 
 pub use connect::connect;
 pub use jetstream::JetStreamQueues;
+pub use sessions::ClusterSessions;
 
 /// Why the cluster backend could not start.
 #[derive(Debug, thiserror::Error)]

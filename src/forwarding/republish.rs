@@ -35,7 +35,7 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 
 /// Publishes once (QoS 0 to the devices subscribed to `topic`).
 pub(super) fn send(downlink: &Downlink, topic: &str, payload: Bytes) -> Result<(), Failed> {
-    downlink.publish(topic, payload).map_err(|e| Failed::retriable(e.to_string()))
+    downlink.republish(topic, payload).map_err(|e| Failed::retriable(e.to_string()))
 }
 
 #[cfg(test)]

@@ -114,6 +114,26 @@ where
         tracing::info!(device = %origin.device_name, product = %origin.product_key, "Taking over the device's previous connection");
         let _ = tokio::time::timeout(TAKEOVER_WAIT, previous.cancelled()).await;
     }
+    // Cluster mode: the device's session on another node ends (its offline status stored)
+    // before this one announces online.
+    if let Some(directory) = shared.sessions.directory() {
+        let claimed = directory.claim(&origin.product_key, &origin.device_name, registration.id).await;
+        if let Err(e) = claimed {
+            shared.stats.refuse(RefusalReason::Unavailable);
+            if let Some(suppressed) = shared.logs.not_stored.admit() {
+                tracing::error!(device = %origin.device_name, error = %e, suppressed, "Refused a device: its session could not be claimed in the cluster");
+            }
+            version.write(
+                Outbound::ConnAck { code: ConnAckCode::Unavailable, max_packet_size: 0 },
+                &mut io.wbuf,
+            );
+            let _ = io.flush().await;
+            shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
+            directory.ended(&origin.product_key, &origin.device_name, registration.id);
+            registration.done.cancel();
+            return None;
+        }
+    }
 
     let connected_ms = now_ms();
     let online = status_message(shared, &origin, None, connected_ms, connected_ms).await;
@@ -129,6 +149,9 @@ where
         version.write(Outbound::ConnAck { code: ConnAckCode::Unavailable, max_packet_size: 0 }, &mut io.wbuf);
         let _ = io.flush().await;
         shared.sessions.remove(&origin.product_key, &origin.device_name, registration.id);
+        if let Some(directory) = shared.sessions.directory() {
+            directory.ended(&origin.product_key, &origin.device_name, registration.id);
+        }
         registration.done.cancel();
         return None;
     }
@@ -169,6 +192,30 @@ async fn offline(
     shared.sessions.remove(&origin.product_key, &origin.device_name, registration);
     shared.stats.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::info!(device = %origin.device_name, product = %origin.product_key, client_id = %Untrusted(&origin.client_id), %peer, %reason, "Device offline");
+    if let Some(directory) = shared.sessions.directory() {
+        let (pk, dn) = (&origin.product_key, &origin.device_name);
+        if !directory.announce_offline(pk, dn, registration) {
+            // Superseded: the session on another node announced online already.
+            tracing::info!(device = %dn, product = %pk, "No offline status: the device's new session on another node announced online first");
+            if let Err(e) = shared.registry.record_offline(pk, dn) {
+                tracing::error!(device = %dn, error = %e, "Recording the device offline failed");
+            }
+        } else {
+            store_offline(shared, origin, reason, last_seen_ms).await;
+        }
+        directory.ended(pk, dn, registration);
+        return;
+    }
+    store_offline(shared, origin, reason, last_seen_ms).await;
+}
+
+/// Stores the offline status, then removes the device's presence record.
+async fn store_offline(
+    shared: &IngressContext,
+    origin: &Arc<Origin>,
+    reason: OfflineReason,
+    last_seen_ms: u64,
+) {
     match status_message(shared, origin, Some(reason), now_ms(), last_seen_ms).await {
         Ok(m) => match shared.pipeline.submit(m).await {
             Ok(()) => {

@@ -37,7 +37,7 @@ use crate::registry::Registry;
 use mailbox::{Calls, Delivery, Undeliverable};
 
 pub use config::MqttConfig;
-pub use sessions::Sessions;
+pub use sessions::{Directory, Sessions};
 pub use status::OfflineReason;
 
 /// Ingress start-up failures.
@@ -235,16 +235,31 @@ pub(crate) struct RefusalLogs {
 pub struct SessionsHandle(Arc<IngressContext>);
 
 impl SessionsHandle {
-    /// Disconnects the device, if online, and waits until its offline status is stored.
+    /// Disconnects the device, if online (in cluster mode: on any node), and waits until its
+    /// offline status is stored.
     pub async fn disconnect(&self, product_key: &str, device_name: &str, reason: OfflineReason) {
         if let Some(done) = self.0.sessions.kick(product_key, device_name, reason) {
             done.cancelled().await;
+        } else if let Some(directory) = self.0.sessions.directory() {
+            directory.disconnect_elsewhere(product_key, device_name, reason).await;
         }
     }
 
     /// Whether the device is online.
     pub fn is_online(&self, product_key: &str, device_name: &str) -> bool {
         self.0.sessions.is_online(product_key, device_name)
+    }
+
+    /// Ends session `id` of the device, if it is still the device's session on this node;
+    /// the token is cancelled once its offline status is stored (cluster takeover).
+    pub fn kick_session(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        id: u64,
+        reason: OfflineReason,
+    ) -> Option<CancellationToken> {
+        self.0.sessions.kick_session(product_key, device_name, id, reason)
     }
 
     /// Hands a cloud-to-device message to the device's session.
@@ -287,7 +302,8 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Binds the listeners and starts accepting.
+    /// Binds the listeners and starts accepting. `directory`: cluster mode's sessions of every
+    /// node (`None` on one node).
     ///
     /// # Errors
     /// A listener cannot bind, the TLS files are unusable, or the router fails to start.
@@ -297,9 +313,10 @@ impl Ingress {
         pipeline: Pipeline,
         downlink: Arc<Downlink>,
         shutdown: CancellationToken,
+        directory: Option<Arc<dyn Directory>>,
     ) -> Result<Self, IngressError> {
         // Before anyone can connect: the offline status of devices online at a crash.
-        restart::announce_offline(&registry, &pipeline).await;
+        restart::announce_offline(&registry, &pipeline, directory.as_deref()).await;
         let bound = config.listener().bind().await?;
         let (addr, tls_addr) = (bound.addr(), bound.tls_addr());
         let shared = Arc::new(IngressContext {
@@ -314,6 +331,9 @@ impl Ingress {
             logs: RefusalLogs::default(),
             calls: Arc::new(Calls::default()),
         });
+        if let Some(directory) = directory {
+            shared.sessions.set_directory(directory);
+        }
         let serving = Serving {
             name: "mqtt",
             max_connections: config.max_connections,

@@ -6,14 +6,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::sessions::Directory;
 use super::status::{self, OfflineReason};
 use crate::message::{now_ms, Kind, Message, Origin};
 use crate::pipeline::Pipeline;
 use crate::registry::{Presence, Registry};
 
 /// Stores an offline status for every device recorded online, then forgets the record. A
-/// record whose status cannot be stored is kept and tried again at the next start.
-pub(super) async fn announce_offline(registry: &Registry, pipeline: &Pipeline) {
+/// record whose status cannot be stored is kept and tried again at the next start. In cluster
+/// mode a device that has connected to another node since is not announced offline: that
+/// offline would follow its new online (docs/cluster.md, "Devices on any node").
+pub(super) async fn announce_offline(
+    registry: &Registry,
+    pipeline: &Pipeline,
+    directory: Option<&dyn Directory>,
+) {
     let online = match registry.recorded_online() {
         Ok(online) => online,
         Err(e) => {
@@ -29,6 +36,15 @@ pub(super) async fn announce_offline(registry: &Registry, pipeline: &Pipeline) {
             }
         }
         let device = presence.device_name.clone();
+        if let Some(directory) = directory {
+            if directory.superseded(&presence.product_key, &presence.device_name).await {
+                if let Err(e) = registry.record_offline(&presence.product_key, &presence.device_name) {
+                    tracing::error!(%device, error = %e, "Forgetting a device's online record failed");
+                }
+                tracing::info!(%device, product = %presence.product_key, "No offline status after the restart: the device is online on another node");
+                continue;
+            }
+        }
         let Some(message) = offline_message(&presence, pipeline).await else { return };
         match pipeline.submit(message).await {
             Ok(()) => {

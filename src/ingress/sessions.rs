@@ -2,8 +2,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -109,6 +110,46 @@ impl Drop for Inbox {
 pub struct Sessions {
     map: Mutex<HashMap<Key, Entry>>,
     next_id: AtomicU64,
+    /// Cluster mode: where a device's session is claimed across nodes. Set once at start-up;
+    /// without it (one node) connecting and leaving do exactly what they did before.
+    directory: OnceLock<Arc<dyn Directory>>,
+}
+
+/// The sessions of every node of a cluster (cluster mode, `crate::cluster::sessions`): a device
+/// connecting here takes over its session on another node, and statuses stay in order.
+pub trait Directory: Send + Sync {
+    /// Claims the device for session `session` of this node. Resolves once a session of the
+    /// device on another node has ended and stored its offline status, or after a bound.
+    ///
+    /// # Errors
+    /// The claim could not be recorded (the connection is then refused, as when its online
+    /// status cannot be stored).
+    fn claim(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        session: u64,
+    ) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Whether session `session`, which is ending, announces its offline status: not when a
+    /// session on another node took over and announced online without waiting for it.
+    fn announce_offline(&self, product_key: &str, device_name: &str, session: u64) -> bool;
+
+    /// Session `session` has ended (its offline status stored or suppressed).
+    fn ended(&self, product_key: &str, device_name: &str, session: u64);
+
+    /// At start-up, for a device this node had online when it stopped: whether the device has
+    /// connected elsewhere since, so that its late offline status is not announced.
+    fn superseded(&self, product_key: &str, device_name: &str) -> BoxFuture<'static, bool>;
+
+    /// Disconnects the device with `reason` on whichever other node holds it; resolves once its
+    /// offline status is stored there (or after a bound), at once when no other node holds it.
+    fn disconnect_elsewhere(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        reason: OfflineReason,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// What a connection holds while it is the device's session.
@@ -126,6 +167,18 @@ pub struct Registration {
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the cluster's session directory; once, before devices connect.
+    pub fn set_directory(&self, directory: Arc<dyn Directory>) {
+        if self.directory.set(directory).is_err() {
+            tracing::warn!("The session directory was set twice; the first stays");
+        }
+    }
+
+    /// The cluster's session directory, in cluster mode.
+    pub fn directory(&self) -> Option<&Arc<dyn Directory>> {
+        self.directory.get()
     }
 
     /// Makes a new session the device's current one, kicking the previous one.
@@ -194,6 +247,21 @@ impl Sessions {
     ) -> Option<CancellationToken> {
         let map = self.lock();
         let entry = map.get(&(product_key.to_string(), device_name.to_string()))?;
+        entry.inbox.kick(reason);
+        Some(entry.done.clone())
+    }
+
+    /// Ends session `id` of the device with `reason` if it is still the device's session here;
+    /// returns a token that is cancelled when its connection has finished.
+    pub fn kick_session(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        id: u64,
+        reason: OfflineReason,
+    ) -> Option<CancellationToken> {
+        let map = self.lock();
+        let entry = map.get(&(product_key.to_string(), device_name.to_string())).filter(|e| e.id == id)?;
         entry.inbox.kick(reason);
         Some(entry.done.clone())
     }
