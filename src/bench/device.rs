@@ -3,6 +3,7 @@
 //! instead of a full client keep the load generator's CPU per message small: it shares the
 //! machine with the server it measures.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,6 +98,10 @@ pub struct Publishing {
     pub budget: Option<AtomicI64>,
     /// Why a device stopped early, if one did.
     pub failure: std::sync::Mutex<Option<String>>,
+    /// While set, publish-to-PUBACK latencies are recorded (the measured window).
+    pub record: AtomicBool,
+    /// Publish-to-PUBACK latencies recorded, microseconds (each device adds its own when it ends).
+    pub puback_latencies: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Publishing {
@@ -127,8 +132,15 @@ pub async fn publish_loop(
     let mut in_flight: u16 = 0;
     let mut spent = false;
     let start = Instant::now();
+    // (packet id, send time in µs) of the publishes waiting for their PUBACK, oldest first.
+    let mut sent: VecDeque<(u16, u64)> = VecDeque::with_capacity(usize::from(window));
+    let mut latencies = Vec::new();
+    let keep = |latencies: Vec<u64>| {
+        state.puback_latencies.lock().unwrap_or_else(|e| e.into_inner()).extend(latencies);
+    };
     loop {
         if state.stop.load(Ordering::Relaxed) || (spent && in_flight == 0) {
+            keep(latencies);
             return;
         }
         out.clear();
@@ -141,12 +153,10 @@ pub async fn publish_loop(
                 break;
             }
             pkid = pkid % u16::MAX + 1;
-            let mut p = v4::Publish::new(
-                device.topic.as_str(),
-                QoS::AtLeastOnce,
-                payload(&device.name, seq, now_us()),
-            );
+            let at = now_us();
+            let mut p = v4::Publish::new(device.topic.as_str(), QoS::AtLeastOnce, payload(&device.name, seq, at));
             p.pkid = pkid;
+            sent.push_back((pkid, at));
             if let Err(e) = p.write(&mut out) {
                 state.fail(&device.name, format!("encode PUBLISH: {e}"));
                 return;
@@ -183,19 +193,33 @@ pub async fn publish_loop(
             }
             Ok(_) => {}
         }
-        let acks = take_pubacks(&mut inb);
+        let recording = state.record.load(Ordering::Relaxed);
+        let now = now_us();
+        let acks = take_pubacks(&mut inb, |pkid| {
+            // PUBACKs come in order on one connection; search in case a server reorders them.
+            if let Some(i) = sent.iter().position(|(id, _)| *id == pkid) {
+                let (_, at) = sent.remove(i).expect("found");
+                if recording {
+                    latencies.push(now.saturating_sub(at));
+                }
+            }
+        });
         in_flight = in_flight.saturating_sub(acks);
         state.acked.fetch_add(u64::from(acks), Ordering::Relaxed);
     }
 }
 
-/// Removes every complete packet from `buf`; returns how many were PUBACKs. Anything else a
-/// broker may send a publishing client (PINGRESP) is skipped.
-fn take_pubacks(buf: &mut BytesMut) -> u16 {
+/// Removes every complete packet from `buf`; returns how many were PUBACKs and hands each
+/// one's packet id to `acked`. Anything else a broker may send a publishing client (PINGRESP) is
+/// skipped.
+fn take_pubacks(buf: &mut BytesMut, mut acked: impl FnMut(u16)) -> u16 {
     let mut acks = 0u16;
     while let Some((header, len)) = frame(buf) {
         if header & 0xF0 == 0x40 {
             acks = acks.saturating_add(1);
+            if len >= 4 {
+                acked(u16::from_be_bytes([buf[2], buf[3]]));
+            }
         }
         buf.advance(len);
     }
@@ -223,11 +247,13 @@ mod tests {
     #[test]
     fn pubacks_are_counted_and_other_packets_skipped() {
         let mut b = BytesMut::from(&[0x40, 2, 0, 1, 0xD0, 0, 0x40, 2, 0, 2, 0x40, 2][..]);
-        assert_eq!(take_pubacks(&mut b), 2);
+        let mut ids = Vec::new();
+        assert_eq!(take_pubacks(&mut b, |id| ids.push(id)), 2);
         assert_eq!(&b[..], &[0x40, 2], "a partial PUBACK waits for its rest");
-        b.extend_from_slice(&[0, 3]);
-        assert_eq!(take_pubacks(&mut b), 1);
+        b.extend_from_slice(&[1, 3]);
+        assert_eq!(take_pubacks(&mut b, |id| ids.push(id)), 1);
         assert!(b.is_empty());
+        assert_eq!(ids, [1, 2, 0x0103], "each PUBACK's packet id");
     }
 
     #[test]

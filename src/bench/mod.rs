@@ -257,7 +257,7 @@ impl Identity {
         let client_id = format!("bench-consumer-{i}");
         let amqp = || {
             endpoints
-                .amqp
+                .amqp_of(i)
                 .ok_or_else(|| BenchError::Settings(format!("{} consumers need --amqp", target.name())))
         };
         Ok(match target {
@@ -293,14 +293,14 @@ impl Identity {
                     self.topic_filter()
                 };
                 consumer::ConsumerSpec::Mqtt {
-                    addr: endpoints.mqtt,
+                    addr: endpoints.mqtt_of(i),
                     client_id,
                     login: self.username.clone().map(|u| (u, self.password.clone().unwrap_or_default())),
                     filters: vec![filter],
                 }
             }
             Target::Nats => consumer::ConsumerSpec::Mqtt {
-                addr: endpoints.mqtt,
+                addr: endpoints.mqtt_of(i),
                 client_id,
                 login: self.username.clone().map(|u| (u, self.password.clone().unwrap_or_default())),
                 filters: self.topics_of_consumer(i, consumers, devices),
@@ -309,13 +309,43 @@ impl Identity {
     }
 }
 
-/// Where a running server listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a running server listens: one address each, or a cluster's nodes. Device and consumer
+/// `i` use the `i mod N`-th address.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
-    /// MQTT (devices; Mosquitto's subscribers too).
-    pub mqtt: SocketAddr,
-    /// AMQP 1.0 (consumers).
-    pub amqp: Option<SocketAddr>,
+    /// MQTT (devices; Mosquitto's subscribers too); at least one.
+    pub mqtt: Vec<SocketAddr>,
+    /// AMQP 1.0 (consumers); empty for MQTT-only servers.
+    pub amqp: Vec<SocketAddr>,
+}
+
+impl Endpoints {
+    /// One server's addresses.
+    pub fn one(mqtt: SocketAddr, amqp: Option<SocketAddr>) -> Self {
+        Self { mqtt: vec![mqtt], amqp: amqp.into_iter().collect() }
+    }
+
+    /// The MQTT address of device (or MQTT subscriber) `i`.
+    pub fn mqtt_of(&self, i: usize) -> SocketAddr {
+        self.mqtt[i % self.mqtt.len()]
+    }
+
+    /// The AMQP address of consumer `i`.
+    pub fn amqp_of(&self, i: usize) -> Option<SocketAddr> {
+        (!self.amqp.is_empty()).then(|| self.amqp[i % self.amqp.len()])
+    }
+}
+
+/// A cluster the load tool starts: `nodes` iotpipe processes, each with a `[cluster]` section
+/// naming the given NATS servers (which someone else runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRun {
+    /// NATS server URLs.
+    pub nats: Vec<String>,
+    /// iotpipe nodes to start.
+    pub nodes: usize,
+    /// JetStream replicas of the streams.
+    pub replicas: usize,
 }
 
 /// Everything a run needs.
@@ -329,8 +359,10 @@ pub struct Settings {
     pub scenario: Scenario,
     /// A running server; none: start iotpipe.
     pub endpoints: Option<Endpoints>,
-    /// The running server's process, for CPU and memory.
-    pub server_pid: Option<u32>,
+    /// The running server's processes (a cluster's nodes), for CPU and memory.
+    pub server_pids: Vec<u32>,
+    /// Start a cluster of iotpipe nodes on these NATS servers instead of one embedded node.
+    pub cluster: Option<ClusterRun>,
     /// The running iotpipe's HTTP API, to install the scenario's rules.
     pub api: Option<server::Api>,
     /// The iotpipe binary to start when no server is given.
@@ -366,7 +398,8 @@ impl Default for Settings {
             label: None,
             scenario: Scenario::Subscription,
             endpoints: None,
-            server_pid: None,
+            server_pids: Vec::new(),
+            cluster: None,
             api: None,
             binary: None,
             data_parent: None,
@@ -422,10 +455,26 @@ impl Settings {
         if !(self.seconds > 0.0 && self.warmup >= 0.0 && self.rate >= 0.0) {
             problems.push("--seconds must be positive, --warmup and --rate not negative".into());
         }
+        if let Some(c) = &self.cluster {
+            if self.endpoints.is_some() {
+                problems.push("--cluster-nats starts nodes; it does not go with --mqtt".into());
+            }
+            if c.nats.is_empty() || c.nodes == 0 || !(1..=5).contains(&c.replicas) {
+                problems.push("--cluster-nats needs a NATS URL, --nodes at least 1 and --replicas 1 to 5".into());
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(BenchError::Settings(problems.join("\n")))
+        }
+    }
+
+    /// Server processes measured: the started cluster's nodes, the given pids, or one.
+    pub fn nodes(&self) -> usize {
+        match &self.cluster {
+            Some(c) => c.nodes,
+            None => self.server_pids.len().max(1),
         }
     }
 
@@ -455,7 +504,7 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
         .build()
         .map_err(|e| BenchError::Settings(format!("cannot start the async runtime: {e}")))?;
     let started = match settings.endpoints {
-        Some(_) => None,
+        Some(_) => Vec::new(),
         None => {
             let binary = match &settings.binary {
                 Some(b) => b.clone(),
@@ -467,35 +516,54 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
                 Scenario::Idle => settings.idle_devices,
                 _ => settings.devices,
             };
-            Some(server::ServerProcess::start(
-                &binary,
-                &parent,
-                devices,
-                settings.scenario.route(),
-                &settings.identity,
-            )?)
+            let mut nodes = Vec::new();
+            // A fresh deployment name per run: its streams are new, whatever earlier runs left.
+            let name = format!("bench{}x{}", std::process::id(), payload::now_us() % 1_000_000);
+            for node in 0..settings.cluster.as_ref().map_or(1, |c| c.nodes) {
+                let cluster = settings.cluster.as_ref().map(|c| server::ClusterSection {
+                    nats: c.nats.clone(),
+                    name: name.clone(),
+                    replicas: c.replicas,
+                    node: format!("b{}", node + 1),
+                });
+                nodes.push(server::ServerProcess::start(
+                    &binary,
+                    &parent,
+                    devices,
+                    settings.scenario.route(),
+                    &settings.identity,
+                    cluster.as_ref(),
+                )?);
+            }
+            nodes
         }
     };
-    let endpoints = match (&started, settings.endpoints) {
-        (Some(s), _) => Endpoints { mqtt: s.mqtt, amqp: Some(s.amqp) },
-        (None, Some(e)) => e,
-        (None, None) => unreachable!("validated or started"),
+    let endpoints = match &settings.endpoints {
+        Some(e) => e.clone(),
+        None => Endpoints {
+            mqtt: started.iter().map(|s| s.mqtt).collect(),
+            amqp: started.iter().map(|s| s.amqp).collect(),
+        },
     };
-    let pid = started.as_ref().map(server::ServerProcess::pid).or(settings.server_pid);
-    let proc_ = pid.map(|pid| procfs::ServerProc { pid });
+    let pids: Vec<u32> = if started.is_empty() {
+        settings.server_pids.clone()
+    } else {
+        started.iter().map(server::ServerProcess::pid).collect()
+    };
+    let proc_ = (!pids.is_empty()).then_some(procfs::ServerProc { pids });
     let result = runtime.block_on(async {
-        let installed = match (&settings.api, started.is_none() && settings.target == Target::Iotpipe) {
+        let installed = match (&settings.api, started.is_empty() && settings.target == Target::Iotpipe) {
             (Some(api), true) => api.install(settings.scenario.route(), &settings.identity).await?,
             _ => Vec::new(),
         };
-        let result = scenario::run(settings, &endpoints, proc_).await;
+        let result = scenario::run(settings, &endpoints, proc_.as_ref()).await;
         if let Some(api) = &settings.api {
             api.remove(&installed).await;
         }
         result
     });
     let report = result.map(|m| m.into_report(settings, settings.label()));
-    if let Some(s) = started {
+    for s in started {
         s.stop()?;
     }
     report

@@ -5,18 +5,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A server process observed through /proc/PID.
-#[derive(Debug, Clone, Copy)]
+/// The server's processes (one, or a cluster's nodes) observed through /proc/PID: CPU time and
+/// memory are their sums.
+#[derive(Debug, Clone)]
 pub struct ServerProc {
-    /// Its process id.
-    pub pid: u32,
+    /// Their process ids.
+    pub pids: Vec<u32>,
 }
 
 impl ServerProc {
-    /// User + system CPU time so far, all threads; `None` once the process is gone.
+    /// One process.
+    pub fn one(pid: u32) -> Self {
+        Self { pids: vec![pid] }
+    }
+
+    /// User + system CPU time so far, all threads of every process; `None` once one is gone.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        cpu_from_stat(&stat)
+        self.pids.iter().map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            cpu_from_stat(&stat)
+        })
+        .sum()
     }
 
     /// Resident memory now, in KiB.
@@ -24,14 +33,20 @@ impl ServerProc {
         self.status_kib("VmRSS:")
     }
 
-    /// Peak resident memory since the process started, in KiB.
+    /// Peak resident memory since the process started, in KiB (summed: an upper bound of the
+    /// peak of the sum).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.status_kib("VmHWM:")
     }
 
     fn status_kib(&self, key: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        status_field_kib(&status, key)
+        self.pids
+            .iter()
+            .map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                status_field_kib(&status, key)
+            })
+            .sum()
     }
 
     /// Samples the resident memory every 100 ms until the returned guard is dropped; the guard's
@@ -40,7 +55,7 @@ impl ServerProc {
     pub fn sample_rss(&self) -> RssSampler {
         let peak = Arc::new(AtomicU64::new(self.rss_kib().unwrap_or(0)));
         let stop = Arc::new(AtomicBool::new(false));
-        let (proc_, p, s) = (*self, peak.clone(), stop.clone());
+        let (proc_, p, s) = (self.clone(), peak.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 if let Some(kib) = proc_.rss_kib() {
@@ -136,7 +151,7 @@ mod tests {
 
     #[test]
     fn this_process_is_readable() {
-        let me = ServerProc { pid: std::process::id() };
+        let me = ServerProc::one(std::process::id());
         assert!(me.rss_kib().unwrap() > 0);
         assert!(me.peak_rss_kib().unwrap() >= me.rss_kib().unwrap() / 2);
         assert!(me.cpu_time().is_some());

@@ -35,6 +35,13 @@ pub struct Report {
     /// Publish-to-consumer latency of the messages consumed in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// Publish-to-PUBACK latency of the messages PUBACKed in the window: how long a device
+    /// waits for "stored".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub puback_latency: Option<Latency>,
+    /// Server processes measured (several for a cluster; CPU and memory are their sums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     /// The server process's CPU and memory, when its pid is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUsage>,
@@ -155,6 +162,15 @@ impl Report {
                 format!("{:.2} / {:.2} / {:.2} ms ({} samples)", l.p50_ms, l.p99_ms, l.p999_ms, l.samples),
             );
         }
+        if let Some(l) = &self.puback_latency {
+            row(
+                "PUBACK p50/p99/max",
+                format!("{:.2} / {:.2} / {:.2} ms ({} samples)", l.p50_ms, l.p99_ms, l.max_ms, l.samples),
+            );
+        }
+        if let Some(n) = self.nodes {
+            row("server processes", format!("{n} (CPU and memory summed)"));
+        }
         if let Some(s) = &self.server {
             if self.idle.is_none() {
                 row(
@@ -200,6 +216,8 @@ mod tests {
             published_per_sec: 5000.0,
             consumed_per_sec: 4999.0,
             latency: Some(Latency { samples: 49_990, p50_ms: 1.25, p99_ms: 2.5, p999_ms: 6.0, max_ms: 9.0 }),
+            puback_latency: None,
+            nodes: None,
             server: Some(ServerUsage {
                 cpu_seconds: 4.5,
                 cores: 0.45,

@@ -34,6 +34,7 @@ pub struct Measured {
     published: u64,
     consumed: u64,
     latencies: Option<Vec<u64>>,
+    puback_latencies: Option<Vec<u64>>,
     cpu: Option<Duration>,
     peak_rss_kib: Option<u64>,
     backlog: Option<Backlog>,
@@ -69,6 +70,8 @@ impl Measured {
             published_per_sec: per_sec(self.published).round(),
             consumed_per_sec: per_sec(self.consumed).round(),
             latency: self.latencies.filter(|l| !l.is_empty()).map(Latency::of_micros),
+            puback_latency: self.puback_latencies.filter(|l| !l.is_empty()).map(Latency::of_micros),
+            nodes: (settings.nodes() > 1).then_some(settings.nodes()),
             server,
             backlog: self.backlog,
             idle: self.idle,
@@ -85,7 +88,7 @@ fn round(v: f64, digits: i32) -> f64 {
 pub async fn run(
     settings: &Settings,
     endpoints: &Endpoints,
-    server: Option<ServerProc>,
+    server: Option<&ServerProc>,
 ) -> Result<Measured, BenchError> {
     match settings.scenario {
         Scenario::Backlog => backlog(settings, endpoints, server).await,
@@ -98,7 +101,7 @@ pub async fn run(
 async fn steady(
     settings: &Settings,
     endpoints: &Endpoints,
-    server: Option<ServerProc>,
+    server: Option<&ServerProc>,
 ) -> Result<Measured, BenchError> {
     let (consuming, consumers) = start_consumers(settings, endpoints).await?;
     let devices = connect_devices(settings, endpoints, settings.devices).await?;
@@ -112,7 +115,9 @@ async fn steady(
     let cpu0 = server.and_then(|s| s.cpu_time());
     let rss = server.map(|s| s.sample_rss());
     consuming.record.store(true, Ordering::Relaxed);
+    publishing.record.store(true, Ordering::Relaxed);
     let watched = watch(Duration::from_secs_f64(settings.seconds), &publishing, &consuming).await;
+    publishing.record.store(false, Ordering::Relaxed);
     consuming.record.store(false, Ordering::Relaxed);
     let seconds = start.elapsed().as_secs_f64();
     let (p1, c1) = (publishing.acked.load(Ordering::Relaxed), consuming.consumed.load(Ordering::Relaxed));
@@ -124,12 +129,14 @@ async fn steady(
     join(consumers).await;
     watched?;
     let latencies = std::mem::take(&mut *consuming.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    let pubacks = std::mem::take(&mut *publishing.puback_latencies.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Measured {
         devices: settings.devices,
         seconds,
         published: p1 - p0,
         consumed: c1 - c0,
         latencies: Some(latencies),
+        puback_latencies: Some(pubacks),
         cpu,
         peak_rss_kib: rss.map(|r| r.peak_kib()),
         ..Default::default()
@@ -141,7 +148,7 @@ async fn steady(
 async fn backlog(
     settings: &Settings,
     endpoints: &Endpoints,
-    server: Option<ServerProc>,
+    server: Option<&ServerProc>,
 ) -> Result<Measured, BenchError> {
     let devices = connect_devices(settings, endpoints, settings.devices).await?;
     let budget = i64::try_from(settings.backlog).unwrap_or(i64::MAX);
@@ -204,7 +211,7 @@ async fn backlog(
 async fn idle(
     settings: &Settings,
     endpoints: &Endpoints,
-    server: Option<ServerProc>,
+    server: Option<&ServerProc>,
 ) -> Result<Measured, BenchError> {
     let before = server.and_then(|s| s.rss_kib());
     let rss = server.map(|s| s.sample_rss());
@@ -243,7 +250,7 @@ async fn idle(
     })
 }
 
-fn cpu_since(server: Option<ServerProc>, start: Option<Duration>) -> Option<Duration> {
+fn cpu_since(server: Option<&ServerProc>, start: Option<Duration>) -> Option<Duration> {
     Some(server?.cpu_time()?.saturating_sub(start?))
 }
 
@@ -308,11 +315,13 @@ async fn connect_devices(
     n: usize,
 ) -> Result<Vec<(DeviceSpec, TcpStream)>, BenchError> {
     let first = settings.identity.first_device;
-    let addr = endpoints.mqtt;
+    let servers = endpoints.mqtt.len().max(1);
     let results: Vec<Result<(DeviceSpec, TcpStream), BenchError>> = futures::stream::iter(first..first + n)
         .map(|i| {
             let spec = settings.identity.device(settings.target, i);
-            let source = source_address(addr, i - first);
+            // Device k goes to server k mod N: the k / N-th connection to that server.
+            let addr = endpoints.mqtt_of(i - first);
+            let source = source_address(addr, (i - first) / servers);
             async move {
                 let s = device::connect(addr, source, &spec).await?;
                 Ok((spec, s))

@@ -95,6 +95,32 @@ fn rule_file(sql: &str, action: &str) -> String {
     format!("-- action: {action}\n{sql}\n")
 }
 
+/// The `[cluster]` section of a started node.
+#[derive(Debug, Clone)]
+pub struct ClusterSection {
+    /// NATS server URLs.
+    pub nats: Vec<String>,
+    /// The deployment's name (prefix of streams and subjects).
+    pub name: String,
+    /// JetStream replicas.
+    pub replicas: usize,
+    /// This node's name.
+    pub node: String,
+}
+
+impl ClusterSection {
+    fn text(&self) -> String {
+        let nats: Vec<String> = self.nats.iter().map(|u| format!("{u:?}")).collect();
+        format!(
+            "\n[cluster]\nnats = [{}]\nname = \"{}\"\nreplicas = {}\nnode = \"{}\"\n",
+            nats.join(", "),
+            self.name,
+            self.replicas,
+            self.node
+        )
+    }
+}
+
 /// A running iotpipe started by the load tool; stopped (SIGTERM) and its directory removed on
 /// drop.
 #[derive(Debug)]
@@ -111,7 +137,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Writes the configuration and rules under a new directory in `parent` and starts `binary
-    /// serve` on it; returns once it printed its listeners.
+    /// serve` on it, a cluster node when `cluster` is given; returns once it printed its
+    /// listeners.
     ///
     /// # Errors
     /// The directory cannot be written, the binary does not start, or it exits before listening.
@@ -121,6 +148,7 @@ impl ServerProcess {
         devices: usize,
         route: Route,
         id: &Identity,
+        cluster: Option<&ClusterSection>,
     ) -> Result<Self, BenchError> {
         let dir = parent.join(format!("iotpipe-bench-{}-{}", std::process::id(), super::payload::now_us()));
         let io = |what: &str, e: std::io::Error| BenchError::Server(format!("{what} {}: {e}", dir.display()));
@@ -130,7 +158,11 @@ impl ServerProcess {
                 .map_err(|e| io("cannot write a rule into", e))?;
         }
         let config = dir.join("bench.toml");
-        std::fs::write(&config, config_text(&dir, devices, route, id)).map_err(|e| io("cannot write", e))?;
+        let mut text = config_text(&dir, devices, route, id);
+        if let Some(c) = cluster {
+            text.push_str(&c.text());
+        }
+        std::fs::write(&config, text).map_err(|e| io("cannot write", e))?;
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
@@ -284,6 +316,20 @@ mod tests {
                 usize::from(matches!(route, Route::Subscription | Route::Both))
             );
         }
+    }
+
+    #[test]
+    fn a_cluster_node_configuration_loads() {
+        let section = ClusterSection {
+            nats: vec!["nats://127.0.0.1:4222".into(), "nats://127.0.0.1:4223".into()],
+            name: "bench1".into(),
+            replicas: 3,
+            node: "b2".into(),
+        };
+        let text = format!("{}{}", config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default()), section.text());
+        let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
+        let cluster = config.cluster.expect("a [cluster] section");
+        assert_eq!((cluster.nats.len(), cluster.replicas, cluster.node.as_deref()), (2, 3, Some("b2")));
     }
 
     #[test]

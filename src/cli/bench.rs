@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::bench::{self, server::Api, Endpoints, Identity, Scenario, Settings, Target};
+use crate::bench::{self, server::Api, ClusterRun, Endpoints, Identity, Scenario, Settings, Target};
 
 /// Options of `iotpipe bench`. Without --mqtt it starts this iotpipe binary on a generated
 /// configuration (loopback, fresh data directory) and stops it afterwards.
@@ -21,15 +21,28 @@ pub struct BenchArgs {
     /// Name of the system in the report (default: the target).
     #[arg(long)]
     label: Option<String>,
-    /// MQTT address (host:port) of a running server; without it iotpipe is started.
-    #[arg(long)]
-    mqtt: Option<String>,
-    /// AMQP 1.0 address (host:port) of the running server's consumers (not for Mosquitto).
-    #[arg(long)]
-    amqp: Option<String>,
-    /// Process id of the running server, for its CPU time and memory.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// MQTT address (host:port) of a running server; without it iotpipe is started. A cluster's
+    /// nodes: several, comma-separated (device i connects to the i mod N-th).
+    #[arg(long, value_delimiter = ',')]
+    mqtt: Vec<String>,
+    /// AMQP 1.0 address (host:port) of the running server's consumers (not for Mosquitto);
+    /// several, comma-separated, for a cluster (consumer i attaches to the i mod N-th).
+    #[arg(long, value_delimiter = ',')]
+    amqp: Vec<String>,
+    /// Process id of the running server, for its CPU time and memory; several,
+    /// comma-separated, for a cluster's nodes (summed).
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Start a cluster instead of one embedded node: these NATS servers (URLs, comma-separated,
+    /// running with JetStream) carry the queues of --nodes iotpipe nodes.
+    #[arg(long, value_delimiter = ',')]
+    cluster_nats: Vec<String>,
+    /// iotpipe nodes started with --cluster-nats.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// JetStream replicas of the started cluster's streams.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// HTTP API of a running iotpipe: the rule scenarios create their rules there (and delete
     /// them at the end). Without it the server must already forward to --group.
     #[arg(long)]
@@ -117,16 +130,21 @@ fn address(flag: &str, value: &str) -> anyhow::Result<SocketAddr> {
 impl BenchArgs {
     /// The load tool's settings.
     fn settings(&self) -> anyhow::Result<Settings> {
-        let endpoints = match &self.mqtt {
-            Some(m) => Some(Endpoints {
-                mqtt: address("mqtt", m)?,
-                amqp: self.amqp.as_deref().map(|a| address("amqp", a)).transpose()?,
-            }),
-            None if self.amqp.is_some() => {
-                anyhow::bail!("--amqp needs --mqtt: give both addresses of the server")
-            }
-            None => None,
+        let endpoints = if !self.mqtt.is_empty() {
+            Some(Endpoints {
+                mqtt: self.mqtt.iter().map(|m| address("mqtt", m)).collect::<anyhow::Result<_>>()?,
+                amqp: self.amqp.iter().map(|a| address("amqp", a)).collect::<anyhow::Result<_>>()?,
+            })
+        } else if !self.amqp.is_empty() {
+            anyhow::bail!("--amqp needs --mqtt: give both addresses of the server")
+        } else {
+            None
         };
+        let cluster = (!self.cluster_nats.is_empty()).then(|| ClusterRun {
+            nats: self.cluster_nats.clone(),
+            nodes: self.nodes,
+            replicas: self.replicas,
+        });
         let api = match &self.http {
             Some(url) => {
                 let url = if url.contains("://") { url.clone() } else { format!("http://{url}") };
@@ -146,7 +164,8 @@ impl BenchArgs {
             label: self.label.clone(),
             scenario: self.scenario,
             endpoints,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid.clone(),
+            cluster,
             api,
             binary: self.binary.clone(),
             data_parent: self.data_dir.clone(),
@@ -235,16 +254,45 @@ mod tests {
             "RabbitMQ 3.10",
         ])
         .unwrap();
-        let e = s.endpoints.unwrap();
-        assert_eq!(e.mqtt.to_string(), "127.0.0.1:1884");
-        assert_eq!(e.amqp.unwrap().to_string(), "127.0.0.1:5673");
-        assert_eq!(s.server_pid, Some(42));
+        let e = s.endpoints.clone().unwrap();
+        assert_eq!(e.mqtt_of(0).to_string(), "127.0.0.1:1884");
+        assert_eq!(e.amqp_of(0).unwrap().to_string(), "127.0.0.1:5673");
+        assert_eq!(s.server_pids, [42]);
         assert_eq!(s.rate, 5000.0);
         assert_eq!(s.identity.username.as_deref(), Some("guest"));
         assert_eq!(s.identity.source, "/amq/queue/bench");
         let d = s.identity.device(Target::Rabbitmq, 7);
         assert_eq!((d.client_id.as_str(), d.topic.as_str()), ("dev00007", "/a1bench/dev00007/user/update"));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn a_cluster_spreads_devices_and_consumers_over_its_nodes() {
+        let s = settings(&[
+            "--mqtt",
+            "127.0.0.1:1883,127.0.0.1:1884,127.0.0.1:1885",
+            "--amqp",
+            "127.0.0.1:5672,127.0.0.1:5673",
+            "--server-pid",
+            "7,8,9",
+        ])
+        .unwrap();
+        s.validate().unwrap();
+        let e = s.endpoints.clone().unwrap();
+        let ports: Vec<u16> = (0..4).map(|i| e.mqtt_of(i).port()).collect();
+        assert_eq!(ports, [1883, 1884, 1885, 1883]);
+        assert_eq!(e.amqp_of(3).map(|a| a.port()), Some(5673));
+        assert_eq!((s.server_pids.len(), s.nodes()), (3, 3));
+
+        let s = settings(&["--cluster-nats", "nats://127.0.0.1:4222,nats://127.0.0.1:4223", "--nodes", "3", "--replicas", "3"])
+            .unwrap();
+        s.validate().unwrap();
+        let c = s.cluster.clone().unwrap();
+        assert_eq!((c.nats.len(), c.nodes, c.replicas), (2, 3, 3));
+        let both = settings(&["--cluster-nats", "nats://127.0.0.1:4222", "--mqtt", "127.0.0.1:1883"]).unwrap();
+        assert!(both.validate().is_err(), "a started cluster has its own addresses");
+        let none = settings(&["--cluster-nats", "nats://127.0.0.1:4222", "--nodes", "0"]).unwrap();
+        assert!(none.validate().is_err());
     }
 
     #[test]
