@@ -14,6 +14,7 @@ pub use crate::api::token::TokenSource;
 use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
+use crate::cluster::clients::ClusterClients;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::{ClusterError, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
@@ -110,8 +111,10 @@ async fn start_cluster(
 ) -> Result<Arc<dyn GroupQueues>, AppError> {
     let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
     let client = crate::cluster::connect(cluster, &node).await?;
-    let queues: Arc<dyn GroupQueues> =
-        JetStreamQueues::open(client, cluster, config.amqp.group_settings()).await?;
+    let jetstream = JetStreamQueues::open(client.clone(), cluster, config.amqp.group_settings()).await?;
+    let clients = ClusterClients::open(client, cluster, &node, config.amqp.max_clients_per_group).await?;
+    jetstream.share_clients(clients);
+    let queues: Arc<dyn GroupQueues> = jetstream;
     for group in groups.list() {
         let options = GroupOptions { max_delivery_attempts: group.max_delivery_attempts() };
         queues.ensure_group(&group.id, options).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;

@@ -4,7 +4,10 @@
 //! - `connect.rs`: the NATS connection (credentials, token, user and password, TLS).
 //! - `jetstream.rs`: the consumer-group queues on JetStream, behind [`crate::queues::GroupQueues`];
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
+//! - `clients.rs`: every node's consumer clients in a KV bucket (the cluster-wide limit per
+//!   group, the online list).
 
+pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;

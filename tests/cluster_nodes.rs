@@ -1,0 +1,139 @@
+//! Consumers on any node: two `iotpipe serve` nodes (in this process) on one real
+//! `nats-server -js`, with real AMQP consumers on both. The 64-client limit of a group and its
+//! online list are the cluster's, and a dead node's clients stop counting once their keys are
+//! no longer refreshed.
+
+mod common;
+#[path = "common/nats.rs"]
+mod nats;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::amqp::{attach, consumer, login, open, Consumer};
+use common::{config_text, Server, WAIT};
+use iotpipe::cluster::clients::ClusterClients;
+use iotpipe::cluster::config::ClusterConfig;
+use iotpipe::groups::DEFAULT_GROUP;
+use iotpipe::sign::SignMethod;
+
+const NAME: &str = "ntest";
+
+async fn node(nats: &nats::NatsServer, name: &str) -> Server {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let extra = format!(
+        "\n[cluster]\nnats = [\"{}\"]\nname = \"{NAME}\"\nreplicas = 1\nnode = \"{name}\"\n",
+        nats.url
+    );
+    let text = config_text(dir.path(), "", &extra);
+    Server::start_text(dir, text).await
+}
+
+/// The group's online clients as `server`'s API lists them, counted per node.
+async fn online(server: &Server) -> (usize, BTreeMap<String, usize>) {
+    let (code, status) = common::api::get(server, "/consumer-groups/DEFAULT_GROUP/status").await;
+    assert_eq!(code, 200, "{status}");
+    let clients = status["onlineClients"].as_array().cloned().unwrap_or_default();
+    let mut per_node = BTreeMap::new();
+    for c in &clients {
+        *per_node.entry(c["node"].as_str().unwrap_or("none").to_string()).or_insert(0) += 1;
+    }
+    (clients.len(), per_node)
+}
+
+async fn online_until(server: &Server, what: &str, ok: impl Fn(usize, &BTreeMap<String, usize>) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (n, per_node) = online(server).await;
+        if ok(n, &per_node) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {n} online {per_node:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that must be refused: the AMQP error it gets.
+async fn refused(server: &Server, client_id: &str) -> String {
+    let (u, p) = login(client_id, DEFAULT_GROUP, SignMethod::HmacSha1);
+    let mut c = attach(open(server.app.amqp_addr(), &u, &p).await.expect("login")).await;
+    let err = tokio::time::timeout(
+        WAIT,
+        c.receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .expect("the refused client must be told")
+    .expect_err("the refused client must not receive");
+    format!("{err:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_limit_and_online_list_are_the_clusters() {
+    let nats = nats::NatsServer::start();
+    let n1 = node(&nats, "n1").await;
+    let n2 = node(&nats, "n2").await;
+
+    // 32 consumers on each node: the group is full.
+    let mut on1: Vec<Consumer> = Vec::new();
+    let mut on2: Vec<Consumer> = Vec::new();
+    for i in 0..32 {
+        on1.push(consumer(n1.app.amqp_addr(), &format!("a{i}"), DEFAULT_GROUP).await);
+        on2.push(consumer(n2.app.amqp_addr(), &format!("b{i}"), DEFAULT_GROUP).await);
+    }
+    // Either node's status lists every node's clients.
+    let both = |n: usize, per: &BTreeMap<String, usize>| {
+        n == 64 && per.get("n1") == Some(&32) && per.get("n2") == Some(&32)
+    };
+    online_until(&n1, "64 online seen from n1", both).await;
+    online_until(&n2, "64 online seen from n2", both).await;
+
+    // The 65th, on either node, is refused as on a single node.
+    for server in [&n1, &n2] {
+        let text = refused(server, "c65").await;
+        assert!(text.contains("ResourceLimitExceeded"), "{text}");
+        assert!(
+            text.contains("DEFAULT_GROUP") && text.contains("64"),
+            "names the group and the limit: {text}"
+        );
+    }
+
+    // A client leaving node 1 frees a place for a client of node 2.
+    on1.pop().expect("a consumer").close().await;
+    online_until(&n2, "63 online", |n, _| n == 63).await;
+    on2.push(consumer(n2.app.amqp_addr(), "b32", DEFAULT_GROUP).await);
+    online_until(&n1, "31 + 33", |n, per| n == 64 && per.get("n2") == Some(&33)).await;
+
+    // A node that dies holding two slots: they stop counting once not refreshed.
+    on1.pop().expect("a consumer").close().await;
+    on2.pop().expect("a consumer").close().await;
+    online_until(&n1, "62 online", |n, _| n == 62).await;
+    let mut config = ClusterConfig::new(vec![nats.url.clone()]);
+    config.name = NAME.into();
+    config.replicas = 1;
+    let client = iotpipe::cluster::connect(&config, "n3").await.expect("connects");
+    let ttl = Duration::from_secs(2);
+    let n3 = ClusterClients::open_with_ttl(client, &config, "n3", 64, ttl).await.expect("clients bucket");
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let held = [
+        n3.acquire(DEFAULT_GROUP, "d0", peer).await.expect("a free slot"),
+        n3.acquire(DEFAULT_GROUP, "d1", peer).await.expect("a free slot"),
+    ];
+    online_until(&n1, "n3's two", |n, per| n == 64 && per.get("n3") == Some(&2)).await;
+    let text = refused(&n1, "c66").await;
+    assert!(text.contains("ResourceLimitExceeded"), "{text}");
+    // Dies: no refresh, no delete.
+    drop(n3);
+    drop(held);
+    let died = Instant::now();
+    online_until(&n2, "n3's clients gone", |n, per| n == 62 && !per.contains_key("n3")).await;
+    assert!(died.elapsed() >= ttl / 2, "gone before their time-to-live: {:?}", died.elapsed());
+    // Their slots are free again.
+    let _a = consumer(n1.app.amqp_addr(), "a_again", DEFAULT_GROUP).await;
+    let _b = consumer(n2.app.amqp_addr(), "b_again", DEFAULT_GROUP).await;
+    online_until(&n1, "64 again", |n, per| n == 64 && !per.contains_key("n3")).await;
+
+    drop(on1);
+    drop(on2);
+    n1.app.shutdown(Duration::from_secs(5)).await;
+    n2.app.shutdown(Duration::from_secs(5)).await;
+}
