@@ -16,6 +16,7 @@ use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
 use crate::cluster::clients::ClusterClients;
 use crate::cluster::config::ClusterConfig;
+use crate::cluster::nodes::{ClusterNodes, NodeInfo};
 use crate::cluster::{ClusterError, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
@@ -108,11 +109,13 @@ async fn start_cluster(
     cluster: &ClusterConfig,
     config: &Config,
     groups: &Arc<Groups>,
-) -> Result<Arc<dyn GroupQueues>, AppError> {
+) -> Result<(Arc<dyn GroupQueues>, Arc<ClusterNodes>), AppError> {
     let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
     let client = crate::cluster::connect(cluster, &node).await?;
     let jetstream = JetStreamQueues::open(client.clone(), cluster, config.amqp.group_settings()).await?;
-    let clients = ClusterClients::open(client, cluster, &node, config.amqp.max_clients_per_group).await?;
+    let clients =
+        ClusterClients::open(client.clone(), cluster, &node, config.amqp.max_clients_per_group).await?;
+    let nodes = ClusterNodes::open(client, cluster, &node).await?;
     jetstream.share_clients(clients);
     let queues: Arc<dyn GroupQueues> = jetstream;
     for group in groups.list() {
@@ -131,7 +134,18 @@ async fn start_cluster(
         replicas = cluster.replicas,
         "Cluster mode: consumer-group queues on NATS JetStream"
     );
-    Ok(queues)
+    Ok((queues, nodes))
+}
+
+/// `/cluster/status` in cluster mode: the live nodes from their heartbeats.
+fn cluster_status(nodes: Arc<ClusterNodes>) -> crate::api::cluster::ClusterStatus {
+    Arc::new(move || {
+        let nodes = nodes.clone();
+        Box::pin(async move {
+            let live = nodes.live().await?;
+            Ok(serde_json::json!({"cluster": nodes.cluster(), "node": nodes.node(), "nodes": live}))
+        })
+    })
 }
 
 /// A node's default name: the host name and the MQTT port, in the characters names allow.
@@ -193,6 +207,11 @@ impl App {
             Some(cluster) => Some(start_cluster(cluster, config, &groups).await?),
             None => None,
         };
+        let started_at = crate::message::now_ms();
+        let (cluster, nodes) = match cluster {
+            Some((queues, nodes)) => (Some(queues), Some(nodes)),
+            None => (None, None),
+        };
         let queues: Arc<dyn GroupQueues> = match &cluster {
             Some(cluster) => cluster.clone(),
             None => EmbeddedQueues::new(groups.clone()),
@@ -251,8 +270,28 @@ impl App {
             metrics,
             sessions: Arc::default(),
             queues,
+            cluster: nodes.as_ref().map(|nodes| cluster_status(nodes.clone())),
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
+        if let Some(nodes) = &nodes {
+            let info = NodeInfo {
+                node: nodes.node().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at,
+                http: http.addr().to_string(),
+                mqtt: ingress.addr().to_string(),
+                amqp: amqp.addr().to_string(),
+                device_connections: 0,
+                consumer_connections: 0,
+                heartbeat_at: 0,
+            };
+            let (devices, consumers) = (ingress.stats().clone(), amqp.stats().clone());
+            let load = Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                (devices.connections.load(Relaxed), consumers.links.load(Relaxed))
+            });
+            nodes.beat(info, load, shutdown.clone());
+        }
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),

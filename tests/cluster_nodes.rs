@@ -137,3 +137,98 @@ async fn the_client_limit_and_online_list_are_the_clusters() {
     n1.app.shutdown(Duration::from_secs(5)).await;
     n2.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `iotpipe ARGS --server URL --token test-token` against `server`: (exit code, stdout, stderr).
+async fn cli(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let url = format!("http://{}", server.app.http_addr());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iotpipe"))
+        .args(args)
+        .args(["--server", &url, "--token", "test-token"])
+        .env_remove("IOTPIPE_SERVER")
+        .env_remove("IOTPIPE_TOKEN")
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.expect("the CLI hung").expect("the CLI runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_lists_the_live_nodes_with_their_connections() {
+    let nats = nats::NatsServer::start();
+    let n1 = node(&nats, "n1").await;
+    let n2 = node(&nats, "n2").await;
+    let _c1 = consumer(n1.app.amqp_addr(), "c1", DEFAULT_GROUP).await;
+    let _c2 = consumer(n2.app.amqp_addr(), "c2", DEFAULT_GROUP).await;
+    let _c3 = consumer(n2.app.amqp_addr(), "c3", DEFAULT_GROUP).await;
+
+    // The heartbeats come every 5 s: within two of them both nodes show their consumers.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let (code, status) = common::api::get(&n1, "/cluster/status").await;
+        assert_eq!(code, 200, "{status}");
+        let consumers: Vec<(String, u64)> = status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (n["node"].as_str().unwrap_or("").to_string(), n["consumerConnections"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        if consumers == [("n1".to_string(), 1), ("n2".to_string(), 2)] {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the nodes' heartbeats: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["cluster"], NAME, "{status}");
+    assert_eq!(status["node"], "n1", "{status}");
+    let listed = &status["nodes"][1];
+    assert_eq!(listed["amqp"], n2.app.amqp_addr().to_string(), "{status}");
+    assert_eq!(listed["mqtt"], n2.addr().to_string(), "{status}");
+    assert_eq!(listed["http"], n2.app.http_addr().to_string(), "{status}");
+    assert_eq!(listed["deviceConnections"], 0, "{status}");
+    assert_eq!(listed["version"], env!("CARGO_PKG_VERSION"), "{status}");
+    // Authenticated like every API call.
+    let url = format!("http://{}/api/v1/cluster/status", n1.app.http_addr());
+    let unauthenticated = reqwest::get(url).await.expect("answers");
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+
+    // The CLI shows the same from node 2.
+    let (code, stdout, stderr) = cli(&n2, &["cluster", "status"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with(&format!("cluster {NAME}: 2 live nodes (answered by n2)")), "{stdout}");
+    let rows: Vec<Vec<&str>> = stdout.lines().skip(3).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert_eq!((rows[0][0], rows[1][0]), ("n1", "n2"), "{stdout}");
+    let amqp2 = n2.app.amqp_addr().to_string();
+    assert!(rows[1].contains(&amqp2.as_str()), "{stdout}");
+
+    // A node that stops is gone from the list at once (it deletes its heartbeat).
+    n2.app.shutdown(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, status) = common::api::get(&n1, "/cluster/status").await;
+        let names: Vec<&str> =
+            status["nodes"].as_array().into_iter().flatten().filter_map(|n| n["node"].as_str()).collect();
+        if names == ["n1"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n2 still listed: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    n1.app.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn cluster_status_on_a_single_node_says_it_runs_alone() {
+    let server = Server::start().await;
+    let (code, body) = common::api::get(&server, "/cluster/status").await;
+    assert_eq!((code, body["code"].as_str()), (404, Some("NotClustered")), "{body}");
+    let (code, stdout, stderr) = cli(&server, &["cluster", "status"]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no [cluster]"), "{stderr}");
+}

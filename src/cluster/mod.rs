@@ -6,11 +6,13 @@
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
 //! - `clients.rs`: every node's consumer clients in a KV bucket (the cluster-wide limit per
 //!   group, the online list).
+//! - `nodes.rs`: node heartbeats in a KV bucket (`iotpipe cluster status`).
 
 pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;
+pub mod nodes;
 
 pub use connect::connect;
 pub use jetstream::JetStreamQueues;
