@@ -125,7 +125,7 @@ async fn start_cluster(
     let to = queues.clone();
     groups.append_elsewhere(Arc::new(move |batch| {
         let to = to.clone();
-        Box::pin(async move { to.append(batch).await.map_err(|e| StoreError::Commit(e.to_string())) })
+        Box::pin(async move { to.append(batch).await.map_err(|e| StoreError::NotReplicated(e.to_string())) })
     }));
     tracing::info!(
         node = %node,

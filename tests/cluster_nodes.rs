@@ -232,3 +232,37 @@ async fn cluster_status_on_a_single_node_says_it_runs_alone() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no [cluster]"), "{stderr}");
 }
+
+/// After 20 s of failed PubAcks the device's connection is dropped without a PUBACK, even
+/// for MQTT 5 (whose failure PUBACK would end the message for the device): the device sends
+/// it again on its next connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_jetstream_cannot_store_drops_the_connection_without_a_puback() {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::Event;
+
+    let nats = nats::NatsServer::start();
+    let n1 = node(&nats, "n1").await;
+    let (client, mut eventloop) =
+        common::connect_v5(common::v5_options(n1.addr(), &common::creds("dev1"))).await.expect("connects");
+    drop(nats);
+    let topic = format!("/{}/dev1/user/update", common::PK);
+    client.publish(topic, QoS::AtLeastOnce, false, "{\"n\":1}").await.expect("queued");
+    let sent = Instant::now();
+    // The append retries for 20 s; the connection goes some seconds after that at most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, eventloop.poll())
+            .await
+            .expect("the connection was not dropped")
+        {
+            Ok(Event::Incoming(Packet::PubAck(ack))) => panic!("a PUBACK for an unstored message: {ack:?}"),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let after = sent.elapsed();
+    assert!(after >= Duration::from_secs(19), "dropped after {after:?}, before the retries ran out: {ended}");
+    n1.app.shutdown(Duration::from_secs(5)).await;
+}
