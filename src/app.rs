@@ -17,6 +17,7 @@ use crate::catalog::Catalog;
 use crate::cluster::clients::ClusterClients;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::nodes::{ClusterNodes, NodeInfo};
+use crate::cluster::stats::NatsStats;
 use crate::cluster::{ClusterError, JetStreamQueues};
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
@@ -109,14 +110,16 @@ async fn start_cluster(
     cluster: &ClusterConfig,
     config: &Config,
     groups: &Arc<Groups>,
-) -> Result<(Arc<dyn GroupQueues>, Arc<ClusterNodes>), AppError> {
+) -> Result<(Arc<dyn GroupQueues>, Arc<ClusterNodes>, Arc<NatsStats>), AppError> {
     let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
-    let client = crate::cluster::connect(cluster, &node).await?;
+    let stats = Arc::new(NatsStats::default());
+    let client = crate::cluster::connect_counted(cluster, &node, stats.clone()).await?;
     let jetstream = JetStreamQueues::open(client.clone(), cluster, config.amqp.group_settings()).await?;
     let clients =
         ClusterClients::open(client.clone(), cluster, &node, config.amqp.max_clients_per_group).await?;
     let nodes = ClusterNodes::open(client, cluster, &node).await?;
     jetstream.share_clients(clients);
+    jetstream.share_stats(stats.clone());
     let queues: Arc<dyn GroupQueues> = jetstream;
     for group in groups.list() {
         let options = GroupOptions { max_delivery_attempts: group.max_delivery_attempts() };
@@ -134,7 +137,7 @@ async fn start_cluster(
         replicas = cluster.replicas,
         "Cluster mode: consumer-group queues on NATS JetStream"
     );
-    Ok((queues, nodes))
+    Ok((queues, nodes, stats))
 }
 
 /// `/cluster/status` in cluster mode: the live nodes from their heartbeats.
@@ -208,9 +211,9 @@ impl App {
             None => None,
         };
         let started_at = crate::message::now_ms();
-        let (cluster, nodes) = match cluster {
-            Some((queues, nodes)) => (Some(queues), Some(nodes)),
-            None => (None, None),
+        let (cluster, nodes, nats) = match cluster {
+            Some((queues, nodes, nats)) => (Some(queues), Some(nodes), Some(nats)),
+            None => (None, None, None),
         };
         let queues: Arc<dyn GroupQueues> = match &cluster {
             Some(cluster) => cluster.clone(),
@@ -255,6 +258,7 @@ impl App {
             store: store_stats,
             db_file,
             alerts: alerts.clone(),
+            nats,
         }));
         let catalog = Arc::new(Catalog::new(groups.clone(), subscriptions.clone(), live_rules.clone()));
         let api = ApiState {

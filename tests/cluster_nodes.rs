@@ -231,6 +231,9 @@ async fn cluster_status_on_a_single_node_says_it_runs_alone() {
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no [cluster]"), "{stderr}");
+    // No NATS families on a single node.
+    let m = metrics(&server).await;
+    assert!(m.contains("iotpipe_build") && !m.contains("iotpipe_nats_"), "{m}");
 }
 
 /// After 20 s of failed PubAcks the device's connection is dropped without a PUBACK, even
@@ -244,6 +247,14 @@ async fn a_publish_jetstream_cannot_store_drops_the_connection_without_a_puback(
 
     let nats = nats::NatsServer::start();
     let n1 = node(&nats, "n1").await;
+    // One message stored: its PubAck is measured.
+    common::publish_one(n1.addr(), "dev2", "{\"n\":0}").await;
+    let m = metrics(&n1).await;
+    assert!(value(&m, "iotpipe_nats_puback_duration_seconds_count") >= 1.0, "{m}");
+    assert!(value(&m, "iotpipe_nats_publishes_total") >= 1.0, "{m}");
+    assert_eq!(value(&m, "iotpipe_nats_connected"), 1.0, "{m}");
+    assert_eq!(value(&m, "iotpipe_nats_failed_appends_total"), 0.0, "{m}");
+
     let (client, mut eventloop) =
         common::connect_v5(common::v5_options(n1.addr(), &common::creds("dev1"))).await.expect("connects");
     drop(nats);
@@ -264,5 +275,24 @@ async fn a_publish_jetstream_cannot_store_drops_the_connection_without_a_puback(
     };
     let after = sent.elapsed();
     assert!(after >= Duration::from_secs(19), "dropped after {after:?}, before the retries ran out: {ended}");
+    let m = metrics(&n1).await;
+    assert!(value(&m, "iotpipe_nats_failed_appends_total") >= 1.0, "{m}");
+    assert!(value(&m, "iotpipe_nats_publish_retries_total") >= 1.0, "{m}");
+    assert!(value(&m, "iotpipe_nats_disconnects_total") >= 1.0, "{m}");
+    assert_eq!(value(&m, "iotpipe_nats_connected"), 0.0, "{m}");
     n1.app.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn metrics(server: &Server) -> String {
+    let url = format!("http://{}/metrics", server.app.http_addr());
+    reqwest::get(url).await.expect("/metrics answers").text().await.expect("text")
+}
+
+/// The value of the sample named exactly `name` (no labels); panics when absent.
+fn value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }

@@ -36,6 +36,7 @@ use client::JetStreamClient;
 
 use super::clients::ClusterClients;
 use super::config::ClusterConfig;
+use super::stats::NatsStats;
 use super::ClusterError;
 use crate::groups::{ClientInfo, RateWindow, Settings};
 use crate::message::now_ms;
@@ -126,6 +127,8 @@ pub struct JetStreamQueues {
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
     /// Every node's clients (the cluster-wide limit and online list); unset: this node's only.
     clients: OnceLock<Arc<ClusterClients>>,
+    /// PubAck latency and retries for `/metrics`; unset: not counted.
+    stats: OnceLock<Arc<NatsStats>>,
 }
 
 impl std::fmt::Debug for JetStreamQueues {
@@ -198,6 +201,7 @@ impl JetStreamQueues {
             settings,
             groups: Mutex::new(HashMap::new()),
             clients: OnceLock::new(),
+            stats: OnceLock::new(),
         }))
     }
 
@@ -205,6 +209,11 @@ impl JetStreamQueues {
     /// once, at start-up, before any client joins).
     pub fn share_clients(&self, clients: Arc<ClusterClients>) {
         let _ = self.clients.set(clients);
+    }
+
+    /// Counts PubAck latency and retries into `stats` from now on (set once, at start-up).
+    pub fn share_stats(&self, stats: Arc<NatsStats>) {
+        let _ = self.stats.set(stats);
     }
 
     /// The NATS connection.
@@ -277,7 +286,11 @@ impl JetStreamQueues {
         let deadline = Instant::now() + APPEND_RETRY_FOR;
         let mut pending: Vec<usize> = (0..total).collect();
         let mut pause = Duration::from_millis(50);
+        let stats = self.stats.get();
         loop {
+            if let Some(stats) = stats {
+                stats.publishes.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            }
             let mut acks = Vec::with_capacity(pending.len());
             let mut failed = Vec::new();
             let mut last_error = String::new();
@@ -285,7 +298,16 @@ impl JetStreamQueues {
                 let (subject, id, payload) = &copies[i];
                 let message = PublishMessage::build().payload(payload.clone()).message_id(id);
                 match self.js.send_publish(subject.clone(), message).await {
-                    Ok(ack) => acks.push(async move { (i, ack.await) }),
+                    Ok(ack) => {
+                        let sent = Instant::now();
+                        acks.push(async move {
+                            let result = ack.await;
+                            if let (Ok(_), Some(stats)) = (&result, stats) {
+                                stats.puback.observe(sent.elapsed());
+                            }
+                            (i, result)
+                        });
+                    }
                     Err(e) => {
                         last_error = e.to_string();
                         failed.push(i);
@@ -302,6 +324,9 @@ impl JetStreamQueues {
                 return Ok(());
             }
             if Instant::now() + pause >= deadline {
+                if let Some(stats) = stats {
+                    stats.failed_appends.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(QueueError::Backend(format!(
                     "JetStream: {} of {total} copies not stored after {} s: {last_error}",
                     failed.len(),
@@ -311,6 +336,9 @@ impl JetStreamQueues {
             tracing::warn!(failed = failed.len(), total, error = %last_error, "Retrying JetStream publishes with the same ids");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+            if let Some(stats) = stats {
+                stats.retries.fetch_add(failed.len() as u64, Ordering::Relaxed);
+            }
             pending = failed;
         }
     }

@@ -7,14 +7,16 @@
 //! - `clients.rs`: every node's consumer clients in a KV bucket (the cluster-wide limit per
 //!   group, the online list).
 //! - `nodes.rs`: node heartbeats in a KV bucket (`iotpipe cluster status`).
+//! - `stats.rs`: PubAck latency, retries and the connection's events for `/metrics`.
 
 pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;
 pub mod nodes;
+pub mod stats;
 
-pub use connect::connect;
+pub use connect::{connect, connect_counted};
 pub use jetstream::JetStreamQueues;
 
 /// Why the cluster backend could not start.
