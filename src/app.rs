@@ -112,6 +112,9 @@ async fn start_cluster(
     groups: &Arc<Groups>,
 ) -> Result<(Arc<dyn GroupQueues>, Arc<ClusterNodes>, Arc<NatsStats>), AppError> {
     let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
+    // A warning in the log, not a refusal: the servers' setting is the operator's choice.
+    let monitor = cluster.monitor.clone();
+    tokio::spawn(async move { crate::cluster::sync_check::warn_unless_always(&monitor).await });
     let stats = Arc::new(NatsStats::default());
     let client = crate::cluster::connect_counted(cluster, &node, stats.clone()).await?;
     let jetstream = JetStreamQueues::open(client.clone(), cluster, config.amqp.group_settings()).await?;

@@ -296,3 +296,46 @@ fn value(metrics: &str, name: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
+
+/// A `nats-server -js` with its monitoring port, `sync_interval: always` or the default; its
+/// monitoring URL and the process (killed by the caller).
+fn monitored_nats(dir: &std::path::Path, always: bool) -> (String, std::process::Child) {
+    use std::io::{BufRead, BufReader};
+    let conf = dir.join("nats.conf");
+    let jetstream = if always { "jetstream { sync_interval: always }" } else { "jetstream {}" };
+    std::fs::write(&conf, jetstream).expect("configuration written");
+    let mut child = std::process::Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-sd"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("nats-server starts (tests need it on PATH)");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let monitor = loop {
+        let line = lines.next().expect("nats-server logs its monitoring port").expect("a log line");
+        if let Some(addr) = line.split("Starting http monitor on ").nth(1) {
+            break format!("http://{}", addr.trim());
+        }
+    };
+    // Keep draining the log so that the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (monitor, child)
+}
+
+#[tokio::test]
+async fn the_servers_sync_interval_is_read_from_their_monitoring_port() {
+    use iotpipe::cluster::sync_check::{setting, SyncSetting};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (always_dir, default_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&always_dir).expect("dir");
+    std::fs::create_dir_all(&default_dir).expect("dir");
+    let (always, mut a) = monitored_nats(&always_dir, true);
+    let (default, mut b) = monitored_nats(&default_dir, false);
+    assert_eq!(setting(&always).await, SyncSetting::Always);
+    assert_eq!(setting(&default).await, SyncSetting::Every(Duration::from_secs(120)));
+    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    assert!(matches!(setting(&always).await, SyncSetting::Unknown(why) if why.contains("/varz")));
+}

@@ -8,6 +8,7 @@
 //!   group, the online list).
 //! - `nodes.rs`: node heartbeats in a KV bucket (`iotpipe cluster status`).
 //! - `stats.rs`: PubAck latency, retries and the connection's events for `/metrics`.
+//! - `sync_check.rs`: the start-up check of the servers' `sync_interval` (`[cluster] monitor`).
 
 pub mod clients;
 pub mod config;
@@ -15,6 +16,7 @@ mod connect;
 pub mod jetstream;
 pub mod nodes;
 pub mod stats;
+pub mod sync_check;
 
 pub use connect::{connect, connect_counted};
 pub use jetstream::JetStreamQueues;
