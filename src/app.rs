@@ -298,6 +298,9 @@ impl App {
                 (devices.connections.load(Relaxed), consumers.links.load(Relaxed))
             });
             nodes.beat(info, load, shutdown.clone());
+            // One node at a time evaluates the alert rules, so each notification is sent once.
+            let lease = nodes.lease("alerts", shutdown.clone()).await?;
+            alerts.evaluate_while(Arc::new(move || lease.held()));
         }
         tracing::info!(
             mqtt = %ingress.addr(),

@@ -20,9 +20,14 @@ use iotpipe::sign::SignMethod;
 const NAME: &str = "ntest";
 
 async fn node(nats: &nats::NatsServer, name: &str) -> Server {
+    node_with(nats, name, "").await
+}
+
+/// A node with more configuration (`before` comes ahead of `[cluster]`).
+async fn node_with(nats: &nats::NatsServer, name: &str, before: &str) -> Server {
     let dir = tempfile::tempdir().expect("temporary directory");
     let extra = format!(
-        "\n[cluster]\nnats = [\"{}\"]\nname = \"{NAME}\"\nreplicas = 1\nnode = \"{name}\"\n",
+        "\n{before}\n[cluster]\nnats = [\"{}\"]\nname = \"{NAME}\"\nreplicas = 1\nnode = \"{name}\"\n",
         nats.url
     );
     let text = config_text(dir.path(), "", &extra);
@@ -338,4 +343,40 @@ async fn the_servers_sync_interval_is_read_from_their_monitoring_port() {
     assert_eq!(setting(&default).await, SyncSetting::Every(Duration::from_secs(120)));
     let _ = (a.kill(), b.kill(), a.wait(), b.wait());
     assert!(matches!(setting(&always).await, SyncSetting::Unknown(why) if why.contains("/varz")));
+}
+
+/// One node at a time evaluates the alert rules (a lease in KV); when it stops, another takes
+/// over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_at_a_time_evaluates_the_alert_rules() {
+    let nats = nats::NatsServer::start();
+    // Evaluated every second; the callback is never called (the backlog stays below 1e9).
+    let rule = "[[alert_rules]]\nname = \"backlog\"\nmetric = \"accumulatedCount\"\ncomparison = \">\"\n\
+                threshold = 1000000000\nperiod_seconds = 1\ncallback_url = \"http://127.0.0.1:9/alert\"\n";
+    let n1 = node_with(&nats, "n1", rule).await;
+    let n2 = node_with(&nats, "n2", rule).await;
+    let evaluations = |m: &str| value(m, "iotpipe_alert_evaluations_total");
+    let deadline = Instant::now() + WAIT;
+    let (holder, other) = loop {
+        let (m1, m2) = (metrics(&n1).await, metrics(&n2).await);
+        let (e1, e2) = (evaluations(&m1), evaluations(&m2));
+        if e1 >= 3.0 || e2 >= 3.0 {
+            assert!(e1 == 0.0 || e2 == 0.0, "both nodes evaluate: n1 {e1}, n2 {e2}");
+            break if e1 > 0.0 { (n1, n2) } else { (n2, n1) };
+        }
+        assert!(Instant::now() < deadline, "no node evaluates: n1 {e1}, n2 {e2}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The other node still does not, some periods later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(evaluations(&metrics(&other).await), 0.0);
+
+    // The holder stops (giving the lease up): the other takes over at its next attempt.
+    holder.app.shutdown(Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while evaluations(&metrics(&other).await) == 0.0 {
+        assert!(Instant::now() < deadline, "no takeover after the holder stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    other.app.shutdown(Duration::from_secs(5)).await;
 }

@@ -272,7 +272,12 @@ pub struct Alerts {
     evaluations: AtomicU64,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Cluster mode: evaluate only while this says so (the node holds the evaluator lease).
+    gate: std::sync::OnceLock<Gate>,
 }
+
+/// Whether this node may evaluate now (cluster mode: it holds the evaluator lease).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,6 +316,7 @@ impl Alerts {
             evaluations: AtomicU64::new(0),
             stop,
             tasks,
+            gate: std::sync::OnceLock::new(),
         });
         let declared = config.iter().map(|c| (c.name.clone(), AlertRuleBody::from(c), Source::Config));
         let created = stored.into_iter().map(|(id, body)| (id, body, Source::Api));
@@ -462,6 +468,12 @@ impl Alerts {
         self.notifier.stats()
     }
 
+    /// From now on, evaluates only while `gate` says so (set once: cluster mode, where one
+    /// node at a time evaluates so that each notification is sent once).
+    pub fn evaluate_while(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
+    }
+
     /// Stops every evaluation and the notifier; queued notifications are dropped (counted).
     pub async fn shutdown(&self) {
         self.stop.cancel();
@@ -480,6 +492,11 @@ impl Alerts {
             tokio::select! {
                 () = rule.stop.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if self.gate.get().is_some_and(|may| !may()) {
+                // Another node evaluates; this node's counts start afresh if it takes over.
+                rule.state().groups.clear();
+                continue;
             }
             self.evaluate_once(&rule, now_ms(), LocalTime::now());
         }

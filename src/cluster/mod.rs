@@ -6,6 +6,7 @@
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
 //! - `clients.rs`: every node's consumer clients in a KV bucket (the cluster-wide limit per
 //!   group, the online list).
+//! - `lease.rs`: a lease in KV, so that one node at a time evaluates the alert rules.
 //! - `nodes.rs`: node heartbeats in a KV bucket (`iotpipe cluster status`).
 //! - `stats.rs`: PubAck latency, retries and the connection's events for `/metrics`.
 //! - `sync_check.rs`: the start-up check of the servers' `sync_interval` (`[cluster] monitor`).
@@ -14,6 +15,7 @@ pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;
+pub mod lease;
 pub mod nodes;
 pub mod stats;
 pub mod sync_check;

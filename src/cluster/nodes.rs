@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ClusterConfig;
+use super::lease::Lease;
 use super::ClusterError;
 use crate::message::now_ms;
 
@@ -61,6 +62,8 @@ pub struct ClusterNodes {
     kv: kv::Store,
     cluster: String,
     node: String,
+    client: Client,
+    config: ClusterConfig,
 }
 
 impl std::fmt::Debug for ClusterNodes {
@@ -75,7 +78,7 @@ impl ClusterNodes {
     /// # Errors
     /// When JetStream refuses the bucket.
     pub async fn open(client: Client, config: &ClusterConfig, node: &str) -> Result<Arc<Self>, ClusterError> {
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(client.clone());
         let bucket = format!("{}_nodes", config.name);
         let kv = js
             .create_or_update_key_value(kv::Config {
@@ -88,7 +91,13 @@ impl ClusterNodes {
             })
             .await
             .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))?;
-        Ok(Arc::new(Self { kv, cluster: config.name.clone(), node: node.to_string() }))
+        Ok(Arc::new(Self {
+            kv,
+            cluster: config.name.clone(),
+            node: node.to_string(),
+            client,
+            config: config.clone(),
+        }))
     }
 
     /// The deployment's name (`[cluster] name`).
@@ -99,6 +108,15 @@ impl ClusterNodes {
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This node's side of the lease of `job` (one node at a time does it), renewed until
+    /// `shutdown`.
+    ///
+    /// # Errors
+    /// When JetStream refuses the leases bucket.
+    pub async fn lease(&self, job: &str, shutdown: CancellationToken) -> Result<Arc<Lease>, ClusterError> {
+        Lease::start(self.client.clone(), &self.config, &self.node, job, shutdown).await
     }
 
     /// Writes `info` with the current `load` now and every [`HEARTBEAT`] until `shutdown`,
