@@ -380,3 +380,44 @@ async fn one_node_at_a_time_evaluates_the_alert_rules() {
     }
     other.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A group's consumption rate, seen from any node, adds every node's accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumption_rate_covers_every_node() {
+    let nats = nats::NatsServer::start();
+    let n1 = node(&nats, "n1").await;
+    let n2 = node(&nats, "n2").await;
+    let mut consumers = [
+        consumer(n1.app.amqp_addr(), "c1", DEFAULT_GROUP).await,
+        consumer(n2.app.amqp_addr(), "c2", DEFAULT_GROUP).await,
+    ];
+    online_until(&n1, "both online", |n, _| n == 2).await;
+    // 10 messages, plus dev1's online and offline status messages.
+    common::publish_n(n1.addr(), "dev1", 10).await;
+    let mut accepted = [0u64; 2];
+    let deadline = Instant::now() + WAIT;
+    while accepted.iter().sum::<u64>() < 12 {
+        for (i, c) in consumers.iter_mut().enumerate() {
+            if let Some(d) = c.try_next(Duration::from_millis(100)).await {
+                c.accept(&d).await;
+                accepted[i] += 1;
+            }
+        }
+        assert!(Instant::now() < deadline, "accepted only {accepted:?}");
+    }
+    let total = accepted.iter().sum::<u64>();
+    // The other node's part comes with its next refresh (every 5 s).
+    for server in [&n1, &n2] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, status) = common::api::get(server, "/consumer-groups/DEFAULT_GROUP/status").await;
+            if status["consumptionRate"].as_u64() == Some(total) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rate not {total} ({accepted:?}): {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    n1.app.shutdown(Duration::from_secs(5)).await;
+    n2.app.shutdown(Duration::from_secs(5)).await;
+}

@@ -342,13 +342,16 @@ impl ClusterClients {
             let Ok(value) = serde_json::to_vec(&record) else { continue };
             match self.kv.update(&slot.key, Bytes::from(value), expected).await {
                 Ok(revision) => {
-                    // Unless the client left meanwhile (then its delete uses the new revision).
-                    let _ = slot.revision.compare_exchange(
-                        expected,
-                        revision,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    if slot
+                        .revision
+                        .compare_exchange(expected, revision, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                    {
+                        // The client left during the refresh, and its delete named the old
+                        // revision: this write is deleted here instead.
+                        let _ = self.kv.delete_expect_revision(&slot.key, Some(revision)).await;
+                        continue;
+                    }
                     let mut view = lock(&self.view);
                     if view.get(&slot.key).is_none_or(|s| s.revision <= revision) {
                         view.insert(slot.key.clone(), Seen { record, revision, written_ms: now_ms() });
