@@ -421,3 +421,36 @@ async fn the_consumption_rate_covers_every_node() {
     n1.app.shutdown(Duration::from_secs(5)).await;
     n2.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A node restarted before its clients' keys ran out does not count them (nor list them):
+/// they were its previous run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_forgets_its_previous_runs_clients() {
+    let nats = nats::NatsServer::start();
+    let mut config = ClusterConfig::new(vec![nats.url.clone()]);
+    config.name = NAME.into();
+    config.replicas = 1;
+    let peer = "127.0.0.1:1".parse().expect("address");
+    let open = |node: &'static str| {
+        let config = config.clone();
+        async move {
+            let client = iotpipe::cluster::connect(&config, node).await.expect("connects");
+            ClusterClients::open_with_ttl(client, &config, node, 2, Duration::from_secs(60))
+                .await
+                .expect("bucket")
+        }
+    };
+    let other = open("other").await;
+    let _theirs = other.acquire(DEFAULT_GROUP, "theirs", peer).await.expect("a slot");
+    let first = open("n9").await;
+    let held = first.acquire(DEFAULT_GROUP, "mine", peer).await.expect("a slot");
+    // The group is full (2 slots).
+    assert!(first.acquire(DEFAULT_GROUP, "more", peer).await.is_err());
+    // Crash: neither refresh nor delete.
+    drop(first);
+    drop(held);
+    let second = open("n9").await;
+    let listed: Vec<String> = second.online(DEFAULT_GROUP).into_iter().map(|c| c.client_id).collect();
+    assert_eq!(listed, ["theirs"]);
+    let _again = second.acquire(DEFAULT_GROUP, "mine-again", peer).await.expect("the old slot is free");
+}

@@ -14,8 +14,10 @@
 //! they are older than their `ttl_ms` (readers judge by the entry's server timestamp), and
 //! the bucket's `max_age` removes them from the server soon after.
 //!
-//! Every node watches the bucket, so the online list of a group (and the rates of the other
-//! nodes' clients, for the group's `consumptionRate`) is a local read.
+//! Every node watches the bucket (every key's current value, then each change), so the
+//! online list of a group (and the rates of the other nodes' clients, for the group's
+//! `consumptionRate`) is a local read. A node restarted within its keys' time-to-live deletes
+//! its previous run's keys at start-up (node names are unique in a cluster).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -185,7 +187,9 @@ impl ClusterClients {
         // The view is complete before the first client joins: the watch's current values.
         let watch = this
             .kv
-            .watch_all()
+            // `watch_all` gives only changes from now on (DeliverPolicy::New); this gives every
+            // key's current value first, then the changes.
+            .watch_with_history(">")
             .await
             .map_err(|e| ClusterError::JetStream(format!("watching bucket {bucket}: {e}")))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -196,7 +200,25 @@ impl ClusterClients {
         if !empty {
             let _ = tokio::time::timeout(Duration::from_secs(2), ready_rx).await;
         }
+        this.forget_previous_life().await;
         Ok(this)
+    }
+
+    /// Deletes the keys a previous run of this node left (it was restarted within their
+    /// time-to-live): none of those clients is connected now. Node names are unique in a
+    /// cluster, so the keys are this node's to delete.
+    async fn forget_previous_life(&self) {
+        let stale: Vec<(String, u64)> = lock(&self.view)
+            .iter()
+            .filter(|(_, s)| s.record.node == self.node)
+            .map(|(k, s)| (k.clone(), s.revision))
+            .collect();
+        for (key, revision) in stale {
+            lock(&self.view).remove(&key);
+            if let Err(e) = self.kv.delete_expect_revision(&key, Some(revision)).await {
+                tracing::debug!(key = %key, error = %e, "Deleting a consumer's slot of this node's previous run failed");
+            }
+        }
     }
 
     /// This node's name.
@@ -394,7 +416,7 @@ async fn watching(
         ready.take();
         tokio::time::sleep(WATCH_RETRY).await;
         let Some(this) = owner.upgrade() else { return };
-        match this.kv.watch_all().await {
+        match this.kv.watch_with_history(">").await {
             Ok(w) => watch = w,
             Err(e) => tracing::warn!(error = %e, "Watching the consumer clients again failed"),
         }

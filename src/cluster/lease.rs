@@ -166,7 +166,9 @@ impl Lease {
         match entry {
             Some(e) if e.operation == Operation::Put => {
                 let written = u64::try_from(e.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-                if written >= stale_before {
+                // This node's own entry from before a restart (node names are unique) is taken
+                // back at once.
+                if written >= stale_before && e.value != self.node.as_bytes() {
                     return None;
                 }
                 match self.kv.update(&self.key, value, e.revision).await {
