@@ -19,7 +19,7 @@
 //! `consumptionRate`) is a local read. A node restarted within its keys' time-to-live deletes
 //! its previous run's keys at start-up (node names are unique in a cluster).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -313,16 +313,6 @@ impl ClusterClients {
             })
             .map(|(_, s)| s.record.rate_per_minute)
             .sum()
-    }
-
-    /// Live clients per node, over every group.
-    pub fn per_node(&self) -> BTreeMap<String, u64> {
-        let now = now_ms();
-        let mut out = BTreeMap::new();
-        for seen in lock(&self.view).values().filter(|s| s.live(now)) {
-            *out.entry(seen.record.node.clone()).or_insert(0) += 1;
-        }
-        out
     }
 
     fn apply(&self, entry: kv::Entry) {
