@@ -14,10 +14,13 @@ pub use crate::api::token::TokenSource;
 use crate::api::token::{self, TokenError};
 use crate::api::{ApiServer, ApiStartError, ApiState};
 use crate::catalog::Catalog;
+use crate::cluster::clients::ClusterClients;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::state::{ClusterState, Owners};
 use crate::cluster::sessions::commands::ClusterCommands;
 use crate::cluster::{ClusterError, ClusterSessions, JetStreamQueues};
+use crate::cluster::nodes::{ClusterNodes, NodeInfo};
+use crate::cluster::stats::NatsStats;
 use crate::commands::{DeviceCommands, LocalCommands};
 use crate::config::Config;
 use crate::devices::{DeviceAdmin, DeviceAdminError};
@@ -114,11 +117,20 @@ async fn start_cluster(
     cluster: &ClusterConfig,
     config: &Config,
     groups: &Arc<Groups>,
-) -> Result<Arc<dyn GroupQueues>, AppError> {
+) -> Result<(Arc<dyn GroupQueues>, Arc<ClusterNodes>, Arc<NatsStats>), AppError> {
     let node = cluster.node.clone().unwrap_or_else(|| default_node(config.mqtt.listen.port()));
-    let client = crate::cluster::connect(cluster, &node).await?;
-    let queues: Arc<dyn GroupQueues> =
-        JetStreamQueues::open(client, cluster, config.amqp.group_settings()).await?;
+    // A warning in the log, not a refusal: the servers' setting is the operator's choice.
+    let monitor = cluster.monitor.clone();
+    tokio::spawn(async move { crate::cluster::sync_check::warn_unless_always(&monitor).await });
+    let stats = Arc::new(NatsStats::default());
+    let client = crate::cluster::connect_counted(cluster, &node, stats.clone()).await?;
+    let jetstream = JetStreamQueues::open(client.clone(), cluster, config.amqp.group_settings()).await?;
+    let clients =
+        ClusterClients::open(client.clone(), cluster, &node, config.amqp.max_clients_per_group).await?;
+    let nodes = ClusterNodes::open(client, cluster, &node).await?;
+    jetstream.share_clients(clients);
+    jetstream.share_stats(stats.clone());
+    let queues: Arc<dyn GroupQueues> = jetstream;
     for group in groups.list() {
         let options = GroupOptions { max_delivery_attempts: group.max_delivery_attempts() };
         queues.ensure_group(&group.id, options).await.map_err(|e| ClusterError::JetStream(e.to_string()))?;
@@ -126,7 +138,7 @@ async fn start_cluster(
     let to = queues.clone();
     groups.append_elsewhere(Arc::new(move |batch| {
         let to = to.clone();
-        Box::pin(async move { to.append(batch).await.map_err(|e| StoreError::Commit(e.to_string())) })
+        Box::pin(async move { to.append(batch).await.map_err(|e| StoreError::NotReplicated(e.to_string())) })
     }));
     tracing::info!(
         node = %node,
@@ -135,7 +147,18 @@ async fn start_cluster(
         replicas = cluster.replicas,
         "Cluster mode: consumer-group queues on NATS JetStream"
     );
-    Ok(queues)
+    Ok((queues, nodes, stats))
+}
+
+/// `/cluster/status` in cluster mode: the live nodes from their heartbeats.
+fn cluster_status(nodes: Arc<ClusterNodes>) -> crate::api::cluster::ClusterStatus {
+    Arc::new(move || {
+        let nodes = nodes.clone();
+        Box::pin(async move {
+            let live = nodes.live().await?;
+            Ok(serde_json::json!({"cluster": nodes.cluster(), "node": nodes.node(), "nodes": live}))
+        })
+    })
 }
 
 /// Cluster mode: the sessions of every node (a device connecting here takes over its session
@@ -214,6 +237,11 @@ impl App {
                 (Some(state), ids)
             }
             None => (None, ids),
+        };
+        let started_at = crate::message::now_ms();
+        let (cluster, nodes, nats) = match cluster {
+            Some((queues, nodes, nats)) => (Some(queues), Some(nodes), Some(nats)),
+            None => (None, None, None),
         };
         let queues: Arc<dyn GroupQueues> = match &cluster {
             Some(cluster) => cluster.clone(),
@@ -315,6 +343,7 @@ impl App {
             store: store_stats,
             db_file,
             alerts: alerts.clone(),
+            nats,
         }));
         let catalog = Arc::new(Catalog::new(groups.clone(), subscriptions.clone(), live_rules.clone()));
         if let Some(shared) = shared {
@@ -333,8 +362,31 @@ impl App {
             metrics,
             sessions: Arc::default(),
             queues,
+            cluster: nodes.as_ref().map(|nodes| cluster_status(nodes.clone())),
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
+        if let Some(nodes) = &nodes {
+            let info = NodeInfo {
+                node: nodes.node().to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at,
+                http: http.addr().to_string(),
+                mqtt: ingress.addr().to_string(),
+                amqp: amqp.addr().to_string(),
+                device_connections: 0,
+                consumer_connections: 0,
+                heartbeat_at: 0,
+            };
+            let (devices, consumers) = (ingress.stats().clone(), amqp.stats().clone());
+            let load = Box::new(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                (devices.connections.load(Relaxed), consumers.links.load(Relaxed))
+            });
+            nodes.beat(info, load, shutdown.clone());
+            // One node at a time evaluates the alert rules, so each notification is sent once.
+            let lease = nodes.lease("alerts", shutdown.clone()).await?;
+            alerts.evaluate_while(Arc::new(move || lease.held()));
+        }
         tracing::info!(
             mqtt = %ingress.addr(),
             mqtt_tls = ?ingress.tls_addr(),

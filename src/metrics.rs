@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use crate::alerts::Alerts;
 use crate::amqp::AmqpStats;
+use crate::cluster::stats::NatsStats;
 use crate::groups::Groups;
 use crate::histogram::Histogram;
 use crate::ingress::{IngressStats, Refusals};
@@ -46,6 +47,8 @@ pub struct Sources {
     pub db_file: PathBuf,
     /// Alert rules.
     pub alerts: Arc<Alerts>,
+    /// Cluster mode: the NATS connection and the JetStream publishes.
+    pub nats: Option<Arc<NatsStats>>,
 }
 
 impl fmt::Debug for Sources {
@@ -195,8 +198,47 @@ impl Collector for Scrape {
         groups(out, &s.groups)?;
         store(out, &s.store, &s.db_file)?;
         amqp(out, &s.amqp)?;
+        if let Some(n) = &s.nats {
+            nats(out, n)?;
+        }
         alerts(out, &s.alerts)
     }
+}
+
+/// Cluster mode only: a single node has no NATS families at all.
+fn nats(out: Out<'_, '_>, n: &NatsStats) -> fmt::Result {
+    histogram(
+        out,
+        "iotpipe_nats_puback_duration_seconds",
+        "From a copy's JetStream publish to its PubAck (stored copies).",
+        &[("", "", &n.puback)],
+    )?;
+    counter(
+        out,
+        "iotpipe_nats_publishes",
+        "Copies published to JetStream, retries included.",
+        load(&n.publishes),
+    )?;
+    counter(
+        out,
+        "iotpipe_nats_publish_retries",
+        "Copies published again with the same id after a failure or a timeout.",
+        load(&n.retries),
+    )?;
+    counter(
+        out,
+        "iotpipe_nats_failed_appends",
+        "Appends given up after 20 s of retries (their devices got no PUBACK).",
+        load(&n.failed_appends),
+    )?;
+    counter(out, "iotpipe_nats_reconnects", "NATS connections made after the first.", n.reconnects())?;
+    counter(out, "iotpipe_nats_disconnects", "NATS connections lost.", load(&n.disconnects))?;
+    gauge(
+        out,
+        "iotpipe_nats_connected",
+        "1 while the NATS connection is up, else 0.",
+        u64::from(n.connected()),
+    )
 }
 
 fn ingress(out: Out<'_, '_>, i: &IngressStats) -> fmt::Result {

@@ -26,7 +26,7 @@ use crate::message::{Kind, Message};
 use crate::registry::Registry;
 use crate::rules::watch::SharedRules;
 use crate::rules::EvalContext;
-use crate::store::{Append, Ids};
+use crate::store::{Append, Ids, StoreError};
 use crate::subscriptions::Subscriptions;
 
 /// Messages waiting in the hand-off queue. Together with the per-connection window it bounds
@@ -44,6 +44,10 @@ pub enum HandoffError {
     /// Storage failed; the message is not stored.
     #[error("storing the message failed: {0}")]
     Store(String),
+    /// Cluster mode: JetStream did not store the copies after retrying them for 20 s; the
+    /// device's connection is dropped without a PUBACK, so that it sends the message again.
+    #[error("storing the message failed: {0}")]
+    NotReplicated(String),
 }
 
 struct Job {
@@ -250,8 +254,10 @@ async fn run(
             }
         }
         let copies = appends.len() as u64;
-        let result =
-            groups.append(std::mem::take(&mut appends)).await.map_err(|e| HandoffError::Store(e.to_string()));
+        let result = groups.append(std::mem::take(&mut appends)).await.map_err(|e| match e {
+            StoreError::NotReplicated(why) => HandoffError::NotReplicated(why),
+            e => HandoffError::Store(e.to_string()),
+        });
         if result.is_ok() {
             stats.group_copies.fetch_add(copies, Ordering::Relaxed);
             rules.forwarder.after_commit(&mut after);

@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("groups", &["check", "message", "store"]),
     // The queue boundary (consumer-group semantics) and the cluster backend behind it.
     ("queues", &["groups", "store"]),
-    ("cluster", &["alerts", "catalog", "check", "commands", "downlink", "groups", "ingress", "message", "queues", "registry", "rules", "store", "subscriptions"]),
+    ("cluster", &["alerts", "catalog", "check", "commands", "downlink", "groups", "histogram", "ingress", "message", "queues", "registry", "rules", "store", "subscriptions"]),
     // The data path, upstream to downstream.
     ("rules", &["message"]),
     ("subscriptions", &["check", "groups", "message", "registry", "rules", "store"]),
@@ -38,7 +38,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("alerts", &["check", "groups", "logsafe", "message", "store"]),
     // Operations on top of the components.
     ("catalog", &["groups", "rules", "subscriptions"]),
-    ("metrics", &["alerts", "amqp", "groups", "histogram", "ingress", "pipeline", "rules", "store"]),
+    ("metrics", &["alerts", "amqp", "cluster", "groups", "histogram", "ingress", "pipeline", "rules", "store"]),
     ("api", &["alerts", "catalog", "check", "commands", "devices", "groups", "listener", "logsafe", "metrics",
               "queues", "registry", "rules", "sign", "subscriptions"]),
     ("config", &["alerts", "amqp", "api", "check", "cluster", "groups", "ingress", "registry", "store",

@@ -278,7 +278,12 @@ pub struct Alerts {
     tasks: TaskTracker,
     /// Cluster mode: where the API's edits go first (set once at start-up).
     shared: std::sync::OnceLock<Arc<dyn shared::SharedAlerts>>,
+    /// Cluster mode: evaluate only while this says so (the node holds the evaluator lease).
+    gate: std::sync::OnceLock<Gate>,
 }
+
+/// Whether this node may evaluate now (cluster mode: it holds the evaluator lease).
+pub type Gate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Alerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -318,6 +323,7 @@ impl Alerts {
             stop,
             tasks,
             shared: std::sync::OnceLock::new(),
+            gate: std::sync::OnceLock::new(),
         });
         let declared = config.iter().map(|c| (c.name.clone(), AlertRuleBody::from(c), Source::Config));
         let created = stored.into_iter().map(|(id, body)| (id, body, Source::Api));
@@ -469,6 +475,12 @@ impl Alerts {
         self.notifier.stats()
     }
 
+    /// From now on, evaluates only while `gate` says so (set once: cluster mode, where one
+    /// node at a time evaluates so that each notification is sent once).
+    pub fn evaluate_while(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
+    }
+
     /// Stops every evaluation and the notifier; queued notifications are dropped (counted).
     pub async fn shutdown(&self) {
         self.stop.cancel();
@@ -487,6 +499,11 @@ impl Alerts {
             tokio::select! {
                 () = rule.stop.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if self.gate.get().is_some_and(|may| !may()) {
+                // Another node evaluates; this node's counts start afresh if it takes over.
+                rule.state().groups.clear();
+                continue;
             }
             self.evaluate_once(&rule, now_ms(), LocalTime::now());
         }

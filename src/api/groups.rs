@@ -166,12 +166,19 @@ pub async fn status(
         "inFlightCount": s.in_flight,
         "lastConsumptionTime": s.last_consumption_ms,
         "deadLetterCount": s.dead_letters,
-        "onlineClients": s.online_clients.iter().map(|c| serde_json::json!({
-            "clientId": c.client_id,
-            "clientIpPort": c.peer.to_string(),
-            "onlineTime": c.online_since_ms,
-            "consumptionRate": c.rate_per_minute,
-        })).collect::<Vec<_>>(),
+        "onlineClients": s.online_clients.iter().map(|c| {
+            let mut client = serde_json::json!({
+                "clientId": c.client_id,
+                "clientIpPort": c.peer.to_string(),
+                "onlineTime": c.online_since_ms,
+                "consumptionRate": c.rate_per_minute,
+            });
+            // In a cluster: the node that holds the client's connection.
+            if let Some(node) = &c.node {
+                client["node"] = serde_json::json!(node);
+            }
+            client
+        }).collect::<Vec<_>>(),
         "counters": {
             "appended": c.appended.load(Relaxed),
             "delivered": c.delivered.load(Relaxed),

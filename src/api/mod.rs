@@ -3,6 +3,7 @@
 //! Every error is `{"code", "message"}` with a proper status ([`error::ApiError`]).
 
 mod alerts;
+pub mod cluster;
 mod commands;
 pub mod config;
 mod console;
@@ -67,6 +68,8 @@ pub struct ApiState {
     pub sessions: Arc<session::Sessions>,
     /// The consumer groups' queues, for `/healthz` (in a cluster: NATS and JetStream).
     pub queues: Arc<dyn crate::queues::GroupQueues>,
+    /// Cluster mode: the live nodes (`/cluster/status`); `None` on a single node.
+    pub cluster: Option<cluster::ClusterStatus>,
 }
 
 /// The running HTTP server.
@@ -152,6 +155,7 @@ fn router(state: ApiState) -> Router {
         .route("/alert-rules", get(alerts::list).post(alerts::create))
         .route("/alert-rules/{id}", get(alerts::get).put(alerts::replace).delete(alerts::delete))
         .route("/openapi.json", get(openapi))
+        .route("/cluster/status", get(cluster::status))
         .route("/products", get(devices::products))
         .route("/products/{pk}/devices", get(devices::list).post(devices::create))
         .route("/products/{pk}/devices/{dn}", get(devices::get).patch(devices::patch).delete(devices::delete))

@@ -8,6 +8,7 @@ mod alerts;
 mod amqp_sign;
 mod bench;
 mod client;
+mod cluster;
 mod devices;
 mod downlink;
 mod groups;
@@ -74,6 +75,13 @@ enum Command {
         #[command(subcommand)]
         command: alerts::AlertsCommand,
     },
+    /// The cluster a running node belongs to (`status`: its live nodes).
+    Cluster {
+        #[command(flatten)]
+        server: client::ServerArgs,
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Device credentials.
     Device {
         #[command(subcommand)]
@@ -125,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Subscriptions { server, command } => remote(&server, |c| subscriptions::run(c, &command)),
         Command::Devices { server, command } => remote(&server, |c| devices::run(c, &command)),
         Command::Alerts { server, command } => remote(&server, |c| alerts::run(c, &command)),
+        Command::Cluster { server, command } => remote(&server, |c| cluster::run(c, &command)),
         Command::Bench(args) => bench::run(&args),
     };
     match result {

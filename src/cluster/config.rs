@@ -63,6 +63,10 @@ pub struct ClusterConfig {
     /// PEM private key of `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// The NATS servers' monitoring URLs (`http://host:8222`), read at start-up to check
+    /// that each syncs every write to disk (`sync_interval: always`); empty: not checked.
+    #[serde(default)]
+    pub monitor: Vec<String>,
 }
 
 /// Secrets (`token`, `password`) are shown as set or not, never their value.
@@ -82,6 +86,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("tls_ca", &self.tls_ca)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("monitor", &self.monitor)
             .finish()
     }
 }
@@ -110,6 +115,7 @@ impl ClusterConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            monitor: Vec::new(),
         }
     }
 
@@ -143,6 +149,16 @@ impl ClusterConfig {
         }
         self.check_auth(&mut problems);
         self.check_tls(&mut problems);
+        for (i, url) in self.monitor.iter().enumerate() {
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || url.contains(char::is_whitespace)
+            {
+                problems.push(Problem::new(
+                    key("monitor").index(i),
+                    format!("\"{url}\" is not a monitoring URL; expected one like \"http://127.0.0.1:8222\""),
+                ));
+            }
+        }
         problems
     }
 
@@ -305,6 +321,18 @@ mod tests {
         assert!(!found[2].1.contains("secret"), "a password in a URL is not repeated: {}", found[2].1);
         assert!(found[4].1.contains("'.'"));
         assert!(found[7].1.contains("token and user are set"));
+    }
+
+    #[test]
+    fn monitoring_urls_are_http() {
+        let mut c = ClusterConfig::new(vec!["nats://127.0.0.1:4222".into()]);
+        c.monitor = vec!["http://127.0.0.1:8222".into(), "nats://127.0.0.1:8222".into()];
+        let found = problems(&c);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].0.contains("monitor[1]") && found[0].1.contains("http://127.0.0.1:8222"),
+            "{found:?}"
+        );
     }
 
     #[test]

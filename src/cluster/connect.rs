@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, ServerAddr};
+use std::sync::Arc;
+
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 
 use super::config::ClusterConfig;
+use super::stats::NatsStats;
 use super::ClusterError;
 
 /// How long the first connection may take before the start fails: long enough for a server
@@ -18,6 +21,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A bad URL, an unreadable credentials file, or no server reachable within
 /// [`CONNECT_TIMEOUT`].
 pub async fn connect(config: &ClusterConfig, node: &str) -> Result<Client, ClusterError> {
+    connect_counted(config, node, Arc::default()).await
+}
+
+/// [`connect`], counting the connection's events (connects, disconnects) into `stats`.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_counted(
+    config: &ClusterConfig,
+    node: &str,
+    stats: Arc<NatsStats>,
+) -> Result<Client, ClusterError> {
+    let stats_of_client = stats.clone();
     let servers: Vec<ServerAddr> = config
         .nats
         .iter()
@@ -33,7 +49,18 @@ pub async fn connect(config: &ClusterConfig, node: &str) -> Result<Client, Clust
         .connection_timeout(CONNECT_TIMEOUT)
         // Unbounded reconnects: a node keeps trying while the servers are away, and the
         // health check reports it meanwhile.
-        .max_reconnects(None);
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let stats = stats.clone();
+            async move {
+                stats.event(&event);
+                match event {
+                    Event::Connected => tracing::info!("Connected to NATS"),
+                    Event::Disconnected => tracing::warn!("The NATS connection was lost; reconnecting"),
+                    _ => {}
+                }
+            }
+        });
     if let Some(file) = &config.credentials {
         options = options.credentials_file(file).await.map_err(|e| ClusterError::File {
             key: "credentials",
@@ -57,7 +84,10 @@ pub async fn connect(config: &ClusterConfig, node: &str) -> Result<Client, Clust
     }
     let connecting = options.connect(servers);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(client)) => {
+            stats_of_client.watch(&client);
+            Ok(client)
+        }
         Ok(Err(e)) => Err(ClusterError::Connect { servers: config.nats.join(", "), reason: e.to_string() }),
         Err(_) => Err(ClusterError::Connect {
             servers: config.nats.join(", "),

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull;
@@ -34,7 +34,9 @@ mod client;
 
 use client::JetStreamClient;
 
+use super::clients::ClusterClients;
 use super::config::ClusterConfig;
+use super::stats::NatsStats;
 use super::ClusterError;
 use crate::groups::{ClientInfo, RateWindow, Settings};
 use crate::message::now_ms;
@@ -123,6 +125,10 @@ pub struct JetStreamQueues {
     names: Names,
     settings: Settings,
     groups: Mutex<HashMap<String, Arc<GroupHandle>>>,
+    /// Every node's clients (the cluster-wide limit and online list); unset: this node's only.
+    clients: OnceLock<Arc<ClusterClients>>,
+    /// PubAck latency and retries for `/metrics`; unset: not counted.
+    stats: OnceLock<Arc<NatsStats>>,
 }
 
 impl std::fmt::Debug for JetStreamQueues {
@@ -186,7 +192,28 @@ impl JetStreamQueues {
         }
         let dead = streams.pop().ok_or_else(|| ClusterError::JetStream("no dead-letter stream".into()))?;
         let queue = streams.pop().ok_or_else(|| ClusterError::JetStream("no queue stream".into()))?;
-        Ok(Arc::new(Self { client, js, queue, dead, names, settings, groups: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Self {
+            client,
+            js,
+            queue,
+            dead,
+            names,
+            settings,
+            groups: Mutex::new(HashMap::new()),
+            clients: OnceLock::new(),
+            stats: OnceLock::new(),
+        }))
+    }
+
+    /// Counts clients and lists them over every node through `clients` from now on (set
+    /// once, at start-up, before any client joins).
+    pub fn share_clients(&self, clients: Arc<ClusterClients>) {
+        let _ = self.clients.set(clients);
+    }
+
+    /// Counts PubAck latency and retries into `stats` from now on (set once, at start-up).
+    pub fn share_stats(&self, stats: Arc<NatsStats>) {
+        let _ = self.stats.set(stats);
     }
 
     /// The NATS connection.
@@ -259,7 +286,11 @@ impl JetStreamQueues {
         let deadline = Instant::now() + APPEND_RETRY_FOR;
         let mut pending: Vec<usize> = (0..total).collect();
         let mut pause = Duration::from_millis(50);
+        let stats = self.stats.get();
         loop {
+            if let Some(stats) = stats {
+                stats.publishes.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            }
             let mut acks = Vec::with_capacity(pending.len());
             let mut failed = Vec::new();
             let mut last_error = String::new();
@@ -267,7 +298,16 @@ impl JetStreamQueues {
                 let (subject, id, payload) = &copies[i];
                 let message = PublishMessage::build().payload(payload.clone()).message_id(id);
                 match self.js.send_publish(subject.clone(), message).await {
-                    Ok(ack) => acks.push(async move { (i, ack.await) }),
+                    Ok(ack) => {
+                        let sent = Instant::now();
+                        acks.push(async move {
+                            let result = ack.await;
+                            if let (Ok(_), Some(stats)) = (&result, stats) {
+                                stats.puback.observe(sent.elapsed());
+                            }
+                            (i, result)
+                        });
+                    }
                     Err(e) => {
                         last_error = e.to_string();
                         failed.push(i);
@@ -284,6 +324,9 @@ impl JetStreamQueues {
                 return Ok(());
             }
             if Instant::now() + pause >= deadline {
+                if let Some(stats) = stats {
+                    stats.failed_appends.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(QueueError::Backend(format!(
                     "JetStream: {} of {total} copies not stored after {} s: {last_error}",
                     failed.len(),
@@ -293,6 +336,9 @@ impl JetStreamQueues {
             tracing::warn!(failed = failed.len(), total, error = %last_error, "Retrying JetStream publishes with the same ids");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+            if let Some(stats) = stats {
+                stats.retries.fetch_add(failed.len() as u64, Ordering::Relaxed);
+            }
             pending = failed;
         }
     }
@@ -386,6 +432,18 @@ impl GroupQueues for JetStreamQueues {
                 handle.clients.fetch_sub(1, Ordering::AcqRel);
                 return Err(QueueError::Full { group, limit });
             }
+            // The cluster-wide limit: a slot in the clients bucket, taken before
+            // the pull starts (pulled messages are leased).
+            let slot = match self.clients.get() {
+                Some(clients) => match clients.acquire(&group, &client_id, peer).await {
+                    Ok(slot) => Some(slot),
+                    Err(e) => {
+                        handle.clients.fetch_sub(1, Ordering::AcqRel);
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
             let batch = PULL_BATCH.min(self.settings.max_unsettled_per_client).max(1);
             let messages = handle
                 .consumer
@@ -403,9 +461,10 @@ impl GroupQueues for JetStreamQueues {
                 }
             };
             let number = handle.next_client.fetch_add(1, Ordering::Relaxed);
-            let info = ClientInfo { client_id, peer, online_since_ms: now_ms(), rate_per_minute: 0 };
+            let info =
+                ClientInfo { client_id, peer, online_since_ms: now_ms(), rate_per_minute: 0, node: None };
             lock(&handle.online).insert(number, info);
-            let client = JetStreamClient::new(
+            let mut client = JetStreamClient::new(
                 number,
                 handle,
                 self.js.clone(),
@@ -413,6 +472,7 @@ impl GroupQueues for JetStreamQueues {
                 messages,
                 self.settings.max_unsettled_per_client,
             );
+            client.slot = slot;
             Ok(Box::new(client) as Box<dyn GroupClient>)
         }
         .boxed()
@@ -473,9 +533,19 @@ impl GroupQueues for JetStreamQueues {
             let local_last = Some(handle.last_accept_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
             let ack_pending = info.num_ack_pending as u64;
             let now = now_ms() / 1000;
-            let mut online_clients: Vec<ClientInfo> = lock(&handle.online).values().cloned().collect();
-            online_clients.sort_by_key(|c| c.online_since_ms);
-            let consumption_rate_per_minute = lock(&handle.rate).per_minute(now);
+            let mut consumption_rate_per_minute = lock(&handle.rate).per_minute(now);
+            let online_clients = match self.clients.get() {
+                // Every node's clients, and the others' accepts added to this node's.
+                Some(clients) => {
+                    consumption_rate_per_minute += clients.others_rate(&group);
+                    clients.online(&group)
+                }
+                None => {
+                    let mut online: Vec<ClientInfo> = lock(&handle.online).values().cloned().collect();
+                    online.sort_by_key(|c| c.online_since_ms);
+                    online
+                }
+            };
             Ok(QueueStatus {
                 accumulated: info.num_pending + ack_pending,
                 in_flight: ack_pending,

@@ -6,14 +6,25 @@
 //!   `jetstream/client.rs`: one local client of a group (its pull, its deliveries, settlement).
 //! - `state.rs`: the cluster's shared state in KV buckets (message-id blocks, consumer groups).
 //! - `sessions.rs`: devices on any node: session takeover across nodes, ordered status.
+//! - `clients.rs`: every node's consumer clients in a KV bucket (the cluster-wide limit per
+//!   group, the online list).
+//! - `lease.rs`: a lease in KV, so that one node at a time evaluates the alert rules.
+//! - `nodes.rs`: node heartbeats in a KV bucket (`iotpipe cluster status`).
+//! - `stats.rs`: PubAck latency, retries and the connection's events for `/metrics`.
+//! - `sync_check.rs`: the start-up check of the servers' `sync_interval` (`[cluster] monitor`).
 
+pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;
 pub mod state;
 pub mod sessions;
+pub mod lease;
+pub mod nodes;
+pub mod stats;
+pub mod sync_check;
 
-pub use connect::connect;
+pub use connect::{connect, connect_counted};
 pub use jetstream::JetStreamQueues;
 pub use sessions::ClusterSessions;
 

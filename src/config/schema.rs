@@ -187,6 +187,7 @@ const CLUSTER: &[Field] = &[
     opt("tls_ca", string("certs/nats-ca.pem")),
     opt("tls_cert", string("certs/nats-client.pem")),
     opt("tls_key", string("certs/nats-client.key")),
+    opt("monitor", Kind::Strings { allowed: &[], example: "http://127.0.0.1:8222" }),
 ];
 
 /// [`crate::alerts::config::EffectiveConfig`].

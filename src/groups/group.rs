@@ -107,6 +107,8 @@ pub struct ClientInfo {
     pub online_since_ms: u64,
     /// Accepted in the last minute.
     pub rate_per_minute: u64,
+    /// The cluster node that holds its connection (`None` on a single node).
+    pub node: Option<String>,
 }
 
 struct Lease {
@@ -368,6 +370,7 @@ impl Group {
                     peer,
                     online_since_ms: now_ms(),
                     rate_per_minute: 0,
+                    node: None,
                 },
                 tx,
                 unsettled: unsettled.clone(),

@@ -268,6 +268,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tracing::error!(device = %self.origin.device_name, error = %e, suppressed, "A message could not be stored: not acknowledged");
                 }
                 match (self.version, pkid) {
+                    // Cluster mode after 20 s of failed PubAcks: no PUBACK at all (a failure
+                    // PUBACK would end the message for an MQTT 5 device); the device sends
+                    // it again on its next connection.
+                    _ if matches!(e, HandoffError::NotReplicated(_)) => {
+                        Err(End(OfflineReason::ServerError, Some(DisconnectCode::UnspecifiedError)))
+                    }
                     (Version::V5, Some(pkid)) => {
                         self.version.write(
                             Outbound::PubAck { pkid, code: PubAckCode::Unspecified },

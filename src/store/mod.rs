@@ -58,6 +58,10 @@ pub enum StoreError {
         /// Database file.
         path: PathBuf,
     },
+    /// Cluster mode: JetStream did not store every copy within the append's retries (20 s);
+    /// nothing of the append counts as stored.
+    #[error("the cluster did not store the copies: {0}")]
+    NotReplicated(String),
     /// A record could not be encoded for its table; nothing is stored.
     #[error("cannot encode record {key} of table {table}: {source}")]
     Encode {

@@ -42,6 +42,8 @@ pub(super) struct JetStreamClient {
     unsettled: HashMap<u64, Held>,
     next_ticket: u64,
     max_unsettled: usize,
+    /// Its slot among the group's clients over every node (given back when it is dropped).
+    pub(super) slot: Option<super::super::clients::SlotGuard>,
 }
 
 impl JetStreamClient {
@@ -65,6 +67,7 @@ impl JetStreamClient {
             unsettled: HashMap::new(),
             next_ticket: 1,
             max_unsettled,
+            slot: None,
         }
     }
 
@@ -159,8 +162,12 @@ impl GroupClient for JetStreamClient {
                         self.handle.last_accept_ms.store(now, Ordering::Relaxed);
                         lock(&self.handle.rate).add(now / 1000, 1);
                         self.rate.add(now / 1000, 1);
+                        let rate = self.rate.per_minute(now / 1000);
                         if let Some(info) = lock(&self.handle.online).get_mut(&self.number) {
-                            info.rate_per_minute = self.rate.per_minute(now / 1000);
+                            info.rate_per_minute = rate;
+                        }
+                        if let Some(slot) = &self.slot {
+                            slot.set_rate(rate);
                         }
                     }
                     r
