@@ -356,8 +356,12 @@ fn check(
 #[ignore = "the three-node kill test: runs in .ci/run against the release binary (--include-ignored)"]
 async fn three_nodes_lose_nothing_acknowledged_through_kills() {
     let seconds: u64 = std::env::var("IOTPIPE_CLUSTER_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
-    let dir = tempfile::tempdir().expect("temporary directory");
+    // IOTPIPE_KEEP_DIR=1 keeps the servers' logs and stores, failed or not.
     let keep = std::env::var_os("IOTPIPE_KEEP_DIR").is_some();
+    let dir = tempfile::Builder::new().prefix("cluster-kill").disable_cleanup(keep).tempdir().expect("temporary directory");
+    if keep {
+        eprintln!("logs in {}", dir.path().display());
+    }
     let mut nats = nats_cluster(dir.path());
     let urls: Vec<String> = nats.iter().map(Nats::url).collect();
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::new(dir.path(), i, &urls)).collect();
@@ -449,9 +453,6 @@ async fn three_nodes_lose_nothing_acknowledged_through_kills() {
         check("subscription group (proton, node 1)", &from_proton.lock().expect("r"), &acked, start_ms);
     let (lost_rule, dup_rule, wait_rule) =
         check("rule group (rhea, node 2)", &from_rhea.lock().expect("r"), &acked, start_ms);
-    if keep {
-        eprintln!("logs kept in {}", dir.keep().display());
-    }
     assert!(lost_sub.is_empty(), "PUBACKed messages lost in {SUB_GROUP}: {:?}", &lost_sub[..lost_sub.len().min(20)]);
     assert!(lost_rule.is_empty(), "PUBACKed messages lost in {RULE_GROUP}: {:?}", &lost_rule[..lost_rule.len().min(20)]);
     assert!(wait_sub <= MAX_WAIT, "the proton consumer waited {wait_sub:?} while messages were pending");

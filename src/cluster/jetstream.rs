@@ -142,10 +142,12 @@ fn backend(what: impl std::fmt::Display, e: impl std::fmt::Display) -> QueueErro
 }
 
 impl JetStreamQueues {
-    /// Sets up (or updates) the deployment's streams on the connected servers.
+    /// Sets up (or updates) the deployment's streams on the connected servers, waiting up to
+    /// 30 s for a JetStream cluster that is still electing its leader.
     ///
     /// # Errors
-    /// When JetStream is not enabled or refuses the streams (e.g. more replicas than servers).
+    /// When JetStream is not enabled or refuses the streams (e.g. more replicas than servers),
+    /// or is not ready within 30 s.
     pub async fn open(
         client: Client,
         config: &ClusterConfig,
@@ -181,9 +183,22 @@ impl JetStreamQueues {
         let mut streams = Vec::new();
         for config in [queue_config, dead_config] {
             let name = config.name.clone();
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|e| ClusterError::JetStream(format!("setting up stream {name}: {e}")))?;
+            // Servers started together elect their JetStream meta leader within seconds; until
+            // then stream requests time out or say JetStream is unavailable. A node started with
+            // them waits for the election rather than fail.
+            let settle_by = tokio::time::Instant::now() + SETTLE_WITHIN;
+            loop {
+                match js.create_or_update_stream(config.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if settling(&e) && tokio::time::Instant::now() < settle_by => {
+                        tracing::info!(stream = %name, error = %e, "JetStream not ready yet; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        return Err(ClusterError::JetStream(format!("setting up stream {name}: {e}")));
+                    }
+                }
+            }
             let stream = js
                 .get_stream(&name)
                 .await
@@ -673,5 +688,18 @@ impl GroupQueues for JetStreamQueues {
             }
         }
         .boxed()
+    }
+}
+
+/// How long start-up waits for a JetStream cluster that is electing its meta leader.
+const SETTLE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Whether a failed stream request may succeed once the JetStream cluster has settled.
+fn settling(e: &async_nats::jetstream::context::CreateStreamError) -> bool {
+    use async_nats::jetstream::context::CreateStreamErrorKind as Kind;
+    match e.kind() {
+        Kind::TimedOut | Kind::JetStreamUnavailable => true,
+        Kind::JetStream(js) => js.to_string().contains("temporarily unavailable"),
+        _ => false,
     }
 }
