@@ -128,7 +128,13 @@ fn nats_cluster(dir: &Path) -> Vec<Nats> {
             ),
         )
         .expect("nats config");
-        servers.push(Nats { name, port: *port, config, log: dir.join(format!("{}.log", i + 1)), child: None });
+        servers.push(Nats {
+            name,
+            port: *port,
+            config,
+            log: dir.join(format!("{}.log", i + 1)),
+            child: None,
+        });
     }
     for s in &mut servers {
         s.start();
@@ -166,10 +172,22 @@ impl Node {
              name = \"{NAME}\"\nreplicas = 3\nnode = \"n{i}\"\n",
             nats.join(", ")
         );
-        let text = common::config_text_amqp(&data, "", &format!("ack_timeout_secs = {ACK_TIMEOUT_SECS}"), &extra)
-            .replace("listen = \"127.0.0.1:0\"\nkeep_alive", &format!("listen = \"127.0.0.1:{mqtt}\"\nkeep_alive"))
-            .replacen("[amqp]\nlisten = \"127.0.0.1:0\"", &format!("[amqp]\nlisten = \"127.0.0.1:{amqp}\""), 1)
-            .replacen("[http]\nlisten = \"127.0.0.1:0\"", &format!("[http]\nlisten = \"127.0.0.1:{http}\""), 1);
+        let text =
+            common::config_text_amqp(&data, "", &format!("ack_timeout_secs = {ACK_TIMEOUT_SECS}"), &extra)
+                .replace(
+                    "listen = \"127.0.0.1:0\"\nkeep_alive",
+                    &format!("listen = \"127.0.0.1:{mqtt}\"\nkeep_alive"),
+                )
+                .replacen(
+                    "[amqp]\nlisten = \"127.0.0.1:0\"",
+                    &format!("[amqp]\nlisten = \"127.0.0.1:{amqp}\""),
+                    1,
+                )
+                .replacen(
+                    "[http]\nlisten = \"127.0.0.1:0\"",
+                    &format!("[http]\nlisten = \"127.0.0.1:{http}\""),
+                    1,
+                );
         let config = data.join("iotpipe.toml");
         std::fs::write(&config, text).expect("node config");
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -274,7 +292,9 @@ fn consumer(mut command: Command, what: &'static str, log: PathBuf) -> (Child, A
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let mut parts = line.splitn(3, ' ');
-            let (Some(at), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Some(at), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
             let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else { continue };
             if json.get("kill").is_none() {
                 continue; // status messages of the subscription
@@ -355,10 +375,15 @@ fn check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "the three-node kill test: runs in .ci/run against the release binary (--include-ignored)"]
 async fn three_nodes_lose_nothing_acknowledged_through_kills() {
-    let seconds: u64 = std::env::var("IOTPIPE_CLUSTER_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seconds: u64 =
+        std::env::var("IOTPIPE_CLUSTER_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     // IOTPIPE_KEEP_DIR=1 keeps the servers' logs and stores, failed or not.
     let keep = std::env::var_os("IOTPIPE_KEEP_DIR").is_some();
-    let dir = tempfile::Builder::new().prefix("cluster-kill").disable_cleanup(keep).tempdir().expect("temporary directory");
+    let dir = tempfile::Builder::new()
+        .prefix("cluster-kill")
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("temporary directory");
     if keep {
         eprintln!("logs in {}", dir.path().display());
     }
@@ -425,7 +450,8 @@ async fn three_nodes_lose_nothing_acknowledged_through_kills() {
         let seen: BTreeSet<(String, u64)> = r.lines.iter().map(|l| (l.2.clone(), l.3)).collect();
         acked.is_subset(&seen)
     };
-    let drained_by = Instant::now() + MAX_WAIT + Duration::from_secs(ACK_TIMEOUT_SECS) + Duration::from_secs(30);
+    let drained_by =
+        Instant::now() + MAX_WAIT + Duration::from_secs(ACK_TIMEOUT_SECS) + Duration::from_secs(30);
     while !(complete(&from_proton) && complete(&from_rhea)) && Instant::now() < drained_by {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -453,8 +479,16 @@ async fn three_nodes_lose_nothing_acknowledged_through_kills() {
         check("subscription group (proton, node 1)", &from_proton.lock().expect("r"), &acked, start_ms);
     let (lost_rule, dup_rule, wait_rule) =
         check("rule group (rhea, node 2)", &from_rhea.lock().expect("r"), &acked, start_ms);
-    assert!(lost_sub.is_empty(), "PUBACKed messages lost in {SUB_GROUP}: {:?}", &lost_sub[..lost_sub.len().min(20)]);
-    assert!(lost_rule.is_empty(), "PUBACKed messages lost in {RULE_GROUP}: {:?}", &lost_rule[..lost_rule.len().min(20)]);
+    assert!(
+        lost_sub.is_empty(),
+        "PUBACKed messages lost in {SUB_GROUP}: {:?}",
+        &lost_sub[..lost_sub.len().min(20)]
+    );
+    assert!(
+        lost_rule.is_empty(),
+        "PUBACKed messages lost in {RULE_GROUP}: {:?}",
+        &lost_rule[..lost_rule.len().min(20)]
+    );
     assert!(wait_sub <= MAX_WAIT, "the proton consumer waited {wait_sub:?} while messages were pending");
     assert!(wait_rule <= MAX_WAIT, "the rhea consumer waited {wait_rule:?} while messages were pending");
     assert!(
@@ -462,4 +496,117 @@ async fn three_nodes_lose_nothing_acknowledged_through_kills() {
         "every node's status shows both backlogs at 0 (node 1, 2, 3 × {SUB_GROUP}, {RULE_GROUP}): {backlogs:?}"
     );
     eprintln!("duplicates: {dup_sub} in {SUB_GROUP}, {dup_rule} in {RULE_GROUP}");
+
+    shared_groups_across_nodes(&nodes).await;
+}
+
+/// `(status, JSON body)` of an API call to `node`.
+async fn api(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{}/api/v1{path}", node.http))
+        .bearer_auth("test-token");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("the API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The rest of the acceptance, on the same three processes: a group created through node 1 is
+/// usable by a consumer on node 3 within a second, a clear through node 3 shows on node 1, and
+/// the 65th client of a group across the three nodes is refused.
+async fn shared_groups_across_nodes(nodes: &[Node]) {
+    use common::amqp::{attach, consumer, login, open};
+    let (code, created) = api(
+        &nodes[0],
+        reqwest::Method::POST,
+        "/consumer-groups",
+        Some(serde_json::json!({"name": "killshared"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let group = created["id"].as_str().expect("the new group's id").to_string();
+    let created_at = Instant::now();
+    // A consumer on node 3 attaches and is listed online (by node 1 too).
+    let (u, p) = login("late", &group, iotpipe::sign::SignMethod::HmacSha1);
+    let late = loop {
+        if let Ok(c) = open(nodes[2].amqp, &u, &p).await {
+            break attach(c).await;
+        }
+        assert!(created_at.elapsed() < Duration::from_secs(1), "node 3 did not know the group within 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    loop {
+        let (_, status) =
+            api(&nodes[0], reqwest::Method::GET, &format!("/consumer-groups/{group}/status"), None).await;
+        if status["onlineClients"].as_array().is_some_and(|c| c.iter().any(|c| c["clientId"] == "late")) {
+            break;
+        }
+        assert!(
+            created_at.elapsed() < Duration::from_secs(1),
+            "the consumer on node 3 not usable within 1 s: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "group created on node 1, consumer on node 3 online (seen by node 1) after {:?}",
+        created_at.elapsed()
+    );
+
+    // 64 clients over the three nodes; the 65th is refused on any of them.
+    let mut clients = vec![late];
+    for i in 1..64 {
+        clients.push(consumer(nodes[i % 3].amqp, &format!("c{i}"), &group).await);
+    }
+    for node in nodes {
+        let (u, p) = login("c65", &group, iotpipe::sign::SignMethod::HmacSha1);
+        let refused = match open(node.amqp, &u, &p).await {
+            Err(e) => e,
+            Ok(c) => {
+                let mut c = attach(c).await;
+                let err = tokio::time::timeout(
+                    common::WAIT,
+                    c.receiver
+                        .recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+                )
+                .await
+                .expect("the 65th client must be told")
+                .expect_err("the 65th client must not receive");
+                format!("{err:?}")
+            }
+        };
+        assert!(refused.contains("ResourceLimitExceeded"), "the 65th client on {}: {refused}", node.amqp);
+    }
+    for c in clients {
+        c.close().await;
+    }
+
+    // Messages wait in DEFAULT_GROUP (its consumer is gone); a clear through node 3 empties it
+    // as node 1 sees it.
+    common::publish_n(nodes[0].mqtt, "dev1", 5).await;
+    let waiting = Instant::now();
+    while nodes[0].accumulated(SUB_GROUP).await.unwrap_or(0) < 5 {
+        assert!(waiting.elapsed() < common::WAIT, "the five messages never showed in node 1's status");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, cleared) = api(
+        &nodes[2],
+        reqwest::Method::POST,
+        &format!("/consumer-groups/{SUB_GROUP}/clear"),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(code, 200, "{cleared}");
+    let clearing = Instant::now();
+    while nodes[0].accumulated(SUB_GROUP).await != Some(0) {
+        assert!(clearing.elapsed() < Duration::from_secs(5), "the clear on node 3 did not show on node 1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("cleared on node 3, node 1 shows 0 after {:?}", clearing.elapsed());
 }

@@ -77,6 +77,12 @@ pub async fn create(
     let Json(body) = body?;
     let options = GroupOptions { max_delivery_attempts: body.max_delivery_attempts };
     let g = state.catalog.create_group(&body.name, body.id.as_deref(), options).await?;
+    // In a cluster the group's queue (its durable consumer) is set up before the answer, so a
+    // consumer attaching on any node finds it ready; a failure here is repaired by the first
+    // attach, which sets it up too.
+    if let Err(e) = state.queues.ensure_group(&g.id, options).await {
+        tracing::warn!(group = %g.id, error = %e, "Setting up the new group's queue failed; its first consumer will");
+    }
     Ok((StatusCode::CREATED, Json(GroupView::of(&g))))
 }
 

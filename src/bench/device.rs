@@ -154,7 +154,8 @@ pub async fn publish_loop(
             }
             pkid = pkid % u16::MAX + 1;
             let at = now_us();
-            let mut p = v4::Publish::new(device.topic.as_str(), QoS::AtLeastOnce, payload(&device.name, seq, at));
+            let mut p =
+                v4::Publish::new(device.topic.as_str(), QoS::AtLeastOnce, payload(&device.name, seq, at));
             p.pkid = pkid;
             sent.push_back((pkid, at));
             if let Err(e) = p.write(&mut out) {

@@ -460,7 +460,8 @@ impl Settings {
                 problems.push("--cluster-nats starts nodes; it does not go with --mqtt".into());
             }
             if c.nats.is_empty() || c.nodes == 0 || !(1..=5).contains(&c.replicas) {
-                problems.push("--cluster-nats needs a NATS URL, --nodes at least 1 and --replicas 1 to 5".into());
+                problems
+                    .push("--cluster-nats needs a NATS URL, --nodes at least 1 and --replicas 1 to 5".into());
             }
         }
         if problems.is_empty() {

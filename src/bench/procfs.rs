@@ -21,11 +21,13 @@ impl ServerProc {
 
     /// User + system CPU time so far, all threads of every process; `None` once one is gone.
     pub fn cpu_time(&self) -> Option<Duration> {
-        self.pids.iter().map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            cpu_from_stat(&stat)
-        })
-        .sum()
+        self.pids
+            .iter()
+            .map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                cpu_from_stat(&stat)
+            })
+            .sum()
     }
 
     /// Resident memory now, in KiB.

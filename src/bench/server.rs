@@ -326,7 +326,11 @@ mod tests {
             replicas: 3,
             node: "b2".into(),
         };
-        let text = format!("{}{}", config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default()), section.text());
+        let text = format!(
+            "{}{}",
+            config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default()),
+            section.text()
+        );
         let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
         let cluster = config.cluster.expect("a [cluster] section");
         assert_eq!((cluster.nats.len(), cluster.replicas, cluster.node.as_deref()), (2, 3, Some("b2")));

@@ -284,12 +284,20 @@ mod tests {
         assert_eq!(e.amqp_of(3).map(|a| a.port()), Some(5673));
         assert_eq!((s.server_pids.len(), s.nodes()), (3, 3));
 
-        let s = settings(&["--cluster-nats", "nats://127.0.0.1:4222,nats://127.0.0.1:4223", "--nodes", "3", "--replicas", "3"])
-            .unwrap();
+        let s = settings(&[
+            "--cluster-nats",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+            "--nodes",
+            "3",
+            "--replicas",
+            "3",
+        ])
+        .unwrap();
         s.validate().unwrap();
         let c = s.cluster.clone().unwrap();
         assert_eq!((c.nats.len(), c.nodes, c.replicas), (2, 3, 3));
-        let both = settings(&["--cluster-nats", "nats://127.0.0.1:4222", "--mqtt", "127.0.0.1:1883"]).unwrap();
+        let both =
+            settings(&["--cluster-nats", "nats://127.0.0.1:4222", "--mqtt", "127.0.0.1:1883"]).unwrap();
         assert!(both.validate().is_err(), "a started cluster has its own addresses");
         let none = settings(&["--cluster-nats", "nats://127.0.0.1:4222", "--nodes", "0"]).unwrap();
         assert!(none.validate().is_err());

@@ -17,10 +17,10 @@ pub mod clients;
 pub mod config;
 mod connect;
 pub mod jetstream;
-pub mod state;
-pub mod sessions;
 pub mod lease;
 pub mod nodes;
+pub mod sessions;
+pub mod state;
 pub mod stats;
 pub mod sync_check;
 
