@@ -79,8 +79,11 @@ node = "n$i"
 EOF
 done
 
-# The servers elect a JetStream meta leader within a few seconds; each node waits up to 10 s
-# for NATS, so they can start together.
+for i in 1 2 3; do
+  for _ in $(seq 100); do grep -q 'Server is ready' "$dir/nats-$i.log" 2>/dev/null && break; sleep 0.2; done
+done
+# The servers elect a JetStream meta leader within a few seconds; the nodes wait for it (up to
+# 30 s), so they can start now.
 for i in 1 2 3; do
   "$IOTPIPE" serve --config "$dir/node-$i.toml" > "$dir/node-$i.out" 2>> "$dir/node-$i.log" &
   pids+=($!)

@@ -14,6 +14,9 @@ use super::ClusterError;
 /// that is starting too, short enough that a wrong address is reported soon.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The pause before trying again after a server refused the connection.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
 /// Connects to the configured NATS servers; `node` names the connection on the servers.
 /// After this the client reconnects by itself (to any of the servers) whenever it loses one.
 ///
@@ -44,6 +47,41 @@ pub async fn connect_counted(
             })
         })
         .collect::<Result<_, _>>()?;
+    // A server that is starting too refuses connections for a moment: try again until the
+    // time is up rather than fail on the first refusal.
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        let options = options(config, node, stats.clone()).await?;
+        match tokio::time::timeout_at(deadline, options.connect(servers.clone())).await {
+            Ok(Ok(client)) => {
+                stats_of_client.watch(&client);
+                return Ok(client);
+            }
+            Ok(Err(e))
+                if e.kind() == async_nats::ConnectErrorKind::Io
+                    && tokio::time::Instant::now() + RETRY_AFTER < deadline =>
+            {
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Ok(Err(e)) => {
+                return Err(ClusterError::Connect { servers: config.nats.join(", "), reason: e.to_string() })
+            }
+            Err(_) => {
+                return Err(ClusterError::Connect {
+                    servers: config.nats.join(", "),
+                    reason: format!("no server answered within {} s", CONNECT_TIMEOUT.as_secs()),
+                })
+            }
+        }
+    }
+}
+
+/// The connection's options from `[cluster]`, its events counted into `stats`.
+async fn options(
+    config: &ClusterConfig,
+    node: &str,
+    stats: Arc<NatsStats>,
+) -> Result<ConnectOptions, ClusterError> {
     let mut options = ConnectOptions::new()
         .name(format!("iotpipe {}/{node}", config.name))
         .connection_timeout(CONNECT_TIMEOUT)
@@ -82,16 +120,5 @@ pub async fn connect_counted(
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
         options = options.add_client_certificate(cert.clone(), key.clone());
     }
-    let connecting = options.connect(servers);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-        Ok(Ok(client)) => {
-            stats_of_client.watch(&client);
-            Ok(client)
-        }
-        Ok(Err(e)) => Err(ClusterError::Connect { servers: config.nats.join(", "), reason: e.to_string() }),
-        Err(_) => Err(ClusterError::Connect {
-            servers: config.nats.join(", "),
-            reason: format!("no server answered within {} s", CONNECT_TIMEOUT.as_secs()),
-        }),
-    }
+    Ok(options)
 }
