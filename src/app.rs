@@ -250,6 +250,10 @@ impl App {
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let downlink = Arc::new(Downlink::start(config.mqtt.max_connections).map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
+        if let Some(cluster) = &cluster {
+            // The embedded groups hold no messages in cluster mode: the rules read the cluster's.
+            alerts.read_figures_from(Arc::new(QueueFigures(cluster.clone())));
+        }
         let db_file = db.path().to_path_buf();
         let subscriptions =
             Arc::new(Subscriptions::load(&config.subscriptions, db, groups.clone(), registry.clone())?);
@@ -569,5 +573,23 @@ impl App {
             upstream = stats.upstream.load(std::sync::atomic::Ordering::Relaxed),
             "iotpipe stopped"
         );
+    }
+}
+
+/// Cluster mode: the alert rules' group figures from the cluster's queues (`GroupQueues::status`).
+struct QueueFigures(Arc<dyn GroupQueues>);
+
+impl crate::alerts::figures::GroupFigures for QueueFigures {
+    fn figures<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<crate::alerts::figures::Figures, String>> {
+        Box::pin(async move {
+            let status = self.0.status(group).await.map_err(|e| e.to_string())?;
+            Ok(crate::alerts::figures::Figures {
+                accumulated: status.accumulated,
+                consumption_rate_per_minute: status.consumption_rate_per_minute,
+            })
+        })
     }
 }
