@@ -367,6 +367,9 @@ impl App {
             sessions: Arc::default(),
             queues,
             cluster: nodes.as_ref().map(|nodes| cluster_status(nodes.clone())),
+            locator: cluster_sessions
+                .clone()
+                .map(|s| Arc::new(SessionsLocator(s)) as Arc<dyn crate::api::DeviceLocator>),
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         if let Some(nodes) = &nodes {
@@ -590,6 +593,26 @@ impl crate::alerts::figures::GroupFigures for QueueFigures {
                 accumulated: status.accumulated,
                 consumption_rate_per_minute: status.consumption_rate_per_minute,
             })
+        })
+    }
+}
+
+/// Cluster mode: the device views' online state from the sessions bucket.
+struct SessionsLocator(Arc<ClusterSessions>);
+
+impl crate::api::DeviceLocator for SessionsLocator {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+
+    fn holder<'a>(
+        &'a self,
+        product_key: &'a str,
+        device_name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<(String, u64)>, String>> {
+        Box::pin(async move {
+            let owner = self.0.owner(product_key, device_name).await?;
+            Ok(owner.map(|o| (o.node, o.connected_at_ms)))
         })
     }
 }
