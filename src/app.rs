@@ -250,6 +250,10 @@ impl App {
         let (rules, live_rules, rules_watch) = load_rules(&config.rules_dir());
         let downlink = Arc::new(Downlink::start(config.mqtt.max_connections).map_err(IngressError::from)?);
         let alerts = Alerts::start(&config.alert_rules, groups.clone(), db.clone(), RetryPolicy::default())?;
+        if let Some(cluster) = &cluster {
+            // The embedded groups hold no messages in cluster mode: the rules read the cluster's.
+            alerts.read_figures_from(Arc::new(QueueFigures(cluster.clone())));
+        }
         let db_file = db.path().to_path_buf();
         let subscriptions =
             Arc::new(Subscriptions::load(&config.subscriptions, db, groups.clone(), registry.clone())?);
@@ -363,6 +367,9 @@ impl App {
             sessions: Arc::default(),
             queues,
             cluster: nodes.as_ref().map(|nodes| cluster_status(nodes.clone())),
+            locator: cluster_sessions
+                .clone()
+                .map(|s| Arc::new(SessionsLocator(s)) as Arc<dyn crate::api::DeviceLocator>),
         };
         let http = ApiServer::start(&config.http, api, shutdown.clone()).await?;
         if let Some(nodes) = &nodes {
@@ -569,5 +576,43 @@ impl App {
             upstream = stats.upstream.load(std::sync::atomic::Ordering::Relaxed),
             "iotpipe stopped"
         );
+    }
+}
+
+/// Cluster mode: the alert rules' group figures from the cluster's queues (`GroupQueues::status`).
+struct QueueFigures(Arc<dyn GroupQueues>);
+
+impl crate::alerts::figures::GroupFigures for QueueFigures {
+    fn figures<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<crate::alerts::figures::Figures, String>> {
+        Box::pin(async move {
+            let status = self.0.status(group).await.map_err(|e| e.to_string())?;
+            Ok(crate::alerts::figures::Figures {
+                accumulated: status.accumulated,
+                consumption_rate_per_minute: status.consumption_rate_per_minute,
+            })
+        })
+    }
+}
+
+/// Cluster mode: the device views' online state from the sessions bucket.
+struct SessionsLocator(Arc<ClusterSessions>);
+
+impl crate::api::DeviceLocator for SessionsLocator {
+    fn node(&self) -> &str {
+        self.0.node()
+    }
+
+    fn holder<'a>(
+        &'a self,
+        product_key: &'a str,
+        device_name: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<(String, u64)>, String>> {
+        Box::pin(async move {
+            let owner = self.0.owner(product_key, device_name).await?;
+            Ok(owner.map(|o| (o.node, o.connected_at_ms)))
+        })
     }
 }

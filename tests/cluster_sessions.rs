@@ -354,3 +354,77 @@ async fn a_device_connecting_to_two_nodes_at_once_ends_up_on_one_with_statuses_i
     n3.app.shutdown(Duration::from_secs(5)).await;
     n2.app.shutdown(Duration::from_secs(5)).await;
 }
+
+/// dev1 as `server`'s API shows it.
+async fn view(server: &Server) -> serde_json::Value {
+    let (code, v) = common::api::get(server, &format!("/products/{PK}/devices/dev1")).await;
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
+/// `GET /products/{pk}/devices/{dn}` (and the list) on any node: a device connected to another
+/// node is online there, as the sessions bucket says; offline everywhere once it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_view_on_any_node_shows_where_the_device_is_online() {
+    let nats = nats::NatsServer::start();
+    let n2 = node(&nats.url, "n2", 0).await;
+    let n3 = node(&nats.url, "n3", 1).await;
+    // Offline on both before it connects (no `node`).
+    for server in [&n2, &n3] {
+        let v = view(server).await;
+        assert_eq!(v["online"], false, "{v}");
+        assert!(v.get("node").is_none(), "{v}");
+    }
+
+    let (client, mut el) = connect_v4(v4_options(n3.addr(), &creds("dev1"))).await.expect("CONNACK from n3");
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    // On n3 (its node): online, its client id and address.
+    let deadline = Instant::now() + WAIT;
+    let here = loop {
+        let v = view(&n3).await;
+        if v["online"] == true {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "n3 never shows dev1 online: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(here["node"], "n3", "{here}");
+    assert!(here["clientId"].is_string() && here["ipAddress"].is_string(), "{here}");
+    // On n2: online on n3 (the bucket's claim is written before the CONNACK), no client id or
+    // address of n3's session, its connection time.
+    let there = view(&n2).await;
+    assert_eq!(there["online"], true, "{there}");
+    assert_eq!(there["node"], "n3", "{there}");
+    assert!(there["clientId"].is_null() && there["ipAddress"].is_null(), "{there}");
+    assert!(there["lastOnlineTime"].as_u64().is_some_and(|t| t > 0), "{there}");
+    let (code, list) = common::api::get(&n2, &format!("/products/{PK}/devices")).await;
+    assert_eq!(code, 200, "{list}");
+    let listed = list.as_array().expect("a list").iter().find(|d| d["deviceName"] == "dev1").cloned();
+    let listed = listed.expect("dev1 listed");
+    assert_eq!((&listed["online"], &listed["node"]), (&serde_json::json!(true), &serde_json::json!("n3")));
+    // Other devices stay offline.
+    assert!(list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|d| d["deviceName"] != "dev1")
+        .all(|d| d["online"] == false));
+
+    // It leaves: offline on both once n3 deleted its key.
+    client.disconnect().await.expect("DISCONNECT");
+    let _ = pump.await;
+    for server in [&n3, &n2] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = view(server).await;
+            if v["online"] == false {
+                assert!(v.get("node").is_none(), "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "dev1 stays online: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    n3.app.shutdown(Duration::from_secs(5)).await;
+    n2.app.shutdown(Duration::from_secs(5)).await;
+}

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod evaluator;
+pub mod figures;
 pub mod model;
 pub mod notifier;
 pub mod shared;
@@ -280,6 +281,9 @@ pub struct Alerts {
     shared: std::sync::OnceLock<Arc<dyn shared::SharedAlerts>>,
     /// Cluster mode: evaluate only while this says so (the node holds the evaluator lease).
     gate: std::sync::OnceLock<Gate>,
+    /// Cluster mode: where the groups' figures come from (set once at start-up); without it,
+    /// this node's embedded groups.
+    figures: std::sync::OnceLock<Arc<dyn figures::GroupFigures>>,
 }
 
 /// Whether this node may evaluate now (cluster mode: it holds the evaluator lease).
@@ -324,6 +328,7 @@ impl Alerts {
             tasks,
             shared: std::sync::OnceLock::new(),
             gate: std::sync::OnceLock::new(),
+            figures: std::sync::OnceLock::new(),
         });
         let declared = config.iter().map(|c| (c.name.clone(), AlertRuleBody::from(c), Source::Config));
         let created = stored.into_iter().map(|(id, body)| (id, body, Source::Api));
@@ -481,6 +486,12 @@ impl Alerts {
         let _ = self.gate.set(gate);
     }
 
+    /// From now on, reads the groups' figures from `figures` instead of this node's embedded
+    /// groups (set once: cluster mode, where the queues are the cluster's).
+    pub fn read_figures_from(&self, figures: Arc<dyn figures::GroupFigures>) {
+        let _ = self.figures.set(figures);
+    }
+
     /// Stops every evaluation and the notifier; queued notifications are dropped (counted).
     pub async fn shutdown(&self) {
         self.stop.cancel();
@@ -505,35 +516,74 @@ impl Alerts {
                 rule.state().groups.clear();
                 continue;
             }
-            self.evaluate_once(&rule, now_ms(), LocalTime::now());
+            let groups = self.scope(&rule);
+            let values = match self.figures.get() {
+                None => groups
+                    .iter()
+                    .map(|g| {
+                        let status = g.status();
+                        let value = match rule.rule.metric {
+                            Metric::AccumulatedCount => status.accumulated as f64,
+                            Metric::ConsumptionRate => status.consumption_rate_per_minute as f64,
+                        };
+                        (g.id.clone(), Some(value))
+                    })
+                    .collect(),
+                Some(figures) => {
+                    let mut values = Vec::with_capacity(groups.len());
+                    for g in &groups {
+                        let value = match figures.figures(&g.id).await {
+                            Ok(f) => Some(match rule.rule.metric {
+                                Metric::AccumulatedCount => f.accumulated as f64,
+                                Metric::ConsumptionRate => f.consumption_rate_per_minute as f64,
+                            }),
+                            Err(error) => {
+                                tracing::warn!(rule_id = %rule.id, group = %g.id, %error, "Alert rule: the group's figures could not be read; the group is skipped this period");
+                                None
+                            }
+                        };
+                        values.push((g.id.clone(), value));
+                    }
+                    values
+                }
+            };
+            self.evaluate_once(&rule, &values, now_ms(), LocalTime::now());
         }
     }
 
-    /// One period of `rule` over every group in its scope.
-    fn evaluate_once(&self, rule: &Arc<RuleRuntime>, now_ms: u64, local: LocalTime) {
+    /// The groups `rule` watches that exist on this node.
+    fn scope(&self, rule: &RuleRuntime) -> Vec<Arc<crate::groups::Group>> {
         let r = &rule.rule;
-        let groups = if r.group_ids.is_empty() {
+        if r.group_ids.is_empty() {
             self.groups.list()
         } else {
             r.group_ids.iter().filter_map(|id| self.groups.get(id)).collect()
-        };
+        }
+    }
+
+    /// One period of `rule` over every group in its scope, with each group's value (`None`:
+    /// not read this period, its state kept as it is).
+    fn evaluate_once(
+        &self,
+        rule: &Arc<RuleRuntime>,
+        values: &[(Arc<str>, Option<f64>)],
+        now_ms: u64,
+        local: LocalTime,
+    ) {
+        let r = &rule.rule;
         let mut notifications = Vec::new();
         {
             let mut state = rule.state();
             // Deleted groups are forgotten, without a notification.
-            state.groups.retain(|id, _| groups.iter().any(|g| *g.id == **id));
-            for group in &groups {
-                let status = group.status();
-                let value = match r.metric {
-                    Metric::AccumulatedCount => status.accumulated as f64,
-                    Metric::ConsumptionRate => status.consumption_rate_per_minute as f64,
-                };
-                let s = state.groups.entry(group.id.to_string()).or_default();
+            state.groups.retain(|id, _| values.iter().any(|(g, _)| **g == **id));
+            for (group, value) in values {
+                let Some(value) = *value else { continue };
+                let s = state.groups.entry(group.to_string()).or_default();
                 let Some(notify) = s.step(r, Tick { value, now_ms, local }) else { continue };
                 notifications.push(Notification {
                     rule: r.name.clone(),
                     rule_id: rule.id.clone(),
-                    group_id: group.id.to_string(),
+                    group_id: group.to_string(),
                     metric: r.metric.as_str(),
                     comparison: r.comparison.as_str(),
                     value,

@@ -6,6 +6,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -13,6 +15,23 @@ use super::ApiState;
 use crate::devices::{DeviceAdminError, TagEdit};
 use crate::registry::names::{check_device_name, check_device_secret};
 use crate::registry::{Device, RegistryError};
+
+/// Cluster mode: where a device's session is (the sessions bucket), so that a device connected
+/// to another node shows online on every node. Set by the app; `None` on a single node.
+pub trait DeviceLocator: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &str;
+
+    /// The node whose session holds the device now and when it connected (epoch ms), if any.
+    fn holder<'a>(
+        &'a self,
+        product_key: &'a str,
+        device_name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(String, u64)>, String>>;
+}
+
+/// Device views read from the sessions bucket at once, in a list.
+const LOCATE_AT_ONCE: usize = 16;
 
 /// A device as the API shows it; the secret only in the answer to its creation.
 #[derive(Debug, Serialize)]
@@ -33,6 +52,9 @@ pub struct DeviceView {
     ip_address: Option<String>,
     /// Epoch ms of the last connection since the server started.
     last_online_time: Option<u64>,
+    /// Cluster mode: the node holding the device's session while it is online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 impl DeviceView {
@@ -43,6 +65,7 @@ impl DeviceView {
             client_id: seen.as_ref().map(|s| s.client_id.clone()),
             ip_address: seen.as_ref().and_then(|s| s.peer.clone()),
             last_online_time: seen.map(|s| s.last_online_time),
+            node: None,
             product_key: d.product_key,
             device_name: d.name,
             iot_id: d.iot_id,
@@ -50,6 +73,33 @@ impl DeviceView {
             tags: d.tags,
             device_secret: with_secret.then_some(d.secret),
         }
+    }
+
+    /// Cluster mode: the view with where the sessions bucket says the device is. Held by
+    /// another node: online there, `lastOnlineTime` its connection, `clientId` and `ipAddress`
+    /// unknown here (`null`). Held by no node: this node's record. The bucket unreadable: this
+    /// node's record (logged).
+    async fn located(mut self, state: &ApiState) -> Self {
+        let Some(locator) = &state.locator else { return self };
+        match locator.holder(&self.product_key, &self.device_name).await {
+            Ok(Some((node, connected_at_ms))) => {
+                if node != locator.node() {
+                    self.client_id = None;
+                    self.ip_address = None;
+                    self.last_online_time = Some(connected_at_ms);
+                }
+                self.online = true;
+                self.node = Some(node);
+            }
+            Ok(None) => {
+                self.node = self.online.then(|| locator.node().to_string());
+            }
+            Err(error) => {
+                tracing::warn!(product_key = %self.product_key, device = %self.device_name, %error, "The sessions bucket could not be read: the device view shows this node's record");
+                self.node = self.online.then(|| locator.node().to_string());
+            }
+        }
+        self
     }
 }
 
@@ -93,9 +143,13 @@ pub async fn list(
     if state.devices.registry().product(&pk).is_none() {
         return Err(ApiError::not_found(format!("product {pk} does not exist")));
     }
-    Ok(Json(
-        state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state)).collect(),
-    ))
+    let views = state.devices.registry().devices(&pk).into_iter().map(|d| DeviceView::of(d, false, &state));
+    if state.locator.is_none() {
+        return Ok(Json(views.collect()));
+    }
+    let views =
+        futures::stream::iter(views).map(|v| v.located(&state)).buffered(LOCATE_AT_ONCE).collect().await;
+    Ok(Json(views))
 }
 
 /// `GET /products/{pk}/devices/{dn}`.
@@ -108,7 +162,7 @@ pub async fn get(
         .registry()
         .device(&pk, &dn)
         .ok_or_else(|| ApiError::not_found(format!("device {dn} of product {pk} does not exist")))?;
-    Ok(Json(DeviceView::of(Device::clone(&d), false, &state)))
+    Ok(Json(DeviceView::of(Device::clone(&d), false, &state).located(&state).await))
 }
 
 /// `POST /products/{pk}/devices` body.

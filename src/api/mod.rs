@@ -8,6 +8,7 @@ mod commands;
 pub mod config;
 mod console;
 mod devices;
+pub use devices::DeviceLocator;
 pub mod error;
 mod groups;
 mod rules;
@@ -70,6 +71,8 @@ pub struct ApiState {
     pub queues: Arc<dyn crate::queues::GroupQueues>,
     /// Cluster mode: the live nodes (`/cluster/status`); `None` on a single node.
     pub cluster: Option<cluster::ClusterStatus>,
+    /// Cluster mode: where devices' sessions are, for the device views; `None` on a single node.
+    pub locator: Option<Arc<dyn DeviceLocator>>,
 }
 
 /// The running HTTP server.
