@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::StorageType;
 use async_nats::Client;
 use bytes::Bytes;
@@ -261,7 +261,7 @@ impl ClusterClients {
                 },
                 None => match self.kv.create(&key, value.clone()).await {
                     Ok(revision) => Some(revision),
-                    Err(e) if matches!(e.kind(), CreateErrorKind::AlreadyExists) => None,
+                    Err(e) if crate::cluster::lost_create_race(&e) => None,
                     Err(e) => return Err(backend(&format!("taking slot {key}"), e)),
                 },
             };

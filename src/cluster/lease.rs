@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
 use async_nats::jetstream::stream::StorageType;
 use async_nats::Client;
 use bytes::Bytes;
@@ -182,7 +182,7 @@ impl Lease {
             }
             _ => match self.kv.create(&self.key, value).await {
                 Ok(revision) => Some(revision),
-                Err(e) if matches!(e.kind(), CreateErrorKind::AlreadyExists) => None,
+                Err(e) if crate::cluster::lost_create_race(&e) => None,
                 Err(e) => {
                     tracing::debug!(job = %self.key, error = %e, "Taking the lease failed");
                     None

@@ -28,6 +28,16 @@ pub use connect::{connect, connect_counted};
 pub use jetstream::JetStreamQueues;
 pub use sessions::ClusterSessions;
 
+/// Whether a KV `create` failed because another writer got there first. `create` tries an
+/// update expecting no value, then reads the key to see whether it was deleted; when another
+/// node's create lands in between (and the read is answered by a replica that has not seen it
+/// yet), the error is the server's "wrong last sequence" rather than `AlreadyExists`. Both mean
+/// the same: the key is taken.
+pub(crate) fn lost_create_race(e: &async_nats::jetstream::kv::CreateError) -> bool {
+    e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists
+        || e.to_string().contains("wrong last sequence")
+}
+
 /// Why the cluster backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -46,7 +46,7 @@ impl SharedAlerts for SharedAlertsKv {
         async move {
             match self.kv.create(id, encode(body)).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                Err(e) if crate::cluster::lost_create_race(&e) => {
                     Err(cluster(format!("alert rule id {id} is taken in the cluster; try again")))
                 }
                 Err(e) => Err(cluster(e)),

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -161,7 +161,7 @@ impl SharedDevices for SharedDevicesKv {
             let k = key(&device.product_key, &device.name);
             match self.kv.create(&k, encode(&device)).await {
                 Ok(_) => {}
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                Err(e) if crate::cluster::lost_create_race(&e) => {
                     return Err(RegistryError::DeviceExists(device.product_key, device.name));
                 }
                 Err(e) => return Err(RegistryError::Cluster(e.to_string())),

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -65,7 +65,7 @@ impl SharedGroups {
                 Ok(_) => {
                     tracing::info!(group = %g.id, "Configured consumer group added to the cluster's state")
                 }
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Err(e) if crate::cluster::lost_create_race(&e) => {}
                 Err(e) => return Err(format!("adding configured group {}: {e}", g.id)),
             }
         }
@@ -157,9 +157,7 @@ impl SharedGroups {
             };
             match self.kv.create(id, encode(&record)).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                    Err(GroupsError::IdTaken(id.to_string()))
-                }
+                Err(e) if crate::cluster::lost_create_race(&e) => Err(GroupsError::IdTaken(id.to_string())),
                 Err(e) => Err(GroupsError::Cluster(e.to_string())),
             }
         }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -95,7 +95,7 @@ impl IdBlocks {
                 let start = self.floor;
                 match self.kv.create(KEY, (start + ID_BLOCK).to_string().into()).await {
                     Ok(_) => Ok(Some(start)),
-                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                    Err(e) if crate::cluster::lost_create_race(&e) => Ok(None),
                     Err(e) => Err(Attempt::Retry(e.to_string())),
                 }
             }

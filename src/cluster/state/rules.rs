@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -56,7 +56,7 @@ impl SharedRulesKv {
         match revision {
             None => match self.kv.create(&key, value).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                Err(e) if crate::cluster::lost_create_race(&e) => {
                     Err(EditError::Exists(format!("rule {name} exists on another node")).into())
                 }
                 Err(e) => Err(cluster(e)),

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -96,7 +96,7 @@ impl SharedSubscriptions {
                     .create(&product, encode(sub))
                     .await
                     .map(drop)
-                    .map_err(|e| (e.kind() == CreateErrorKind::AlreadyExists, e.to_string())),
+                    .map_err(|e| (crate::cluster::lost_create_race(&e), e.to_string())),
                 (None, rev) => self
                     .kv
                     .delete_expect_revision(&product, rev)
