@@ -59,9 +59,33 @@ fn run(work: &Path, md: &Path, svg: &Path) -> Result<(), String> {
     let data = Data::new(&lines, &meta);
     let svg_name = svg.file_name().and_then(|n| n.to_str()).unwrap_or("benchmarks.svg").to_string();
     chart(&data, svg)?;
-    let text = markdown(&data, &lines, &meta, &svg_name, &read("commands.txt"), &read("profile.txt"), work);
+    let mut text =
+        markdown(&data, &lines, &meta, &svg_name, &read("commands.txt"), &read("profile.txt"), work);
+    // The page's hand-written sections (before/after comparisons, profiles) survive a rewrite.
+    if let Some(kept) = std::fs::read_to_string(md).ok().as_deref().and_then(kept_block) {
+        text = with_kept(&text, kept);
+    }
     std::fs::write(md, text).map_err(|e| format!("{}: {e}", md.display()))?;
     Ok(())
+}
+
+/// Opens the hand-written sections of docs/benchmarks.md.
+const KEPT_START: &str =
+    "<!-- hand-written sections: kept when scripts/bench-peers.sh rewrites this page -->";
+/// Closes them.
+const KEPT_END: &str = "<!-- end of hand-written sections -->";
+
+/// The hand-written block of an earlier page, markers included.
+fn kept_block(old: &str) -> Option<&str> {
+    let start = old.find(KEPT_START)?;
+    let end = old[start..].find(KEPT_END)? + start + KEPT_END.len();
+    Some(&old[start..end])
+}
+
+/// `generated` with `kept` put back before its "## Machine" section (at the end if it has none).
+fn with_kept(generated: &str, kept: &str) -> String {
+    let at = generated.find("## Machine\n").unwrap_or(generated.len());
+    format!("{}{kept}\n\n{}", &generated[..at], &generated[at..])
 }
 
 /// Reports grouped by (system, scenario, offered rate).

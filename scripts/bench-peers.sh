@@ -3,7 +3,8 @@
 # Mosquitto (MQTT pass-through) and nats-server (MQTT in, QoS 1 messages stored in JetStream with
 # an fsync per write, QoS 1 MQTT subscribers out), all on loopback on this machine, in one run: every scenario
 # runs against each system in turn, for several rounds, so that a noisy neighbour hits all of
-# them alike. Writes docs/benchmarks.md and docs/benchmarks.svg.
+# them alike. Writes docs/benchmarks.md (keeping its hand-written sections, between the markers
+# "hand-written sections" and "end of hand-written sections") and docs/benchmarks.svg.
 #
 #   scripts/bench-peers.sh            # Debian/Ubuntu; installs rabbitmq-server and mosquitto;
 #                                     # nats-server comes from scripts/test-deps.sh
