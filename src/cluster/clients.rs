@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
-use async_nats::jetstream::stream::StorageType;
 use async_nats::Client;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -164,18 +163,14 @@ impl ClusterClients {
         ttl: Duration,
     ) -> Result<Arc<Self>, ClusterError> {
         let js = async_nats::jetstream::new(client);
-        let bucket = format!("{}_clients", config.name);
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: BUCKET_MAX_AGE.max(ttl * 2),
-                storage: StorageType::File,
-                num_replicas: usize::try_from(config.replicas).unwrap_or(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))?;
+        let kv = super::bucket(
+            &js,
+            config,
+            "clients",
+            "iotpipe: consumer clients of every node",
+            BUCKET_MAX_AGE.max(ttl * 2),
+        )
+        .await?;
         let this = Arc::new(Self {
             kv,
             node: node.to_string(),
@@ -191,7 +186,7 @@ impl ClusterClients {
             // key's current value first, then the changes.
             .watch_with_history(">")
             .await
-            .map_err(|e| ClusterError::JetStream(format!("watching bucket {bucket}: {e}")))?;
+            .map_err(|e| ClusterError::JetStream(format!("watching bucket {}: {e}", this.kv.name)))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(watching(Arc::downgrade(&this), watch, Some(ready_tx)));
         tokio::spawn(refreshing(Arc::downgrade(&this), ttl / 3));

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
-use async_nats::jetstream::stream::StorageType;
 use async_nats::Client;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -65,18 +64,14 @@ impl Lease {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, ClusterError> {
         let js = async_nats::jetstream::new(client);
-        let bucket = format!("{}_leases", config.name);
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: TTL * 2,
-                storage: StorageType::File,
-                num_replicas: usize::try_from(config.replicas).unwrap_or(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))?;
+        let kv = super::bucket(
+            &js,
+            config,
+            "leases",
+            "iotpipe: who does a job that one node does at a time",
+            TTL * 2,
+        )
+        .await?;
         let this = Arc::new(Self {
             kv,
             key: job.to_string(),

@@ -28,6 +28,29 @@ pub use connect::{connect, connect_counted};
 pub use jetstream::JetStreamQueues;
 pub use sessions::ClusterSessions;
 
+/// Creates (or updates) the deployment's KV bucket `{name}_{suffix}`: file storage, the
+/// configured replicas, one value per key, entries older than `max_age` dropped (zero: kept).
+pub(crate) async fn bucket(
+    js: &async_nats::jetstream::Context,
+    config: &config::ClusterConfig,
+    suffix: &str,
+    description: &str,
+    max_age: std::time::Duration,
+) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
+    let bucket = format!("{}_{suffix}", config.name);
+    js.create_or_update_key_value(async_nats::jetstream::kv::Config {
+        bucket: bucket.clone(),
+        description: description.into(),
+        history: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: usize::try_from(config.replicas).unwrap_or(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))
+}
+
 /// Whether a KV `create` failed because another writer got there first. `create` tries an
 /// update expecting no value, then reads the key to see whether it was deleted; when another
 /// node's create lands in between (and the read is answered by a replica that has not seen it

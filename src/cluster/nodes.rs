@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
-use async_nats::jetstream::stream::StorageType;
 use async_nats::Client;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -79,18 +78,8 @@ impl ClusterNodes {
     /// When JetStream refuses the bucket.
     pub async fn open(client: Client, config: &ClusterConfig, node: &str) -> Result<Arc<Self>, ClusterError> {
         let js = async_nats::jetstream::new(client.clone());
-        let bucket = format!("{}_nodes", config.name);
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: BUCKET_MAX_AGE,
-                storage: StorageType::File,
-                num_replicas: usize::try_from(config.replicas).unwrap_or(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))?;
+        let kv =
+            super::bucket(&js, config, "nodes", "iotpipe: live nodes (heartbeats)", BUCKET_MAX_AGE).await?;
         Ok(Arc::new(Self {
             kv,
             cluster: config.name.clone(),

@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
-use async_nats::jetstream::stream::StorageType;
 use async_nats::{Client, RequestErrorKind};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -156,18 +155,14 @@ impl ClusterSessions {
     /// JetStream refused the bucket.
     pub async fn open(client: Client, config: &ClusterConfig, node: &str) -> Result<Arc<Self>, ClusterError> {
         let js = async_nats::jetstream::new(client.clone());
-        let bucket = format!("{}_sessions", config.name);
-        let kv = js
-            .create_or_update_key_value(kv::Config {
-                bucket: bucket.clone(),
-                description: "iotpipe: which node holds each device's session".into(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: usize::try_from(config.replicas).unwrap_or(1),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::JetStream(format!("setting up bucket {bucket}: {e}")))?;
+        let kv = super::bucket(
+            &js,
+            config,
+            "sessions",
+            "iotpipe: which node holds each device's session",
+            Duration::ZERO,
+        )
+        .await?;
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             node: node.to_string(),
