@@ -220,7 +220,7 @@ impl App {
         let db = Db::open(&config.storage.dir)?;
         let (token, token_source) = token::resolve(config.http.admin_token.as_deref(), &config.storage.dir)?;
         let registry = Arc::new(Registry::load(&config.products, &config.access_keys, db.clone())?);
-        let queue = RedbQueue::open(db.clone())?;
+        let queue = RedbQueue::open_with(db.clone(), config.storage.commit_interval())?;
         let store_stats = queue.stats().clone();
         let ids = queue.ids().clone();
         let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;

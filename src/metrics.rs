@@ -370,7 +370,7 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
         status.iter().filter_map(|(id, s, _)| s.last_consumption_ms.map(|ms| (*id, ms as f64 / 1000.0))),
     )?;
     type C = fn(&crate::groups::Group) -> &AtomicU64;
-    let counters: [(&str, &str, C); 10] = [
+    let counters: [(&str, &str, C); 11] = [
         ("iotpipe_group_appended", "Messages stored for the group.", |g| &g.counters.appended),
         ("iotpipe_group_delivered", "Deliveries to clients (redeliveries included).", |g| {
             &g.counters.delivered
@@ -384,6 +384,11 @@ fn groups(out: Out<'_, '_>, groups: &Groups) -> fmt::Result {
             &g.counters.rejected
         }),
         ("iotpipe_group_cleared", "Messages dropped by a clear.", |g| &g.counters.cleared),
+        (
+            "iotpipe_group_retracted",
+            "Messages handed to the group whose commit failed (never stored, devices not acknowledged).",
+            |g| &g.counters.retracted,
+        ),
         (
             "iotpipe_group_exhausted",
             "Messages moved to the dead letters after the last delivery attempt.",

@@ -4,11 +4,14 @@
 //! pipeline slows publishers) and returns a [`Receipt`] that resolves once the message is
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
-//! One task takes messages off the queue in batches, so a batch can share one storage commit.
-//! Targets come from the server-side subscriptions ([`Subscriptions`], read once per batch) and
-//! from the matching SQL rules, whose results the [`forwarding`](crate::forwarding) stages: each
-//! consumer group gets its own copy, appended in the same commit, so a PUBACK covers both paths.
-//! What the forwarding leaves for later (republishes, failures) runs once the batch is stored.
+//! One task takes messages off the queue in batches and stages each batch for a storage commit
+//! ([`Groups::stage`]): its groups hand the copies to their clients at once, and the task goes
+//! on with the next batch while the commit runs; a second task answers each batch's receipts,
+//! in order, once its commit is known. Targets come from the server-side subscriptions
+//! ([`Subscriptions`], read once per batch) and from the matching SQL rules, whose results the
+//! [`forwarding`](crate::forwarding) stages: each consumer group gets its own copy, appended in
+//! the same commit, so a PUBACK covers both paths. What the forwarding leaves for later
+//! (republishes, failures) runs once the batch is stored.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +23,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::downlink::Downlink;
 use crate::forwarding::{self, AfterCommit, Forwarder};
-use crate::groups::Groups;
+use crate::groups::{Commit, Groups};
 use crate::message::thing::Body;
 use crate::message::{Kind, Message};
 use crate::registry::Registry;
@@ -225,22 +228,63 @@ impl Rules {
     }
 }
 
+/// Batches staged and waiting for their commit, at most: how far staging may run ahead of the
+/// commits (each batch up to [`BATCH`] messages).
+const IN_FLIGHT: usize = 64;
+
+/// A staged batch on its way to its PUBACKs.
+struct Committing {
+    commit: Result<Commit, HandoffError>,
+    jobs: Vec<Job>,
+    after: AfterCommit,
+    copies: u64,
+}
+
+fn handoff_error(e: StoreError) -> HandoffError {
+    match e {
+        StoreError::NotReplicated(why) => HandoffError::NotReplicated(why),
+        e => HandoffError::Store(e.to_string()),
+    }
+}
+
 async fn run(
-    mut rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Job>,
     subscriptions: Arc<Subscriptions>,
     groups: Arc<Groups>,
     rules: Rules,
     stats: Arc<Stats>,
     tap: broadcast::Sender<Message>,
 ) {
-    let mut batch = Vec::with_capacity(BATCH);
+    // Staging runs ahead of the commits: a batch is handed to its groups (and their clients)
+    // at once, and the next batch is staged while it commits; its PUBACKs wait for the commit.
+    let (committing, acks) = mpsc::channel(IN_FLIGHT);
+    tokio::join!(
+        stage(rx, &subscriptions, &groups, &rules, committing),
+        acknowledge(acks, &rules.forwarder, &stats, &tap)
+    );
+    rules.forwarder.finish().await;
+    tracing::debug!("Pipeline drained");
+}
+
+/// Takes messages off the queue in batches, runs the rules and subscriptions on them and stages
+/// every copy.
+async fn stage(
+    mut rx: mpsc::Receiver<Job>,
+    subscriptions: &Subscriptions,
+    groups: &Groups,
+    rules: &Rules,
+    committing: mpsc::Sender<Committing>,
+) {
     let mut appends = Vec::new();
-    let mut after = AfterCommit::default();
-    // While one batch commits, the next one gathers in the queue: group commit without a timer.
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
+    loop {
+        let mut jobs = Vec::new();
+        if rx.recv_many(&mut jobs, BATCH).await == 0 {
+            break;
+        }
+        let mut after = AfterCommit::default();
         // Read once per batch: a subscription edit applies from the next batch on.
         let routes = subscriptions.routes();
-        for job in &batch {
+        for job in &jobs {
             rules.apply(&job.message, job.body.as_deref(), &mut appends, &mut after);
             let payload = job.message.forwarded().1;
             for group in routes.targets(&job.message) {
@@ -254,18 +298,33 @@ async fn run(
             }
         }
         let copies = appends.len() as u64;
-        let result = groups.append(std::mem::take(&mut appends)).await.map_err(|e| match e {
-            StoreError::NotReplicated(why) => HandoffError::NotReplicated(why),
-            e => HandoffError::Store(e.to_string()),
-        });
+        let commit = groups.stage(std::mem::take(&mut appends)).await.map_err(handoff_error);
+        if committing.send(Committing { commit, jobs, after, copies }).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Answers each staged batch's messages, in order, once its commit is known.
+async fn acknowledge(
+    mut acks: mpsc::Receiver<Committing>,
+    forwarder: &Forwarder,
+    stats: &Stats,
+    tap: &broadcast::Sender<Message>,
+) {
+    while let Some(Committing { commit, jobs, mut after, copies }) = acks.recv().await {
+        let result = match commit {
+            Ok(commit) => commit.await.map_err(handoff_error),
+            Err(e) => Err(e),
+        };
         if result.is_ok() {
             stats.group_copies.fetch_add(copies, Ordering::Relaxed);
-            rules.forwarder.after_commit(&mut after);
+            forwarder.after_commit(&mut after);
         } else {
             // Nothing was acknowledged: the devices send again, and the rules run again.
             after.clear();
         }
-        for job in batch.drain(..) {
+        for job in jobs {
             if result.is_ok() {
                 stats.messages.fetch_add(1, Ordering::Relaxed);
                 let by_kind = match job.message.kind {
@@ -284,6 +343,4 @@ async fn run(
             let _ = job.done.send(result.clone());
         }
     }
-    rules.forwarder.finish().await;
-    tracing::debug!("Pipeline drained");
 }

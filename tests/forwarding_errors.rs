@@ -26,6 +26,19 @@ fn metrics(server: &Server, rule: &str) -> Value {
     serde_json::to_value(server.app.rules().get(rule).unwrap().metrics.snapshot()).unwrap()
 }
 
+/// The rule's counters once `done` holds for them. A consumer gets a copy as soon as it is
+/// staged, before its commit; an action counts as done only after the commit, a moment later.
+async fn metrics_when(server: &Server, rule: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = metrics(server, rule);
+        if done(&m) || tokio::time::Instant::now() >= deadline {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn failed_actions_reach_the_error_action_after_their_retries() {
     let server = start_with_rules(&[
@@ -73,7 +86,7 @@ async fn failed_actions_reach_the_error_action_after_their_retries() {
     assert!(record["messageId"].as_str().unwrap().parse::<u64>().is_ok());
     assert!(record["time"].as_u64().unwrap() >= r.generate_time as u64);
 
-    let m = metrics(&server, "lost");
+    let m = metrics_when(&server, "lost", |m| m["error_action.success"] == 1).await;
     assert_eq!((m["actions.failed"].as_u64(), m["actions.retried"].as_u64()), (Some(1), Some(3)), "{m}");
     assert_eq!(m["error_action.success"], 1, "{m}");
     let m = metrics(&server, "wild");
@@ -102,7 +115,7 @@ async fn a_retry_succeeds_when_the_destination_comes_back() {
     let d = c.next().await;
     c.accept(&d).await;
     assert_eq!(read(&d).body, br#"{"n":7}"#);
-    let m = metrics(&server, "late");
+    let m = metrics_when(&server, "late", |m| m["actions.success"] == 1).await;
     assert_eq!(m["actions.success"], 1, "{m}");
     assert_eq!(m["actions.failed"], 0, "{m}");
     assert!(m["actions.retried"].as_u64().unwrap() >= 1, "{m}");

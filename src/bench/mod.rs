@@ -353,6 +353,8 @@ pub struct ClusterRun {
 pub struct Settings {
     /// What kind of server.
     pub target: Target,
+    /// `[storage] commit_interval_ms` of a started iotpipe (none: its default).
+    pub commit_interval_ms: Option<u64>,
     /// Label in the report; default: the target's name.
     pub label: Option<String>,
     /// What to run.
@@ -394,6 +396,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            commit_interval_ms: None,
             target: Target::Iotpipe,
             label: None,
             scenario: Scenario::Subscription,
@@ -534,6 +537,7 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
                     settings.scenario.route(),
                     &settings.identity,
                     cluster.as_ref(),
+                    settings.commit_interval_ms,
                 )?);
             }
             nodes

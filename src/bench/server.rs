@@ -59,13 +59,20 @@ pub fn rules_of(route: Route, id: &Identity) -> Vec<(String, String, String)> {
 /// The configuration of a started server: `devices` devices named and keyed by the identity's
 /// patterns, its access key, DEFAULT_GROUP plus the identity's group, and an upstream
 /// subscription when the route has one.
-pub fn config_text(dir: &Path, devices: usize, route: Route, id: &Identity) -> String {
+pub fn config_text(
+    dir: &Path,
+    devices: usize,
+    route: Route,
+    id: &Identity,
+    commit_interval_ms: Option<u64>,
+) -> String {
     let mut c = format!(
         "rules_dir = \"{rules}\"\n\n[mqtt]\nlisten = \"127.0.0.1:0\"\n\n[amqp]\nlisten = \"127.0.0.1:0\"\n\n\
-         [http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\n[storage]\ndir = \"{data}\"\n\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\n[storage]\ndir = \"{data}\"\n{interval}\n\
          [[access_keys]]\nid = \"{key}\"\nsecret = \"{secret}\"\n",
         rules = dir.join("rules").display(),
         data = dir.join("data").display(),
+        interval = commit_interval_ms.map(|ms| format!("commit_interval_ms = {ms}\n")).unwrap_or_default(),
         key = id.access_key_id,
         secret = id.access_key_secret,
     );
@@ -149,6 +156,7 @@ impl ServerProcess {
         route: Route,
         id: &Identity,
         cluster: Option<&ClusterSection>,
+        commit_interval_ms: Option<u64>,
     ) -> Result<Self, BenchError> {
         let dir = parent.join(format!("iotpipe-bench-{}-{}", std::process::id(), super::payload::now_us()));
         let io = |what: &str, e: std::io::Error| BenchError::Server(format!("{what} {}: {e}", dir.display()));
@@ -158,7 +166,7 @@ impl ServerProcess {
                 .map_err(|e| io("cannot write a rule into", e))?;
         }
         let config = dir.join("bench.toml");
-        let mut text = config_text(&dir, devices, route, id);
+        let mut text = config_text(&dir, devices, route, id, commit_interval_ms);
         if let Some(c) = cluster {
             text.push_str(&c.text());
         }
@@ -307,7 +315,7 @@ mod tests {
         let id = Identity::default();
         let dir = Path::new("/tmp/x");
         for route in [Route::Subscription, Route::Rule, Route::Both, Route::Rules1000] {
-            let text = config_text(dir, 3, route, &id);
+            let text = config_text(dir, 3, route, &id, None);
             let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.products[0].devices.len(), 3);
             assert_eq!(config.products[0].devices[2].name, "dev00002");
@@ -328,7 +336,7 @@ mod tests {
         };
         let text = format!(
             "{}{}",
-            config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default()),
+            config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default(), Some(2)),
             section.text()
         );
         let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// The iotpipe binary to start (default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// `[storage] commit_interval_ms` of the iotpipe it starts (default: iotpipe's default).
+    #[arg(long)]
+    commit_interval_ms: Option<u64>,
     /// Directory in which a started iotpipe gets its fresh data directory (default: the temp dir).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -161,6 +164,7 @@ impl BenchArgs {
             .unwrap_or_else(|| if rabbit { "/amq/queue/bench" } else { "default" }.to_string());
         Ok(Settings {
             target: self.target,
+            commit_interval_ms: self.commit_interval_ms,
             label: self.label.clone(),
             scenario: self.scenario,
             endpoints,

@@ -127,7 +127,11 @@ const HTTP: &[Field] =
     &[opt("listen", addr("127.0.0.1:8080")), opt("admin_token", string("a-long-random-secret"))];
 
 /// [`crate::store::config::StorageConfig`].
-const STORAGE: &[Field] = &[opt("dir", string("data")), opt("rules_dir", string("rules"))];
+const STORAGE: &[Field] = &[
+    opt("dir", string("data")),
+    opt("rules_dir", string("rules")),
+    opt("commit_interval_ms", Kind::UInt { max: 1000 }),
+];
 
 /// [`crate::registry::config::AccessKeyConfig`].
 const ACCESS_KEY: &[Field] = &[req("id", string("LTAIdemo")), req("secret", string("demo-secret"))];

@@ -94,6 +94,8 @@ pub struct Counters {
     pub purged: AtomicU64,
     /// Dropped by a clear.
     pub cleared: AtomicU64,
+    /// Staged but never stored: their commit failed, and their devices were not acknowledged.
+    pub retracted: AtomicU64,
 }
 
 /// An online client as the status shows it.
@@ -326,9 +328,11 @@ impl Group {
         self.wake.notify_one();
     }
 
-    /// Records appended messages (their seqs are committed, in ascending order) and, while
-    /// clients are online, keeps their records for delivery from memory.
-    pub(super) fn appended(&self, records: Vec<(u64, Bytes)>) {
+    /// Records staged messages (seqs in ascending order, queued for a commit that may not be
+    /// done yet) and, while clients are online, keeps their records for delivery from memory:
+    /// a client may get a message before its commit. Once the commit is known the caller
+    /// calls [`Group::committed`] or [`Group::retract`].
+    pub(super) fn staged(&self, records: Vec<(u64, Bytes)>) {
         let Some(max) = records.iter().map(|(seq, _)| *seq).max() else { return };
         let n = records.len() as u64;
         {
@@ -342,6 +346,41 @@ impl Group {
             }
         }
         self.counters.appended.fetch_add(n, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// The commit of staged messages is done: what waited for it (redeliveries and store reads
+    /// of them) may go on.
+    pub(super) fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The commit of the staged messages `first..=last` failed: nothing of them is stored and
+    /// the device was not acknowledged (it sends them again). They leave the group: never
+    /// delivered again, late settlements of them ignored.
+    pub(super) fn retract(&self, first: u64, last: u64) {
+        let range = first..=last;
+        {
+            let mut s = self.lock();
+            let mut gone = 0;
+            for seq in range.clone() {
+                // Still counted unless consumed or dead-lettered already. (A message rejected
+                // before the failure stays counted as a dead letter until the next restart.)
+                let delayed = s.retries.is_delayed(seq);
+                let leased = s.leased.remove(&seq).is_some();
+                let queued = s.redeliver.remove(&seq);
+                if leased || queued || delayed || seq >= s.cursor {
+                    gone += 1;
+                }
+                s.retries.forget(seq);
+            }
+            s.count = s.count.saturating_sub(gone);
+            if s.recent.iter().any(|(seq, _)| range.contains(seq)) {
+                s.recent.retain(|(seq, _)| !range.contains(seq));
+                s.recent_bytes = s.recent.iter().map(|(_, r)| r.len()).sum();
+            }
+            self.counters.retracted.fetch_add(last - first + 1, Ordering::Relaxed);
+        }
         self.wake.notify_one();
     }
 
@@ -679,8 +718,19 @@ impl Group {
         if room == 0 || (redeliver.is_empty() && cursor >= tail) {
             return Ok(0);
         }
+        // Staged messages are delivered from memory before their commit; the store is read
+        // only below this (a staged message not yet committed is not there yet).
+        let committed_below = if redeliver.is_empty() && matches!(recent, Some(Ok(_))) {
+            u64::MAX
+        } else {
+            self.store.committed_below(&self.id)
+        };
         let mut again = Vec::with_capacity(redeliver.len());
         for seq in &redeliver {
+            if *seq >= committed_below {
+                // Delivered again once it is committed (or dropped if its commit fails).
+                continue;
+            }
             match self.store.read(&self.id, *seq)? {
                 Some(record) => again.push((*seq, Bytes::from(record))),
                 None => {
@@ -692,15 +742,17 @@ impl Group {
         let fresh_wanted = room.min(FETCH).saturating_sub(again.len());
         let fresh = match recent {
             Some(Ok(records)) => Some((records, tail)),
-            Some(Err(memory_from)) if fresh_wanted > 0 => {
+            Some(Err(memory_from)) if fresh_wanted > 0 && cursor < memory_from.min(committed_below) => {
+                let end = memory_from.min(tail).min(committed_below);
                 let records = self.store.read_from(&self.id, cursor, fresh_wanted)?;
                 let records: Vec<(u64, Bytes)> = records
                     .into_iter()
-                    .take_while(|(seq, _)| *seq < memory_from)
+                    .take_while(|(seq, _)| *seq < end)
                     .map(|(seq, record)| (seq, Bytes::from(record)))
                     .collect();
-                // Nothing stored below the tail in memory: the cursor moves to its start.
-                Some((records, memory_from.min(tail)))
+                // Nothing stored below the tail in memory (or below what is still being
+                // committed): the cursor moves there.
+                Some((records, end))
             }
             _ => None,
         };
@@ -920,7 +972,7 @@ mod tests {
                 (next..next + n).map(|id| Append { group: "g1".into(), record: record(id) }).collect();
             let records: Vec<Bytes> = batch.iter().map(|a| a.record.clone()).collect();
             let seqs = store.append(batch).await.unwrap();
-            group.appended(seqs.into_iter().zip(records).collect());
+            group.staged(seqs.into_iter().zip(records).collect());
             next += n;
         }
         tokio::spawn(group.clone().dispatch(stop.clone()));
@@ -932,6 +984,117 @@ mod tests {
         }
         assert!(member.rx.try_recv().is_err());
         assert_eq!(group.status().accumulated, 0);
+        stop.cancel();
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            ack_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(3600),
+            max_clients_per_group: 4,
+            max_unsettled_per_client: 100,
+            max_groups: 10,
+        }
+    }
+
+    /// Groups on a store whose commits with appends start at most every `interval`, after one
+    /// commit, so that the next one waits the whole interval.
+    async fn slow_commits(
+        dir: &std::path::Path,
+        interval: Duration,
+    ) -> (Arc<crate::groups::Groups>, Arc<dyn QueueStore>) {
+        let db = Db::open(dir).unwrap();
+        let store: Arc<dyn QueueStore> = RedbQueue::open_with(db.clone(), interval).unwrap();
+        let groups = crate::groups::Groups::start(&[], store.clone(), settings(), db).unwrap();
+        groups.append(vec![Append { group: "DEFAULT_GROUP".into(), record: record(1) }]).await.unwrap();
+        (groups, store)
+    }
+
+    /// A client gets a message as soon as it is staged, before its commit, and may accept it
+    /// then: the accept is stored after the message, so nothing is left behind.
+    #[tokio::test]
+    async fn a_staged_message_is_delivered_before_its_commit_and_an_early_accept_sticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, store) = slow_commits(dir.path(), Duration::from_millis(500)).await;
+        let group = groups.get("DEFAULT_GROUP").unwrap();
+        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let first = member.rx.recv().await.unwrap();
+        member.settle(first.seq, first.generation, Settlement::Accepted);
+
+        let mut commit =
+            groups.stage(vec![Append { group: "DEFAULT_GROUP".into(), record: record(2) }]).await.unwrap();
+        let delivery = tokio::select! {
+            d = member.rx.recv() => d.unwrap(),
+            r = &mut commit => panic!("the commit ({r:?}) came before the delivery"),
+        };
+        assert_eq!((delivery.seq, delivery.message.id), (2, 2));
+        assert_eq!(store.committed_below("DEFAULT_GROUP"), 2, "seq 2 is not committed yet");
+        member.settle(delivery.seq, delivery.generation, Settlement::Accepted);
+        commit.await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.read("DEFAULT_GROUP", 2).unwrap(), None, "the early accept removed it");
+        assert_eq!(group.status().accumulated, 0);
+        assert_eq!(store.committed_below("DEFAULT_GROUP"), 3);
+    }
+
+    /// A message given back before its commit (the client went away) is not read from the
+    /// store, where it is not yet: it is delivered again once committed.
+    #[tokio::test]
+    async fn a_message_given_back_before_its_commit_comes_again_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, store) = slow_commits(dir.path(), Duration::from_millis(300)).await;
+        let group = groups.get("DEFAULT_GROUP").unwrap();
+        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let first = member.rx.recv().await.unwrap();
+        member.settle(first.seq, first.generation, Settlement::Accepted);
+
+        let mut commit =
+            groups.stage(vec![Append { group: "DEFAULT_GROUP".into(), record: record(2) }]).await.unwrap();
+        let delivery = tokio::select! {
+            d = member.rx.recv() => d.unwrap(),
+            r = &mut commit => panic!("the commit ({r:?}) came before the delivery"),
+        };
+        member.settle(delivery.seq, delivery.generation, Settlement::Lost);
+        // The pipeline waits for each commit as it comes, which wakes the group.
+        let commit = tokio::spawn(commit);
+        let again = tokio::select! {
+            d = member.rx.recv() => d.unwrap(),
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("not delivered again"),
+        };
+        assert_eq!(again.seq, 2);
+        assert_eq!(store.committed_below("DEFAULT_GROUP"), 3, "delivered again only after the commit");
+        assert!(commit.await.unwrap().is_ok());
+        member.settle(again.seq, again.generation, Settlement::Accepted);
+        assert_eq!(group.status().accumulated, 0);
+    }
+
+    /// Staged messages whose commit failed leave the group: counted out, leases dropped, not
+    /// delivered again, late settlements ignored.
+    #[tokio::test]
+    async fn a_failed_commit_retracts_what_was_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn QueueStore> = RedbQueue::open(Db::open(dir.path()).unwrap()).unwrap();
+        let stop = CancellationToken::new();
+        let group = Group::new("g1", "group", store.clone(), settings(), Extent::default(), 0, stop.clone());
+        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
+        tokio::spawn(group.clone().dispatch(stop.clone()));
+        group.staged((1..=3).map(|seq| (seq, record(seq))).collect());
+        let d1 = member.rx.recv().await.unwrap();
+        let d2 = member.rx.recv().await.unwrap();
+        let d3 = member.rx.recv().await.unwrap();
+        assert_eq!((d1.seq, d2.seq, d3.seq), (1, 2, 3));
+        member.settle(d1.seq, d1.generation, Settlement::Accepted);
+        member.settle(d2.seq, d2.generation, Settlement::Lost);
+        assert_eq!(group.status().accumulated, 2);
+        group.retract(1, 3);
+        assert_eq!(group.status().accumulated, 0);
+        assert_eq!(group.status().in_flight, 0);
+        assert!(!member.is_current(&d3));
+        member.settle(d3.seq, d3.generation, Settlement::Released);
+        group.staged(vec![(4, record(4))]);
+        let next = member.rx.recv().await.unwrap();
+        assert_eq!(next.seq, 4, "nothing of the failed commit comes again");
+        assert_eq!(group.counters.retracted.load(Ordering::Relaxed), 3);
         stop.cancel();
     }
 }

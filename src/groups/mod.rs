@@ -116,6 +116,9 @@ pub struct Groups {
     elsewhere: std::sync::OnceLock<AppendElsewhere>,
 }
 
+/// Resolves once a staged batch is stored (see [`Groups::stage`]).
+pub type Commit = futures::future::BoxFuture<'static, Result<(), StoreError>>;
+
 /// Stores a batch of copies somewhere other than the embedded store (the cluster's queues);
 /// resolves when every copy is stored.
 pub type AppendElsewhere =
@@ -374,27 +377,55 @@ impl Groups {
     /// # Errors
     /// When the store fails; then nothing of the batch is stored.
     pub async fn append(&self, batch: Vec<Append>) -> Result<(), StoreError> {
+        self.stage(batch).await?.await
+    }
+
+    /// Stages `batch` for the next commit and hands each copy to its group at once, so that
+    /// online clients may receive it before it is stored; the returned future resolves once
+    /// every copy is stored (what a PUBACK waits for). A copy whose commit fails leaves its
+    /// group again ([`Group::retract`]). Cluster mode stores first (the future is ready).
+    ///
+    /// # Errors
+    /// When the store is closed (staging); the future: when the commit failed.
+    pub async fn stage(&self, batch: Vec<Append>) -> Result<Commit, StoreError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Box::pin(std::future::ready(Ok(()))));
         }
         if let Some(elsewhere) = self.elsewhere.get() {
-            return elsewhere(batch).await;
+            let result = elsewhere(batch).await;
+            return Ok(Box::pin(std::future::ready(result)));
         }
         // The records stay shared with the groups, which deliver fresh messages from memory.
         let records: Vec<(Arc<str>, bytes::Bytes)> =
             batch.iter().map(|a| (a.group.clone(), a.record.clone())).collect();
-        let seqs = self.store.append(batch).await?;
+        let staged = self.store.stage(batch).await?;
         let mut by_group: HashMap<Arc<str>, Vec<(u64, bytes::Bytes)>> = HashMap::new();
-        for ((group, record), seq) in records.into_iter().zip(seqs) {
+        for ((group, record), &seq) in records.into_iter().zip(&staged.seqs) {
             by_group.entry(group).or_default().push((seq, record));
         }
+        // A batch's seqs of one group are consecutive.
+        let mut handed: Vec<(Arc<Group>, u64, u64)> = Vec::with_capacity(by_group.len());
         for (id, records) in by_group {
+            let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
             match self.get(&id) {
-                Some(group) => group.appended(records),
+                Some(group) => {
+                    group.staged(records);
+                    handed.push((group, first, last));
+                }
                 None => tracing::warn!(group = %id, "Stored messages for an unknown group"),
             }
         }
-        Ok(())
+        let done = staged.done;
+        Ok(Box::pin(async move {
+            let result = done.await;
+            for (group, first, last) in handed {
+                match result {
+                    Ok(()) => group.committed(),
+                    Err(_) => group.retract(first, last),
+                }
+            }
+            result
+        }))
     }
 
     /// From now on every append (the pipeline's, the forwarding retries') goes to `to` instead

@@ -45,6 +45,10 @@ const CHANNEL: usize = 1024;
 /// bound on how long an accept can be lost to a crash when nothing else is written. Under load
 /// the next append's fsync makes them durable sooner.
 pub const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a commit with appends may start at most, unless configured (`[storage]
+/// commit_interval_ms`): appends that arrive meanwhile share the next commit and its fsync.
+/// Consumers get staged messages at once; only PUBACKs wait for the commit.
+pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(4);
 /// How long a commit of removals alone waits for more removals or for an append to share
 /// it: at most about 100 such commits per second, whatever the rate of acknowledgements
 /// (each commit costs the writer the same B-tree and page work however few it carries).
@@ -58,6 +62,21 @@ pub struct Append {
     pub group: Arc<str>,
     /// Encoded message. Shared: the group keeps the same bytes in memory for delivery.
     pub record: Bytes,
+}
+
+/// Records queued for a commit (see [`QueueStore::stage`]).
+pub struct Staged {
+    /// Each record's seq, in the order of the batch.
+    pub seqs: Vec<u64>,
+    /// Resolves once every record is on disk; with the error when the commit failed (then
+    /// nothing of it is stored).
+    pub done: BoxFuture<'static, Result<(), StoreError>>,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged").field("seqs", &self.seqs).finish_non_exhaustive()
+    }
 }
 
 /// What a group holds, as found at start-up.
@@ -85,8 +104,23 @@ pub struct DeadLetter {
 /// A durable queue store. The embedded redb implementation is [`RedbQueue`]; a distributed
 /// backend implements the same operations.
 pub trait QueueStore: Send + Sync + 'static {
+    /// Queues every record for the next commit: resolves as soon as the writer has them, with
+    /// each record's seq (assigned at once, in the order of the calls) and a future that
+    /// resolves once all of them are on disk. A removal of a staged seq that arrives before its
+    /// commit is applied after it; a seq whose commit failed is never given out again.
+    fn stage(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Staged, StoreError>>;
     /// Appends every record durably; resolves, once all are on disk, with each record's seq.
-    fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>>;
+    fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
+        let staged = self.stage(batch);
+        Box::pin(async move {
+            let staged = staged.await?;
+            staged.done.await?;
+            Ok(staged.seqs)
+        })
+    }
+    /// The lowest seq of `group` that may still be staged and not yet committed: every seq
+    /// below it is committed (or its commit failed). Reads of the store below it are final.
+    fn committed_below(&self, group: &str) -> u64;
     /// Removes settled messages. Durable with the next fsynced commit.
     fn remove(&self, group: &str, seqs: Vec<u64>);
     /// Moves messages to the group's dead letters. Durable like a removal.
@@ -146,9 +180,20 @@ pub struct StoreStats {
     pub commit_failures: AtomicU64,
 }
 
+/// A staged append on its way to the writer.
+struct Staging {
+    batch: Vec<Append>,
+    /// The seq of each record, assigned when it was staged.
+    seqs: Vec<u64>,
+    /// Its entry in [`Seqs::inflight`].
+    ticket: u64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+    /// When it was queued.
+    queued: Instant,
+}
+
 enum Command {
-    /// The instant is when the append was queued.
-    Append(Vec<Append>, oneshot::Sender<Result<Vec<u64>, StoreError>>, Instant),
+    Append(Staging),
     /// Removals or an id block are waiting: commit soon.
     Wake,
     Clear(String, oneshot::Sender<Result<u64, StoreError>>),
@@ -161,6 +206,45 @@ enum Command {
 /// Sequence numbers settled since the last commit, by group; the writer takes them all at once.
 type Removals = Mutex<HashMap<Arc<str>, Vec<u64>>>;
 
+/// Seq assignment, shared by the stagers and the writer.
+#[derive(Default)]
+struct Seqs {
+    /// The next seq of each group.
+    next: HashMap<Arc<str>, u64>,
+    /// Staged appends not yet committed or failed: `(ticket, group, first, last)`, one per group
+    /// of each staged batch (a batch's seqs of one group are consecutive).
+    inflight: Vec<(u64, Arc<str>, u64, u64)>,
+    /// The next ticket.
+    ticket: u64,
+}
+
+impl Seqs {
+    fn assign(&mut self, group: &Arc<str>) -> u64 {
+        match self.next.get_mut(&**group) {
+            Some(next) => {
+                *next += 1;
+                *next - 1
+            }
+            None => {
+                self.next.insert(group.clone(), 2);
+                1
+            }
+        }
+    }
+
+    /// The ticket of the staged append that holds `seq` of `group`, while it is in flight.
+    fn staged_in(&self, group: &str, seq: u64) -> Option<u64> {
+        self.inflight
+            .iter()
+            .find(|(_, g, first, last)| (*first..=*last).contains(&seq) && &**g == group)
+            .map(|(t, ..)| *t)
+    }
+}
+
+fn lock_seqs(seqs: &Mutex<Seqs>) -> std::sync::MutexGuard<'_, Seqs> {
+    seqs.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The embedded queue store on redb.
 pub struct RedbQueue {
     db: Arc<Db>,
@@ -168,6 +252,7 @@ pub struct RedbQueue {
     removals: Arc<Removals>,
     /// Sequence numbers to move to the dead letters, gathered like removals.
     dead: Arc<Removals>,
+    seqs: Arc<Mutex<Seqs>>,
     ids: Arc<Ids>,
     stats: Arc<StoreStats>,
 }
@@ -179,12 +264,22 @@ impl std::fmt::Debug for RedbQueue {
 }
 
 impl RedbQueue {
-    /// Opens the queues in `db` and starts the writer thread. The thread ends, after a final
-    /// fsynced commit, when the last handle is dropped.
+    /// Opens the queues in `db` and starts the writer thread, with the default
+    /// [`DEFAULT_COMMIT_INTERVAL`]. The thread ends, after a final fsynced commit, when the last
+    /// handle is dropped.
     ///
     /// # Errors
     /// When the existing queues cannot be read.
     pub fn open(db: Arc<Db>) -> Result<Arc<Self>, StoreError> {
+        Self::open_with(db, DEFAULT_COMMIT_INTERVAL)
+    }
+
+    /// As [`RedbQueue::open`]: a commit with appends starts at most once per `commit_interval`
+    /// (zero: as soon as the last one is done).
+    ///
+    /// # Errors
+    /// When the existing queues cannot be read.
+    pub fn open_with(db: Arc<Db>, commit_interval: std::time::Duration) -> Result<Arc<Self>, StoreError> {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let stats = Arc::new(StoreStats::default());
         let removals = Arc::new(Removals::default());
@@ -198,14 +293,16 @@ impl RedbQueue {
             tx,
             removals: removals.clone(),
             dead: dead.clone(),
+            seqs: Arc::default(),
             ids: ids.clone(),
             stats: stats.clone(),
         };
-        let next: HashMap<String, u64> =
-            queue.extents()?.into_iter().map(|(group, extent)| (group, extent.next)).collect();
+        lock_seqs(&queue.seqs).next =
+            queue.extents()?.into_iter().map(|(group, extent)| (Arc::from(group), extent.next)).collect();
         let writer = Writer {
             db,
-            next,
+            seqs: queue.seqs.clone(),
+            commit_interval,
             stats,
             removals,
             dead,
@@ -236,13 +333,49 @@ fn closed() -> StoreError {
 }
 
 impl QueueStore for RedbQueue {
-    fn append(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Vec<u64>, StoreError>> {
-        let (reply, rx) = oneshot::channel();
-        let tx = self.tx.clone();
+    fn stage(&self, batch: Vec<Append>) -> BoxFuture<'static, Result<Staged, StoreError>> {
+        let (tx, seqs) = (self.tx.clone(), self.seqs.clone());
         Box::pin(async move {
-            tx.send(Command::Append(batch, reply, Instant::now())).await.map_err(|_| closed())?;
-            rx.await.unwrap_or_else(|_| Err(closed()))
+            // A place in the writer's queue first; then the seqs and the send under one lock,
+            // so that the writer gets appends in the order of their seqs.
+            let permit = tx.reserve().await.map_err(|_| closed())?;
+            let (reply, rx) = oneshot::channel();
+            let assigned = {
+                let mut s = lock_seqs(&seqs);
+                s.ticket += 1;
+                let ticket = s.ticket;
+                let mut assigned = Vec::with_capacity(batch.len());
+                for append in &batch {
+                    let seq = s.assign(&append.group);
+                    assigned.push(seq);
+                    match s.inflight.last_mut() {
+                        Some((t, g, _, last)) if *t == ticket && *g == append.group && *last + 1 == seq => {
+                            *last = seq;
+                        }
+                        _ => s.inflight.push((ticket, append.group.clone(), seq, seq)),
+                    }
+                }
+                permit.send(Command::Append(Staging {
+                    batch,
+                    seqs: assigned.clone(),
+                    ticket,
+                    reply,
+                    queued: Instant::now(),
+                }));
+                assigned
+            };
+            Ok(Staged {
+                seqs: assigned,
+                done: Box::pin(async move { rx.await.unwrap_or_else(|_| Err(closed())) }),
+            })
         })
+    }
+
+    fn committed_below(&self, group: &str) -> u64 {
+        let s = lock_seqs(&self.seqs);
+        let staged =
+            s.inflight.iter().filter(|(_, g, ..)| &**g == group).map(|(_, _, first, _)| *first).min();
+        staged.unwrap_or_else(|| s.next.get(group).copied().unwrap_or(1))
     }
 
     fn remove(&self, group: &str, seqs: Vec<u64>) {
@@ -395,8 +528,10 @@ impl RedbQueue {
 
 struct Writer {
     db: Arc<Db>,
-    /// Next seq per group.
-    next: HashMap<String, u64>,
+    /// Seq assignment, shared with the stagers.
+    seqs: Arc<Mutex<Seqs>>,
+    /// A commit with appends starts at most this often.
+    commit_interval: std::time::Duration,
     stats: Arc<StoreStats>,
     removals: Arc<Removals>,
     dead: Arc<Removals>,
@@ -439,6 +574,25 @@ fn drain(rx: &mut mpsc::Receiver<Command>, commands: &mut Vec<Command>) {
 /// Sequence numbers taken from [`Removals`] for one commit.
 type Taken = HashMap<Arc<str>, Vec<u64>>;
 
+/// Settlements taken for one commit (see `Writer::take_settled`).
+#[derive(Default)]
+struct Settled {
+    stored: Taken,
+    staged_now: Taken,
+    staged_later: Taken,
+}
+
+impl Settled {
+    /// What this commit took (to give back if it fails), and what waits for a later one.
+    fn into_parts(self) -> (Taken, Taken) {
+        let mut taken = self.stored;
+        for (group, seqs) in self.staged_now {
+            taken.entry(group).or_default().extend(seqs);
+        }
+        (taken, self.staged_later)
+    }
+}
+
 /// Puts sequence numbers of a failed commit back, for the next one.
 fn give_back(pending: &Removals, taken: Taken) {
     let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -449,7 +603,8 @@ fn give_back(pending: &Removals, taken: Taken) {
 
 /// How to answer one command once its commit is known.
 enum Reply {
-    Append(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>, Instant),
+    /// When the append was queued.
+    Append(oneshot::Sender<Result<(), StoreError>>, Instant),
     Clear(oneshot::Sender<Result<u64, StoreError>>, u64),
     Requeue(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
@@ -471,6 +626,8 @@ impl Writer {
         };
         // Whether the last commit left removals without an fsync.
         let mut unsynced = false;
+        // When the last commit with appends started.
+        let mut last_append_commit: Option<Instant> = None;
         loop {
             let broken = self.broken.is_some();
             let first = match (&timer, unsynced || broken) {
@@ -499,6 +656,19 @@ impl Writer {
             let Some(first) = first else { break };
             commands.push(first);
             drain(&mut rx, &mut commands);
+            if commands.iter().any(|c| matches!(c, Command::Append(_))) {
+                // Appends commit at most once per interval: what arrives meanwhile shares the
+                // commit (and its fsync). Consumers do not wait for it (they get staged
+                // messages at once), only the PUBACKs do.
+                let now = Instant::now();
+                if let Some(wait) =
+                    last_append_commit.and_then(|at| (at + self.commit_interval).checked_duration_since(now))
+                {
+                    std::thread::sleep(wait);
+                    drain(&mut rx, &mut commands);
+                }
+                last_append_commit = Some(Instant::now());
+            }
             if let Some(timer) = &timer {
                 if self.only_removals(&commands) {
                     // Removals alone need no fsync and nobody waits for them: gather more of
@@ -538,7 +708,6 @@ impl Writer {
             ids.reserved(Err(StoreError::Closed.to_string()));
         }
         let db = self.db;
-        drop(self.next);
         drop(db);
         if let Some(reply) = close {
             let _ = reply.send(Ok(()));
@@ -566,12 +735,23 @@ impl Writer {
             self.fail(commands, &e);
             return None;
         }
-        let next_before = self.next.clone();
+        let tickets: Vec<u64> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Append(staging) => Some(staging.ticket),
+                _ => None,
+            })
+            .collect();
         let mut replies = Vec::with_capacity(commands.len());
         let started = Instant::now();
-        let removals = std::mem::take(&mut *self.removals.lock().unwrap_or_else(PoisonError::into_inner));
-        let dead = std::mem::take(&mut *self.dead.lock().unwrap_or_else(PoisonError::into_inner));
+        let removals = self.take_settled(&self.removals, &tickets);
+        let dead = self.take_settled(&self.dead, &tickets);
         let result = self.apply(commands.drain(..), &removals, &dead, &mut replies);
+        // Settlements of messages whose appends are in a later commit wait for it.
+        let (removals, later) = removals.into_parts();
+        give_back(&self.removals, later);
+        let (dead, later) = dead.into_parts();
+        give_back(&self.dead, later);
         match result {
             Ok(durable) => {
                 if let Some(broken) = self.broken.take() {
@@ -585,11 +765,12 @@ impl Writer {
                 let done = Instant::now();
                 let commit = if durable { &self.stats.commit_fsync } else { &self.stats.commit_nosync };
                 commit.observe(done - started);
+                self.settled(&tickets);
                 for reply in replies {
                     match reply {
-                        Reply::Append(tx, seqs, queued) => {
+                        Reply::Append(tx, queued) => {
                             self.stats.append.observe(done - queued);
-                            drop(tx.send(Ok(seqs)));
+                            drop(tx.send(Ok(())));
                         }
                         Reply::Clear(tx, n) => drop(tx.send(Ok(n))),
                         Reply::Requeue(tx, seqs) => drop(tx.send(Ok(seqs))),
@@ -600,9 +781,10 @@ impl Writer {
                 Some(durable)
             }
             Err(e) => {
-                // Nothing of this transaction is stored: sequence numbers are reused, removals
-                // and dead-letter moves wait for the next commit.
-                self.next = next_before;
+                // Nothing of this transaction is stored: its seqs are not given out again
+                // (consumers may hold them), removals and dead-letter moves wait for the next
+                // commit.
+                self.settled(&tickets);
                 give_back(&self.removals, removals);
                 give_back(&self.dead, dead);
                 let now = Instant::now();
@@ -617,6 +799,38 @@ impl Writer {
                 self.fail_replies(replies, &e);
                 None
             }
+        }
+    }
+
+    /// Takes the settlements gathered in `pending` for a commit of the appends with `tickets`,
+    /// in three parts: those of stored messages (applied before the commit's commands, as
+    /// they came before them), those of messages staged in this commit (applied after its
+    /// appends) and those of messages staged for a later commit (their record is not in the
+    /// table yet: they wait for it).
+    fn take_settled(&self, pending: &Removals, tickets: &[u64]) -> Settled {
+        let taken = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+        let seqs = lock_seqs(&self.seqs);
+        if taken.is_empty() || seqs.inflight.is_empty() {
+            return Settled { stored: taken, ..Settled::default() };
+        }
+        let mut settled = Settled::default();
+        for (group, list) in taken {
+            for seq in list {
+                let part = match seqs.staged_in(&group, seq) {
+                    None => &mut settled.stored,
+                    Some(t) if tickets.contains(&t) => &mut settled.staged_now,
+                    Some(_) => &mut settled.staged_later,
+                };
+                part.entry(group.clone()).or_default().push(seq);
+            }
+        }
+        settled
+    }
+
+    /// The appends with `tickets` are committed or failed: they are no longer in flight.
+    fn settled(&self, tickets: &[u64]) {
+        if !tickets.is_empty() {
+            lock_seqs(&self.seqs).inflight.retain(|(t, ..)| !tickets.contains(t));
         }
     }
 
@@ -643,7 +857,10 @@ impl Writer {
         let mut replies = Vec::new();
         for command in commands.drain(..) {
             match command {
-                Command::Append(_, reply, queued) => replies.push(Reply::Append(reply, Vec::new(), queued)),
+                Command::Append(staging) => {
+                    self.settled(&[staging.ticket]);
+                    replies.push(Reply::Append(staging.reply, staging.queued));
+                }
                 Command::Clear(_, reply) | Command::PurgeDead(_, _, reply) => {
                     replies.push(Reply::Clear(reply, 0))
                 }
@@ -694,8 +911,8 @@ impl Writer {
     fn apply(
         &mut self,
         commands: impl Iterator<Item = Command>,
-        removals: &Taken,
-        moves: &Taken,
+        removals: &Settled,
+        moves: &Settled,
         replies: &mut Vec<Reply>,
     ) -> Result<bool, StoreError> {
         let db = self.db.clone();
@@ -713,39 +930,22 @@ impl Writer {
         }
         {
             let mut table = tx.open_table(QUEUE).map_err(|e| db.err(e))?;
-            for (group, seqs) in removals {
-                for &seq in seqs {
-                    table.remove((&**group, seq)).map_err(|e| db.err(e))?;
-                }
-            }
             let mut dead = tx.open_table(DEAD).map_err(|e| db.err(e))?;
             let since = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64)
                 .to_le_bytes();
-            for (group, seqs) in moves {
-                for &seq in seqs {
-                    let Some(record) = table.remove((&**group, seq)).map_err(|e| db.err(e))? else {
-                        continue;
-                    };
-                    let value = [&since[..], record.value()].concat();
-                    drop(record);
-                    dead.insert((&**group, seq), value.as_slice()).map_err(|e| db.err(e))?;
-                }
-            }
+            // Settlements of stored messages first: they came before this commit's commands (a
+            // clear among them must not leave a dead letter undone).
+            settle(&db, &mut table, &mut dead, &removals.stored, &moves.stored, &since)?;
             for command in commands {
                 match command {
-                    Command::Append(batch, reply, queued) => {
+                    Command::Append(staging) => {
                         durable = true;
-                        let mut seqs = Vec::with_capacity(batch.len());
-                        for append in batch {
-                            let next = self.next.entry(append.group.to_string()).or_insert(1);
-                            let seq = *next;
-                            *next += 1;
+                        for (append, &seq) in staging.batch.iter().zip(&staging.seqs) {
                             table.insert((&*append.group, seq), &*append.record).map_err(|e| db.err(e))?;
-                            seqs.push(seq);
                         }
-                        replies.push(Reply::Append(reply, seqs, queued));
+                        replies.push(Reply::Append(staging.reply, staging.queued));
                     }
                     Command::Wake => {}
                     Command::Clear(group, reply) => {
@@ -767,11 +967,10 @@ impl Writer {
                             false
                         })
                         .map_err(|e| db.err(e))?;
-                        let next = self.next.entry(group.clone()).or_insert(1);
                         let mut seqs = Vec::with_capacity(records.len());
+                        let group_key: Arc<str> = Arc::from(group.as_str());
                         for record in records {
-                            let seq = *next;
-                            *next += 1;
+                            let seq = lock_seqs(&self.seqs).assign(&group_key);
                             table.insert((group.as_str(), seq), record.as_slice()).map_err(|e| db.err(e))?;
                             seqs.push(seq);
                         }
@@ -795,12 +994,43 @@ impl Writer {
                     }
                 }
             }
+            // Settlements of messages staged in this very commit: after their appends.
+            settle(&db, &mut table, &mut dead, &removals.staged_now, &moves.staged_now, &since)?;
         }
         let durability = if durable { Durability::Immediate } else { Durability::None };
         tx.set_durability(durability).map_err(|e| db.err(e))?;
         tx.commit().map_err(|e| db.err(e))?;
         Ok(durable)
     }
+}
+
+type QueueTable<'t> = redb::Table<'t, (&'static str, u64), &'static [u8]>;
+
+/// Applies removals and dead-letter moves (stamped `since`) in a write transaction.
+fn settle(
+    db: &Db,
+    table: &mut QueueTable<'_>,
+    dead: &mut QueueTable<'_>,
+    removals: &Taken,
+    moves: &Taken,
+    since: &[u8; 8],
+) -> Result<(), StoreError> {
+    for (group, seqs) in removals {
+        for &seq in seqs {
+            table.remove((&**group, seq)).map_err(|e| db.err(e))?;
+        }
+    }
+    for (group, seqs) in moves {
+        for &seq in seqs {
+            let Some(record) = table.remove((&**group, seq)).map_err(|e| db.err(e))? else {
+                continue;
+            };
+            let value = [&since[..], record.value()].concat();
+            drop(record);
+            dead.insert((&**group, seq), value.as_slice()).map_err(|e| db.err(e))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -883,5 +1113,60 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(q.stats().commit_nosync.snapshot().count, 1);
+    }
+
+    /// A settlement of a message whose append waits for a later commit waits with it (the
+    /// record is not in the table yet); one of this commit's appends or of a committed one does
+    /// not.
+    #[test]
+    fn settlements_of_messages_staged_for_a_later_commit_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let seqs = Arc::new(Mutex::new(Seqs::default()));
+        lock_seqs(&seqs).inflight.push((7, Arc::from("g"), 5, 6));
+        let writer = Writer {
+            db,
+            seqs,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            stats: Arc::default(),
+            removals: Arc::default(),
+            dead: Arc::default(),
+            ids: Weak::new(),
+            broken: None,
+            last_log: None,
+        };
+        let pending = Removals::default();
+        let fill = |list: Vec<u64>| {
+            pending.lock().unwrap().insert(Arc::from("g"), list);
+        };
+        fill(vec![4, 5, 6, 7]);
+        let taken = writer.take_settled(&pending, &[]);
+        assert_eq!(taken.stored.get("g"), Some(&vec![4, 7]));
+        assert!(taken.staged_now.is_empty());
+        assert_eq!(taken.staged_later.get("g"), Some(&vec![5, 6]));
+        fill(vec![4, 5]);
+        let taken = writer.take_settled(&pending, &[7]);
+        assert_eq!(taken.stored.get("g"), Some(&vec![4]));
+        assert_eq!(taken.staged_now.get("g"), Some(&vec![5]));
+        assert!(taken.staged_later.is_empty());
+        writer.settled(&[7]);
+        assert!(lock_seqs(&writer.seqs).inflight.is_empty());
+    }
+
+    /// Seqs are given out when staged, in order, and a failed commit's seqs are not given out
+    /// again (a consumer may hold them).
+    #[tokio::test]
+    async fn staging_assigns_seqs_at_once_and_committed_below_follows_the_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = RedbQueue::open_with(Db::open(dir.path()).unwrap(), std::time::Duration::ZERO).unwrap();
+        let a = q.stage(vec![append("g1", "a"), append("g1", "b")]).await.unwrap();
+        assert_eq!(a.seqs, vec![1, 2]);
+        a.done.await.unwrap();
+        assert_eq!(q.committed_below("g1"), 3);
+        assert_eq!(q.committed_below("other"), 1);
+        let b = q.stage(vec![append("g1", "c")]).await.unwrap();
+        assert_eq!(b.seqs, vec![3]);
+        b.done.await.unwrap();
+        assert_eq!(q.read_from("g1", 1, 10).unwrap().len(), 3);
     }
 }
