@@ -266,12 +266,21 @@ fn markdown(
     let _ = writeln!(
         w,
         "What each system promises differs, and so does the work: **iotpipe** acknowledges a QoS 1 publish \
-         only after it is committed with fsync to every consumer group's queue; **RabbitMQ** acknowledges \
+         only after it is committed with fsync to every consumer group's queue{options}; **RabbitMQ** acknowledges \
          after its durable queue confirmed the persistent message (it batches fsyncs); **Mosquitto** keeps \
          nothing on disk (persistence off) and forwards to a connected subscriber: the ceiling for a broker \
          on this machine, not a like-for-like peer; **nats-server** stores every QoS 1 message in a \
          JetStream file stream with `sync_interval: always` (an fsync per write) before its PUBACK, and \
-         delivers it to the QoS 1 subscribers through JetStream consumers.\n"
+         delivers it to the QoS 1 subscribers through JetStream consumers.\n",
+        options = match meta.get("iotpipe_options").and_then(Value::as_str).filter(|o| !o.trim().is_empty()) {
+            Some(o) if o.contains("--early-delivery") => format!(
+                " (this run: `{}`, so its consumers got each message as soon as it was staged for its \
+                 commit, before the fsync: `[storage] early_delivery`, see docs/consumer-groups.md)",
+                o.trim()
+            ),
+            Some(o) => format!(" (this run: `{}`)", o.trim()),
+            None => String::new(),
+        },
     );
 
     let _ = writeln!(w, "## Goals\n");

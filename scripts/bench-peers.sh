@@ -17,7 +17,8 @@
 # works), KEEP (1: keep the work directory with the raw results and logs), QUICK (1: one round of
 # 3 s runs, 1,000 and 2,000 idle devices, a 20,000-message backlog), OUT (docs/benchmarks.md:
 # where the report goes; its chart goes beside it as .svg), PEERS ("rabbitmq mosquitto nats": the
-# peers measured beside iotpipe).
+# peers measured beside iotpipe), IOTPIPE_OPTIONS (extra `iotpipe bench` options for the iotpipe
+# it starts, e.g. "--early-delivery"; named in the report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -254,7 +255,12 @@ run() {
   # The idle runs give their own --devices (connections); the others publish from $DEVICES.
   case " $* " in *" --devices "*) ;; *) args+=(--devices "$DEVICES") ;; esac
   case $system in
-    iotpipe) case " $* " in *" --label "*) ;; *) args+=(--label iotpipe) ;; esac; args+=(--data-dir "$work") ;;
+    iotpipe)
+      case " $* " in *" --label "*) ;; *) args+=(--label iotpipe) ;; esac
+      args+=(--data-dir "$work")
+      # shellcheck disable=SC2206 # options are words
+      args+=(${IOTPIPE_OPTIONS:-})
+      ;;
     rabbitmq)
       rmqctl purge_queue bench >/dev/null
       args+=(--target rabbitmq --label rabbitmq --mqtt "127.0.0.1:$RABBIT_MQTT" --amqp "127.0.0.1:$RABBIT_AMQP"
@@ -338,10 +344,11 @@ profile=$work/profile.txt
 PROFILE_RATE=20000
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null 2>&1; then
   say "profiling iotpipe's rule path at $PROFILE_RATE msgs/s (perf record, perf stat)"
-  "$IOTPIPE" bench --scenario rule --rate "$PROFILE_RATE" --devices "$DEVICES" --consumers "$CONSUMERS" \
+  # shellcheck disable=SC2086 # options are words
+  "$IOTPIPE" bench ${IOTPIPE_OPTIONS:-} --scenario rule --rate "$PROFILE_RATE" --devices "$DEVICES" --consumers "$CONSUMERS" \
     --warmup 3 --seconds 12 --data-dir "$work" --json >"$work/profile-run.json" &
   bench=$!
-  echo "iotpipe bench --scenario rule --rate $PROFILE_RATE --devices $DEVICES --consumers $CONSUMERS --warmup 3 --seconds 12 --data-dir \$WORK --json   # profiled" >>"$commands"
+  echo "iotpipe bench ${IOTPIPE_OPTIONS:+$IOTPIPE_OPTIONS }--scenario rule --rate $PROFILE_RATE --devices $DEVICES --consumers $CONSUMERS --warmup 3 --seconds 12 --data-dir \$WORK --json   # profiled" >>"$commands"
   pid=""
   for _ in $(seq 100); do
     pid=$(pgrep -n -f "$work/iotpipe-bench-.*/bench.toml" || true)
@@ -378,6 +385,7 @@ fi
 say "writing docs/benchmarks.md and docs/benchmarks.svg"
 cat >"$work/meta.json" <<EOF
 {"date": "$(date -u +%Y-%m-%dT%H:%MZ)",
+ "iotpipe_options": "${IOTPIPE_OPTIONS:-}",
  "rounds": $ROUNDS, "seconds": $SECS, "warmup": $WARMUP, "devices": $DEVICES, "consumers": $CONSUMERS,
  "iotpipe": "$("$IOTPIPE" --version | awk '{print $2}') ($(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ', uncommitted changes'))",
  "rabbitmq": "$rabbit_version", "rabbitmq_source": "$RABBIT_SOURCE",

@@ -224,6 +224,7 @@ impl App {
         let store_stats = queue.stats().clone();
         let ids = queue.ids().clone();
         let groups = Groups::start(&config.consumer_groups, queue, config.amqp.group_settings(), db.clone())?;
+        groups.set_early_delivery(config.storage.early_delivery);
         let cluster = match &config.cluster {
             Some(cluster) => Some(start_cluster(cluster, config, &groups).await?),
             None => None,

@@ -5,9 +5,10 @@
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
 //! One task takes messages off the queue in batches and stages each batch for a storage commit
-//! ([`Groups::stage`]): its groups hand the copies to their clients at once, and the task goes
-//! on with the next batch while the commit runs; a second task answers each batch's receipts,
-//! in order, once its commit is known. Targets come from the server-side subscriptions
+//! ([`Groups::stage`]); a second task answers each batch's receipts, in order, once its commit
+//! is known. By default staging waits for the commit (while it runs the next batch gathers and
+//! shares the next one); with `[storage] early_delivery` the groups hand the copies to their
+//! clients at once and the task goes on with the next batch while the commit runs. Targets come from the server-side subscriptions
 //! ([`Subscriptions`], read once per batch) and from the matching SQL rules, whose results the
 //! [`forwarding`](crate::forwarding) stages: each consumer group gets its own copy, appended in
 //! the same commit, so a PUBACK covers both paths. What the forwarding leaves for later
@@ -255,8 +256,9 @@ async fn run(
     stats: Arc<Stats>,
     tap: broadcast::Sender<Message>,
 ) {
-    // Staging runs ahead of the commits: a batch is handed to its groups (and their clients)
-    // at once, and the next batch is staged while it commits; its PUBACKs wait for the commit.
+    // With early delivery staging runs ahead of the commits: a batch is handed to its groups
+    // (and their clients) at once, and the next batch is staged while it commits; its PUBACKs
+    // wait for the commit.
     let (committing, acks) = mpsc::channel(IN_FLIGHT);
     tokio::join!(
         stage(rx, &subscriptions, &groups, &rules, committing),

@@ -353,8 +353,8 @@ pub struct ClusterRun {
 pub struct Settings {
     /// What kind of server.
     pub target: Target,
-    /// `[storage] commit_interval_ms` of a started iotpipe (none: its default).
-    pub commit_interval_ms: Option<u64>,
+    /// `[storage]` options of a started iotpipe.
+    pub storage: server::StorageOptions,
     /// Label in the report; default: the target's name.
     pub label: Option<String>,
     /// What to run.
@@ -396,7 +396,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            commit_interval_ms: None,
+            storage: server::StorageOptions::default(),
             target: Target::Iotpipe,
             label: None,
             scenario: Scenario::Subscription,
@@ -537,7 +537,7 @@ pub fn run(settings: &Settings) -> Result<Report, BenchError> {
                     settings.scenario.route(),
                     &settings.identity,
                     cluster.as_ref(),
-                    settings.commit_interval_ms,
+                    &settings.storage,
                 )?);
             }
             nodes

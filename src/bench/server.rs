@@ -56,6 +56,28 @@ pub fn rules_of(route: Route, id: &Identity) -> Vec<(String, String, String)> {
     rules
 }
 
+/// `[storage]` options of a started iotpipe beside its data directory (none: its defaults).
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// `early_delivery = true`.
+    pub early_delivery: bool,
+    /// `commit_interval_ms`.
+    pub commit_interval_ms: Option<u64>,
+}
+
+impl StorageOptions {
+    fn lines(&self) -> String {
+        let mut out = String::new();
+        if self.early_delivery {
+            out.push_str("early_delivery = true\n");
+        }
+        if let Some(ms) = self.commit_interval_ms {
+            out.push_str(&format!("commit_interval_ms = {ms}\n"));
+        }
+        out
+    }
+}
+
 /// The configuration of a started server: `devices` devices named and keyed by the identity's
 /// patterns, its access key, DEFAULT_GROUP plus the identity's group, and an upstream
 /// subscription when the route has one.
@@ -64,7 +86,7 @@ pub fn config_text(
     devices: usize,
     route: Route,
     id: &Identity,
-    commit_interval_ms: Option<u64>,
+    storage: &StorageOptions,
 ) -> String {
     let mut c = format!(
         "rules_dir = \"{rules}\"\n\n[mqtt]\nlisten = \"127.0.0.1:0\"\n\n[amqp]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -72,7 +94,7 @@ pub fn config_text(
          [[access_keys]]\nid = \"{key}\"\nsecret = \"{secret}\"\n",
         rules = dir.join("rules").display(),
         data = dir.join("data").display(),
-        interval = commit_interval_ms.map(|ms| format!("commit_interval_ms = {ms}\n")).unwrap_or_default(),
+        interval = storage.lines(),
         key = id.access_key_id,
         secret = id.access_key_secret,
     );
@@ -156,7 +178,7 @@ impl ServerProcess {
         route: Route,
         id: &Identity,
         cluster: Option<&ClusterSection>,
-        commit_interval_ms: Option<u64>,
+        storage: &StorageOptions,
     ) -> Result<Self, BenchError> {
         let dir = parent.join(format!("iotpipe-bench-{}-{}", std::process::id(), super::payload::now_us()));
         let io = |what: &str, e: std::io::Error| BenchError::Server(format!("{what} {}: {e}", dir.display()));
@@ -166,7 +188,7 @@ impl ServerProcess {
                 .map_err(|e| io("cannot write a rule into", e))?;
         }
         let config = dir.join("bench.toml");
-        let mut text = config_text(&dir, devices, route, id, commit_interval_ms);
+        let mut text = config_text(&dir, devices, route, id, storage);
         if let Some(c) = cluster {
             text.push_str(&c.text());
         }
@@ -315,7 +337,7 @@ mod tests {
         let id = Identity::default();
         let dir = Path::new("/tmp/x");
         for route in [Route::Subscription, Route::Rule, Route::Both, Route::Rules1000] {
-            let text = config_text(dir, 3, route, &id, None);
+            let text = config_text(dir, 3, route, &id, &StorageOptions::default());
             let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.products[0].devices.len(), 3);
             assert_eq!(config.products[0].devices[2].name, "dev00002");
@@ -336,7 +358,13 @@ mod tests {
         };
         let text = format!(
             "{}{}",
-            config_text(Path::new("/tmp/x"), 2, Route::Rule, &Identity::default(), Some(2)),
+            config_text(
+                Path::new("/tmp/x"),
+                2,
+                Route::Rule,
+                &Identity::default(),
+                &StorageOptions { early_delivery: true, commit_interval_ms: Some(2) }
+            ),
             section.text()
         );
         let config = crate::config::load_str(&text, "bench.toml").unwrap_or_else(|e| panic!("{e}"));

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// The iotpipe binary to start (default: this one).
     #[arg(long)]
     binary: Option<PathBuf>,
+    /// `[storage] early_delivery = true` for the iotpipe it starts.
+    #[arg(long)]
+    early_delivery: bool,
     /// `[storage] commit_interval_ms` of the iotpipe it starts (default: iotpipe's default).
     #[arg(long)]
     commit_interval_ms: Option<u64>,
@@ -164,7 +167,10 @@ impl BenchArgs {
             .unwrap_or_else(|| if rabbit { "/amq/queue/bench" } else { "default" }.to_string());
         Ok(Settings {
             target: self.target,
-            commit_interval_ms: self.commit_interval_ms,
+            storage: crate::bench::server::StorageOptions {
+                early_delivery: self.early_delivery,
+                commit_interval_ms: self.commit_interval_ms,
+            },
             label: self.label.clone(),
             scenario: self.scenario,
             endpoints,

@@ -297,4 +297,21 @@ products = [
         std::fs::write(&file, super::super::DEMO_CONFIG).expect("write");
         load_file(&file).expect("demo loads from a file");
     }
+
+    #[test]
+    fn early_delivery_and_the_commit_interval() {
+        let plain = load_str("", "t.toml").expect("loads");
+        assert!(!plain.storage.early_delivery);
+        assert_eq!(plain.storage.commit_interval(), std::time::Duration::ZERO);
+        let early = load_str("[storage]\nearly_delivery = true\n", "t.toml").expect("loads");
+        assert_eq!(early.storage.commit_interval(), std::time::Duration::from_millis(4));
+        let set =
+            load_str("[storage]\nearly_delivery = true\ncommit_interval_ms = 0\n", "t.toml").expect("loads");
+        assert_eq!(set.storage.commit_interval(), std::time::Duration::ZERO);
+        let problems = problems_in("[storage]\ncommit_interval_ms = 5000\nearly_delivery = \"yes\"\n");
+        assert_eq!(
+            lines_and_keys(&problems),
+            vec![(Some(2), "storage.commit_interval_ms"), (Some(3), "storage.early_delivery")]
+        );
+    }
 }

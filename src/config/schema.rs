@@ -130,6 +130,7 @@ const HTTP: &[Field] =
 const STORAGE: &[Field] = &[
     opt("dir", string("data")),
     opt("rules_dir", string("rules")),
+    opt("early_delivery", Kind::Bool),
     opt("commit_interval_ms", Kind::UInt { max: 1000 }),
 ];
 

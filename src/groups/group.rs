@@ -1006,6 +1006,7 @@ mod tests {
         let db = Db::open(dir).unwrap();
         let store: Arc<dyn QueueStore> = RedbQueue::open_with(db.clone(), interval).unwrap();
         let groups = crate::groups::Groups::start(&[], store.clone(), settings(), db).unwrap();
+        groups.set_early_delivery(true);
         groups.append(vec![Append { group: "DEFAULT_GROUP".into(), record: record(1) }]).await.unwrap();
         (groups, store)
     }
@@ -1034,6 +1035,31 @@ mod tests {
         store.flush().await.unwrap();
         assert_eq!(store.read("DEFAULT_GROUP", 2).unwrap(), None, "the early accept removed it");
         assert_eq!(group.status().accumulated, 0);
+        assert_eq!(store.committed_below("DEFAULT_GROUP"), 3);
+    }
+
+    /// Without early delivery (the default) a client gets a message only once it is stored.
+    #[tokio::test]
+    async fn without_early_delivery_a_message_waits_for_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, store) = slow_commits(dir.path(), Duration::from_millis(300)).await;
+        groups.set_early_delivery(false);
+        let group = groups.get("DEFAULT_GROUP").unwrap();
+        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
+        let first = member.rx.recv().await.unwrap();
+        member.settle(first.seq, first.generation, Settlement::Accepted);
+        let commit =
+            groups.stage(vec![Append { group: "DEFAULT_GROUP".into(), record: record(2) }]).await.unwrap();
+        let mut commit = tokio::spawn(commit);
+        let delivery = tokio::select! {
+            biased;
+            r = &mut commit => {
+                r.unwrap().unwrap();
+                member.rx.recv().await.unwrap()
+            }
+            d = member.rx.recv() => panic!("delivered (seq {}) before the commit", d.unwrap().seq),
+        };
+        assert_eq!(delivery.seq, 2);
         assert_eq!(store.committed_below("DEFAULT_GROUP"), 3);
     }
 

@@ -114,6 +114,8 @@ pub struct Groups {
     create: std::sync::Mutex<()>,
     /// Where appends go instead of the embedded store (cluster mode), when set.
     elsewhere: std::sync::OnceLock<AppendElsewhere>,
+    /// Hand staged messages to clients before their commit (`[storage] early_delivery`).
+    early: std::sync::atomic::AtomicBool,
 }
 
 /// Resolves once a staged batch is stored (see [`Groups::stage`]).
@@ -183,6 +185,7 @@ impl Groups {
             tasks: TaskTracker::new(),
             create: std::sync::Mutex::new(()),
             elsewhere: std::sync::OnceLock::new(),
+            early: std::sync::atomic::AtomicBool::new(false),
         });
         for (id, name) in declared.iter().chain(created.iter()) {
             if this.exists(id) {
@@ -380,10 +383,18 @@ impl Groups {
         self.stage(batch).await?.await
     }
 
-    /// Stages `batch` for the next commit and hands each copy to its group at once, so that
-    /// online clients may receive it before it is stored; the returned future resolves once
-    /// every copy is stored (what a PUBACK waits for). A copy whose commit fails leaves its
-    /// group again ([`Group::retract`]). Cluster mode stores first (the future is ready).
+    /// With early delivery on, staged messages go to clients before their commit (see
+    /// [`Groups::stage`]); off (the default), only once stored.
+    pub fn set_early_delivery(&self, on: bool) {
+        self.early.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stages `batch` for the next commit; the returned future resolves once every copy is
+    /// stored (what a PUBACK waits for). Without early delivery (the default) this stores the
+    /// batch first and then hands each copy to its group (the future is ready), as cluster mode
+    /// does. With early delivery the copies go to their groups at once and the next batch may
+    /// be staged while this one commits: online clients may receive a copy before it is
+    /// stored, and a copy whose commit fails leaves its group again ([`Group::retract`]).
     ///
     /// # Errors
     /// When the store is closed (staging); the future: when the commit failed.
@@ -403,19 +414,32 @@ impl Groups {
         for ((group, record), &seq) in records.into_iter().zip(&staged.seqs) {
             by_group.entry(group).or_default().push((seq, record));
         }
-        // A batch's seqs of one group are consecutive.
-        let mut handed: Vec<(Arc<Group>, u64, u64)> = Vec::with_capacity(by_group.len());
+        let mut groups: Vec<(Arc<Group>, Vec<(u64, bytes::Bytes)>)> = Vec::with_capacity(by_group.len());
         for (id, records) in by_group {
-            let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
             match self.get(&id) {
-                Some(group) => {
-                    group.staged(records);
-                    handed.push((group, first, last));
-                }
+                Some(group) => groups.push((group, records)),
                 None => tracing::warn!(group = %id, "Stored messages for an unknown group"),
             }
         }
         let done = staged.done;
+        if !self.early.load(std::sync::atomic::Ordering::Relaxed) {
+            // Stored first, handed out after; the caller waits meanwhile, so that the next
+            // batch gathers and shares the next commit (group commit without a timer).
+            let result = done.await;
+            if result.is_ok() {
+                for (group, records) in groups {
+                    group.staged(records);
+                }
+            }
+            return Ok(Box::pin(std::future::ready(result)));
+        }
+        // A batch's seqs of one group are consecutive.
+        let mut handed: Vec<(Arc<Group>, u64, u64)> = Vec::with_capacity(groups.len());
+        for (group, records) in groups {
+            let (Some(&(first, _)), Some(&(last, _))) = (records.first(), records.last()) else { continue };
+            group.staged(records);
+            handed.push((group, first, last));
+        }
         Ok(Box::pin(async move {
             let result = done.await;
             for (group, first, last) in handed {

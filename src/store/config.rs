@@ -15,29 +15,33 @@ pub struct StorageConfig {
     /// configuration resolves it.
     #[serde(default)]
     pub rules_dir: Option<PathBuf>,
+    /// Consumers receive a message as soon as it is staged for its commit, before the fsync
+    /// (its device's PUBACK still waits for it). Off: only stored messages are delivered.
+    #[serde(default)]
+    pub early_delivery: bool,
     /// A commit of the queues with new messages starts at most once per this many
     /// milliseconds (0: as soon as the last one is done); what arrives meanwhile shares it and
-    /// its fsync. Consumers receive messages before their commit; a device's PUBACK waits for
-    /// it. At most 1,000.
-    #[serde(default = "default_commit_interval_ms")]
-    pub commit_interval_ms: u64,
+    /// its fsync. At most 1,000. Default: 4 with `early_delivery`, else 0 (without early
+    /// delivery consumers would wait for it too).
+    #[serde(default)]
+    pub commit_interval_ms: Option<u64>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { dir: default_dir(), rules_dir: None, commit_interval_ms: default_commit_interval_ms() }
+        Self { dir: default_dir(), rules_dir: None, early_delivery: false, commit_interval_ms: None }
     }
 }
 
 impl StorageConfig {
     /// The commit interval.
     pub fn commit_interval(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.commit_interval_ms)
+        match (self.commit_interval_ms, self.early_delivery) {
+            (Some(ms), _) => std::time::Duration::from_millis(ms),
+            (None, true) => super::queue::EARLY_DELIVERY_COMMIT_INTERVAL,
+            (None, false) => std::time::Duration::ZERO,
+        }
     }
-}
-
-fn default_commit_interval_ms() -> u64 {
-    super::queue::DEFAULT_COMMIT_INTERVAL.as_millis() as u64
 }
 
 fn default_dir() -> PathBuf {

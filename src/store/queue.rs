@@ -45,10 +45,10 @@ const CHANNEL: usize = 1024;
 /// bound on how long an accept can be lost to a crash when nothing else is written. Under load
 /// the next append's fsync makes them durable sooner.
 pub const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
-/// How often a commit with appends may start at most, unless configured (`[storage]
-/// commit_interval_ms`): appends that arrive meanwhile share the next commit and its fsync.
-/// Consumers get staged messages at once; only PUBACKs wait for the commit.
-pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(4);
+/// How often a commit with appends may start at most with `[storage] early_delivery`, unless
+/// `commit_interval_ms` says otherwise: appends that arrive meanwhile share the next commit and
+/// its fsync. Consumers then get staged messages at once; only PUBACKs wait for the commit.
+pub const EARLY_DELIVERY_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(4);
 /// How long a commit of removals alone waits for more removals or for an append to share
 /// it: at most about 100 such commits per second, whatever the rate of acknowledgements
 /// (each commit costs the writer the same B-tree and page work however few it carries).
@@ -264,14 +264,14 @@ impl std::fmt::Debug for RedbQueue {
 }
 
 impl RedbQueue {
-    /// Opens the queues in `db` and starts the writer thread, with the default
-    /// [`DEFAULT_COMMIT_INTERVAL`]. The thread ends, after a final fsynced commit, when the last
-    /// handle is dropped.
+    /// Opens the queues in `db` and starts the writer thread, committing as soon as the last
+    /// commit is done. The thread ends, after a final fsynced commit, when the last handle is
+    /// dropped.
     ///
     /// # Errors
     /// When the existing queues cannot be read.
     pub fn open(db: Arc<Db>) -> Result<Arc<Self>, StoreError> {
-        Self::open_with(db, DEFAULT_COMMIT_INTERVAL)
+        Self::open_with(db, std::time::Duration::ZERO)
     }
 
     /// As [`RedbQueue::open`]: a commit with appends starts at most once per `commit_interval`
@@ -1127,7 +1127,7 @@ mod tests {
         let writer = Writer {
             db,
             seqs,
-            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            commit_interval: EARLY_DELIVERY_COMMIT_INTERVAL,
             stats: Arc::default(),
             removals: Arc::default(),
             dead: Arc::default(),
