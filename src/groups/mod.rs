@@ -118,6 +118,9 @@ pub struct Groups {
     early: std::sync::atomic::AtomicBool,
 }
 
+/// A group's records of one batch, `(seq, record)` in seq order.
+type Records = Vec<(u64, bytes::Bytes)>;
+
 /// Resolves once a staged batch is stored (see [`Groups::stage`]).
 pub type Commit = futures::future::BoxFuture<'static, Result<(), StoreError>>;
 
@@ -410,11 +413,11 @@ impl Groups {
         let records: Vec<(Arc<str>, bytes::Bytes)> =
             batch.iter().map(|a| (a.group.clone(), a.record.clone())).collect();
         let staged = self.store.stage(batch).await?;
-        let mut by_group: HashMap<Arc<str>, Vec<(u64, bytes::Bytes)>> = HashMap::new();
+        let mut by_group: HashMap<Arc<str>, Records> = HashMap::new();
         for ((group, record), &seq) in records.into_iter().zip(&staged.seqs) {
             by_group.entry(group).or_default().push((seq, record));
         }
-        let mut groups: Vec<(Arc<Group>, Vec<(u64, bytes::Bytes)>)> = Vec::with_capacity(by_group.len());
+        let mut groups: Vec<(Arc<Group>, Records)> = Vec::with_capacity(by_group.len());
         for (id, records) in by_group {
             match self.get(&id) {
                 Some(group) => groups.push((group, records)),
