@@ -24,9 +24,10 @@ struct Line {
     report: Report,
 }
 
-/// The goals of issue 7, and issue 16's for memory and CPU per message.
+/// The goals of issue 7, and issue 16's for memory, CPU per message and the p99 (issue 7 asked
+/// for 5 ms, issue 16 for 2 ms).
 const RULE_VS_RABBITMQ: f64 = 3.0;
-const P99_GOAL_MS: f64 = 5.0;
+const P99_GOAL_MS: f64 = 2.0;
 const IDLE_GOAL_MIB: f64 = 64.0;
 const IDLE_GOAL_KIB_PER_CONNECTION: f64 = 4.0;
 const STEADY_RATE: u64 = 20_000;
