@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use common::amqp::{consumer, read};
 use common::process::start;
@@ -12,13 +13,49 @@ use rumqttc::{Event, Outgoing, Packet, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged() {
+    kill_9_run(false).await;
+}
+
+/// The same with `[storage] early_delivery`: a consumer takes (and accepts) messages before
+/// their commit while the device publishes; what it accepted before the kill counts as
+/// received, and every PUBACKed message is received before or after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_early_delivery_loses_nothing_acknowledged() {
+    kill_9_run(true).await;
+}
+
+async fn kill_9_run(early_delivery: bool) {
     const KILL_AFTER: usize = 3000;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("iotpipe.toml");
-    std::fs::write(&config, common::config_text(&dir.path().join("data"), "", "")).unwrap();
+    let mut text = common::config_text(&dir.path().join("data"), "", "");
+    if early_delivery {
+        text = text.replace("[storage]\n", "[storage]\nearly_delivery = true\n");
+        assert!(text.contains("early_delivery = true"));
+    }
+    std::fs::write(&config, text).unwrap();
 
     let mut server = start(&config, None);
     let mqtt = server.mqtt;
+    // With early delivery, a consumer during the run: what it accepted is gone from the queue.
+    let before_kill = Arc::new(Mutex::new(HashSet::<usize>::new()));
+    let early_consumer = if early_delivery {
+        let mut c = consumer(server.amqp, "early", "DEFAULT_GROUP").await;
+        let seen = before_kill.clone();
+        Some(tokio::spawn(async move {
+            while let Some(d) = c.try_next(std::time::Duration::from_secs(5)).await {
+                if c.receiver.accept(&d).await.is_err() {
+                    break;
+                }
+                let r = read(&d);
+                if r.topic.ends_with("/user/update") {
+                    seen.lock().unwrap().insert(String::from_utf8(r.body).unwrap().parse().unwrap());
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let (client, mut ev) =
         common::connect_v4(common::v4_options(mqtt, &common::creds("dev1"))).await.unwrap();
     let publisher = tokio::spawn(async move {
@@ -58,11 +95,15 @@ async fn kill_9_loses_nothing_acknowledged() {
     server.child.wait().unwrap();
     publisher.abort();
     assert!(sent > acked.len(), "the kill must hit publishes in flight ({sent} sent, {} acked)", acked.len());
+    if let Some(task) = early_consumer {
+        task.await.unwrap();
+        assert!(!before_kill.lock().unwrap().is_empty(), "the consumer took nothing before the kill");
+    }
 
     let server = start(&config, None);
     let amqp = server.amqp;
     let mut c = consumer(amqp, "recovery", "DEFAULT_GROUP").await;
-    let mut seen: HashSet<usize> = HashSet::new();
+    let mut seen: HashSet<usize> = before_kill.lock().unwrap().clone();
     while !acked.is_subset(&seen) {
         let d = c.next().await;
         c.accept(&d).await;

@@ -1011,23 +1011,31 @@ mod tests {
         (groups, store)
     }
 
-    /// A client gets a message as soon as it is staged, before its commit, and may accept it
-    /// then: the accept is stored after the message, so nothing is left behind.
-    #[tokio::test]
-    async fn a_staged_message_is_delivered_before_its_commit_and_an_early_accept_sticks() {
-        let dir = tempfile::tempdir().unwrap();
-        let (groups, store) = slow_commits(dir.path(), Duration::from_millis(500)).await;
+    /// A client of DEFAULT_GROUP (its first message taken and accepted) and a second message,
+    /// staged and received before its commit: the group, the client, the delivery, the commit.
+    async fn second_before_commit(
+        groups: &crate::groups::Groups,
+    ) -> (Arc<Group>, Membership, Delivery, crate::groups::Commit) {
         let group = groups.get("DEFAULT_GROUP").unwrap();
         let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
         let first = member.rx.recv().await.unwrap();
         member.settle(first.seq, first.generation, Settlement::Accepted);
-
         let mut commit =
             groups.stage(vec![Append { group: "DEFAULT_GROUP".into(), record: record(2) }]).await.unwrap();
         let delivery = tokio::select! {
             d = member.rx.recv() => d.unwrap(),
             r = &mut commit => panic!("the commit ({r:?}) came before the delivery"),
         };
+        (group, member, delivery, commit)
+    }
+
+    /// A client gets a message as soon as it is staged, before its commit, and may accept it
+    /// then: the accept is stored after the message, so nothing is left behind.
+    #[tokio::test]
+    async fn a_staged_message_is_delivered_before_its_commit_and_an_early_accept_sticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (groups, store) = slow_commits(dir.path(), Duration::from_millis(500)).await;
+        let (group, member, delivery, commit) = second_before_commit(&groups).await;
         assert_eq!((delivery.seq, delivery.message.id), (2, 2));
         assert_eq!(store.committed_below("DEFAULT_GROUP"), 2, "seq 2 is not committed yet");
         member.settle(delivery.seq, delivery.generation, Settlement::Accepted);
@@ -1069,17 +1077,7 @@ mod tests {
     async fn a_message_given_back_before_its_commit_comes_again_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let (groups, store) = slow_commits(dir.path(), Duration::from_millis(300)).await;
-        let group = groups.get("DEFAULT_GROUP").unwrap();
-        let mut member = group.join("c1", "127.0.0.1:1".parse().unwrap()).unwrap();
-        let first = member.rx.recv().await.unwrap();
-        member.settle(first.seq, first.generation, Settlement::Accepted);
-
-        let mut commit =
-            groups.stage(vec![Append { group: "DEFAULT_GROUP".into(), record: record(2) }]).await.unwrap();
-        let delivery = tokio::select! {
-            d = member.rx.recv() => d.unwrap(),
-            r = &mut commit => panic!("the commit ({r:?}) came before the delivery"),
-        };
+        let (group, mut member, delivery, commit) = second_before_commit(&groups).await;
         member.settle(delivery.seq, delivery.generation, Settlement::Lost);
         // The pipeline waits for each commit as it comes, which wakes the group.
         let commit = tokio::spawn(commit);
