@@ -245,7 +245,7 @@ fn markdown(
          against each system in turn (a different system first each round), on loopback on one machine, \
          so that a noisy neighbour hits all of them alike. Each cell is the **median of the rounds** with \
          the range (lowest–highest) in parentheses. Load generator, consumers and server share the \
-         machine's {nproc} cores. Regenerate with `scripts/bench-peers.sh` (about 15 minutes).\n",
+         machine's {nproc} cores. Regenerate with `scripts/bench-peers.sh` (about 25 minutes).\n",
         date = m("date"),
         rounds = d.rounds,
         nproc = m("nproc"),
