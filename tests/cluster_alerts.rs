@@ -11,7 +11,7 @@ mod nats;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use common::{config_text, Server, WAIT};
+use common::{config_text, metric_value, metrics, Server, WAIT};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -27,25 +27,11 @@ async fn node(nats: &nats::NatsServer, name: &str, before: &str) -> Server {
     Server::start_text(dir, text).await
 }
 
-async fn metrics(server: &Server) -> String {
-    let url = format!("http://{}/metrics", server.app.http_addr());
-    reqwest::get(url).await.expect("/metrics answers").text().await.expect("text")
-}
-
-/// The value of the sample named exactly `name` (no labels); panics when absent.
-fn value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-}
-
 /// Both nodes' alert evaluations so far.
 async fn evaluations(nodes: &[&Server]) -> f64 {
     let mut sum = 0.0;
     for n in nodes {
-        sum += value(&metrics(n).await, "iotpipe_alert_evaluations_total");
+        sum += metric_value(&metrics(n).await, "iotpipe_alert_evaluations_total");
     }
     sum
 }

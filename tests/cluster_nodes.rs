@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::amqp::{attach, consumer, login, open, Consumer};
-use common::{config_text, Server, WAIT};
+use common::{config_text, metric_value, metrics, Server, WAIT};
 use iotpipe::cluster::clients::ClusterClients;
 use iotpipe::cluster::config::ClusterConfig;
 use iotpipe::groups::DEFAULT_GROUP;
@@ -255,10 +255,10 @@ async fn a_publish_jetstream_cannot_store_drops_the_connection_without_a_puback(
     // One message stored: its PubAck is measured.
     common::publish_one(n1.addr(), "dev2", "{\"n\":0}").await;
     let m = metrics(&n1).await;
-    assert!(value(&m, "iotpipe_nats_puback_duration_seconds_count") >= 1.0, "{m}");
-    assert!(value(&m, "iotpipe_nats_publishes_total") >= 1.0, "{m}");
-    assert_eq!(value(&m, "iotpipe_nats_connected"), 1.0, "{m}");
-    assert_eq!(value(&m, "iotpipe_nats_failed_appends_total"), 0.0, "{m}");
+    assert!(metric_value(&m, "iotpipe_nats_puback_duration_seconds_count") >= 1.0, "{m}");
+    assert!(metric_value(&m, "iotpipe_nats_publishes_total") >= 1.0, "{m}");
+    assert_eq!(metric_value(&m, "iotpipe_nats_connected"), 1.0, "{m}");
+    assert_eq!(metric_value(&m, "iotpipe_nats_failed_appends_total"), 0.0, "{m}");
 
     let (client, mut eventloop) =
         common::connect_v5(common::v5_options(n1.addr(), &common::creds("dev1"))).await.expect("connects");
@@ -281,25 +281,11 @@ async fn a_publish_jetstream_cannot_store_drops_the_connection_without_a_puback(
     let after = sent.elapsed();
     assert!(after >= Duration::from_secs(19), "dropped after {after:?}, before the retries ran out: {ended}");
     let m = metrics(&n1).await;
-    assert!(value(&m, "iotpipe_nats_failed_appends_total") >= 1.0, "{m}");
-    assert!(value(&m, "iotpipe_nats_publish_retries_total") >= 1.0, "{m}");
-    assert!(value(&m, "iotpipe_nats_disconnects_total") >= 1.0, "{m}");
-    assert_eq!(value(&m, "iotpipe_nats_connected"), 0.0, "{m}");
+    assert!(metric_value(&m, "iotpipe_nats_failed_appends_total") >= 1.0, "{m}");
+    assert!(metric_value(&m, "iotpipe_nats_publish_retries_total") >= 1.0, "{m}");
+    assert!(metric_value(&m, "iotpipe_nats_disconnects_total") >= 1.0, "{m}");
+    assert_eq!(metric_value(&m, "iotpipe_nats_connected"), 0.0, "{m}");
     n1.app.shutdown(Duration::from_secs(5)).await;
-}
-
-async fn metrics(server: &Server) -> String {
-    let url = format!("http://{}/metrics", server.app.http_addr());
-    reqwest::get(url).await.expect("/metrics answers").text().await.expect("text")
-}
-
-/// The value of the sample named exactly `name` (no labels); panics when absent.
-fn value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
 }
 
 /// A `nats-server -js` with its monitoring port, `sync_interval: always` or the default; its
@@ -355,7 +341,7 @@ async fn one_node_at_a_time_evaluates_the_alert_rules() {
                 threshold = 1000000000\nperiod_seconds = 1\ncallback_url = \"http://127.0.0.1:9/alert\"\n";
     let n1 = node_with(&nats, "n1", rule).await;
     let n2 = node_with(&nats, "n2", rule).await;
-    let evaluations = |m: &str| value(m, "iotpipe_alert_evaluations_total");
+    let evaluations = |m: &str| metric_value(m, "iotpipe_alert_evaluations_total");
     let deadline = Instant::now() + WAIT;
     let (holder, other) = loop {
         let (m1, m2) = (metrics(&n1).await, metrics(&n2).await);

@@ -399,3 +399,19 @@ pub fn self_signed(
 pub fn tls_section(cert: &Path, key: &Path) -> String {
     format!("tls_listen = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"", cert.display(), key.display())
 }
+
+/// The server's `/metrics` text.
+pub async fn metrics(server: &Server) -> String {
+    let url = format!("http://{}/metrics", server.app.http_addr());
+    reqwest::get(url).await.expect("/metrics answers").text().await.expect("text")
+}
+
+/// The value of the sample named exactly `name` (no labels) in a `/metrics` text; panics when
+/// absent.
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
