@@ -316,7 +316,8 @@ async fn messages_expire_after_the_retention_period() {
     let group = server.app.groups().get(DEFAULT_GROUP).unwrap();
     assert_eq!(group.counters.expired.load(std::sync::atomic::Ordering::Relaxed), 5);
     let mut c = consumer(server.app.amqp_addr(), "late", DEFAULT_GROUP).await;
-    assert!(c.try_next(Duration::from_millis(300)).await.is_none(), "expired messages are not delivered");
+    let got = c.try_next(Duration::from_millis(300)).await;
+    assert!(got.is_none(), "expired messages are not delivered: {:?}", got.as_ref().map(read));
 }
 
 #[tokio::test]

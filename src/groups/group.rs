@@ -643,8 +643,13 @@ impl Group {
             s.redeliver.remove(seq);
             s.retries.forget(*seq);
         }
-        // Expired messages may not have been handed out yet: none of them may come from memory.
+        // Expired messages may not have been handed out yet: none of them may come from memory,
+        // nor from the store before their removal is committed. They are the head of the queue
+        // (leased ones aside, which were handed out already), so the cursor moves past them.
         s.forget_recent();
+        if let Some(last) = expired.last() {
+            s.cursor = s.cursor.max(last + 1);
+        }
         s.count = s.count.saturating_sub(expired.len() as u64);
         self.counters.expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
         tracing::info!(group = %self.id, count = expired.len(), "Messages expired after the retention period");
