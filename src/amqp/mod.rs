@@ -1,14 +1,14 @@
 //! AMQP 1.0 for business servers: consumers log in with signed credentials (`auth.rs`,
 //! `sasl.rs`), attach one receiver link and receive their consumer group's messages
-//! (`connection.rs`). The shared accept loop ([`crate::listener`]) terminates TLS from the first
+//! (`connection.rs`) through iotpipe's own endpoint (`endpoint.rs`, `wire.rs`). The shared accept loop ([`crate::listener`]) terminates TLS from the first
 //! byte, as `amqps://` clients expect, and bounds the connections served at once.
 
 pub mod auth;
-mod coalesce;
 pub mod config;
 mod connection;
+mod endpoint;
 mod sasl;
-mod sever;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,12 +19,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use coalesce::Coalescing;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::AmqpConfig;
-pub use connection::amqp_message;
 
 use crate::groups::Groups;
 use crate::listener::{Handler, ListenerError, Serving};
@@ -211,6 +209,6 @@ impl Handler for AmqpContext {
     where
         S: AsyncRead + AsyncWrite + std::fmt::Debug + Unpin + Send + 'static,
     {
-        connection::serve(Coalescing::new(stream), peer, self)
+        connection::serve(stream, peer, self)
     }
 }

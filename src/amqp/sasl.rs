@@ -1,25 +1,16 @@
 //! SASL PLAIN for consumers: checks the signature against the access keys and the group
 //! against the known groups, and keeps who logged in for the connection.
-//!
-//! fe2o3's SASL hook is synchronous and its connection handle does not expose the login, so
-//! the check uses in-memory state and the identity travels in a slot shared with the
-//! connection task.
+//! The check uses in-memory state only: it runs on the connection's task, between two frames.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use fe2o3_amqp::acceptor::sasl_acceptor::SaslServerFrame;
-use fe2o3_amqp::acceptor::SaslAcceptor;
-use fe2o3_amqp::types::primitives::{Array, Symbol};
-use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
+use fe2o3_amqp::types::sasl::SaslInit;
 
 use super::auth::{parse_username, ConsumerCredentials};
 use crate::groups::Groups;
 use crate::logsafe::Untrusted;
 use crate::registry::Registry;
-
-/// The login of a connection, filled by a successful SASL exchange.
-pub type LoginSlot = Arc<Mutex<Option<ConsumerCredentials>>>;
 
 /// The SASL acceptor of one connection.
 #[derive(Clone)]
@@ -27,7 +18,6 @@ pub struct ConsumerSasl {
     pub(super) registry: Arc<Registry>,
     pub(super) groups: Arc<Groups>,
     pub(super) peer: SocketAddr,
-    pub(super) login: LoginSlot,
     pub(super) stats: Arc<super::AmqpStats>,
     pub(super) logs: Arc<super::RefusalLogs>,
     /// How far the signed timestamp may be from now; zero: not checked.
@@ -35,7 +25,7 @@ pub struct ConsumerSasl {
 }
 
 impl ConsumerSasl {
-    fn check(&self, init: SaslInit) -> Result<ConsumerCredentials, String> {
+    fn verify(&self, init: SaslInit) -> Result<ConsumerCredentials, String> {
         if init.mechanism.as_str() != "PLAIN" {
             return Err(format!(
                 "mechanism {} is not supported: use PLAIN",
@@ -79,30 +69,18 @@ fn epoch_ms() -> u64 {
     since.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-impl SaslAcceptor for ConsumerSasl {
-    fn mechanisms(&self) -> Array<Symbol> {
-        Array::from(vec![Symbol::from("PLAIN")])
-    }
-
-    fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
-        let code = match self.check(init) {
-            Ok(credentials) => {
-                *self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(credentials);
-                SaslCode::Ok
-            }
+impl ConsumerSasl {
+    /// Checks a SASL init: the credentials, or `None` after counting and logging the refusal.
+    pub(super) fn check(&self, init: SaslInit) -> Option<ConsumerCredentials> {
+        match self.verify(init) {
+            Ok(credentials) => Some(credentials),
             Err(reason) => {
                 self.stats.logins_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(suppressed) = self.logs.refused.admit() {
                     tracing::warn!(peer = %self.peer, %reason, suppressed, "Refused an AMQP login");
                 }
-                SaslCode::Auth
+                None
             }
-        };
-        SaslServerFrame::Outcome(SaslOutcome { code, additional_data: None })
-    }
-
-    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
-        // PLAIN has no challenge, so no response is expected.
-        SaslServerFrame::Outcome(SaslOutcome { code: SaslCode::Sys, additional_data: None })
+        }
     }
 }
