@@ -727,3 +727,212 @@ async fn a_message_past_the_groups_delivery_attempts_becomes_a_dead_letter() {
     .await;
     assert_eq!((status, bad["code"].as_str()), (400, Some("InvalidOption")), "{bad}");
 }
+
+// ---- The endpoint frame by frame: what client libraries hide ----------------------------
+
+mod raw {
+    use super::*;
+    use common::amqp_raw::*;
+    use fe2o3_amqp::frames::amqp::FrameBody;
+    use fe2o3_amqp::types::definitions::{
+        AmqpError, ConnectionError, ErrorCondition, ReceiverSettleMode, Role,
+    };
+    use fe2o3_amqp::types::messaging::{Accepted, DeliveryState};
+    use fe2o3_amqp::types::performatives::Disposition;
+
+    /// Logged in, a session and a receiver link attached: the server's attach has arrived.
+    async fn attached(server: &Server, client_id: &str, mode: ReceiverSettleMode) -> RawClient {
+        let mut c = RawClient::connect(server.app.amqp_addr()).await;
+        let mut bytes = login_and_open(client_id, DEFAULT_GROUP);
+        frame(&mut bytes, &begin());
+        frame(&mut bytes, &attach_receiver(mode));
+        c.send(&bytes).await;
+        c.until("the attach", |_, f| matches!(f, FrameBody::Attach(_)).then_some(())).await;
+        c
+    }
+
+    /// A drain with nothing queued uses up the credit at once, and the server says so.
+    #[tokio::test]
+    async fn a_drain_with_nothing_queued_is_answered_at_once() {
+        let server = Server::start().await;
+        let mut c = attached(&server, "drainer", ReceiverSettleMode::First).await;
+        let mut bytes = Vec::new();
+        frame(&mut bytes, &credit(0, 5, true));
+        c.send(&bytes).await;
+        let flow = c
+            .until("the drain's answer", |_, f| match f {
+                FrameBody::Flow(flow) if flow.handle.is_some() => Some(flow.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!((flow.link_credit, flow.delivery_count, flow.drain), (Some(0), Some(5), true), "{flow:?}");
+    }
+
+    /// A receiver that settles second (`rcv-settle-mode second`) sends its outcome unsettled;
+    /// the server takes it and settles, and the message is consumed.
+    #[tokio::test]
+    async fn a_receiver_settling_second_gets_the_servers_settlement() {
+        let server = Server::start().await;
+        let mut c = attached(&server, "second", ReceiverSettleMode::Second).await;
+        let mut bytes = Vec::new();
+        frame(&mut bytes, &credit(0, 1, false));
+        c.send(&bytes).await;
+        publish_one(server.addr(), "dev1", "{\"n\":1}").await;
+        let id = c
+            .until("a transfer", |_, f| match f {
+                FrameBody::Transfer { performative, .. } => performative.delivery_id,
+                _ => None,
+            })
+            .await;
+        let mut bytes = Vec::new();
+        let accepted = Disposition {
+            role: Role::Receiver,
+            first: id,
+            last: None,
+            settled: false,
+            state: Some(DeliveryState::Accepted(Accepted {})),
+            batchable: false,
+        };
+        frame(&mut bytes, &accepted);
+        c.send(&bytes).await;
+        let settled = c
+            .until("the server's settlement", |_, f| match f {
+                FrameBody::Disposition(d) if d.role == Role::Sender => Some(d.clone()),
+                _ => None,
+            })
+            .await;
+        assert!(settled.settled && settled.first == id, "{settled:?}");
+        assert!(matches!(settled.state, Some(DeliveryState::Accepted(_))), "{settled:?}");
+        let group = server.app.groups().get(DEFAULT_GROUP).unwrap();
+        status_until(&server, DEFAULT_GROUP, "one accepted", |_| {
+            group.counters.acked.load(std::sync::atomic::Ordering::Relaxed) == 1
+        })
+        .await;
+    }
+
+    /// A second session is answered and ended with `amqp:not-allowed`; the first keeps working.
+    #[tokio::test]
+    async fn a_second_session_is_ended_with_not_allowed() {
+        let server = Server::start().await;
+        let mut c = attached(&server, "sessions", ReceiverSettleMode::First).await;
+        let mut bytes = Vec::new();
+        frame_on(&mut bytes, 0, 1, &begin());
+        c.send(&bytes).await;
+        let (begun, ended) = c
+            .until("the second session's end", |channel, f| match f {
+                FrameBody::End(end) => Some((channel, end.clone())),
+                _ => None,
+            })
+            .await;
+        assert_ne!(begun, 0, "the refused session has its own channel");
+        let condition = ended.error.map(|e| e.condition);
+        assert_eq!(condition, Some(ErrorCondition::AmqpError(AmqpError::NotAllowed)));
+        let mut bytes = Vec::new();
+        frame(&mut bytes, &credit(0, 10, false));
+        c.send(&bytes).await;
+        publish_one(server.addr(), "dev1", "{\"n\":1}").await;
+        c.until("a transfer on the first session", |channel, f| {
+            (channel == 0 && matches!(f, FrameBody::Transfer { .. })).then_some(())
+        })
+        .await;
+    }
+
+    /// A frame above the announced 64 KiB closes the connection with a framing error, before
+    /// the server reads (or holds) its body.
+    #[tokio::test]
+    async fn a_frame_above_the_limit_closes_the_connection() {
+        let server = Server::start().await;
+        let mut c = RawClient::connect(server.app.amqp_addr()).await;
+        let mut bytes = login_and_open("big", DEFAULT_GROUP);
+        bytes.extend_from_slice(&(1u32 << 24).to_be_bytes());
+        bytes.extend_from_slice(&[2, 0, 0, 0]);
+        c.send(&bytes).await;
+        let frames = c.until_closed().await;
+        let close = frames.iter().find_map(|f| match f {
+            FrameBody::Close(close) => close.error.clone(),
+            _ => None,
+        });
+        let condition = close.map(|e| e.condition);
+        assert_eq!(
+            condition,
+            Some(ErrorCondition::ConnectionError(ConnectionError::FramingError)),
+            "{frames:?}"
+        );
+    }
+}
+
+/// A receiver that asks for pre-settled deliveries (at most once) gets them settled, and they
+/// count as accepted once sent.
+#[tokio::test]
+async fn a_presettled_receiver_consumes_on_delivery() {
+    use fe2o3_amqp::types::definitions::SenderSettleMode;
+    let server = Server::start().await;
+    let (u, p) = login("auto", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let mut connection = open(server.app.amqp_addr(), &u, &p).await.unwrap();
+    let mut session = fe2o3_amqp::Session::begin(&mut connection).await.unwrap();
+    let mut receiver = fe2o3_amqp::Receiver::builder()
+        .name("rx")
+        .source("default")
+        .sender_settle_mode(SenderSettleMode::Settled)
+        .attach(&mut session)
+        .await
+        .unwrap();
+    publish_one(server.addr(), "dev1", "{\"n\":1}").await;
+    let d = tokio::time::timeout(
+        WAIT,
+        receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(read(&d).topic.starts_with("/"), "{:?}", read(&d));
+    // online status, data, offline status: all consumed without an outcome from the client.
+    status_until(&server, DEFAULT_GROUP, "all consumed", |s| s.accumulated == 0).await;
+}
+
+/// A message larger than the client's frame size arrives whole, in several transfer frames.
+#[tokio::test]
+async fn a_message_above_the_clients_frame_size_arrives_whole() {
+    let server = Server::start().await;
+    let (u, p) = login("small-frames", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let connection = fe2o3_amqp::Connection::builder()
+        .container_id("small-frames")
+        .max_frame_size(512)
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain { username: u, password: p })
+        .open(format!("amqp://{}", server.app.amqp_addr()).as_str())
+        .await
+        .unwrap();
+    let mut c = attach(connection).await;
+    let body = format!("{{\"blob\":\"{}\"}}", "x".repeat(5000));
+    publish_one(server.addr(), "dev1", &body).await;
+    loop {
+        let d = c.next().await;
+        c.accept(&d).await;
+        let r = read(&d);
+        if r.topic.ends_with("/user/update") {
+            assert_eq!(r.body, body.as_bytes());
+            break;
+        }
+    }
+}
+
+/// A client that asks for an idle timeout hears from the server in time: iotpipe sends empty
+/// frames at half the period when it has nothing else to say.
+#[tokio::test]
+async fn the_clients_idle_timeout_is_honoured() {
+    let server = Server::start().await;
+    let (u, p) = login("idle", DEFAULT_GROUP, SignMethod::HmacSha1);
+    let connection = fe2o3_amqp::Connection::builder()
+        .container_id("idle")
+        .idle_time_out(400u32)
+        .sasl_profile(fe2o3_amqp::sasl_profile::SaslProfile::Plain { username: u, password: p })
+        .open(format!("amqp://{}", server.app.amqp_addr()).as_str())
+        .await
+        .unwrap();
+    let mut c = attach(connection).await;
+    // The quiet period under test: three of the client's timeouts without a message.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    publish_one(server.addr(), "dev1", "{\"n\":1}").await;
+    let d = c.next().await;
+    c.accept(&d).await;
+}

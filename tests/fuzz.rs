@@ -535,6 +535,112 @@ async fn fuzz_mqtt_sessions() {
     assert_eq!(crashes, 0, "the server panicked while fed fuzzed MQTT streams");
 }
 
+// ---- AMQP consumer connections over TCP --------------------------------------------------
+
+/// A consumer's whole conversation: the login and open (kept intact by most inputs), then a
+/// session, a receiver link, credit, outcomes and the goodbyes (mutated).
+fn amqp_seeds() -> (Vec<u8>, Vec<u8>) {
+    use common::amqp_raw::{attach_receiver, begin, credit, frame, login_and_open};
+    use fe2o3_amqp::types::definitions::{Handle, ReceiverSettleMode, Role};
+    use fe2o3_amqp::types::messaging::{Accepted, DeliveryState};
+    use fe2o3_amqp::types::performatives::{Close, Detach, Disposition, End};
+
+    let head = login_and_open("fuzz", "DEFAULT_GROUP");
+    let mut tail = Vec::new();
+    frame(&mut tail, &begin());
+    frame(&mut tail, &attach_receiver(ReceiverSettleMode::First));
+    frame(&mut tail, &credit(0, 10, false));
+    let disposition = Disposition {
+        role: Role::Receiver,
+        first: 0,
+        last: Some(5),
+        settled: true,
+        state: Some(DeliveryState::Accepted(Accepted {})),
+        batchable: false,
+    };
+    frame(&mut tail, &disposition);
+    frame(&mut tail, &Detach { handle: Handle(0), closed: true, error: None });
+    frame(&mut tail, &End { error: None });
+    frame(&mut tail, &Close { error: None });
+    (head, tail)
+}
+
+/// Writes `bytes` in a few pieces and reads what comes back until the server closes (or 2 s).
+/// True when the login went through (the server continued with the AMQP header).
+async fn feed_amqp(addr: std::net::SocketAddr, bytes: &[u8], pieces: usize) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(addr).await?;
+    let chunk = bytes.len().div_ceil(pieces.max(1)).max(1);
+    for part in bytes.chunks(chunk) {
+        if s.write_all(part).await.is_err() {
+            break;
+        }
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = s.read(&mut buf).await {
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    Ok(got.windows(8).any(|w| w == b"AMQP\x00\x01\x00\x00"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_amqp_connections() {
+    install_panic_counter();
+    let server = Server::start_full("", "auth_timeout_secs = 1", "").await;
+    let addr = server.app.amqp_addr();
+    let seeds = Arc::new(amqp_seeds());
+    let start = Instant::now();
+    let budget = budget();
+    let mut workers = Vec::new();
+    for w in 0..8u64 {
+        let seeds = seeds.clone();
+        workers.push(tokio::spawn(async move {
+            let mut r = Rng(seed(0xA3 + w));
+            let (mut execs, mut logins) = (0u64, 0u64);
+            let (head, tail) = (&seeds.0, &seeds.1);
+            while start.elapsed() < budget {
+                let bytes = match r.below(10) {
+                    0 => r.bytes(128),
+                    1..=3 => mutate(&mut r, &[head.as_slice(), tail.as_slice()].concat()),
+                    _ => [head.clone(), mutate(&mut r, tail)].concat(),
+                };
+                let pieces = 1 + r.below(3);
+                let accepted = tokio::time::timeout(Duration::from_secs(30), feed_amqp(addr, &bytes, pieces))
+                    .await
+                    .unwrap_or_else(|_| panic!("connection hung on {bytes:?}"))
+                    .unwrap_or(false);
+                execs += 1;
+                logins += u64::from(accepted);
+            }
+            (execs, logins)
+        }));
+    }
+    let (mut execs, mut logins) = (0, 0);
+    for w in workers {
+        let (e, l) = w.await.unwrap();
+        execs += e;
+        logins += l;
+    }
+    // The mutator must get inputs past the login into the session, not only refusals.
+    assert!(logins * 5 > execs, "only {logins} of {execs} inputs logged in");
+    // The server is alive: a normal consumer gets a device's message.
+    let mut c = common::amqp::consumer(addr, "after-fuzz", "DEFAULT_GROUP").await;
+    publish_one(server.addr(), "dev1", "{\"alive\":true}").await;
+    loop {
+        let d = c.next().await;
+        c.accept(&d).await;
+        if common::amqp::read(&d).topic.ends_with("/user/update") {
+            break;
+        }
+    }
+    let crashes = SERVER_PANICS.load(Ordering::SeqCst);
+    println!("fuzz target amqp_connections: {execs} executions ({logins} logged in), {crashes} crashes");
+    assert_eq!(crashes, 0, "the server panicked while fed fuzzed AMQP streams");
+}
+
 // ---- HTTP API bodies --------------------------------------------------------------------
 
 const API_SEEDS: &[(&str, &str, &str)] = &[

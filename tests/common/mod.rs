@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::result_large_err)]
 
 pub mod amqp;
+pub mod amqp_raw;
 pub mod api;
 pub mod paho;
 pub mod process;
