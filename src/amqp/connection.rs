@@ -67,6 +67,8 @@ where
         }
     };
     drop(group);
+    // Nothing is handed to the client before it grants credit.
+    membership.set_window(endpoint.credit() as usize);
     tracing::info!(%peer, client_id = %shown, group = %group_id, "Consumer online");
     let link = super::GaugeGuard::new(&shared.stats.links);
     let reason = deliver(&mut endpoint, membership, &shared).await;
@@ -168,6 +170,10 @@ where
         } else if endpoint.credit() > 0 {
             stall_at = None;
         }
+        // The group hands this client only what its credit covers: a client without credit
+        // holds nothing the others could take.
+        let holding = membership.rx.len() + usize::from(held.is_some());
+        membership.set_window((endpoint.credit() as usize).saturating_sub(holding));
     };
     // What was held goes back unsent; the membership gives back what was sent and not settled.
     if let Some(d) = held {

@@ -126,13 +126,32 @@ struct Client {
     unsettled: Arc<AtomicUsize>,
     /// False while the client's link has no credit (as far as its connection knows).
     ready: Arc<AtomicBool>,
+    /// Deliveries the client may still be handed: its link credit less what it holds, as its
+    /// connection last said ([`Membership::set_window`]); `usize::MAX` when not told.
+    window: Arc<AtomicUsize>,
     rate: RateWindow,
 }
 
 impl Client {
     /// Whether the client can take another delivery now.
     fn has_room(&self, max_unsettled: usize) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.unsettled.load(Ordering::Relaxed) < max_unsettled
+        self.room(max_unsettled) > 0
+    }
+
+    /// How many more deliveries the client can take now.
+    fn room(&self, max_unsettled: usize) -> usize {
+        if !self.ready.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let unsettled = self.unsettled.load(Ordering::Relaxed);
+        max_unsettled.saturating_sub(unsettled).min(self.window.load(Ordering::Relaxed))
+    }
+
+    /// One delivery handed over: one less in the window (unless the window is not told).
+    fn use_window(&self) {
+        let _ = self.window.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            (w != usize::MAX).then(|| w.saturating_sub(1))
+        });
     }
 }
 
@@ -274,6 +293,7 @@ pub struct Membership {
     pub rx: mpsc::Receiver<Delivery>,
     unsettled: Arc<AtomicUsize>,
     ready: Arc<AtomicBool>,
+    window: Arc<AtomicUsize>,
 }
 
 fn now_secs() -> u64 {
@@ -393,6 +413,7 @@ impl Group {
         let (tx, rx) = mpsc::channel(capacity);
         let unsettled = Arc::new(AtomicUsize::new(0));
         let ready = Arc::new(AtomicBool::new(true));
+        let window = Arc::new(AtomicUsize::new(usize::MAX));
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         {
             let mut s = self.lock();
@@ -414,11 +435,12 @@ impl Group {
                 tx,
                 unsettled: unsettled.clone(),
                 ready: ready.clone(),
+                window: window.clone(),
                 rate: RateWindow::default(),
             });
         }
         self.wake.notify_one();
-        Ok(Membership { group: self.clone(), client: id, rx, unsettled, ready })
+        Ok(Membership { group: self.clone(), client: id, rx, unsettled, ready, window })
     }
 
     fn leave(&self, client: u64) {
@@ -706,14 +728,8 @@ impl Group {
             for seq in s.retries.due(Instant::now()) {
                 s.redeliver.insert(seq);
             }
-            let room: usize = s
-                .clients
-                .iter()
-                .filter(|c| c.ready.load(Ordering::Relaxed))
-                .map(|c| {
-                    self.settings.max_unsettled_per_client.saturating_sub(c.unsettled.load(Ordering::Relaxed))
-                })
-                .sum();
+            let max = self.settings.max_unsettled_per_client;
+            let room: usize = s.clients.iter().map(|c| c.room(max)).fold(0, usize::saturating_add);
             let redeliver: Vec<u64> = s.redeliver.iter().take(room.min(FETCH)).copied().collect();
             let fresh_wanted = room.min(FETCH).saturating_sub(redeliver.len());
             let recent =
@@ -825,6 +841,7 @@ impl Group {
             client.unsettled.fetch_add(1, Ordering::Relaxed);
             match client.tx.try_send(Delivery { seq, generation, message }) {
                 Ok(()) => {
+                    client.use_window();
                     s.leased.insert(seq, Lease { client: client_id, generation, deadline });
                     s.retries.delivered(seq);
                     self.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -872,6 +889,15 @@ impl Membership {
     pub fn resume(&self) {
         self.ready.store(true, Ordering::Relaxed);
         self.group.wake.notify_one();
+    }
+
+    /// How many more deliveries the client may be handed: its link's credit less what it holds
+    /// already. A client that never says takes as many as `max_unsettled_per_client` allows.
+    pub fn set_window(&self, window: usize) {
+        let before = self.window.swap(window, Ordering::Relaxed);
+        if window > before {
+            self.group.wake.notify_one();
+        }
     }
 
     /// Whether the client is stalled.
