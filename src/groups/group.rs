@@ -933,8 +933,9 @@ mod tests {
     use super::*;
     use crate::store::{Append, Db, RedbQueue};
 
+    /// A message generated now: one from 1970 would expire at the group's next tick.
     fn record(seq: u64) -> Bytes {
-        StoredMessage::encode_parts(seq, 0, "t", None, format!("m{seq}").as_bytes()).into()
+        StoredMessage::encode_parts(seq, now_ms(), "t", None, format!("m{seq}").as_bytes()).into()
     }
 
     fn state_at(cursor: u64) -> State {
