@@ -477,51 +477,63 @@ fn session_seeds() -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fuzz_mqtt_sessions() {
-    install_panic_counter();
-    let server = Server::start_with("connect_timeout_secs = 1", "").await;
-    let addr = server.addr();
-    let seeds = Arc::new(session_seeds());
+/// Feeds fuzzed byte streams to a server for the time budget, eight connections at a time (enough
+/// to overlap sessions of the same client, few enough for two shared cores); returns how many
+/// inputs ran and how many `feed` called accepted. Most inputs keep a seed's head (a login)
+/// intact so the layer behind it is reached; the rest mutate the whole stream or are random
+/// bytes. Refused connections are fine; a hang is not: the servers close a silent connection
+/// after 1 s, and 30 s leaves room for a loaded machine (a niced run beside builds once took over
+/// 5 s to connect and write a few hundred bytes).
+async fn fuzz_connections<F, Fut>(seeds: Vec<(Vec<u8>, Vec<u8>)>, salt: u64, feed: F) -> (u64, u64)
+where
+    F: Fn(Arc<Vec<u8>>, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<bool>> + Send,
+{
+    let seeds = Arc::new(seeds);
     let start = Instant::now();
     let budget = budget();
-    // Eight connections at a time: enough to overlap sessions of the same client id, few enough
-    // for two shared cores.
     let mut workers = Vec::new();
     for w in 0..8u64 {
-        let seeds = seeds.clone();
+        let (seeds, feed) = (seeds.clone(), feed.clone());
         workers.push(tokio::spawn(async move {
-            let mut r = Rng(seed(0x5E55 + w));
-            let (mut execs, mut sessions) = (0u64, 0u64);
+            let mut r = Rng(seed(salt + w));
+            let (mut execs, mut accepted) = (0u64, 0u64);
             while start.elapsed() < budget {
                 let (head, tail) = &seeds[r.below(seeds.len())];
-                // Most inputs keep the CONNECT intact so the session layer behind it is
-                // reached; the rest mutate the whole stream or are random bytes.
                 let bytes = match r.below(10) {
                     0 | 1 => r.bytes(128),
                     2..=4 => mutate(&mut r, &[head.as_slice(), tail.as_slice()].concat()),
                     _ => [head.clone(), mutate(&mut r, tail)].concat(),
                 };
-                let pieces = 1 + r.below(3);
-                // Refused connections are fine; a hang is not. The server closes a silent
-                // connection after 1 s; 30 s leaves room for a loaded machine (a niced run beside
-                // builds once took over 5 s to connect and write a few hundred bytes).
-                let accepted = tokio::time::timeout(Duration::from_secs(30), feed(addr, &bytes, pieces))
+                let (bytes, pieces) = (Arc::new(bytes), 1 + r.below(3));
+                let ok = tokio::time::timeout(Duration::from_secs(30), feed(bytes.clone(), pieces))
                     .await
                     .unwrap_or_else(|_| panic!("connection hung on {bytes:?}"))
                     .unwrap_or(false);
                 execs += 1;
-                sessions += u64::from(accepted);
+                accepted += u64::from(ok);
             }
-            (execs, sessions)
+            (execs, accepted)
         }));
     }
-    let (mut execs, mut sessions) = (0, 0);
+    let (mut execs, mut accepted) = (0, 0);
     for w in workers {
-        let (e, s) = w.await.unwrap();
+        let (e, a) = w.await.unwrap();
         execs += e;
-        sessions += s;
+        accepted += a;
     }
+    (execs, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_mqtt_sessions() {
+    install_panic_counter();
+    let server = Server::start_with("connect_timeout_secs = 1", "").await;
+    let addr = server.addr();
+    let (execs, sessions) = fuzz_connections(session_seeds(), 0x5E55, move |bytes, pieces| async move {
+        feed(addr, &bytes, pieces).await
+    })
+    .await;
     // The mutator must get inputs past the CONNECT into a session, not only refusals.
     assert!(sessions * 5 > execs, "only {sessions} of {execs} inputs opened a session");
     // The server is alive: a normal device connects and gets its PUBACK.
@@ -565,7 +577,7 @@ fn amqp_seeds() -> (Vec<u8>, Vec<u8>) {
     (head, tail)
 }
 
-/// Writes `bytes` in a few pieces and reads what comes back until the server closes (or 2 s).
+/// Writes `bytes` in a few pieces and reads what comes back until the server closes or pauses.
 /// True when the login went through (the server continued with the AMQP header).
 async fn feed_amqp(addr: std::net::SocketAddr, bytes: &[u8], pieces: usize) -> std::io::Result<bool> {
     let mut s = TcpStream::connect(addr).await?;
@@ -575,14 +587,13 @@ async fn feed_amqp(addr: std::net::SocketAddr, bytes: &[u8], pieces: usize) -> s
             break;
         }
     }
+    // What the server answers comes at once; a pause of 250 ms means it waits for more input
+    // (it would close the connection at its 1 s login deadline, or keep a logged-in one open).
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = s.read(&mut buf).await {
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_millis(250), s.read(&mut buf)).await {
+        got.extend_from_slice(&buf[..n]);
+    }
     Ok(got.windows(8).any(|w| w == b"AMQP\x00\x01\x00\x00"))
 }
 
@@ -591,39 +602,14 @@ async fn fuzz_amqp_connections() {
     install_panic_counter();
     let server = Server::start_full("", "auth_timeout_secs = 1", "").await;
     let addr = server.app.amqp_addr();
-    let seeds = Arc::new(amqp_seeds());
-    let start = Instant::now();
-    let budget = budget();
-    let mut workers = Vec::new();
-    for w in 0..8u64 {
-        let seeds = seeds.clone();
-        workers.push(tokio::spawn(async move {
-            let mut r = Rng(seed(0xA3 + w));
-            let (mut execs, mut logins) = (0u64, 0u64);
-            let (head, tail) = (&seeds.0, &seeds.1);
-            while start.elapsed() < budget {
-                let bytes = match r.below(10) {
-                    0 => r.bytes(128),
-                    1..=3 => mutate(&mut r, &[head.as_slice(), tail.as_slice()].concat()),
-                    _ => [head.clone(), mutate(&mut r, tail)].concat(),
-                };
-                let pieces = 1 + r.below(3);
-                let accepted = tokio::time::timeout(Duration::from_secs(30), feed_amqp(addr, &bytes, pieces))
-                    .await
-                    .unwrap_or_else(|_| panic!("connection hung on {bytes:?}"))
-                    .unwrap_or(false);
-                execs += 1;
-                logins += u64::from(accepted);
-            }
-            (execs, logins)
-        }));
-    }
-    let (mut execs, mut logins) = (0, 0);
-    for w in workers {
-        let (e, l) = w.await.unwrap();
-        execs += e;
-        logins += l;
-    }
+    let seeds = vec![amqp_seeds()];
+    let (execs, logins) =
+        fuzz_connections(
+            seeds,
+            0xA3,
+            move |bytes, pieces| async move { feed_amqp(addr, &bytes, pieces).await },
+        )
+        .await;
     // The mutator must get inputs past the login into the session, not only refusals.
     assert!(logins * 5 > execs, "only {logins} of {execs} inputs logged in");
     // The server is alive: a normal consumer gets a device's message.
