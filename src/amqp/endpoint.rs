@@ -51,6 +51,8 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Why a connection ended, for the log.
 pub type Reason = &'static str;
 
+const LOGIN_REFUSED: Reason = "login refused";
+
 /// An error for the peer: condition and description.
 pub fn error(condition: impl Into<definitions::ErrorCondition>, description: String) -> definitions::Error {
     definitions::Error::new(condition, Some(description), None)
@@ -208,6 +210,10 @@ where
             Ok(Ok(())) => {}
             Ok(Err(fatal)) => {
                 let reason = endpoint.fail(fatal).await;
+                // A refused login has its own line already (with why), under its own limit.
+                if reason == LOGIN_REFUSED {
+                    return None;
+                }
                 if let Some(suppressed) = endpoint.sasl.logs.protocol.admit() {
                     tracing::warn!(%peer, reason, suppressed, "AMQP connection not opened");
                 }
@@ -375,7 +381,7 @@ where
             let code = if ok { SaslCode::Ok } else { SaslCode::Auth };
             self.put(FRAME_SASL, 0, &sasl::Frame::Outcome(SaslOutcome { code, additional_data: None }));
             if !ok {
-                return Err(Fatal::Gone("login refused"));
+                return Err(Fatal::Gone(LOGIN_REFUSED));
             }
             self.phase = Phase::AmqpHeader;
             return Ok(());
