@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 mod cluster;
 
-use super::endpoint::{error, Endpoint, Event, Reason};
+use super::endpoint::{error, sleep_until, Endpoint, Event, Reason};
 use super::sasl::ConsumerSasl;
 use super::AmqpContext;
 use crate::groups::{Delivery, Membership, Settlement};
@@ -90,6 +90,19 @@ fn settlement(outcome: Outcome) -> Settlement {
     }
 }
 
+/// Hands the outcomes that arrived to the group, in one batch (`buf` is kept for the next).
+fn settle<S>(
+    endpoint: &mut Endpoint<S, (u64, u64)>,
+    membership: &Membership,
+    buf: &mut Vec<(u64, u64, Settlement)>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    buf.extend(endpoint.settled().map(|((seq, generation), how)| (seq, generation, settlement(how))));
+    membership.settle_many(buf);
+    buf.clear();
+}
+
 /// Delivers the group's messages until the link, the connection, the group or the server ends;
 /// the reason. Whatever was sent and not settled goes back with the membership.
 async fn deliver<S>(
@@ -105,12 +118,6 @@ where
     let mut stall_at: Option<tokio::time::Instant> = None;
     let mut outcomes = Vec::with_capacity(BURST);
     let reason = loop {
-        let stall = async {
-            match stall_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = shared.shutdown.cancelled() => break "server shutdown",
             delivery = membership.rx.recv(), if held.is_none() && endpoint.writable() => {
@@ -119,11 +126,7 @@ where
                 held = Some(delivery);
             }
             event = endpoint.next_event() => match event {
-                Ok(Event::Settled) => {
-                    outcomes.extend(endpoint.settled().map(|((seq, generation), how)| (seq, generation, settlement(how))));
-                    membership.settle_many(&outcomes);
-                    outcomes.clear();
-                }
+                Ok(Event::Settled) => settle(endpoint, &membership, &mut outcomes),
                 Ok(Event::Credit) => {
                     if membership.is_stalled() {
                         membership.resume();
@@ -131,7 +134,7 @@ where
                 }
                 Err(reason) => break reason,
             },
-            () = stall => {
+            () = sleep_until(stall_at) => {
                 // No credit in time: the client stalls, and what it holds goes back.
                 stall_at = None;
                 membership.stall();
@@ -179,9 +182,7 @@ where
     if let Some(d) = held {
         membership.settle(d.seq, d.generation, Settlement::Unsent);
     }
-    let settled: Vec<_> =
-        endpoint.settled().map(|((seq, generation), how)| (seq, generation, settlement(how))).collect();
-    membership.settle_many(&settled);
+    settle(endpoint, &membership, &mut outcomes);
     drop(membership);
     reason
 }

@@ -252,13 +252,7 @@ where
 
     /// Writes everything buffered.
     async fn flush(&mut self) -> std::io::Result<()> {
-        while !self.wbuf.is_empty() {
-            let n = self.write.write(&self.wbuf).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            self.wbuf.advance(n);
-        }
+        self.write.write_all_buf(&mut self.wbuf).await?;
         self.write.flush().await
     }
 
@@ -665,8 +659,7 @@ where
             // `received`, or a transactional state (not offered): not an outcome yet.
             _ => return,
         };
-        let keys: Vec<u64> = link.unsettled.range(first..=last).map(|(k, _)| *k).collect();
-        for key in keys {
+        while let Some(key) = link.unsettled.range(first..=last).next().map(|(k, _)| *k) {
             if let Some(tag) = link.unsettled.remove(&key) {
                 self.settled.push((tag, outcome));
             }
@@ -697,10 +690,9 @@ where
     /// Whether `message` may be sent now: credit, the session's window for all its frames,
     /// and room in the write buffer.
     pub fn can_send(&self, message: &StoredMessage) -> bool {
-        let (Some(link), Some(session)) = (&self.link, &self.session) else { return false };
-        self.wbuf.len() < WRITE_CAP
-            && link.credit > 0
-            && !link.detached
+        let Some(session) = &self.session else { return false };
+        self.writable()
+            && self.credit() > 0
             && session.room() as usize >= wire::frames_needed(message, self.max_frame_out)
     }
 
@@ -802,7 +794,8 @@ where
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`; forever when there is no `at`.
+pub(super) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
