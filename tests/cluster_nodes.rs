@@ -10,7 +10,7 @@ mod nats;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::amqp::{attach, consumer, login, open, Consumer};
+use common::amqp::{consumer, login, open, refusal, Consumer};
 use common::{config_text, metric_value, metrics, Server, WAIT};
 use iotpipe::cluster::clients::ClusterClients;
 use iotpipe::cluster::config::ClusterConfig;
@@ -61,15 +61,7 @@ async fn online_until(server: &Server, what: &str, ok: impl Fn(usize, &BTreeMap<
 /// A client that must be refused: the AMQP error it gets.
 async fn refused(server: &Server, client_id: &str) -> String {
     let (u, p) = login(client_id, DEFAULT_GROUP, SignMethod::HmacSha1);
-    let mut c = attach(open(server.app.amqp_addr(), &u, &p).await.expect("login")).await;
-    let err = tokio::time::timeout(
-        WAIT,
-        c.receiver.recv::<fe2o3_amqp::types::messaging::Body<fe2o3_amqp::types::primitives::Value>>(),
-    )
-    .await
-    .expect("the refused client must be told")
-    .expect_err("the refused client must not receive");
-    format!("{err:?}")
+    refusal(open(server.app.amqp_addr(), &u, &p).await.expect("login")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

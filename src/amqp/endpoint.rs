@@ -749,10 +749,11 @@ where
         self.settled.drain(..)
     }
 
-    /// Ends the connection: detaches the link (with `error` for the client), closes, and waits a
-    /// little for the client's answers before dropping the socket.
+    /// Ends the connection: detaches the link and closes, both with `error` for the client, and
+    /// waits a little for the client's answers before dropping the socket. The close carries the
+    /// error too: a client library may answer the detach by itself and see the close first.
     pub async fn close(&mut self, error: Option<definitions::Error>) {
-        self.close_with(error, None).await;
+        self.close_with(error.clone(), error).await;
     }
 
     async fn close_with(

@@ -64,6 +64,24 @@ pub async fn attach(mut connection: ConnectionHandle<()>) -> Consumer {
     Consumer { connection, session, receiver }
 }
 
+/// What a client refused at its link is told: the debug text of the error. The refusal reaches
+/// the client at its first receive, or already at the attach when its library answered the
+/// server's detach by itself and the server's close came before the attach finished.
+pub async fn refusal(mut connection: ConnectionHandle<()>) -> String {
+    let mut session = Session::begin(&mut connection).await.expect("a session");
+    let attached =
+        Receiver::builder().name("rx").source("default").auto_accept(false).attach(&mut session).await;
+    let mut receiver = match attached {
+        Ok(receiver) => receiver,
+        Err(e) => return format!("{e:?}"),
+    };
+    let err = tokio::time::timeout(WAIT, receiver.recv::<Body<Value>>())
+        .await
+        .expect("the refused client must be told")
+        .expect_err("the refused client must not receive");
+    format!("{err:?}")
+}
+
 /// What a test reads of a delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Received {
