@@ -419,6 +419,12 @@ fn store(out: Out<'_, '_>, s: &StoreStats, db_file: &std::path::Path) -> fmt::Re
         &[("durability", "fsync", &s.commit_fsync), ("durability", "none", &s.commit_nosync)],
     )?;
     counter(out, "iotpipe_store_commit_failures", "Store commits that failed.", load(&s.commit_failures))?;
+    counter(
+        out,
+        "iotpipe_store_settled_before_commit",
+        "Messages settled by their consumer before their commit (early delivery): never written.",
+        load(&s.settled_before_commit),
+    )?;
     // Unreadable (e.g. just being replaced): reported as 0 rather than failing the scrape.
     let size = std::fs::metadata(db_file).map(|m| m.len()).unwrap_or(0);
     gauge(out, "iotpipe_store_size_bytes", "Size of the database file on disk.", size)

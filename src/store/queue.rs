@@ -178,6 +178,8 @@ pub struct StoreStats {
     pub append: Histogram,
     /// Commits that failed (nothing of them is stored).
     pub commit_failures: AtomicU64,
+    /// Messages settled before their commit (early delivery): neither written nor removed.
+    pub settled_before_commit: AtomicU64,
 }
 
 /// A staged append on its way to the writer.
@@ -804,9 +806,10 @@ impl Writer {
 
     /// Takes the settlements gathered in `pending` for a commit of the appends with `tickets`,
     /// in three parts: those of stored messages (applied before the commit's commands, as
-    /// they came before them), those of messages staged in this commit (applied after its
-    /// appends) and those of messages staged for a later commit (their record is not in the
-    /// table yet: they wait for it).
+    /// they came before them), those of messages staged in this commit (a removal means the
+    /// record is not written at all; a dead letter is moved after its append) and those of
+    /// messages staged for a later commit (their record is not in the table yet: they wait for
+    /// it).
     fn take_settled(&self, pending: &Removals, tickets: &[u64]) -> Settled {
         let taken = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
         let seqs = lock_seqs(&self.seqs);
@@ -823,6 +826,10 @@ impl Writer {
                 };
                 part.entry(group.clone()).or_default().push(seq);
             }
+        }
+        // Looked up by binary search while the commit's appends are written.
+        for seqs in settled.staged_now.values_mut() {
+            seqs.sort_unstable();
         }
         settled
     }
@@ -918,6 +925,7 @@ impl Writer {
         let db = self.db.clone();
         let mut tx = db.redb()?.begin_write().map_err(|e| db.err(e))?;
         let mut durable = false;
+        let mut elided = 0u64;
         if let Some(ids) = self.ids.upgrade().filter(|ids| ids.wants_block()) {
             durable = true;
             match ids::reserve(&db, &tx) {
@@ -943,6 +951,16 @@ impl Writer {
                     Command::Append(staging) => {
                         durable = true;
                         for (append, &seq) in staging.batch.iter().zip(&staging.seqs) {
+                            // Settled before its commit (early delivery): its insert and its
+                            // removal would cancel out in this transaction, so neither is made.
+                            if removals
+                                .staged_now
+                                .get(&append.group)
+                                .is_some_and(|s| s.binary_search(&seq).is_ok())
+                            {
+                                elided += 1;
+                                continue;
+                            }
                             table.insert((&*append.group, seq), &*append.record).map_err(|e| db.err(e))?;
                         }
                         replies.push(Reply::Append(staging.reply, staging.queued));
@@ -994,12 +1012,14 @@ impl Writer {
                     }
                 }
             }
-            // Settlements of messages staged in this very commit: after their appends.
-            settle(&db, &mut table, &mut dead, &removals.staged_now, &moves.staged_now, &since)?;
+            // Settlements of messages staged in this very commit: the removals were never
+            // inserted (above); dead letters are moved after their appends.
+            move_to_dead(&db, &mut table, &mut dead, &moves.staged_now, &since)?;
         }
         let durability = if durable { Durability::Immediate } else { Durability::None };
         tx.set_durability(durability).map_err(|e| db.err(e))?;
         tx.commit().map_err(|e| db.err(e))?;
+        self.stats.settled_before_commit.fetch_add(elided, Ordering::Relaxed);
         Ok(durable)
     }
 }
@@ -1020,6 +1040,17 @@ fn settle(
             table.remove((&**group, seq)).map_err(|e| db.err(e))?;
         }
     }
+    move_to_dead(db, table, dead, moves, since)
+}
+
+/// Moves the records of `moves` from the queue to the dead letters, dated `since`.
+fn move_to_dead(
+    db: &Db,
+    table: &mut QueueTable<'_>,
+    dead: &mut QueueTable<'_>,
+    moves: &Taken,
+    since: &[u8; 8],
+) -> Result<(), StoreError> {
     for (group, seqs) in moves {
         for &seq in seqs {
             let Some(record) = table.remove((&**group, seq)).map_err(|e| db.err(e))? else {
@@ -1151,6 +1182,44 @@ mod tests {
         assert!(taken.staged_later.is_empty());
         writer.settled(&[7]);
         assert!(lock_seqs(&writer.seqs).inflight.is_empty());
+    }
+
+    /// A message settled before its commit (early delivery) is neither written nor removed: the
+    /// commit holds only the rest of its batch, and a dead letter of the same batch still moves.
+    #[test]
+    fn messages_settled_before_their_commit_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let seqs = Arc::new(Mutex::new(Seqs::default()));
+        lock_seqs(&seqs).inflight.push((7, Arc::from("g"), 1, 4));
+        let mut writer = Writer {
+            db: Db::open(dir.path()).unwrap(),
+            seqs,
+            commit_interval: std::time::Duration::ZERO,
+            stats: Arc::default(),
+            removals: Arc::default(),
+            dead: Arc::default(),
+            ids: Weak::new(),
+            broken: None,
+            last_log: None,
+        };
+        writer.removals.lock().unwrap().insert(Arc::from("g"), vec![3, 1]);
+        writer.dead.lock().unwrap().insert(Arc::from("g"), vec![4]);
+        let (reply, done) = oneshot::channel();
+        let staging = Staging {
+            batch: ["a", "b", "c", "d"].iter().map(|body| append("g", body)).collect(),
+            seqs: vec![1, 2, 3, 4],
+            ticket: 7,
+            reply,
+            queued: Instant::now(),
+        };
+        assert_eq!(writer.commit(&mut vec![Command::Append(staging)]), Some(true));
+        assert!(done.blocking_recv().unwrap().is_ok());
+        let q = RedbQueue::open_with(writer.db.clone(), std::time::Duration::ZERO).unwrap();
+        assert_eq!(q.read_from("g", 0, 10).unwrap(), vec![(2, b"b".to_vec())]);
+        let dead = q.read_dead("g", 0, 10).unwrap();
+        assert_eq!(dead.iter().map(|d| d.seq).collect::<Vec<_>>(), vec![4]);
+        assert!(writer.removals.lock().unwrap().is_empty(), "nothing waits for a later commit");
+        assert_eq!(writer.stats.settled_before_commit.load(Ordering::Relaxed), 2);
     }
 
     /// Seqs are given out when staged, in order, and a failed commit's seqs are not given out
