@@ -18,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use fe2o3_amqp::frames::amqp::{FrameBody, FrameDecoder};
 use fe2o3_amqp::frames::sasl;
 use fe2o3_amqp::types::definitions::{self, AmqpError, ConnectionError, Handle, Role, SenderSettleMode};
-use fe2o3_amqp::types::messaging::{DeliveryState, Source};
+use fe2o3_amqp::types::messaging::{self, DeliveryState, Released, Source};
 use fe2o3_amqp::types::performatives::{
     Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open,
 };
@@ -386,6 +386,18 @@ where
                 "framing error",
             ));
         }
+        if self.phase == Phase::Opened {
+            // Nearly every frame from a consumer accepts a message: read without the decoder.
+            if let Some(accept) = wire::read_accept(&frame) {
+                if self.session.as_ref().is_some_and(|s| s.remote_channel == accept.channel)
+                    && accept.receiver
+                {
+                    let state = || DeliveryState::Accepted(messaging::Accepted {});
+                    self.settle_range(accept.first, accept.last, accept.settled, Outcome::Accepted, state);
+                }
+                return Ok(());
+            }
+        }
         let frame = (FrameDecoder {}).decode(&mut frame).map_err(decode_error)?;
         let Some(frame) = frame else { return Ok(()) };
         let channel = frame.channel;
@@ -638,13 +650,7 @@ where
     }
 
     fn on_disposition(&mut self, d: &Disposition) {
-        let (Some(session), Some(link)) = (&self.session, &mut self.link) else { return };
         if d.role != Role::Receiver {
-            return;
-        }
-        let first = session.widen(d.first);
-        let last = session.widen(d.last.unwrap_or(d.first));
-        if last < first {
             return;
         }
         let outcome = match &d.state {
@@ -659,19 +665,40 @@ where
             // `received`, or a transactional state (not offered): not an outcome yet.
             _ => return,
         };
+        self.settle_range(d.first, d.last, d.settled, outcome, || {
+            d.state.clone().unwrap_or(DeliveryState::Released(Released {}))
+        });
+    }
+
+    /// Settles the deliveries `first..=last` (the receiver's ids) with `outcome`; a receiver
+    /// that settles second gets the server's settlement, with `state`.
+    fn settle_range(
+        &mut self,
+        first_id: u32,
+        last_id: Option<u32>,
+        settled: bool,
+        outcome: Outcome,
+        state: impl FnOnce() -> DeliveryState,
+    ) {
+        let (Some(session), Some(link)) = (&self.session, &mut self.link) else { return };
+        let first = session.widen(first_id);
+        let last = session.widen(last_id.unwrap_or(first_id));
+        if last < first {
+            return;
+        }
         while let Some(key) = link.unsettled.range(first..=last).next().map(|(k, _)| *k) {
             if let Some(tag) = link.unsettled.remove(&key) {
                 self.settled.push((tag, outcome));
             }
         }
-        if !d.settled {
+        if !settled {
             // The receiver settles second: the server settles first, with the outcome it took.
             let reply = Disposition {
                 role: Role::Sender,
-                first: d.first,
-                last: d.last,
+                first: first_id,
+                last: last_id,
                 settled: true,
-                state: d.state.clone(),
+                state: Some(state()),
                 batchable: false,
             };
             let channel = session.channel;

@@ -273,6 +273,120 @@ fn put_message(out: &mut BytesMut, m: &StoredMessage) {
     out.put_slice(&m.payload);
 }
 
+/// A disposition that accepts a range of deliveries: the frame a consumer sends for nearly
+/// every message, read here without the general decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accept {
+    pub channel: u16,
+    /// The role of the sender of the frame: true for a receiver.
+    pub receiver: bool,
+    pub first: u32,
+    pub last: Option<u32>,
+    pub settled: bool,
+}
+
+/// Reads `frame` (as [`next_frame`] returns it) as a disposition whose state is `accepted`, in
+/// the encodings clients use (a small-ulong descriptor, a list8 or list32, each field in its
+/// fixed or compact form). `None` for anything else, which then goes through fe2o3's decoder:
+/// another performative or outcome, a field this reader does not take, a malformed list.
+pub fn read_accept(frame: &[u8]) -> Option<Accept> {
+    let doff = usize::from(*frame.first()?);
+    if doff < 2 || frame.get(1) != Some(&FRAME_AMQP) {
+        return None;
+    }
+    let channel = u16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
+    // The body starts at doff × 4 from the size field, which `next_frame` took off.
+    let mut r = Reader(frame.get(doff * 4 - 4..)?);
+    if r.take(3)? != [0x00, 0x53, 0x15] {
+        return None;
+    }
+    let count = match r.byte()? {
+        0xc0 => {
+            let size = usize::from(r.byte()?);
+            if size != r.0.len() {
+                return None;
+            }
+            u32::from(r.byte()?)
+        }
+        0xd0 => {
+            let size = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
+            if usize::try_from(size).ok()? != r.0.len() {
+                return None;
+            }
+            u32::from_be_bytes(r.take(4)?.try_into().ok()?)
+        }
+        _ => return None,
+    };
+    // role, first, last, settled, state, batchable: role, first and state are needed here.
+    if !(5..=6).contains(&count) {
+        return None;
+    }
+    let receiver = r.boolean()?;
+    let first = r.uint()?;
+    let last = if r.null() { None } else { Some(r.uint()?) };
+    let settled = if r.null() { false } else { r.boolean()? };
+    // accepted: descriptor 0x24 and an empty list.
+    if r.take(3)? != [0x00, 0x53, 0x24] {
+        return None;
+    }
+    match r.byte()? {
+        0x45 => {}
+        0xc0 if r.take(2)? == [0x01, 0x00] => {}
+        0xd0 if r.take(8)? == [0, 0, 0, 4, 0, 0, 0, 0] => {}
+        _ => return None,
+    }
+    if count == 6 && !r.null() {
+        r.boolean()?;
+    }
+    r.0.is_empty().then_some(Accept { channel, receiver, first, last, settled })
+}
+
+/// A cursor over encoded AMQP values.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    /// Takes a null if one is next.
+    fn null(&mut self) -> bool {
+        let null = self.0.first() == Some(&0x40);
+        if null {
+            self.0 = &self.0[1..];
+        }
+        null
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0x41 => Some(true),
+            0x42 => Some(false),
+            0x56 => match self.byte()? {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn uint(&mut self) -> Option<u32> {
+        match self.byte()? {
+            0x43 => Some(0),
+            0x52 => self.byte().map(u32::from),
+            0x70 => Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +499,118 @@ mod tests {
         assert_eq!(next_frame(&mut big, 512), Err(FrameError::TooLarge { size: 65536, limit: 512 }));
         let mut small = BytesMut::from(&[0, 0, 0, 4][..]);
         assert_eq!(next_frame(&mut small, 512), Err(FrameError::TooSmall(4)));
+    }
+
+    /// The frame `body` makes, as [`next_frame`] hands it on (without the size field).
+    fn frame_of(body: &impl Serialize) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_frame(&mut out, FRAME_AMQP, 3, body).unwrap();
+        out.split_off(4)
+    }
+
+    fn fe2o3(frame: &[u8]) -> FrameBody {
+        let mut frame = BytesMut::from(frame);
+        FrameDecoder {}.decode(&mut frame).unwrap().unwrap().body
+    }
+
+    /// Every accepted disposition fe2o3 writes is read, with the values fe2o3 decodes; any
+    /// other outcome, or none, is left to fe2o3's decoder.
+    #[test]
+    fn an_accepting_disposition_is_read_as_fe2o3_decodes_it() {
+        use fe2o3_amqp::types::definitions::Role;
+        use fe2o3_amqp::types::messaging::{Accepted, DeliveryState, Modified, Rejected, Released};
+        use fe2o3_amqp::types::performatives::Disposition;
+        let mut read = 0;
+        for role in [Role::Receiver, Role::Sender] {
+            for first in [0, 7, 255, 256, 70_000, u32::MAX] {
+                for last in [None, Some(first), Some(first.wrapping_add(300))] {
+                    for settled in [false, true] {
+                        for batchable in [false, true] {
+                            let d = Disposition {
+                                role: role.clone(),
+                                first,
+                                last,
+                                settled,
+                                state: Some(DeliveryState::Accepted(Accepted {})),
+                                batchable,
+                            };
+                            let frame = frame_of(&d);
+                            let FrameBody::Disposition(decoded) = fe2o3(&frame) else {
+                                panic!("not a disposition")
+                            };
+                            let want = Accept {
+                                channel: 3,
+                                receiver: decoded.role == Role::Receiver,
+                                first: decoded.first,
+                                last: decoded.last,
+                                settled: decoded.settled,
+                            };
+                            assert_eq!(read_accept(&frame), Some(want), "{d:?}");
+                            read += 1;
+                            for other in [
+                                None,
+                                Some(DeliveryState::Rejected(Rejected { error: None })),
+                                Some(DeliveryState::Released(Released {})),
+                                Some(DeliveryState::Modified(Modified {
+                                    delivery_failed: Some(true),
+                                    undeliverable_here: None,
+                                    message_annotations: None,
+                                })),
+                            ] {
+                                let d = Disposition { state: other, ..d.clone() };
+                                assert_eq!(read_accept(&frame_of(&d)), None, "{d:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(read, 2 * 6 * 3 * 2 * 2);
+    }
+
+    /// Other encodings of the same fields (list32, the long forms of booleans and uints, no
+    /// batchable field) are read as fe2o3 decodes them; cut or padded frames and other
+    /// performatives are not read at all.
+    #[test]
+    fn other_encodings_of_an_accept_and_broken_frames() {
+        let accepted = [0x00, 0x53, 0x24, 0x45];
+        let frame = |list: &[u8]| [&[2u8, 0, 0, 3, 0x00, 0x53, 0x15][..], list].concat();
+        let list32 = |count: u32, items: &[u8]| {
+            let mut l = vec![0xd0];
+            l.extend_from_slice(&(4 + items.len() as u32).to_be_bytes());
+            l.extend_from_slice(&count.to_be_bytes());
+            l.extend_from_slice(items);
+            l
+        };
+        let list8 = |count: u8, items: &[u8]| [&[0xc0, 1 + items.len() as u8, count][..], items].concat();
+        let fields = [&[0x56, 0x01, 0x70, 0, 0, 0, 9, 0x52, 12, 0x56, 0x00][..], &accepted].concat();
+        let want = Accept { channel: 3, receiver: true, first: 9, last: Some(12), settled: false };
+        for f in [frame(&list32(5, &fields)), frame(&list8(5, &fields))] {
+            let FrameBody::Disposition(d) = fe2o3(&f) else { panic!("not a disposition") };
+            assert_eq!((d.first, d.last, d.settled), (9, Some(12), false));
+            assert_eq!(read_accept(&f), Some(want));
+        }
+        // An accepted state written as list8 and list32 with no items.
+        for state in
+            [&[0x00, 0x53, 0x24, 0xc0, 0x01, 0x00][..], &[0x00, 0x53, 0x24, 0xd0, 0, 0, 0, 4, 0, 0, 0, 0]]
+        {
+            let items = [&[0x41, 0x43, 0x40, 0x41][..], state].concat();
+            assert_eq!(
+                read_accept(&frame(&list8(5, &items))),
+                Some(Accept { channel: 3, receiver: true, first: 0, last: None, settled: true })
+            );
+        }
+        let good = frame(&list8(5, &fields));
+        for cut in 0..good.len() {
+            assert_eq!(read_accept(&good[..cut]), None, "cut at {cut}");
+        }
+        let padded = [&good[..], &[0x40]].concat();
+        assert_eq!(read_accept(&padded), None);
+        let wrong_size = frame(&[&[0xc0, 0x7f, 5][..], &fields].concat());
+        assert_eq!(read_accept(&wrong_size), None);
+        assert_eq!(read_accept(&frame(&list8(4, &fields[..fields.len() - 4]))), None, "no state");
+        let flow = [2u8, 0, 0, 3, 0x00, 0x53, 0x13, 0x45];
+        assert_eq!(read_accept(&flow), None);
+        assert_eq!(read_accept(&[1, 0, 0, 3]), None, "doff below 2");
     }
 }
