@@ -1146,17 +1146,13 @@ mod tests {
         assert_eq!(q.stats().commit_nosync.snapshot().count, 1);
     }
 
-    /// A settlement of a message whose append waits for a later commit waits with it (the
-    /// record is not in the table yet); one of this commit's appends or of a committed one does
-    /// not.
-    #[test]
-    fn settlements_of_messages_staged_for_a_later_commit_wait_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+    /// A writer (not running) on a database in `dir` with seqs `staged` of group "g" staged
+    /// under ticket 7 and not yet committed.
+    fn writer_with_staged(dir: &std::path::Path, staged: std::ops::RangeInclusive<u64>) -> Writer {
         let seqs = Arc::new(Mutex::new(Seqs::default()));
-        lock_seqs(&seqs).inflight.push((7, Arc::from("g"), 5, 6));
-        let writer = Writer {
-            db,
+        lock_seqs(&seqs).inflight.push((7, Arc::from("g"), *staged.start(), *staged.end()));
+        Writer {
+            db: Db::open(dir).unwrap(),
             seqs,
             commit_interval: EARLY_DELIVERY_COMMIT_INTERVAL,
             stats: Arc::default(),
@@ -1165,7 +1161,16 @@ mod tests {
             ids: Weak::new(),
             broken: None,
             last_log: None,
-        };
+        }
+    }
+
+    /// A settlement of a message whose append waits for a later commit waits with it (the
+    /// record is not in the table yet); one of this commit's appends or of a committed one does
+    /// not.
+    #[test]
+    fn settlements_of_messages_staged_for_a_later_commit_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_staged(dir.path(), 5..=6);
         let pending = Removals::default();
         let fill = |list: Vec<u64>| {
             pending.lock().unwrap().insert(Arc::from("g"), list);
@@ -1189,19 +1194,7 @@ mod tests {
     #[test]
     fn messages_settled_before_their_commit_are_not_written() {
         let dir = tempfile::tempdir().unwrap();
-        let seqs = Arc::new(Mutex::new(Seqs::default()));
-        lock_seqs(&seqs).inflight.push((7, Arc::from("g"), 1, 4));
-        let mut writer = Writer {
-            db: Db::open(dir.path()).unwrap(),
-            seqs,
-            commit_interval: std::time::Duration::ZERO,
-            stats: Arc::default(),
-            removals: Arc::default(),
-            dead: Arc::default(),
-            ids: Weak::new(),
-            broken: None,
-            last_log: None,
-        };
+        let mut writer = writer_with_staged(dir.path(), 1..=4);
         writer.removals.lock().unwrap().insert(Arc::from("g"), vec![3, 1]);
         writer.dead.lock().unwrap().insert(Arc::from("g"), vec![4]);
         let (reply, done) = oneshot::channel();
