@@ -40,11 +40,16 @@ pub(super) fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
         Ok(result) => result?,
         Err(panic) => std::panic::resume_unwind(panic),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("iotpipe")
-        .build()
-        .context("cannot start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("iotpipe");
+    // One worker per core less one, which the store's writer thread keeps busy: on two cores a
+    // second worker cost a cross-thread wake-up per message (docs/benchmarks.md). The runtime's
+    // own TOKIO_WORKER_THREADS still decides when set.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        builder.worker_threads(cores.saturating_sub(1).max(1));
+    }
+    let runtime = builder.build().context("cannot start the async runtime")?;
     runtime.block_on(serve(config, config_path, demo))
 }
 
