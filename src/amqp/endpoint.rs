@@ -18,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use fe2o3_amqp::frames::amqp::{FrameBody, FrameDecoder};
 use fe2o3_amqp::frames::sasl;
 use fe2o3_amqp::types::definitions::{self, AmqpError, ConnectionError, Handle, Role, SenderSettleMode};
-use fe2o3_amqp::types::messaging::{self, DeliveryState, Released, Source};
+use fe2o3_amqp::types::messaging::{self, DeliveryState, Source};
 use fe2o3_amqp::types::performatives::{
     Attach, Begin, ChannelMax, Close, Detach, Disposition, End, Flow, MaxFrameSize, Open,
 };
@@ -392,7 +392,7 @@ where
                 if self.session.as_ref().is_some_and(|s| s.remote_channel == accept.channel)
                     && accept.receiver
                 {
-                    let state = || DeliveryState::Accepted(messaging::Accepted {});
+                    let state = || Some(DeliveryState::Accepted(messaging::Accepted {}));
                     self.settle_range(accept.first, accept.last, accept.settled, Outcome::Accepted, state);
                 }
                 return Ok(());
@@ -665,9 +665,7 @@ where
             // `received`, or a transactional state (not offered): not an outcome yet.
             _ => return,
         };
-        self.settle_range(d.first, d.last, d.settled, outcome, || {
-            d.state.clone().unwrap_or(DeliveryState::Released(Released {}))
-        });
+        self.settle_range(d.first, d.last, d.settled, outcome, || d.state.clone());
     }
 
     /// Settles the deliveries `first..=last` (the receiver's ids) with `outcome`; a receiver
@@ -678,7 +676,7 @@ where
         last_id: Option<u32>,
         settled: bool,
         outcome: Outcome,
-        state: impl FnOnce() -> DeliveryState,
+        state: impl FnOnce() -> Option<DeliveryState>,
     ) {
         let (Some(session), Some(link)) = (&self.session, &mut self.link) else { return };
         let first = session.widen(first_id);
@@ -698,7 +696,7 @@ where
                 first: first_id,
                 last: last_id,
                 settled: true,
-                state: Some(state()),
+                state: state(),
                 batchable: false,
             };
             let channel = session.channel;

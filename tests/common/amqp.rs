@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::Delivery;
+use fe2o3_amqp::link::ReceiverAttachError;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::Body;
@@ -52,30 +53,27 @@ pub async fn consumer(addr: SocketAddr, client_id: &str, group: &str) -> Consume
     attach(connection).await
 }
 
-pub async fn attach(mut connection: ConnectionHandle<()>) -> Consumer {
-    let mut session = Session::begin(&mut connection).await.unwrap();
-    let receiver = Receiver::builder()
-        .name("rx")
-        .source("default")
-        .auto_accept(false)
-        .attach(&mut session)
-        .await
-        .unwrap();
-    Consumer { connection, session, receiver }
+pub async fn attach(connection: ConnectionHandle<()>) -> Consumer {
+    try_attach(connection).await.unwrap()
+}
+
+/// A session and a receiver link on `connection`; the link's error if its attach fails.
+pub async fn try_attach(mut connection: ConnectionHandle<()>) -> Result<Consumer, ReceiverAttachError> {
+    let mut session = Session::begin(&mut connection).await.expect("a session");
+    let receiver =
+        Receiver::builder().name("rx").source("default").auto_accept(false).attach(&mut session).await?;
+    Ok(Consumer { connection, session, receiver })
 }
 
 /// What a client refused at its link is told: the debug text of the error. The refusal reaches
 /// the client at its first receive, or already at the attach when its library answered the
 /// server's detach by itself and the server's close came before the attach finished.
-pub async fn refusal(mut connection: ConnectionHandle<()>) -> String {
-    let mut session = Session::begin(&mut connection).await.expect("a session");
-    let attached =
-        Receiver::builder().name("rx").source("default").auto_accept(false).attach(&mut session).await;
-    let mut receiver = match attached {
-        Ok(receiver) => receiver,
+pub async fn refusal(connection: ConnectionHandle<()>) -> String {
+    let mut c = match try_attach(connection).await {
+        Ok(c) => c,
         Err(e) => return format!("{e:?}"),
     };
-    let err = tokio::time::timeout(WAIT, receiver.recv::<Body<Value>>())
+    let err = tokio::time::timeout(WAIT, c.receiver.recv::<Body<Value>>())
         .await
         .expect("the refused client must be told")
         .expect_err("the refused client must not receive");
