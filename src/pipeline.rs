@@ -4,7 +4,8 @@
 //! pipeline slows publishers) and returns a [`Receipt`] that resolves once the message is
 //! durably stored for every target consumer group. The ingress sends a QoS 1 PUBACK only then.
 //!
-//! One task takes messages off the queue in batches and stages each batch for a storage commit
+//! One task takes messages off the queue in batches (after one round of the runtime, so that the
+//! sessions found ready join the batch) and stages each batch for a storage commit
 //! ([`Groups::stage`]); a second task answers each batch's receipts, in order, once its commit
 //! is known. By default staging waits for the commit (while it runs the next batch gathers and
 //! shares the next one); with `[storage] early_delivery` the groups hand the copies to their
